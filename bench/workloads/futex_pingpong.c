@@ -1,0 +1,68 @@
+/*
+ * Overhead workload (b): a context-switch storm. Two threads hand a token
+ * back and forth through a futex word for SECONDS: every hand-off is a
+ * FUTEX_WAKE, a wakeup and two context switches. Prints
+ * {"ops":round_trips,"seconds":S,"ops_per_s":R}.
+ * usage: futex_pingpong [SECONDS=3]
+ */
+#define _GNU_SOURCE
+#include <linux/futex.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+static atomic_int turn; /* 0: ping's turn, 1: pong's turn, 2: stop */
+static long rounds;
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void wait_for(int want)
+{
+	int v;
+	while ((v = atomic_load(&turn)) != want && v != 2)
+		syscall(SYS_futex, &turn, FUTEX_WAIT_PRIVATE, v, NULL, NULL, 0);
+}
+
+static void give(int to)
+{
+	atomic_store(&turn, to);
+	syscall(SYS_futex, &turn, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+static void *pong(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		wait_for(1);
+		if (atomic_load(&turn) == 2) return NULL;
+		give(0);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	double seconds = argc > 1 ? atof(argv[1]) : 3;
+	pthread_t t;
+	pthread_create(&t, NULL, pong, NULL);
+	double start = now(), end = start + seconds;
+	while (now() < end) {
+		give(1);
+		wait_for(0);
+		rounds++;
+	}
+	atomic_store(&turn, 2);
+	syscall(SYS_futex, &turn, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+	pthread_join(t, NULL);
+	double took = now() - start;
+	printf("{\"ops\":%ld,\"seconds\":%.6f,\"ops_per_s\":%.1f}\n", rounds, took, rounds / took);
+	return 0;
+}

@@ -1,0 +1,897 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * kspan kernel capture. Record layouts: kspan.h. Loader: native/kspan-probe.c.
+ *
+ * Groups (attached independently by the loader):
+ *   sched  tp_btf sched_switch / sched_waking / sched_wakeup_new -> KSPAN_OFFCPU (+ KSPAN_STACK)
+ *   task   tp_btf sched_process_fork/exec/exit, task_rename         -> KSPAN_TASK
+ *   futex  syscalls:sys_{enter,exit}_futex (+ futex2 calls)          -> KSPAN_FUTEX_WAIT/_WAKE
+ *   block  tp_btf block_io_start / block_rq_issue / block_rq_complete -> KSPAN_BLOCK_IO
+ *   tcp    tp_btf tcp_retransmit_skb                                 -> KSPAN_TCP_RETRANS
+ *   cuda   uprobe/uretprobe pairs, attached per library by the loader -> KSPAN_CUDA_CALL
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "kspan.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Runtime configuration (struct kspan_cfg in kspan.h). Lives in .bss, which
+ * libbpf mmaps: the loader changes it while the programs run. */
+struct kspan_cfg cfg;
+
+/* Rings. Sizes are set by the loader before load. */
+struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, 16 << 20); } rb_sched SEC(".maps");
+struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, 2 << 20); } rb_task SEC(".maps");
+struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, 8 << 20); } rb_cuda SEC(".maps");
+
+/* bpf_ringbuf_reserve failures per ring, reported by the loader as KSPAN_DROPS. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, KSPAN_RING_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} ring_lost SEC(".maps");
+
+/* Target processes (tgid -> 1). Keyed by tgid so threads that existed before
+ * the filter was set are captured too. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, __u8);
+} target_tgids SEC(".maps");
+
+/* Per-thread state, in task storage: no pid-keyed hash to leak or collide
+ * under pid reuse, freed with the task. */
+enum fx_kind { FX_NONE = 0, FX_WAIT = 1, FX_WAKE = 2 };
+
+struct tstate {
+	/* off-CPU interval in progress */
+	__u64 off_ts;        /* switch-out time, 0 = running / not tracked */
+	__u64 runnable_ts;   /* first waking after the block (or switch-out if preempted) */
+	__u64 waker_uaddr;
+	__u32 prev_state;
+	__u32 flags;
+	__u32 waker_pid, waker_tid, waker_cpu;
+	__u32 preempt_pid, preempt_tid;
+	__u32 out_cpu;
+	/* futex syscall in progress (sys_enter -> sys_exit) */
+	__u64 fx_ts;
+	__u64 fx_uaddr;
+	__u64 fx_uaddr2;
+	__u32 fx_op;
+	__u32 fx_val;
+	__u32 fx_owner;
+	__u32 fx_owner_src;
+	__u32 fx_kind;       /* enum fx_kind */
+	__u32 named;         /* a KSPAN_TASK NAME was sent for this task */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct tstate);
+} tstates SEC(".maps");
+
+/* The last blocking switch-out's stack, kept as a ready-made record. */
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct kspan_stack);
+} tstacks SEC(".maps");
+
+/* In-flight block requests, keyed by struct request * (survives merges and
+ * requeues that break (dev, sector) keys). */
+struct io_start {
+	__u64 start_ns;
+	__u64 issue_ns;
+	__u32 pid, tid;
+	__u32 flags;
+	__u32 _pad;
+	char comm[KSPAN_COMM_LEN];
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct io_start);
+} io_inflight SEC(".maps");
+
+/* CUDA call entry, keyed by (tid << 32 | api). */
+struct cuda_entry {
+	__u64 ts;
+	__u64 arg;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct cuda_entry);
+} cuda_inflight SEC(".maps");
+
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Interrupt context, tracked per CPU from the irq/softirq/hrtimer entry and
+ * exit tracepoints. (The per-CPU preempt count would say it directly, but
+ * this kernel has no CONFIG_KALLSYMS_ALL, so the __preempt_count ksym cannot
+ * be resolved.) A waking done from an interrupt (timer expiry, I/O
+ * completion, NIC, GPU) was not done by the task it happened to interrupt.
+ */
+struct irq_depth {
+	__s32 hard;
+	__s32 soft;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct irq_depth);
+} irq_depths SEC(".maps");
+
+static __always_inline struct irq_depth *irq_depth(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&irq_depths, &zero);
+}
+
+static __always_inline __u32 irq_flags(void)
+{
+	struct irq_depth *d = irq_depth();
+
+	if (!d)
+		return 0;
+	if (d->hard > 0)
+		return KSPAN_OFF_WAKER_HARDIRQ;
+	if (d->soft > 0)
+		return KSPAN_OFF_WAKER_SOFTIRQ;
+	return 0;
+}
+
+/* Depths start at 0 when attached mid-handler: an exit seen first would go
+ * negative, so clamp. */
+static __always_inline int irq_step(bool hard, int delta)
+{
+	struct irq_depth *d = irq_depth();
+
+	if (d) {
+		__s32 *v = hard ? &d->hard : &d->soft;
+		*v = (*v + delta < 0) ? 0 : *v + delta;
+	}
+	return 0;
+}
+
+SEC("tp_btf/irq_handler_entry")
+int BPF_PROG(irq_handler_entry) { return irq_step(true, 1); }
+SEC("tp_btf/irq_handler_exit")
+int BPF_PROG(irq_handler_exit) { return irq_step(true, -1); }
+/* hrtimer callbacks (nanosleep, futex and epoll timeouts) run in hard irq. */
+SEC("tp_btf/hrtimer_expire_entry")
+int BPF_PROG(hrtimer_expire_entry) { return irq_step(true, 1); }
+SEC("tp_btf/hrtimer_expire_exit")
+int BPF_PROG(hrtimer_expire_exit) { return irq_step(true, -1); }
+SEC("tp_btf/softirq_entry")
+int BPF_PROG(softirq_entry) { return irq_step(false, 1); }
+SEC("tp_btf/softirq_exit")
+int BPF_PROG(softirq_exit) { return irq_step(false, -1); }
+
+static __always_inline bool want_tgid(__u32 tgid)
+{
+	if (tgid == cfg.self_tgid)
+		return false;
+	if (cfg.filter_pids && !bpf_map_lookup_elem(&target_tgids, &tgid))
+		return false;
+	return true;
+}
+
+static __always_inline bool want_task(struct task_struct *t)
+{
+	if (!want_tgid(BPF_CORE_READ(t, tgid)))
+		return false;
+	if (cfg.cgroup_id && BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id) != cfg.cgroup_id)
+		return false;
+	return true;
+}
+
+static __always_inline void *reserve(void *rb, __u32 ring, __u64 size)
+{
+	void *rec = bpf_ringbuf_reserve(rb, size, 0);
+
+	if (!rec) {
+		__u64 *lost = bpf_map_lookup_elem(&ring_lost, &ring);
+		if (lost)
+			(*lost)++;
+	}
+	return rec;
+}
+
+/* Tracepoint records: no wakeup per record; the loader drains on a short
+ * timer, and we force a wakeup only when a lot has piled up. */
+static __always_inline void submit(void *rb, void *rec)
+{
+	__u64 flags = BPF_RB_NO_WAKEUP;
+
+	if (cfg.wake_bytes && bpf_ringbuf_query(rb, BPF_RB_AVAIL_DATA) > cfg.wake_bytes)
+		flags = BPF_RB_FORCE_WAKEUP;
+	bpf_ringbuf_submit(rec, flags);
+}
+
+static __always_inline void fill_hdr(struct kspan_hdr *h, __u8 kind, __u16 size, __u64 ts,
+				     __u32 pid, __u32 tid)
+{
+	h->size = size;
+	h->kind = kind;
+	h->magic = KSPAN_REC_MAGIC;
+	h->cpu = bpf_get_smp_processor_id();
+	h->ts = ts;
+	h->pid = pid;
+	h->tid = tid;
+}
+
+static __always_inline void emit_task(struct task_struct *t, __u32 event, __u32 other_pid,
+				      __u32 other_tid, __s32 exit_code, const char *new_comm)
+{
+	struct kspan_task *r = reserve(&rb_task, KSPAN_RING_TASK, sizeof(*r));
+
+	if (!r)
+		return;
+	fill_hdr(&r->h, KSPAN_TASK, sizeof(*r), bpf_ktime_get_ns(), BPF_CORE_READ(t, tgid),
+		 BPF_CORE_READ(t, pid));
+	r->start_time = BPF_CORE_READ(t, start_time);
+	r->event = event;
+	r->other_pid = other_pid;
+	r->other_tid = other_tid;
+	r->exit_code = exit_code;
+	if (new_comm)
+		bpf_probe_read_kernel_str(r->comm, sizeof(r->comm), new_comm);
+	else
+		BPF_CORE_READ_STR_INTO(&r->comm, t, comm);
+	BPF_CORE_READ_STR_INTO(&r->pcomm, t, group_leader, comm);
+	bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
+}
+
+/* ---------------------------------- sched -------------------------------- */
+
+static __always_inline void take_stack(void *ctx, struct task_struct *t, __u64 now)
+{
+	struct kspan_stack *st = bpf_task_storage_get(&tstacks, t, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	long n;
+
+	if (!st)
+		return;
+	st->start_ns = now;
+	n = bpf_get_stack(ctx, st->ips, KSPAN_MAX_STACK * sizeof(__u64), BPF_F_USER_STACK);
+	st->n_user = n > 0 ? n / sizeof(__u64) : 0;
+	n = bpf_get_stack(ctx, &st->ips[KSPAN_MAX_STACK], KSPAN_MAX_STACK * sizeof(__u64), 0);
+	st->n_kernel = n > 0 ? n / sizeof(__u64) : 0;
+}
+
+/* Emit the stored stack of t (taken at its switch-out at start_ns). User
+ * frames are moved next to the kernel ones so the record is dense. */
+static __always_inline void emit_stack(struct task_struct *t, __u64 start_ns, __u64 now,
+				       __u32 pid, __u32 tid)
+{
+	struct kspan_stack *st = bpf_task_storage_get(&tstacks, t, 0, 0);
+	__u32 nu, nk, size;
+
+	if (!st || st->start_ns != start_ns)
+		return;
+	nu = st->n_user;
+	nk = st->n_kernel;
+	if (nu > KSPAN_MAX_STACK)
+		nu = KSPAN_MAX_STACK;
+	if (nk > KSPAN_MAX_STACK)
+		nk = KSPAN_MAX_STACK;
+	/* Layout in storage: user at [0, 64), kernel at [64, 128). The record
+	 * keeps that fixed layout; size covers up to the last kernel frame. */
+	size = offsetof(struct kspan_stack, ips) + (KSPAN_MAX_STACK + nk) * sizeof(__u64);
+	if (nk == 0)
+		size = offsetof(struct kspan_stack, ips) + nu * sizeof(__u64);
+	size = (size + 7) & ~7u;
+	if (size > sizeof(*st))
+		size = sizeof(*st);
+	fill_hdr(&st->h, KSPAN_STACK, size, now, pid, tid);
+	st->n_user = nu;
+	st->n_kernel = nk;
+	if (bpf_ringbuf_output(&rb_sched, st, size, BPF_RB_NO_WAKEUP)) {
+		__u32 ring = KSPAN_RING_SCHED;
+		__u64 *lost = bpf_map_lookup_elem(&ring_lost, &ring);
+		if (lost)
+			(*lost)++;
+	}
+	st->start_ns = 0;
+}
+
+#define TASK_RUNNING_STATE 0x0000
+#define TASK_REPORT_BLOCK (0x0001 | 0x0002) /* INTERRUPTIBLE | UNINTERRUPTIBLE */
+#define TASK_DEAD_STATE 0x0080
+
+/*
+ * sched_switch(preempt, prev, next, prev_state). `current` is prev here.
+ * preempt=true: involuntary, prev stays runnable, no wakeup will follow: the
+ *   whole gap is runqueue time and `next` is who took the CPU.
+ * prev_state is the kernel's own snapshot of prev->__state; re-reading
+ *   __state here would race with a concurrent wakeup.
+ */
+SEC("tp_btf/sched_switch")
+int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next,
+	     unsigned int prev_state)
+{
+	__u64 now = bpf_ktime_get_ns();
+	__u32 cpu = bpf_get_smp_processor_id();
+	__u32 prev_tid = prev->pid, prev_tgid = prev->tgid;
+	__u32 next_tid = next->pid, next_tgid = next->tgid;
+	struct tstate *s;
+
+	/* --- prev switches out (skip the idle task) */
+	if (prev_tid) {
+		s = bpf_task_storage_get(&tstates, prev, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+		if (s) {
+			/* Name every task that ever runs once, filtered or not:
+			 * wakers and preemptors need names too. */
+			if (!s->named) {
+				s->named = 1;
+				emit_task(prev, KSPAN_TASK_NAME, 0, 0, 0, 0);
+			}
+			if (!(prev_state & TASK_DEAD_STATE) && want_task(prev)) {
+				s->off_ts = now;
+				s->prev_state = prev_state;
+				s->out_cpu = cpu;
+				s->waker_pid = s->waker_tid = s->waker_cpu = 0;
+				s->waker_uaddr = 0;
+				s->preempt_pid = next_tgid;
+				s->preempt_tid = next_tid;
+				if (preempt) {
+					s->flags = KSPAN_OFF_PREEMPTED;
+					s->runnable_ts = now;
+				} else if ((prev_state & 0xff) == TASK_RUNNING_STATE) {
+					s->flags = KSPAN_OFF_RESCHED;
+					s->runnable_ts = now;
+				} else {
+					s->flags = (s->fx_kind == FX_WAIT) ? KSPAN_OFF_IN_FUTEX : 0;
+					s->runnable_ts = 0;
+					if (cfg.stacks && (prev_state & TASK_REPORT_BLOCK)) {
+						take_stack(ctx, prev, now);
+						s->flags |= KSPAN_OFF_HAS_STACK;
+					}
+				}
+			} else {
+				s->off_ts = 0;
+			}
+		}
+	}
+
+	/* --- next switches in */
+	if (!next_tid)
+		return 0;
+	s = bpf_task_storage_get(&tstates, next, 0, 0);
+	if (!s || !s->off_ts)
+		return 0;
+	if (now - s->off_ts >= cfg.offcpu_min_ns) {
+		struct kspan_offcpu *r = reserve(&rb_sched, KSPAN_RING_SCHED, sizeof(*r));
+		if (r) {
+			fill_hdr(&r->h, KSPAN_OFFCPU, sizeof(*r), now, next_tgid, next_tid);
+			r->start_ns = s->off_ts;
+			/* No waking seen (woken before we tracked it): all blocked. */
+			r->runnable_ns = s->runnable_ts ? s->runnable_ts : now;
+			r->waker_uaddr = s->waker_uaddr;
+			r->prev_state = s->prev_state;
+			r->flags = s->flags;
+			r->waker_pid = s->waker_pid;
+			r->waker_tid = s->waker_tid;
+			r->waker_cpu = s->waker_cpu;
+			r->preempt_pid = s->preempt_pid;
+			r->preempt_tid = s->preempt_tid;
+			r->last_pid = prev_tgid;
+			r->last_tid = prev_tid;
+			r->out_cpu = s->out_cpu;
+			submit(&rb_sched, r);
+		}
+		if ((s->flags & KSPAN_OFF_HAS_STACK) && now - s->off_ts >= cfg.stack_min_ns)
+			emit_stack(next, s->off_ts, now, next_tgid, next_tid);
+	}
+	s->off_ts = 0;
+	return 0;
+}
+
+/*
+ * sched_waking(p) runs in the waker's context (sched_wakeup may run on the
+ * target CPU after an IPI, where current is unrelated), so current is the
+ * waker, unless we are in an interrupt. The first waking after a block ends
+ * the blocked part; later ones (already runnable) are ignored.
+ */
+SEC("tp_btf/sched_waking")
+int BPF_PROG(sched_waking, struct task_struct *p)
+{
+	struct tstate *s, *ws;
+	struct task_struct *cur;
+	__u64 id;
+
+	s = bpf_task_storage_get(&tstates, p, 0, 0);
+	if (!s || !s->off_ts || s->runnable_ts)
+		return 0;
+	s->runnable_ts = bpf_ktime_get_ns();
+	id = bpf_get_current_pid_tgid();
+	s->waker_pid = id >> 32;
+	s->waker_tid = (__u32)id;
+	s->waker_cpu = bpf_get_smp_processor_id();
+	s->flags |= KSPAN_OFF_WOKEN | irq_flags();
+	if (s->flags & (KSPAN_OFF_WAKER_HARDIRQ | KSPAN_OFF_WAKER_SOFTIRQ))
+		return 0;
+	/* futex_wake() -> wake_up_q() runs in the FUTEX_WAKE caller: join the
+	 * wakeup to the lock word that caller was releasing. */
+	cur = bpf_get_current_task_btf();
+	ws = bpf_task_storage_get(&tstates, cur, 0, 0);
+	if (ws && ws->fx_kind == FX_WAKE) {
+		s->flags |= KSPAN_OFF_WAKER_FUTEX;
+		s->waker_uaddr = ws->fx_uaddr;
+	}
+	return 0;
+}
+
+/* A new task is runnable from here until its first switch-in. */
+SEC("tp_btf/sched_wakeup_new")
+int BPF_PROG(sched_wakeup_new, struct task_struct *p)
+{
+	struct tstate *s;
+	__u64 now, id;
+
+	if (!want_task(p))
+		return 0;
+	s = bpf_task_storage_get(&tstates, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!s)
+		return 0;
+	now = bpf_ktime_get_ns();
+	id = bpf_get_current_pid_tgid();
+	s->off_ts = now;
+	s->runnable_ts = now;
+	s->prev_state = 0;
+	s->flags = KSPAN_OFF_NEW | KSPAN_OFF_WOKEN;
+	s->waker_pid = id >> 32;
+	s->waker_tid = (__u32)id;
+	s->waker_cpu = bpf_get_smp_processor_id();
+	s->waker_uaddr = 0;
+	s->preempt_pid = s->preempt_tid = 0;
+	s->out_cpu = s->waker_cpu;
+	return 0;
+}
+
+/* ---------------------------------- task --------------------------------- */
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(sched_process_fork, struct task_struct *parent, struct task_struct *child)
+{
+	__u32 ptgid = parent->tgid, ctgid = child->tgid;
+
+	/* Follow: a new process (not a thread) forked by a target is a target. */
+	if (cfg.follow && cfg.filter_pids && ctgid != ptgid &&
+	    bpf_map_lookup_elem(&target_tgids, &ptgid)) {
+		__u8 one = 1;
+		bpf_map_update_elem(&target_tgids, &ctgid, &one, BPF_ANY);
+	}
+	if (want_task(child))
+		emit_task(child, KSPAN_TASK_FORK, ptgid, parent->pid, 0, 0);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(sched_process_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	if (want_task(p))
+		emit_task(p, KSPAN_TASK_EXEC, 0, old_pid, 0, 0);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(sched_process_exit, struct task_struct *p, bool group_dead)
+{
+	__u32 tgid = p->tgid;
+
+	if (want_task(p))
+		emit_task(p, KSPAN_TASK_EXIT, 0, 0, p->exit_code, 0);
+	/* A pid filter names a process, not a number: once the process is gone
+	 * a reused pid must not be captured. */
+	if (group_dead && cfg.filter_pids)
+		bpf_map_delete_elem(&target_tgids, &tgid);
+	return 0;
+}
+
+SEC("tp_btf/task_rename")
+int BPF_PROG(task_rename, struct task_struct *task, const char *comm)
+{
+	if (want_task(task))
+		emit_task(task, KSPAN_TASK_RENAME, 0, 0, 0, comm);
+	return 0;
+}
+
+/* ---------------------------------- futex -------------------------------- */
+
+/* syscalls:sys_enter_* record: common header, syscall nr, then the args. */
+struct syscall_enter_ctx {
+	__u64 common;
+	__s32 nr;
+	__u32 _pad;
+	__u64 args[6];
+};
+struct syscall_exit_ctx {
+	__u64 common;
+	__s32 nr;
+	__u32 _pad;
+	__s64 ret;
+};
+
+#define FUTEX_CMD_MASK 127 /* ~(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME) */
+#define FUTEX_TID_MASK 0x3fffffff
+/* futex2 syscalls are reported with op = FUTEX2_OP | n */
+#define FUTEX2_OP 0xffff0000u
+#define FUTEX2_WAIT 1
+#define FUTEX2_WAKE 2
+#define FUTEX2_WAITV 3
+
+static __always_inline int futex_cmd_kind(__u32 cmd)
+{
+	switch (cmd) {
+	case 0:  /* WAIT */
+	case 9:  /* WAIT_BITSET */
+	case 11: /* WAIT_REQUEUE_PI */
+	case 6:  /* LOCK_PI */
+	case 8:  /* TRYLOCK_PI */
+	case 13: /* LOCK_PI2 */
+		return FX_WAIT;
+	case 1:  /* WAKE */
+	case 3:  /* REQUEUE */
+	case 4:  /* CMP_REQUEUE */
+	case 5:  /* WAKE_OP */
+	case 7:  /* UNLOCK_PI */
+	case 10: /* WAKE_BITSET */
+	case 12: /* CMP_REQUEUE_PI */
+		return FX_WAKE;
+	}
+	return FX_NONE;
+}
+
+static __always_inline struct tstate *futex_enter(__u64 uaddr, __u64 uaddr2, __u32 op, __u32 val,
+						  int kind)
+{
+	struct task_struct *cur;
+	struct tstate *s;
+
+	if (kind == FX_NONE || !want_tgid(bpf_get_current_pid_tgid() >> 32))
+		return 0;
+	cur = bpf_get_current_task_btf();
+	if (cfg.cgroup_id && bpf_get_current_cgroup_id() != cfg.cgroup_id)
+		return 0;
+	s = bpf_task_storage_get(&tstates, cur, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!s)
+		return 0;
+	s->fx_ts = bpf_ktime_get_ns();
+	s->fx_uaddr = uaddr;
+	s->fx_uaddr2 = uaddr2;
+	s->fx_op = op;
+	s->fx_val = val;
+	s->fx_kind = kind;
+	s->fx_owner = 0;
+	s->fx_owner_src = KSPAN_OWNER_NONE;
+	return s;
+}
+
+/*
+ * Owner of the lock at wait start, where the user-space lock word says:
+ * - PI futexes: the word is the owner TID (plus WAITERS/OWNER_DIED bits).
+ * - glibc pthread_mutex_t (x86-64): futex word = &__lock, owner TID at +8,
+ *   __kind at +16. A heuristic: only believed when the waiter set the word
+ *   to 2 (glibc's "locked, waiters") and __kind is a plain mutex type; the
+ *   correlator still checks that the TID is a thread of the same process.
+ */
+static __always_inline void futex_owner(struct tstate *s, __u32 cmd)
+{
+	__u32 word[5] = {};
+
+	if (bpf_probe_read_user(word, sizeof(word), (void *)s->fx_uaddr))
+		return;
+	if (cmd == 6 || cmd == 8 || cmd == 13) {
+		s->fx_owner = word[0] & FUTEX_TID_MASK;
+		s->fx_owner_src = s->fx_owner ? KSPAN_OWNER_PI_WORD : KSPAN_OWNER_NONE;
+	} else if ((cmd == 0 || cmd == 9) && s->fx_val == 2 && word[2] > 0 &&
+		   word[2] <= FUTEX_TID_MASK && (word[4] & 0x7f) <= 3) {
+		s->fx_owner = word[2];
+		s->fx_owner_src = KSPAN_OWNER_GLIBC_MUTEX;
+	}
+}
+
+SEC("tracepoint/syscalls/sys_enter_futex")
+int sys_enter_futex(struct syscall_enter_ctx *ctx)
+{
+	__u32 op = ctx->args[1], cmd = op & FUTEX_CMD_MASK;
+	struct tstate *s = futex_enter(ctx->args[0], ctx->args[4], op, ctx->args[2], futex_cmd_kind(cmd));
+
+	if (s && s->fx_kind == FX_WAIT)
+		futex_owner(s, cmd);
+	return 0;
+}
+
+/* futex_wait(uaddr, val, mask, flags, timeout, clockid) */
+SEC("tracepoint/syscalls/sys_enter_futex_wait")
+int sys_enter_futex_wait(struct syscall_enter_ctx *ctx)
+{
+	futex_enter(ctx->args[0], 0, FUTEX2_OP | FUTEX2_WAIT, ctx->args[1], FX_WAIT);
+	return 0;
+}
+
+/* futex_wake(uaddr, mask, nr, flags) */
+SEC("tracepoint/syscalls/sys_enter_futex_wake")
+int sys_enter_futex_wake(struct syscall_enter_ctx *ctx)
+{
+	futex_enter(ctx->args[0], 0, FUTEX2_OP | FUTEX2_WAKE, 0, FX_WAKE);
+	return 0;
+}
+
+/* futex_waitv(waiters, nr_futexes, flags, timeout, clockid): report the
+ * first waiter's word (struct futex_waitv { u64 val; u64 uaddr; ... }). */
+SEC("tracepoint/syscalls/sys_enter_futex_waitv")
+int sys_enter_futex_waitv(struct syscall_enter_ctx *ctx)
+{
+	__u64 w[2] = {};
+
+	bpf_probe_read_user(w, sizeof(w), (void *)ctx->args[0]);
+	futex_enter(w[1], 0, FUTEX2_OP | FUTEX2_WAITV, (__u32)w[0], FX_WAIT);
+	return 0;
+}
+
+static __always_inline int futex_exit(struct syscall_exit_ctx *ctx)
+{
+	struct task_struct *cur = bpf_get_current_task_btf();
+	struct tstate *s = bpf_task_storage_get(&tstates, cur, 0, 0);
+	__u64 now = bpf_ktime_get_ns(), id;
+
+	if (!s || !s->fx_ts)
+		return 0;
+	id = bpf_get_current_pid_tgid();
+	if (s->fx_kind == FX_WAIT && now - s->fx_ts >= cfg.futex_min_ns) {
+		struct kspan_futex_wait *r = reserve(&rb_sched, KSPAN_RING_SCHED, sizeof(*r));
+		if (r) {
+			fill_hdr(&r->h, KSPAN_FUTEX_WAIT, sizeof(*r), now, id >> 32, (__u32)id);
+			r->start_ns = s->fx_ts;
+			r->uaddr = s->fx_uaddr;
+			r->op = s->fx_op;
+			r->ret = ctx->ret;
+			r->val = s->fx_val;
+			r->owner_tid = s->fx_owner;
+			r->owner_src = s->fx_owner_src;
+			r->_pad = 0;
+			submit(&rb_sched, r);
+		}
+	} else if (s->fx_kind == FX_WAKE && ctx->ret > 0) {
+		/* Only wakes that woke someone: uncontended unlocks never get here
+		 * anyway, and a wake of nobody explains no wait. */
+		struct kspan_futex_wake *r = reserve(&rb_sched, KSPAN_RING_SCHED, sizeof(*r));
+		if (r) {
+			fill_hdr(&r->h, KSPAN_FUTEX_WAKE, sizeof(*r), now, id >> 32, (__u32)id);
+			r->start_ns = s->fx_ts;
+			r->uaddr = s->fx_uaddr;
+			r->uaddr2 = s->fx_uaddr2;
+			r->op = s->fx_op;
+			r->ret = ctx->ret;
+			submit(&rb_sched, r);
+		}
+	}
+	s->fx_ts = 0;
+	s->fx_kind = FX_NONE;
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_futex")
+int sys_exit_futex(struct syscall_exit_ctx *ctx) { return futex_exit(ctx); }
+SEC("tracepoint/syscalls/sys_exit_futex_wait")
+int sys_exit_futex_wait(struct syscall_exit_ctx *ctx) { return futex_exit(ctx); }
+SEC("tracepoint/syscalls/sys_exit_futex_wake")
+int sys_exit_futex_wake(struct syscall_exit_ctx *ctx) { return futex_exit(ctx); }
+SEC("tracepoint/syscalls/sys_exit_futex_waitv")
+int sys_exit_futex_waitv(struct syscall_exit_ctx *ctx) { return futex_exit(ctx); }
+
+/* ---------------------------------- block -------------------------------- */
+
+static __always_inline __u32 io_flags(struct request *rq)
+{
+	__u32 opf = BPF_CORE_READ(rq, cmd_flags);
+	__u32 op = opf & 0xff; /* REQ_OP_MASK */
+	__u32 f = 0;
+
+	if (op == bpf_core_enum_value(enum req_op, REQ_OP_WRITE) ||
+	    op == bpf_core_enum_value(enum req_op, REQ_OP_WRITE_ZEROES))
+		f |= KSPAN_IO_WRITE;
+	if (op == bpf_core_enum_value(enum req_op, REQ_OP_FLUSH))
+		f |= KSPAN_IO_FLUSH | KSPAN_IO_WRITE;
+	if (op == bpf_core_enum_value(enum req_op, REQ_OP_DISCARD))
+		f |= KSPAN_IO_DISCARD;
+	if (opf & (1u << bpf_core_enum_value(enum req_flag_bits, __REQ_SYNC)))
+		f |= KSPAN_IO_SYNC;
+	if (opf & (1u << bpf_core_enum_value(enum req_flag_bits, __REQ_META)))
+		f |= KSPAN_IO_META;
+	if (opf & (1u << bpf_core_enum_value(enum req_flag_bits, __REQ_FUA)))
+		f |= KSPAN_IO_FUA;
+	if (opf & (1u << bpf_core_enum_value(enum req_flag_bits, __REQ_PREFLUSH)))
+		f |= KSPAN_IO_FLUSH;
+	return f;
+}
+
+static __always_inline void io_track(struct request *rq, __u64 now, bool issue)
+{
+	struct io_start v = {};
+	__u64 key = (__u64)rq, id = bpf_get_current_pid_tgid();
+
+	if (!want_tgid(id >> 32))
+		return;
+	v.start_ns = now;
+	v.issue_ns = issue ? now : 0;
+	v.pid = id >> 32;
+	v.tid = (__u32)id;
+	v.flags = issue ? KSPAN_IO_ISSUER_GUESSED : 0;
+	bpf_get_current_comm(v.comm, sizeof(v.comm));
+	bpf_map_update_elem(&io_inflight, &key, &v, BPF_ANY);
+}
+
+/* block_io_start fires from blk_account_io_start() on the submission path,
+ * in the submitter's context: current is the issuer. (block_rq_issue runs at
+ * driver dispatch, possibly from kblockd or another task's plug flush.) */
+SEC("tp_btf/block_io_start")
+int BPF_PROG(block_io_start, struct request *rq)
+{
+	io_track(rq, bpf_ktime_get_ns(), false);
+	return 0;
+}
+
+SEC("tp_btf/block_rq_issue")
+int BPF_PROG(block_rq_issue, struct request *rq)
+{
+	__u64 key = (__u64)rq, now = bpf_ktime_get_ns();
+	struct io_start *v = bpf_map_lookup_elem(&io_inflight, &key);
+
+	if (v)
+		v->issue_ns = now;
+	else
+		io_track(rq, now, true); /* e.g. flush requests never accounted */
+	return 0;
+}
+
+SEC("tp_btf/block_rq_complete")
+int BPF_PROG(block_rq_complete, struct request *rq, blk_status_t error, unsigned int nr_bytes)
+{
+	__u64 key = (__u64)rq, now = bpf_ktime_get_ns();
+	struct io_start *v = bpf_map_lookup_elem(&io_inflight, &key);
+	struct kspan_block_io *r;
+	struct block_device *part;
+	struct gendisk *disk;
+
+	if (!v)
+		return 0;
+	r = reserve(&rb_sched, KSPAN_RING_SCHED, sizeof(*r));
+	if (r) {
+		fill_hdr(&r->h, KSPAN_BLOCK_IO, sizeof(*r), now, v->pid, v->tid);
+		r->start_ns = v->start_ns;
+		r->issue_ns = v->issue_ns;
+		r->sector = BPF_CORE_READ(rq, __sector);
+		part = BPF_CORE_READ(rq, part);
+		if (part) {
+			r->dev = BPF_CORE_READ(part, bd_dev);
+		} else {
+			disk = BPF_CORE_READ(rq, q, disk);
+			r->dev = disk ? ((__u32)BPF_CORE_READ(disk, major) << 20) |
+					BPF_CORE_READ(disk, first_minor) : 0;
+		}
+		r->bytes = nr_bytes;
+		r->flags = io_flags(rq) | v->flags;
+		r->error = error;
+		__builtin_memcpy(r->comm, v->comm, sizeof(r->comm));
+		submit(&rb_sched, r);
+	}
+	bpf_map_delete_elem(&io_inflight, &key);
+	return 0;
+}
+
+/* ----------------------------------- tcp --------------------------------- */
+
+/* Fires mostly from the retransmit timer (softirq): current is not the
+ * socket's owner, so the record carries the 4-tuple to join on. */
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(tcp_retransmit_skb, const struct sock *sk, const struct sk_buff *skb, int err)
+{
+	struct kspan_tcp_retrans *r;
+	__u64 id = bpf_get_current_pid_tgid();
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+	if (family != 2 && family != 10)
+		return 0;
+	r = reserve(&rb_sched, KSPAN_RING_SCHED, sizeof(*r));
+	if (!r)
+		return 0;
+	fill_hdr(&r->h, KSPAN_TCP_RETRANS, sizeof(*r), bpf_ktime_get_ns(), id >> 32, (__u32)id);
+	__builtin_memset(r->saddr, 0, sizeof(r->saddr));
+	__builtin_memset(r->daddr, 0, sizeof(r->daddr));
+	if (family == 2) {
+		BPF_CORE_READ_INTO(r->saddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO(r->daddr, sk, __sk_common.skc_daddr);
+	} else {
+		BPF_CORE_READ_INTO(r->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(r->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	}
+	r->family = family;
+	r->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	r->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	r->state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	r->in_irq = irq_flags() ? 1 : 0;
+	r->err = err;
+	r->_pad = 0;
+	/* The socket's inode: /proc/PID/fd/N -> socket:[ino] names its owner. */
+	r->sock_ino = BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
+	submit(&rb_sched, r);
+	return 0;
+}
+
+/* ----------------------------------- cuda -------------------------------- */
+
+/* One entry/return program pair per API (the API id is baked into the
+ * program); the loader attaches each to every symbol variant it finds.
+ * Records go out with BPF_RB_NO_WAKEUP: on this kernel, waking the consumer
+ * from uprobe context makes the uprobes stop firing after a few hundred hits. */
+static __always_inline int cuda_enter(__u32 api, __u64 arg)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u64 key = (id << 32) | api;
+	struct cuda_entry e;
+
+	if (!want_tgid(id >> 32))
+		return 0;
+	e.ts = bpf_ktime_get_ns();
+	e.arg = arg;
+	bpf_map_update_elem(&cuda_inflight, &key, &e, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int cuda_return(__u32 api, long rc)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u64 key = (id << 32) | api;
+	struct cuda_entry *e = bpf_map_lookup_elem(&cuda_inflight, &key);
+	struct kspan_cuda_call *r;
+
+	if (!e)
+		return 0;
+	r = reserve(&rb_cuda, KSPAN_RING_CUDA, sizeof(*r));
+	if (r) {
+		fill_hdr(&r->h, KSPAN_CUDA_CALL, sizeof(*r), bpf_ktime_get_ns(), id >> 32, (__u32)id);
+		r->start_ns = e->ts;
+		r->arg = e->arg;
+		r->api = api;
+		r->ret = (__s32)rc;
+		bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
+	}
+	bpf_map_delete_elem(&cuda_inflight, &key);
+	return 0;
+}
+
+#define CUDA_PROBE(name, api, argexpr)                                   \
+	SEC("uprobe")                                                    \
+	int BPF_KPROBE(name##_enter) { return cuda_enter(api, (__u64)(argexpr)); } \
+	SEC("uretprobe")                                                 \
+	int BPF_KRETPROBE(name##_return, long rc) { return cuda_return(api, rc); }
+
+CUDA_PROBE(cuda_launch_kernel, KSPAN_CUDA_LAUNCH_KERNEL, PT_REGS_PARM1(ctx))   /* func */
+CUDA_PROBE(cuda_memcpy, KSPAN_CUDA_MEMCPY, PT_REGS_PARM3(ctx))                 /* count */
+CUDA_PROBE(cuda_memcpy_async, KSPAN_CUDA_MEMCPY_ASYNC, PT_REGS_PARM3(ctx))     /* count */
+CUDA_PROBE(cuda_stream_sync, KSPAN_CUDA_STREAM_SYNC, PT_REGS_PARM1(ctx))       /* stream */
+CUDA_PROBE(cuda_device_sync, KSPAN_CUDA_DEVICE_SYNC, 0)
+CUDA_PROBE(cuda_event_sync, KSPAN_CUDA_EVENT_SYNC, PT_REGS_PARM1(ctx))         /* event */
+CUDA_PROBE(cu_launch_kernel, KSPAN_CU_LAUNCH_KERNEL, PT_REGS_PARM1(ctx))       /* CUfunction */
+CUDA_PROBE(cu_memcpy, KSPAN_CU_MEMCPY, PT_REGS_PARM3(ctx))                     /* bytes */
+CUDA_PROBE(cu_memcpy_async, KSPAN_CU_MEMCPY_ASYNC, PT_REGS_PARM3(ctx))         /* bytes */
+CUDA_PROBE(cu_ctx_sync, KSPAN_CU_CTX_SYNC, 0)
+CUDA_PROBE(cu_stream_sync, KSPAN_CU_STREAM_SYNC, PT_REGS_PARM1(ctx))           /* stream */
+CUDA_PROBE(cu_event_sync, KSPAN_CU_EVENT_SYNC, PT_REGS_PARM1(ctx))             /* event */

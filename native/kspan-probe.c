@@ -1,0 +1,1007 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * kspan-probe: loads bpf/kspan.bpf.c, attaches probe groups, drains the ring
+ * buffers and writes records (bpf/kspan.h) to stdout; takes control commands
+ * on stdin. The protocol, flags and exit codes are in docs/probe.md.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <dirent.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/epoll.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <linux/types.h>
+#include <bpf/libbpf.h>
+#include <bpf/bpf.h>
+#include <bpf/btf.h>
+
+#include "kspan.h"
+#include "kspan.skel.h"
+
+enum exit_code {
+	EXIT_OK = 0,
+	EXIT_OTHER = 1,
+	EXIT_USAGE = 2,
+	EXIT_NOPRIV = 10,
+	EXIT_NOBTF = 11,
+	EXIT_BPF_REFUSED = 12,
+	EXIT_ATTACH = 13,
+	EXIT_TRACEFS = 14,
+};
+
+#define MAX_PIDS 256
+#define MAX_LIBS 32
+#define MAX_LINKS 256
+#define OUT_BUF (1 << 20)
+
+static struct {
+	__u32 pids[MAX_PIDS];
+	int n_pids;
+	bool follow;
+	unsigned groups; /* bit per enum kspan_group */
+	const char *cuda_libs[MAX_LIBS];
+	int n_cuda_libs;
+	bool cuda_scan;
+	__u64 offcpu_min_ns, futex_min_ns, stack_min_ns;
+	bool stacks;
+	const char *cgroup;
+	unsigned ring_mb;
+	unsigned drain_ms, clock_ms;
+	bool check, verbose;
+} opt = {
+	.groups = (1u << KSPAN_GROUP_MAX) - 1,
+	.cuda_scan = true,
+	.offcpu_min_ns = 50000,
+	.futex_min_ns = 50000,
+	.stack_min_ns = 1000000,
+	.ring_mb = 16,
+	.drain_ms = 10,
+	.clock_ms = 1000,
+};
+
+static struct kspan_bpf *skel;
+static struct ring_buffer *rings;
+static int ncpu;
+
+static const char *group_names[KSPAN_GROUP_MAX] = { "sched", "task", "futex", "block", "tcp", "cuda" };
+
+/* ------------------------------------------------------------------ output */
+
+static char out_buf[OUT_BUF];
+static size_t out_len;
+static bool out_broken;
+
+static void out_flush(void)
+{
+	size_t off = 0;
+
+	while (off < out_len && !out_broken) {
+		ssize_t n = write(STDOUT_FILENO, out_buf + off, out_len - off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			out_broken = true; /* reader went away (EPIPE): exit below */
+			break;
+		}
+		off += n;
+	}
+	out_len = 0;
+}
+
+static void out_write(const void *data, size_t len)
+{
+	if (out_len + len > sizeof(out_buf))
+		out_flush();
+	memcpy(out_buf + out_len, data, len);
+	out_len += len;
+}
+
+static __u64 now_ns(clockid_t clk)
+{
+	struct timespec ts;
+
+	clock_gettime(clk, &ts);
+	return (__u64)ts.tv_sec * 1000000000ull + ts.tv_nsec;
+}
+
+static void hdr(struct kspan_hdr *h, __u8 kind, __u16 size)
+{
+	memset(h, 0, sizeof(*h));
+	h->size = size;
+	h->kind = kind;
+	h->magic = KSPAN_REC_MAGIC;
+	h->cpu = sched_getcpu();
+	h->ts = now_ns(CLOCK_MONOTONIC);
+	h->pid = getpid();
+	h->tid = gettid();
+}
+
+static void emit_status(__u32 group, int err, unsigned n_ok, unsigned n_fail, const char *fmt, ...)
+{
+	struct kspan_status r;
+	va_list ap;
+
+	memset(&r, 0, sizeof(r));
+	hdr(&r.h, KSPAN_STATUS, sizeof(r));
+	r.group = group;
+	r.err = err;
+	r.n_attached = n_ok;
+	r.n_failed = n_fail;
+	va_start(ap, fmt);
+	vsnprintf(r.detail, sizeof(r.detail), fmt, ap);
+	va_end(ap);
+	out_write(&r, sizeof(r));
+	if (opt.verbose || opt.check)
+		fprintf(stderr, "kspan-probe: %-5s %s: %u attached, %u failed%s%s\n",
+			group < KSPAN_GROUP_MAX ? group_names[group] : "?",
+			err == 0 ? "ok" : err == 1 ? "detached" : strerror(-err), n_ok, n_fail,
+			r.detail[0] ? " — " : "", r.detail);
+}
+
+static void emit_ack(__u32 seq, int err, const char *fmt, ...)
+{
+	struct kspan_ack r;
+	va_list ap;
+
+	memset(&r, 0, sizeof(r));
+	hdr(&r.h, KSPAN_ACK, sizeof(r));
+	r.seq = seq;
+	r.err = err;
+	va_start(ap, fmt);
+	vsnprintf(r.msg, sizeof(r.msg), fmt, ap);
+	va_end(ap);
+	out_write(&r, sizeof(r));
+	out_flush();
+}
+
+/* Best of three (mono, real, mono) reads: the narrowest window wins. */
+static void emit_clock(bool stepped)
+{
+	struct kspan_clock r;
+	__u64 best_err = ~0ull, best_mono = 0, best_real = 0;
+
+	for (int i = 0; i < 3; i++) {
+		__u64 m1 = now_ns(CLOCK_MONOTONIC), re = now_ns(CLOCK_REALTIME), m2 = now_ns(CLOCK_MONOTONIC);
+		if ((m2 - m1) / 2 < best_err) {
+			best_err = (m2 - m1) / 2;
+			best_mono = m1 + (m2 - m1) / 2;
+			best_real = re;
+		}
+	}
+	memset(&r, 0, sizeof(r));
+	hdr(&r.h, KSPAN_CLOCK, sizeof(r));
+	r.h.ts = best_mono;
+	r.realtime_ns = best_real;
+	r.error_ns = best_err;
+	r.stepped = stepped;
+	out_write(&r, sizeof(r));
+}
+
+static void emit_hello(void)
+{
+	struct kspan_hello r;
+	char id[64] = {};
+	FILE *f;
+
+	memset(&r, 0, sizeof(r));
+	hdr(&r.h, KSPAN_HELLO, sizeof(r));
+	r.abi_version = KSPAN_ABI_VERSION;
+	r.ncpu = ncpu;
+	r.mono_ns = now_ns(CLOCK_MONOTONIC);
+	r.realtime_ns = now_ns(CLOCK_REALTIME);
+	f = fopen("/proc/sys/kernel/random/boot_id", "r");
+	if (f) {
+		/* "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx": keep the hex digits */
+		char hex[33] = {};
+		int n = 0;
+		if (fgets(id, sizeof(id), f))
+			for (char *p = id; *p && n < 32; p++)
+				if ((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))
+					hex[n++] = *p;
+		fclose(f);
+		char hi[17] = {}, lo[17] = {};
+		memcpy(hi, hex, 16);
+		memcpy(lo, hex + 16, 16);
+		r.boot_id_hi = strtoull(hi, NULL, 16);
+		r.boot_id_lo = strtoull(lo, NULL, 16);
+	}
+	r.offcpu_min_ns = opt.offcpu_min_ns;
+	r.probe_pid = getpid();
+	out_write(&r, sizeof(r));
+}
+
+/* ------------------------------------------------------------------- rings */
+
+struct ring_ctx {
+	__u32 ring;
+	__u64 records, bytes;
+} ring_ctx[KSPAN_RING_MAX] = { { KSPAN_RING_SCHED }, { KSPAN_RING_TASK }, { KSPAN_RING_CUDA } };
+
+static int on_record(void *ctx, void *data, size_t size)
+{
+	struct ring_ctx *rc = ctx;
+
+	rc->records++;
+	rc->bytes += size;
+	out_write(data, size);
+	return 0;
+}
+
+static void emit_drops(void)
+{
+	__u64 *vals = calloc(ncpu, sizeof(__u64));
+
+	for (__u32 ring = 0; ring < KSPAN_RING_MAX; ring++) {
+		struct kspan_drops r;
+		__u64 lost = 0;
+
+		if (vals && !bpf_map_lookup_elem(bpf_map__fd(skel->maps.ring_lost), &ring, vals))
+			for (int c = 0; c < ncpu; c++)
+				lost += vals[c];
+		memset(&r, 0, sizeof(r));
+		hdr(&r.h, KSPAN_DROPS, sizeof(r));
+		r.ring = ring;
+		r.lost = lost;
+		r.records = ring_ctx[ring].records;
+		r.bytes = ring_ctx[ring].bytes;
+		out_write(&r, sizeof(r));
+	}
+	free(vals);
+}
+
+/* ----------------------------------------------------------------- attach */
+
+/* Programs of each group; CUDA programs are attached per library below. */
+struct prog_ref {
+	const char *name;
+	int group;
+	struct bpf_link *link;
+	bool available;
+};
+
+static struct prog_ref progs[] = {
+	{ "sched_switch", KSPAN_GROUP_SCHED },
+	{ "sched_waking", KSPAN_GROUP_SCHED },
+	{ "sched_wakeup_new", KSPAN_GROUP_SCHED },
+	{ "irq_handler_entry", KSPAN_GROUP_SCHED },
+	{ "irq_handler_exit", KSPAN_GROUP_SCHED },
+	{ "hrtimer_expire_entry", KSPAN_GROUP_SCHED },
+	{ "hrtimer_expire_exit", KSPAN_GROUP_SCHED },
+	{ "softirq_entry", KSPAN_GROUP_SCHED },
+	{ "softirq_exit", KSPAN_GROUP_SCHED },
+	{ "sched_process_fork", KSPAN_GROUP_TASK },
+	{ "sched_process_exec", KSPAN_GROUP_TASK },
+	{ "sched_process_exit", KSPAN_GROUP_TASK },
+	{ "task_rename", KSPAN_GROUP_TASK },
+	{ "sys_enter_futex", KSPAN_GROUP_FUTEX },
+	{ "sys_exit_futex", KSPAN_GROUP_FUTEX },
+	{ "sys_enter_futex_wait", KSPAN_GROUP_FUTEX },
+	{ "sys_exit_futex_wait", KSPAN_GROUP_FUTEX },
+	{ "sys_enter_futex_wake", KSPAN_GROUP_FUTEX },
+	{ "sys_exit_futex_wake", KSPAN_GROUP_FUTEX },
+	{ "sys_enter_futex_waitv", KSPAN_GROUP_FUTEX },
+	{ "sys_exit_futex_waitv", KSPAN_GROUP_FUTEX },
+	{ "block_io_start", KSPAN_GROUP_BLOCK },
+	{ "block_rq_issue", KSPAN_GROUP_BLOCK },
+	{ "block_rq_complete", KSPAN_GROUP_BLOCK },
+	{ "tcp_retransmit_skb", KSPAN_GROUP_TCP },
+};
+#define N_PROGS (sizeof(progs) / sizeof(progs[0]))
+
+/* uprobe program pairs and the symbols (variants included) they go on. */
+struct cuda_api {
+	const char *prog; /* programs <prog>_enter and <prog>_return in kspan.bpf.c */
+	const char *syms[8];
+};
+
+static const struct cuda_api cuda_apis[] = {
+	{ "cuda_launch_kernel", { "cudaLaunchKernel", "cudaLaunchKernel_ptsz" } },
+	{ "cuda_memcpy", { "cudaMemcpy", "cudaMemcpy_ptds" } },
+	{ "cuda_memcpy_async", { "cudaMemcpyAsync", "cudaMemcpyAsync_ptsz" } },
+	{ "cuda_stream_sync", { "cudaStreamSynchronize", "cudaStreamSynchronize_ptsz" } },
+	{ "cuda_device_sync", { "cudaDeviceSynchronize" } },
+	{ "cuda_event_sync", { "cudaEventSynchronize" } },
+	{ "cu_launch_kernel", { "cuLaunchKernel", "cuLaunchKernel_ptsz" } },
+	{ "cu_memcpy", { "cuMemcpy", "cuMemcpy_ptds", "cuMemcpyHtoD_v2", "cuMemcpyDtoH_v2", "cuMemcpyDtoD_v2",
+			 "cuMemcpyHtoD_v2_ptds", "cuMemcpyDtoH_v2_ptds" } },
+	{ "cu_memcpy_async", { "cuMemcpyAsync", "cuMemcpyAsync_ptsz", "cuMemcpyHtoDAsync_v2",
+			       "cuMemcpyDtoHAsync_v2", "cuMemcpyDtoDAsync_v2", "cuMemcpyHtoDAsync_v2_ptsz",
+			       "cuMemcpyDtoHAsync_v2_ptsz" } },
+	{ "cu_ctx_sync", { "cuCtxSynchronize", "cuCtxSynchronize_v2" } },
+	{ "cu_stream_sync", { "cuStreamSynchronize", "cuStreamSynchronize_ptsz" } },
+	{ "cu_event_sync", { "cuEventSynchronize" } },
+};
+#define N_CUDA_APIS (sizeof(cuda_apis) / sizeof(cuda_apis[0]))
+
+struct cuda_lib {
+	char path[PATH_MAX];
+	dev_t dev;
+	ino_t ino;
+	int pid;
+	struct bpf_link *links[64];
+	int n_links;
+};
+static struct cuda_lib cuda_libs[MAX_LIBS];
+static int n_cuda_libs;
+
+static struct bpf_program *prog_by_name(const char *name)
+{
+	return bpf_object__find_program_by_name(skel->obj, name);
+}
+
+static int attach_group(int group)
+{
+	unsigned ok = 0, fail = 0, unavailable = 0;
+	int first_err = 0;
+	char detail[96] = "";
+
+	for (size_t i = 0; i < N_PROGS; i++) {
+		struct prog_ref *p = &progs[i];
+		if (p->group != group)
+			continue;
+		if (!p->available) {
+			unavailable++;
+			continue;
+		}
+		if (p->link) {
+			ok++;
+			continue;
+		}
+		p->link = bpf_program__attach(prog_by_name(p->name));
+		if (!p->link) {
+			int err = -errno;
+			fail++;
+			if (!first_err) {
+				first_err = err;
+				snprintf(detail, sizeof(detail), "%s: %s", p->name, strerror(-err));
+			}
+			continue;
+		}
+		ok++;
+	}
+	if (!first_err && unavailable)
+		snprintf(detail, sizeof(detail), "%u tracepoint(s) not on this kernel", unavailable);
+	emit_status(group, ok ? 0 : (first_err ? first_err : -ENOENT), ok, fail, "%s", detail);
+	return ok ? 0 : (first_err ? first_err : -ENOENT);
+}
+
+static void detach_group(int group)
+{
+	for (size_t i = 0; i < N_PROGS; i++) {
+		if (progs[i].group == group && progs[i].link) {
+			bpf_link__destroy(progs[i].link);
+			progs[i].link = NULL;
+		}
+	}
+	if (group == KSPAN_GROUP_CUDA) {
+		for (int l = 0; l < n_cuda_libs; l++) {
+			for (int k = 0; k < cuda_libs[l].n_links; k++)
+				bpf_link__destroy(cuda_libs[l].links[k]);
+			cuda_libs[l].n_links = 0;
+		}
+	}
+	emit_status(group, 1, 0, 0, "detached on request");
+}
+
+static bool is_cuda_lib(const char *path)
+{
+	const char *base = strrchr(path, '/');
+
+	base = base ? base + 1 : path;
+	return !strncmp(base, "libcudart.so", 12) || !strncmp(base, "libcuda.so", 10);
+}
+
+/* Attach every CUDA API pair to every symbol variant the library exports.
+ * A missing symbol is normal (runtime vs driver library, versions). */
+static int attach_cuda_lib(struct cuda_lib *lib)
+{
+	unsigned ok = 0, tried = 0;
+
+	for (size_t a = 0; a < N_CUDA_APIS; a++) {
+		char enter_name[64], ret_name[64];
+		struct bpf_program *enter, *ret;
+
+		snprintf(enter_name, sizeof(enter_name), "%s_enter", cuda_apis[a].prog);
+		snprintf(ret_name, sizeof(ret_name), "%s_return", cuda_apis[a].prog);
+		enter = prog_by_name(enter_name);
+		ret = prog_by_name(ret_name);
+		if (!enter || !ret)
+			continue;
+		for (int s = 0; s < 8 && cuda_apis[a].syms[s]; s++) {
+			LIBBPF_OPTS(bpf_uprobe_opts, uo, .func_name = cuda_apis[a].syms[s]);
+			struct bpf_link *le, *lr;
+
+			if (lib->n_links + 2 > (int)(sizeof(lib->links) / sizeof(lib->links[0])))
+				break;
+			le = bpf_program__attach_uprobe_opts(enter, lib->pid ? lib->pid : -1, lib->path, 0, &uo);
+			if (!le && errno == ENOENT)
+				continue; /* this library doesn't export that variant: normal */
+			tried++;
+			if (!le)
+				continue;
+			uo.retprobe = true;
+			lr = bpf_program__attach_uprobe_opts(ret, lib->pid ? lib->pid : -1, lib->path, 0, &uo);
+			if (!lr) {
+				bpf_link__destroy(le);
+				continue;
+			}
+			lib->links[lib->n_links++] = le;
+			lib->links[lib->n_links++] = lr;
+			ok++;
+		}
+	}
+	emit_status(KSPAN_GROUP_CUDA, ok ? 0 : -ENOENT, ok, tried - ok, "%s", lib->path);
+	return ok ? 0 : -ENOENT;
+}
+
+static int add_cuda_lib(const char *path, int pid)
+{
+	struct stat st;
+	struct cuda_lib *lib;
+
+	if (stat(path, &st)) {
+		int err = -errno;
+		emit_status(KSPAN_GROUP_CUDA, err, 0, 1, "%s", path);
+		return err;
+	}
+	for (int i = 0; i < n_cuda_libs; i++)
+		if (cuda_libs[i].dev == st.st_dev && cuda_libs[i].ino == st.st_ino &&
+		    (cuda_libs[i].pid == 0 || cuda_libs[i].pid == pid))
+			return cuda_libs[i].n_links ? 0 : attach_cuda_lib(&cuda_libs[i]);
+	if (n_cuda_libs >= MAX_LIBS) {
+		emit_status(KSPAN_GROUP_CUDA, -ENOSPC, 0, 1, "too many libraries: %s", path);
+		return -ENOSPC;
+	}
+	lib = &cuda_libs[n_cuda_libs++];
+	snprintf(lib->path, sizeof(lib->path), "%s", path);
+	lib->dev = st.st_dev;
+	lib->ino = st.st_ino;
+	lib->pid = pid;
+	return attach_cuda_lib(lib);
+}
+
+/* CUDA libraries already mapped by running processes (venvs ship their own
+ * libcudart, so every distinct file counts). Paths are opened through
+ * /proc/PID/root so libraries inside containers resolve. */
+static void scan_cuda_maps(void)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *e;
+
+	if (!d)
+		return;
+	while ((e = readdir(d))) {
+		char maps[64], line[PATH_MAX + 128];
+		FILE *f;
+		int pid = atoi(e->d_name);
+
+		if (pid <= 0)
+			continue;
+		snprintf(maps, sizeof(maps), "/proc/%d/maps", pid);
+		f = fopen(maps, "r");
+		if (!f)
+			continue;
+		while (fgets(line, sizeof(line), f)) {
+			char *path = strchr(line, '/');
+			if (!path)
+				continue;
+			path[strcspn(path, "\n")] = 0;
+			if (is_cuda_lib(path)) {
+				char full[PATH_MAX + 32];
+				snprintf(full, sizeof(full), "/proc/%d/root%s", pid, path);
+				add_cuda_lib(access(full, R_OK) == 0 ? full : path, 0);
+			}
+		}
+		fclose(f);
+	}
+	closedir(d);
+}
+
+/* ----------------------------------------------------------------- control */
+
+static int group_by_name(const char *name)
+{
+	for (int g = 0; g < KSPAN_GROUP_MAX; g++)
+		if (!strcmp(name, group_names[g]))
+			return g;
+	return -1;
+}
+
+static int pid_filter(const char *verb, __u32 pid)
+{
+	int fd = bpf_map__fd(skel->maps.target_tgids);
+	__u8 one = 1;
+
+	if (!strcmp(verb, "add")) {
+		if (bpf_map_update_elem(fd, &pid, &one, BPF_ANY))
+			return -errno;
+		skel->bss->cfg.filter_pids = 1;
+		return 0;
+	}
+	if (!strcmp(verb, "del"))
+		return bpf_map_delete_elem(fd, &pid) ? -errno : 0;
+	return -EINVAL;
+}
+
+static void pid_clear(void)
+{
+	int fd = bpf_map__fd(skel->maps.target_tgids);
+	__u32 key, next;
+
+	skel->bss->cfg.filter_pids = 0;
+	while (!bpf_map_get_next_key(fd, NULL, &next)) {
+		key = next;
+		bpf_map_delete_elem(fd, &key);
+	}
+}
+
+static bool stop_requested;
+
+static void handle_command(char *line)
+{
+	char *save = NULL, *seq_s = strtok_r(line, " \t", &save);
+	char *cmd = strtok_r(NULL, " \t", &save);
+	char *a1 = strtok_r(NULL, " \t", &save), *a2 = strtok_r(NULL, " \t", &save);
+	char *end;
+	__u32 seq;
+	int err = 0;
+
+	if (!seq_s)
+		return;
+	seq = strtoul(seq_s, &end, 10);
+	if (*end || !cmd) {
+		emit_ack(0, -EINVAL, "expected: SEQ COMMAND [ARGS]");
+		return;
+	}
+	if (!strcmp(cmd, "ping")) {
+		emit_ack(seq, 0, "pong");
+	} else if (!strcmp(cmd, "flush")) {
+		ring_buffer__consume(rings);
+		emit_ack(seq, 0, "flushed");
+	} else if (!strcmp(cmd, "pid") && a1 && !strcmp(a1, "clear")) {
+		pid_clear();
+		emit_ack(seq, 0, "host-wide");
+	} else if (!strcmp(cmd, "pid") && a1 && a2) {
+		long pid = strtol(a2, &end, 10);
+		err = (*end || pid <= 0) ? -EINVAL : pid_filter(a1, pid);
+		emit_ack(seq, err, err ? "pid %s %s: %s" : "pid %s %s", a1, a2, strerror(-err));
+	} else if (!strcmp(cmd, "follow") && a1) {
+		skel->bss->cfg.follow = !strcmp(a1, "on");
+		emit_ack(seq, 0, "follow %s", skel->bss->cfg.follow ? "on" : "off");
+	} else if (!strcmp(cmd, "stacks") && a1) {
+		skel->bss->cfg.stacks = !strcmp(a1, "on");
+		emit_ack(seq, 0, "stacks %s", skel->bss->cfg.stacks ? "on" : "off");
+	} else if ((!strcmp(cmd, "attach") || !strcmp(cmd, "detach")) && a1) {
+		int g = group_by_name(a1);
+		if (g < 0) {
+			emit_ack(seq, -EINVAL, "unknown group %s", a1);
+		} else if (cmd[0] == 'a') {
+			err = g == KSPAN_GROUP_CUDA ? 0 : attach_group(g);
+			if (g == KSPAN_GROUP_CUDA)
+				for (int l = 0; l < n_cuda_libs; l++)
+					if (!cuda_libs[l].n_links)
+						attach_cuda_lib(&cuda_libs[l]);
+			emit_ack(seq, err, "attach %s", a1);
+		} else {
+			detach_group(g);
+			emit_ack(seq, 0, "detach %s", a1);
+		}
+	} else if (!strcmp(cmd, "cuda") && a1) {
+		int pid = a2 ? atoi(a2) : 0;
+		err = add_cuda_lib(a1, pid);
+		emit_ack(seq, err, err ? "cuda %s: %s" : "cuda %s", a1, strerror(-err));
+	} else if (!strcmp(cmd, "set") && a1 && a2) {
+		__u64 us = strtoull(a2, &end, 10);
+		if (*end)
+			err = -EINVAL;
+		else if (!strcmp(a1, "offcpu_min_us"))
+			skel->bss->cfg.offcpu_min_ns = us * 1000;
+		else if (!strcmp(a1, "futex_min_us"))
+			skel->bss->cfg.futex_min_ns = us * 1000;
+		else if (!strcmp(a1, "stack_min_us"))
+			skel->bss->cfg.stack_min_ns = us * 1000;
+		else
+			err = -EINVAL;
+		emit_ack(seq, err, "set %s %s", a1, a2);
+	} else if (!strcmp(cmd, "stop")) {
+		stop_requested = true;
+		emit_ack(seq, 0, "stopping");
+	} else {
+		emit_ack(seq, -EINVAL, "unknown command: %s", cmd);
+	}
+}
+
+static char in_buf[8192];
+static size_t in_len;
+
+/* Returns false on EOF. */
+static bool read_commands(void)
+{
+	ssize_t n = read(STDIN_FILENO, in_buf + in_len, sizeof(in_buf) - 1 - in_len);
+	char *nl;
+
+	if (n < 0)
+		return errno == EINTR || errno == EAGAIN;
+	if (n == 0)
+		return false;
+	in_len += n;
+	in_buf[in_len] = 0;
+	while ((nl = memchr(in_buf, '\n', in_len))) {
+		*nl = 0;
+		handle_command(in_buf);
+		in_len -= nl + 1 - in_buf;
+		memmove(in_buf, nl + 1, in_len);
+	}
+	if (in_len == sizeof(in_buf) - 1) /* a line longer than the buffer: drop it */
+		in_len = 0;
+	return true;
+}
+
+/* ------------------------------------------------------------------ checks */
+
+static int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+	if (level == LIBBPF_DEBUG || (!opt.verbose && level == LIBBPF_INFO))
+		return 0;
+	if (!opt.verbose && level == LIBBPF_WARN)
+		return 0; /* libbpf warns on every missing CUDA symbol variant; STATUS records say it */
+	return vfprintf(stderr, fmt, ap);
+}
+
+static bool has_cap(int cap)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	unsigned long long eff = 0;
+
+	if (!f)
+		return false;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "CapEff: %llx", &eff) == 1)
+			break;
+	fclose(f);
+	return eff & (1ull << cap);
+}
+
+#define CAP_SYS_ADMIN_NR 21
+#define CAP_PERFMON_NR 38
+#define CAP_BPF_NR 39
+
+static int ensure_tracefs(void)
+{
+	if (access("/sys/kernel/tracing/events", F_OK) == 0 ||
+	    access("/sys/kernel/debug/tracing/events", F_OK) == 0)
+		return 0;
+	/* Not mounted (minimal hosts, containers): mount it where libbpf looks. */
+	if (mount("tracefs", "/sys/kernel/tracing", "tracefs", 0, NULL) == 0)
+		return 0;
+	return -errno;
+}
+
+/* tp_btf programs need the kernel's btf_trace_<name> type; classic
+ * tracepoints need the tracefs event. Programs whose hook this kernel lacks
+ * are not loaded (and reported), instead of failing the whole object. */
+static void mark_available(struct btf *vmlinux)
+{
+	for (size_t i = 0; i < N_PROGS; i++) {
+		struct bpf_program *p = prog_by_name(progs[i].name);
+		const char *sec = bpf_program__section_name(p);
+		char path[256];
+		bool ok = true;
+
+		if (!strncmp(sec, "tp_btf/", 7)) {
+			char type[128];
+			snprintf(type, sizeof(type), "btf_trace_%s", sec + 7);
+			ok = vmlinux && btf__find_by_name_kind(vmlinux, type, BTF_KIND_TYPEDEF) > 0;
+		} else if (!strncmp(sec, "tracepoint/", 11)) {
+			snprintf(path, sizeof(path), "/sys/kernel/tracing/events/%s", sec + 11);
+			ok = access(path, F_OK) == 0;
+			if (!ok) {
+				snprintf(path, sizeof(path), "/sys/kernel/debug/tracing/events/%s", sec + 11);
+				ok = access(path, F_OK) == 0;
+			}
+		}
+		progs[i].available = ok;
+		if (!ok)
+			bpf_program__set_autoload(p, false);
+	}
+}
+
+static __u64 cgroup_id_of(const char *path)
+{
+	struct {
+		struct file_handle fh;
+		__u64 id;
+	} h = { .fh.handle_bytes = sizeof(__u64) };
+	int mount_id;
+	char full[PATH_MAX];
+
+	if (path[0] != '/' || strncmp(path, "/sys/fs/cgroup", 14))
+		snprintf(full, sizeof(full), "/sys/fs/cgroup/%s", path[0] == '/' ? path + 1 : path);
+	else
+		snprintf(full, sizeof(full), "%s", path);
+	if (name_to_handle_at(AT_FDCWD, full, &h.fh, &mount_id, 0))
+		return 0;
+	return h.id;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: kspan-probe [--pid P]... [--follow] [--groups LIST] [--cuda-lib PATH]...\n"
+		"                   [--no-cuda-scan] [--offcpu-min-us N] [--futex-min-us N]\n"
+		"                   [--stacks] [--stack-min-us N] [--cgroup PATH] [--ring-mb N]\n"
+		"                   [--drain-ms N] [--clock-ms N] [--check] [--verbose]\n"
+		"Records go to stdout (see docs/probe.md); control commands come on stdin.\n");
+}
+
+static int parse_groups(const char *list)
+{
+	char buf[128], *save = NULL;
+	unsigned g = 0;
+
+	snprintf(buf, sizeof(buf), "%s", list);
+	for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		int i = group_by_name(t);
+		if (i < 0)
+			return -1;
+		g |= 1u << i;
+	}
+	opt.groups = g | (1u << KSPAN_GROUP_TASK); /* names are always needed */
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option long_opts[] = {
+		{ "pid", required_argument, 0, 'p' },
+		{ "follow", no_argument, 0, 'f' },
+		{ "groups", required_argument, 0, 'g' },
+		{ "cuda-lib", required_argument, 0, 'c' },
+		{ "no-cuda-scan", no_argument, 0, 'N' },
+		{ "offcpu-min-us", required_argument, 0, 'o' },
+		{ "futex-min-us", required_argument, 0, 'x' },
+		{ "stacks", no_argument, 0, 's' },
+		{ "stack-min-us", required_argument, 0, 'S' },
+		{ "cgroup", required_argument, 0, 'C' },
+		{ "ring-mb", required_argument, 0, 'r' },
+		{ "drain-ms", required_argument, 0, 'd' },
+		{ "clock-ms", required_argument, 0, 'k' },
+		{ "check", no_argument, 0, 'K' },
+		{ "verbose", no_argument, 0, 'v' },
+		{ "help", no_argument, 0, 'h' },
+		{ 0 },
+	};
+	int c, err, epfd, sfd, tfd, exit_code = EXIT_OK;
+	struct btf *vmlinux;
+	sigset_t mask;
+	bool any_attached = false;
+	__u64 cgid = 0, last_clock, last_drops;
+
+	while ((c = getopt_long(argc, argv, "p:", long_opts, NULL)) != -1) {
+		switch (c) {
+		case 'p':
+			if (opt.n_pids < MAX_PIDS && atoi(optarg) > 0)
+				opt.pids[opt.n_pids++] = atoi(optarg);
+			else {
+				fprintf(stderr, "kspan-probe: bad --pid %s\n", optarg);
+				return EXIT_USAGE;
+			}
+			break;
+		case 'f': opt.follow = true; break;
+		case 'g':
+			if (parse_groups(optarg)) {
+				fprintf(stderr, "kspan-probe: bad --groups %s (sched,task,futex,block,tcp,cuda)\n", optarg);
+				return EXIT_USAGE;
+			}
+			break;
+		case 'c':
+			if (opt.n_cuda_libs < MAX_LIBS)
+				opt.cuda_libs[opt.n_cuda_libs++] = optarg;
+			break;
+		case 'N': opt.cuda_scan = false; break;
+		case 'o': opt.offcpu_min_ns = strtoull(optarg, NULL, 10) * 1000; break;
+		case 'x': opt.futex_min_ns = strtoull(optarg, NULL, 10) * 1000; break;
+		case 's': opt.stacks = true; break;
+		case 'S': opt.stack_min_ns = strtoull(optarg, NULL, 10) * 1000; break;
+		case 'C': opt.cgroup = optarg; break;
+		case 'r': opt.ring_mb = atoi(optarg); break;
+		case 'd': opt.drain_ms = atoi(optarg); break;
+		case 'k': opt.clock_ms = atoi(optarg); break;
+		case 'K': opt.check = true; break;
+		case 'v': opt.verbose = true; break;
+		case 'h': usage(stdout); return EXIT_OK;
+		default: usage(stderr); return EXIT_USAGE;
+		}
+	}
+	if (optind < argc || opt.ring_mb < 1 || opt.ring_mb > 1024 || opt.drain_ms < 1 || opt.clock_ms < 10) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+
+	signal(SIGPIPE, SIG_IGN);
+	libbpf_set_print(libbpf_log);
+	ncpu = libbpf_num_possible_cpus();
+
+	if (geteuid() != 0 && !(has_cap(CAP_SYS_ADMIN_NR) || (has_cap(CAP_BPF_NR) && has_cap(CAP_PERFMON_NR)))) {
+		fprintf(stderr, "kspan-probe: not privileged: run as root, or grant CAP_BPF and CAP_PERFMON\n");
+		return EXIT_NOPRIV;
+	}
+	if (access("/sys/kernel/btf/vmlinux", R_OK)) {
+		fprintf(stderr, "kspan-probe: no kernel BTF (/sys/kernel/btf/vmlinux): needs CONFIG_DEBUG_INFO_BTF=y\n");
+		return EXIT_NOBTF;
+	}
+	if ((err = ensure_tracefs())) {
+		fprintf(stderr, "kspan-probe: tracefs is not mounted and mounting it failed: %s\n", strerror(-err));
+		return EXIT_TRACEFS;
+	}
+	if (opt.cgroup && !(cgid = cgroup_id_of(opt.cgroup))) {
+		fprintf(stderr, "kspan-probe: cgroup %s: %s\n", opt.cgroup, strerror(errno));
+		return EXIT_USAGE;
+	}
+
+	skel = kspan_bpf__open();
+	if (!skel) {
+		fprintf(stderr, "kspan-probe: cannot open BPF object: %s\n", strerror(errno));
+		return EXIT_OTHER;
+	}
+	vmlinux = btf__load_vmlinux_btf();
+	mark_available(vmlinux);
+	btf__free(vmlinux);
+	bpf_map__set_max_entries(skel->maps.rb_sched, opt.ring_mb << 20);
+	bpf_map__set_max_entries(skel->maps.rb_task, (opt.ring_mb << 20) / 8 > 262144 ? (opt.ring_mb << 20) / 8 : 262144);
+	bpf_map__set_max_entries(skel->maps.rb_cuda, (opt.ring_mb << 20) / 2);
+
+	err = kspan_bpf__load(skel);
+	if (err) {
+		if (errno == EPERM || err == -EPERM) {
+			fprintf(stderr, "kspan-probe: the kernel refused BPF (EPERM): not privileged enough, "
+					"or BPF is locked down\n");
+			exit_code = EXIT_NOPRIV;
+		} else {
+			fprintf(stderr, "kspan-probe: the kernel refused the BPF programs: %s (rerun with --verbose "
+					"for the verifier log)\n", strerror(-err));
+			exit_code = EXIT_BPF_REFUSED;
+		}
+		goto out;
+	}
+
+	skel->bss->cfg.offcpu_min_ns = opt.offcpu_min_ns;
+	skel->bss->cfg.futex_min_ns = opt.futex_min_ns;
+	skel->bss->cfg.stack_min_ns = opt.stack_min_ns;
+	skel->bss->cfg.stacks = opt.stacks;
+	skel->bss->cfg.follow = opt.follow;
+	skel->bss->cfg.cgroup_id = cgid;
+	skel->bss->cfg.self_tgid = getpid();
+	skel->bss->cfg.wake_bytes = (opt.ring_mb << 20) / 4;
+	for (int i = 0; i < opt.n_pids; i++)
+		pid_filter("add", opt.pids[i]);
+
+	rings = ring_buffer__new(bpf_map__fd(skel->maps.rb_sched), on_record, &ring_ctx[KSPAN_RING_SCHED], NULL);
+	if (!rings || ring_buffer__add(rings, bpf_map__fd(skel->maps.rb_task), on_record, &ring_ctx[KSPAN_RING_TASK]) ||
+	    ring_buffer__add(rings, bpf_map__fd(skel->maps.rb_cuda), on_record, &ring_ctx[KSPAN_RING_CUDA])) {
+		fprintf(stderr, "kspan-probe: cannot set up ring buffers: %s\n", strerror(errno));
+		exit_code = EXIT_OTHER;
+		goto out;
+	}
+
+	emit_hello();
+	emit_clock(false);
+
+	/* Task group first so the names of everything that follows are seen. */
+	static const int order[] = { KSPAN_GROUP_TASK, KSPAN_GROUP_SCHED, KSPAN_GROUP_FUTEX,
+				     KSPAN_GROUP_BLOCK, KSPAN_GROUP_TCP };
+	for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++)
+		if (opt.groups & (1u << order[i]))
+			any_attached |= attach_group(order[i]) == 0;
+	if (opt.groups & (1u << KSPAN_GROUP_CUDA)) {
+		for (int i = 0; i < opt.n_cuda_libs; i++)
+			add_cuda_lib(opt.cuda_libs[i], 0);
+		if (opt.cuda_scan)
+			scan_cuda_maps();
+		if (!opt.n_cuda_libs && !n_cuda_libs)
+			emit_status(KSPAN_GROUP_CUDA, 0, 0, 0, "no CUDA library loaded or given");
+	}
+	out_flush();
+	if (!any_attached) {
+		fprintf(stderr, "kspan-probe: no probe group could be attached\n");
+		exit_code = EXIT_ATTACH;
+		goto out;
+	}
+	if (opt.check) {
+		ring_buffer__consume(rings);
+		emit_drops();
+		out_flush();
+		goto out;
+	}
+
+	/* Main loop: epoll on the rings (woken only when data piles up), stdin,
+	 * signals, and a CLOCK_REALTIME timer that is cancelled when the clock is
+	 * set; the epoll timeout is the drain period. */
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	sfd = signalfd(-1, &mask, SFD_CLOEXEC);
+	tfd = timerfd_create(CLOCK_REALTIME, TFD_CLOEXEC);
+	{
+		struct itimerspec its = { .it_value = { .tv_sec = time(NULL) + 10 * 365 * 86400 } };
+		timerfd_settime(tfd, TFD_TIMER_ABSTIME | TFD_TIMER_CANCEL_ON_SET, &its, NULL);
+	}
+	epfd = epoll_create1(EPOLL_CLOEXEC);
+	{
+		struct epoll_event ev = { .events = EPOLLIN };
+		ev.data.fd = ring_buffer__epoll_fd(rings);
+		epoll_ctl(epfd, EPOLL_CTL_ADD, ev.data.fd, &ev);
+		ev.data.fd = STDIN_FILENO;
+		/* Fails when stdin is a regular file or /dev/null: then there are
+		 * no commands and we run until a signal. */
+		(void)epoll_ctl(epfd, EPOLL_CTL_ADD, STDIN_FILENO, &ev);
+		ev.data.fd = sfd;
+		epoll_ctl(epfd, EPOLL_CTL_ADD, sfd, &ev);
+		ev.data.fd = tfd;
+		epoll_ctl(epfd, EPOLL_CTL_ADD, tfd, &ev);
+	}
+	last_clock = last_drops = now_ns(CLOCK_MONOTONIC);
+	while (!stop_requested && !out_broken) {
+		struct epoll_event evs[8];
+		int n = epoll_wait(epfd, evs, 8, opt.drain_ms);
+		__u64 now;
+
+		for (int i = 0; i < n; i++) {
+			int fd = evs[i].data.fd;
+			if (fd == sfd) {
+				stop_requested = true;
+			} else if (fd == STDIN_FILENO) {
+				if (!read_commands())
+					stop_requested = true;
+			} else if (fd == tfd) {
+				__u64 v;
+				struct itimerspec its = { .it_value = { .tv_sec = time(NULL) + 10 * 365 * 86400 } };
+				if (read(tfd, &v, sizeof(v)) < 0 && errno == ECANCELED)
+					emit_clock(true);
+				timerfd_settime(tfd, TFD_TIMER_ABSTIME | TFD_TIMER_CANCEL_ON_SET, &its, NULL);
+			}
+		}
+		ring_buffer__consume(rings);
+		now = now_ns(CLOCK_MONOTONIC);
+		if (now - last_clock >= (__u64)opt.clock_ms * 1000000) {
+			emit_clock(false);
+			last_clock = now;
+		}
+		if (now - last_drops >= 1000000000ull) {
+			emit_drops();
+			last_drops = now;
+		}
+		out_flush();
+	}
+	ring_buffer__consume(rings);
+	emit_drops();
+	out_flush();
+	if (out_broken)
+		fprintf(stderr, "kspan-probe: stdout closed, exiting\n");
+out:
+	for (size_t i = 0; i < N_PROGS; i++)
+		bpf_link__destroy(progs[i].link);
+	for (int l = 0; l < n_cuda_libs; l++)
+		for (int k = 0; k < cuda_libs[l].n_links; k++)
+			bpf_link__destroy(cuda_libs[l].links[k]);
+	ring_buffer__free(rings);
+	kspan_bpf__destroy(skel);
+	return exit_code;
+}

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what kspan needs on a new Debian machine and builds it. Idempotent
+# and quick when everything is already there; README's two commands call it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf 'kspan setup: %s\n' "$*" >&2; }
+
+# --- Debian packages (build toolchain for bpf/ and native/, tools used by tests)
+APT_PKGS=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev make pkg-config gcc nftables iproute2 util-linux)
+missing=()
+for p in "${APT_PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    log "missing Debian packages: ${missing[*]} (run as root, or: sudo apt-get install ${missing[*]})"
+    exit 1
+  fi
+  log "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# --- npm packages (exact versions from package-lock.json)
+if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json ]]; then
+  log "installing npm packages"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+# --- build: vmlinux.h, BPF object, skeleton, probe, fixtures, TypeScript
+log "building"
+make -s all
+npx tsc -p tsconfig.build.json
