@@ -816,11 +816,11 @@ int BPF_PROG(tcp_retransmit_skb, const struct sock *sk, const struct sk_buff *sk
 	__builtin_memset(r->saddr, 0, sizeof(r->saddr));
 	__builtin_memset(r->daddr, 0, sizeof(r->daddr));
 	if (family == 2) {
-		BPF_CORE_READ_INTO(r->saddr, sk, __sk_common.skc_rcv_saddr);
-		BPF_CORE_READ_INTO(r->daddr, sk, __sk_common.skc_daddr);
+		bpf_core_read(r->saddr, 4, &sk->__sk_common.skc_rcv_saddr);
+		bpf_core_read(r->daddr, 4, &sk->__sk_common.skc_daddr);
 	} else {
-		BPF_CORE_READ_INTO(r->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-		BPF_CORE_READ_INTO(r->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+		bpf_core_read(r->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(r->daddr, 16, &sk->__sk_common.skc_v6_daddr);
 	}
 	r->family = family;
 	r->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
