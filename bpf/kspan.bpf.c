@@ -36,8 +36,11 @@ struct {
 	__type(value, __u64);
 } ring_lost SEC(".maps");
 
-/* Target processes (tgid -> 1). Keyed by tgid so threads that existed before
- * the filter was set are captured too. */
+/* Process marks (tgid -> TGID_TARGET | TGID_EXCLUDED). Keyed by tgid so
+ * threads that existed before the filter was set count too. With no filter
+ * everything but EXCLUDED processes (kspan's own consumer) is captured. */
+#define TGID_TARGET 1
+#define TGID_EXCLUDED 2
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 8192);
@@ -184,11 +187,14 @@ int BPF_PROG(softirq_exit) { return irq_step(false, -1); }
 
 static __always_inline bool want_tgid(__u32 tgid)
 {
+	__u8 *mark;
+
 	if (tgid == cfg.self_tgid)
 		return false;
-	if (cfg.filter_pids && !bpf_map_lookup_elem(&target_tgids, &tgid))
-		return false;
-	return true;
+	mark = bpf_map_lookup_elem(&target_tgids, &tgid);
+	if (mark)
+		return *mark == TGID_TARGET;
+	return !cfg.filter_pids;
 }
 
 static __always_inline bool want_task(struct task_struct *t)
@@ -259,47 +265,49 @@ static __always_inline void emit_task(struct task_struct *t, __u32 event, __u32 
 
 /* ---------------------------------- sched -------------------------------- */
 
+/* Stack of t at its blocking switch-out (t is current here): user frames,
+ * then kernel frames right after them, so the record is dense. Kept in task
+ * storage until the switch-in says whether the block was long enough. */
 static __always_inline void take_stack(void *ctx, struct task_struct *t, __u64 now)
 {
 	struct kspan_stack *st = bpf_task_storage_get(&tstacks, t, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	long n;
+	__u32 nu;
 
 	if (!st)
 		return;
 	st->start_ns = now;
+	st->n_user = st->n_kernel = 0;
 	n = bpf_get_stack(ctx, st->ips, KSPAN_MAX_STACK * sizeof(__u64), BPF_F_USER_STACK);
-	st->n_user = n > 0 ? n / sizeof(__u64) : 0;
-	n = bpf_get_stack(ctx, &st->ips[KSPAN_MAX_STACK], KSPAN_MAX_STACK * sizeof(__u64), 0);
+	nu = n > 0 ? n / sizeof(__u64) : 0;
+	asm volatile("" : "+r"(nu)); /* keep the bound check below visible to the verifier */
+	if (nu > KSPAN_MAX_STACK)
+		return;
+	st->n_user = nu;
+	n = bpf_get_stack(ctx, &st->ips[nu], KSPAN_MAX_STACK * sizeof(__u64), 0);
 	st->n_kernel = n > 0 ? n / sizeof(__u64) : 0;
 }
 
-/* Emit the stored stack of t (taken at its switch-out at start_ns). User
- * frames are moved next to the kernel ones so the record is dense. */
+/* Emit the stored stack of t if it belongs to the interval that began at
+ * start_ns; the record is cut after the last frame. */
 static __always_inline void emit_stack(struct task_struct *t, __u64 start_ns, __u64 now,
 				       __u32 pid, __u32 tid)
 {
 	struct kspan_stack *st = bpf_task_storage_get(&tstacks, t, 0, 0);
-	__u32 nu, nk, size;
+	__u32 n, size;
 
 	if (!st || st->start_ns != start_ns)
 		return;
-	nu = st->n_user;
-	nk = st->n_kernel;
-	if (nu > KSPAN_MAX_STACK)
-		nu = KSPAN_MAX_STACK;
-	if (nk > KSPAN_MAX_STACK)
-		nk = KSPAN_MAX_STACK;
-	/* Layout in storage: user at [0, 64), kernel at [64, 128). The record
-	 * keeps that fixed layout; size covers up to the last kernel frame. */
-	size = offsetof(struct kspan_stack, ips) + (KSPAN_MAX_STACK + nk) * sizeof(__u64);
-	if (nk == 0)
-		size = offsetof(struct kspan_stack, ips) + nu * sizeof(__u64);
-	size = (size + 7) & ~7u;
+	n = st->n_user + st->n_kernel;
+	if (n > 2 * KSPAN_MAX_STACK)
+		n = 2 * KSPAN_MAX_STACK;
+	size = offsetof(struct kspan_stack, ips) + n * sizeof(__u64);
+	/* Bound it where the verifier can see it (the compiler may fold the
+	 * clamp above into something it cannot track). */
+	asm volatile("" : "+r"(size));
 	if (size > sizeof(*st))
-		size = sizeof(*st);
+		return;
 	fill_hdr(&st->h, KSPAN_STACK, size, now, pid, tid);
-	st->n_user = nu;
-	st->n_kernel = nk;
 	if (bpf_ringbuf_output(&rb_sched, st, size, BPF_RB_NO_WAKEUP)) {
 		__u32 ring = KSPAN_RING_SCHED;
 		__u64 *lost = bpf_map_lookup_elem(&ring_lost, &ring);
@@ -471,10 +479,10 @@ int BPF_PROG(sched_process_fork, struct task_struct *parent, struct task_struct 
 	__u32 ptgid = parent->tgid, ctgid = child->tgid;
 
 	/* Follow: a new process (not a thread) forked by a target is a target. */
-	if (cfg.follow && cfg.filter_pids && ctgid != ptgid &&
-	    bpf_map_lookup_elem(&target_tgids, &ptgid)) {
-		__u8 one = 1;
-		bpf_map_update_elem(&target_tgids, &ctgid, &one, BPF_ANY);
+	if (cfg.follow && cfg.filter_pids && ctgid != ptgid) {
+		__u8 *mark = bpf_map_lookup_elem(&target_tgids, &ptgid);
+		if (mark && *mark == TGID_TARGET)
+			bpf_map_update_elem(&target_tgids, &ctgid, mark, BPF_ANY);
 	}
 	if (want_task(child))
 		emit_task(child, KSPAN_TASK_FORK, ptgid, parent->pid, 0, 0);
@@ -498,7 +506,7 @@ int BPF_PROG(sched_process_exit, struct task_struct *p, bool group_dead)
 		emit_task(p, KSPAN_TASK_EXIT, 0, 0, p->exit_code, 0);
 	/* A pid filter names a process, not a number: once the process is gone
 	 * a reused pid must not be captured. */
-	if (group_dead && cfg.filter_pids)
+	if (group_dead)
 		bpf_map_delete_elem(&target_tgids, &tgid);
 	return 0;
 }
@@ -668,9 +676,11 @@ static __always_inline int futex_exit(struct syscall_exit_ctx *ctx)
 			r->_pad = 0;
 			submit(&rb_sched, r);
 		}
-	} else if (s->fx_kind == FX_WAKE && ctx->ret > 0) {
-		/* Only wakes that woke someone: uncontended unlocks never get here
-		 * anyway, and a wake of nobody explains no wait. */
+	} else if (s->fx_kind == FX_WAKE &&
+		   (ctx->ret > 0 || ((s->fx_op & FUTEX_CMD_MASK) == 7 && ctx->ret == 0))) {
+		/* Only wakes that woke someone (a wake of nobody explains no
+		 * wait). FUTEX_UNLOCK_PI returns 0 on success, and only enters the
+		 * kernel when there are waiters. */
 		struct kspan_futex_wake *r = reserve(&rb_sched, KSPAN_RING_SCHED, sizeof(*r));
 		if (r) {
 			fill_hdr(&r->h, KSPAN_FUTEX_WAKE, sizeof(*r), now, id >> 32, (__u32)id);
@@ -877,19 +887,32 @@ static __always_inline int cuda_return(__u32 api, long rc)
 	return 0;
 }
 
+/* The n-th 8-byte stack argument at function entry (x86-64 SysV: after the
+ * return address). */
+static __always_inline __u64 stack_arg(struct pt_regs *ctx, int n)
+{
+	__u64 v = 0;
+
+	bpf_probe_read_user(&v, sizeof(v), (void *)(PT_REGS_SP(ctx) + 8 * n));
+	return v;
+}
+
 #define CUDA_PROBE(name, api, argexpr)                                   \
 	SEC("uprobe")                                                    \
 	int BPF_KPROBE(name##_enter) { return cuda_enter(api, (__u64)(argexpr)); } \
 	SEC("uretprobe")                                                 \
 	int BPF_KRETPROBE(name##_return, long rc) { return cuda_return(api, rc); }
 
-CUDA_PROBE(cuda_launch_kernel, KSPAN_CUDA_LAUNCH_KERNEL, PT_REGS_PARM1(ctx))   /* func */
+/* cudaLaunchKernel(func, dim3 grid, dim3 block, args, sharedMem, stream): each
+ * dim3 takes two registers, so sharedMem and stream are on the stack. */
+CUDA_PROBE(cuda_launch_kernel, KSPAN_CUDA_LAUNCH_KERNEL, stack_arg(ctx, 2))     /* stream */
 CUDA_PROBE(cuda_memcpy, KSPAN_CUDA_MEMCPY, PT_REGS_PARM3(ctx))                 /* count */
 CUDA_PROBE(cuda_memcpy_async, KSPAN_CUDA_MEMCPY_ASYNC, PT_REGS_PARM3(ctx))     /* count */
 CUDA_PROBE(cuda_stream_sync, KSPAN_CUDA_STREAM_SYNC, PT_REGS_PARM1(ctx))       /* stream */
 CUDA_PROBE(cuda_device_sync, KSPAN_CUDA_DEVICE_SYNC, 0)
 CUDA_PROBE(cuda_event_sync, KSPAN_CUDA_EVENT_SYNC, PT_REGS_PARM1(ctx))         /* event */
-CUDA_PROBE(cu_launch_kernel, KSPAN_CU_LAUNCH_KERNEL, PT_REGS_PARM1(ctx))       /* CUfunction */
+/* cuLaunchKernel(f, gx, gy, gz, bx, by, bz, sharedMem, hStream, ...) */
+CUDA_PROBE(cu_launch_kernel, KSPAN_CU_LAUNCH_KERNEL, stack_arg(ctx, 3))         /* hStream */
 CUDA_PROBE(cu_memcpy, KSPAN_CU_MEMCPY, PT_REGS_PARM3(ctx))                     /* bytes */
 CUDA_PROBE(cu_memcpy_async, KSPAN_CU_MEMCPY_ASYNC, PT_REGS_PARM3(ctx))         /* bytes */
 CUDA_PROBE(cu_ctx_sync, KSPAN_CU_CTX_SYNC, 0)

@@ -294,7 +294,7 @@ struct kspan_cfg {
 	__u64 stack_min_ns;
 	__u64 cgroup_id;     /* 0 = any cgroup */
 	__u64 wake_bytes;    /* force a consumer wakeup past this much unread data */
-	__u32 filter_pids;   /* 1 = only tgids in target_tgids */
+	__u32 filter_pids;   /* 1 = only tgids marked TARGET in target_tgids */
 	__u32 follow;        /* 1 = processes forked by targets become targets */
 	__u32 stacks;        /* 1 = take stacks at blocking switch-outs */
 	__u32 self_tgid;     /* the loader itself: never traced */

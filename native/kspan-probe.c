@@ -50,8 +50,8 @@ enum exit_code {
 #define OUT_BUF (1 << 20)
 
 static struct {
-	__u32 pids[MAX_PIDS];
-	int n_pids;
+	__u32 pids[MAX_PIDS], excluded[MAX_PIDS];
+	int n_pids, n_excluded;
 	bool follow;
 	unsigned groups; /* bit per enum kspan_group */
 	const char *cuda_libs[MAX_LIBS];
@@ -522,15 +522,20 @@ static int group_by_name(const char *name)
 	return -1;
 }
 
+/* Values of the target_tgids map (see kspan.bpf.c). */
+#define TGID_TARGET 1
+#define TGID_EXCLUDED 2
+
 static int pid_filter(const char *verb, __u32 pid)
 {
 	int fd = bpf_map__fd(skel->maps.target_tgids);
-	__u8 one = 1;
+	__u8 mark = !strcmp(verb, "exclude") ? TGID_EXCLUDED : TGID_TARGET;
 
-	if (!strcmp(verb, "add")) {
-		if (bpf_map_update_elem(fd, &pid, &one, BPF_ANY))
+	if (!strcmp(verb, "add") || !strcmp(verb, "exclude")) {
+		if (bpf_map_update_elem(fd, &pid, &mark, BPF_ANY))
 			return -errno;
-		skel->bss->cfg.filter_pids = 1;
+		if (mark == TGID_TARGET)
+			skel->bss->cfg.filter_pids = 1;
 		return 0;
 	}
 	if (!strcmp(verb, "del"))
@@ -538,15 +543,22 @@ static int pid_filter(const char *verb, __u32 pid)
 	return -EINVAL;
 }
 
+/* Back to host-wide: drop the targets, keep the exclusions. */
 static void pid_clear(void)
 {
 	int fd = bpf_map__fd(skel->maps.target_tgids);
-	__u32 key, next;
+	__u32 key, next, *prev = NULL;
+	__u8 mark;
 
 	skel->bss->cfg.filter_pids = 0;
-	while (!bpf_map_get_next_key(fd, NULL, &next)) {
+	while (!bpf_map_get_next_key(fd, prev, &next)) {
 		key = next;
-		bpf_map_delete_elem(fd, &key);
+		if (!bpf_map_lookup_elem(fd, &key, &mark) && mark == TGID_TARGET) {
+			bpf_map_delete_elem(fd, &key);
+			prev = NULL; /* restart: the iteration key is gone */
+		} else {
+			prev = &key;
+		}
 	}
 }
 
@@ -743,7 +755,8 @@ static __u64 cgroup_id_of(const char *path)
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: kspan-probe [--pid P]... [--follow] [--groups LIST] [--cuda-lib PATH]...\n"
+		"usage: kspan-probe [--pid P]... [--exclude-pid P]... [--follow] [--groups LIST]\n"
+		"                   [--cuda-lib PATH]...\n"
 		"                   [--no-cuda-scan] [--offcpu-min-us N] [--futex-min-us N]\n"
 		"                   [--stacks] [--stack-min-us N] [--cgroup PATH] [--ring-mb N]\n"
 		"                   [--drain-ms N] [--clock-ms N] [--check] [--verbose]\n"
@@ -770,6 +783,7 @@ int main(int argc, char **argv)
 {
 	static const struct option long_opts[] = {
 		{ "pid", required_argument, 0, 'p' },
+		{ "exclude-pid", required_argument, 0, 'E' },
 		{ "follow", no_argument, 0, 'f' },
 		{ "groups", required_argument, 0, 'g' },
 		{ "cuda-lib", required_argument, 0, 'c' },
@@ -800,6 +814,14 @@ int main(int argc, char **argv)
 				opt.pids[opt.n_pids++] = atoi(optarg);
 			else {
 				fprintf(stderr, "kspan-probe: bad --pid %s\n", optarg);
+				return EXIT_USAGE;
+			}
+			break;
+		case 'E':
+			if (opt.n_excluded < MAX_PIDS && atoi(optarg) > 0)
+				opt.excluded[opt.n_excluded++] = atoi(optarg);
+			else {
+				fprintf(stderr, "kspan-probe: bad --exclude-pid %s\n", optarg);
 				return EXIT_USAGE;
 			}
 			break;
@@ -891,6 +913,8 @@ int main(int argc, char **argv)
 	skel->bss->cfg.wake_bytes = (opt.ring_mb << 20) / 4;
 	for (int i = 0; i < opt.n_pids; i++)
 		pid_filter("add", opt.pids[i]);
+	for (int i = 0; i < opt.n_excluded; i++)
+		pid_filter("exclude", opt.excluded[i]);
 
 	rings = ring_buffer__new(bpf_map__fd(skel->maps.rb_sched), on_record, &ring_ctx[KSPAN_RING_SCHED], NULL);
 	if (!rings || ring_buffer__add(rings, bpf_map__fd(skel->maps.rb_task), on_record, &ring_ctx[KSPAN_RING_TASK]) ||
