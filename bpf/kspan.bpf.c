@@ -71,7 +71,10 @@ struct tstate {
 	__u32 fx_owner;
 	__u32 fx_owner_src;
 	__u32 fx_kind;       /* enum fx_kind */
+	__u32 fx_woke_long;  /* this wake call woke a thread blocked >= futex_min_ns */
 	__u32 named;         /* a KSPAN_TASK NAME was sent for this task */
+	__u32 want_gen;      /* cfg.filter_gen + 1 when `want` was computed (0: never) */
+	__u32 want;          /* cached want_task() */
 };
 
 struct {
@@ -204,6 +207,19 @@ static __always_inline bool want_task(struct task_struct *t)
 	if (cfg.cgroup_id && BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id) != cfg.cgroup_id)
 		return false;
 	return true;
+}
+
+/* want_task() cached in the task's state: the filter hash lookup and the
+ * cgroup walk run once per task and filter change, not on every switch. */
+static __always_inline bool cached_want(struct tstate *s, struct task_struct *t)
+{
+	__u32 gen = cfg.filter_gen + 1;
+
+	if (s->want_gen != gen) {
+		s->want = want_task(t);
+		s->want_gen = gen;
+	}
+	return s->want;
 }
 
 static __always_inline void *reserve(void *rb, __u32 ring, __u64 size)
@@ -348,7 +364,7 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 				s->named = 1;
 				emit_task(prev, KSPAN_TASK_NAME, 0, 0, 0, 0);
 			}
-			if (!(prev_state & TASK_DEAD_STATE) && want_task(prev)) {
+			if (!(prev_state & TASK_DEAD_STATE) && cached_want(s, prev)) {
 				s->off_ts = now;
 				s->prev_state = prev_state;
 				s->out_cpu = cpu;
@@ -440,6 +456,8 @@ int BPF_PROG(sched_waking, struct task_struct *p)
 	if (ws && ws->fx_kind == FX_WAKE) {
 		s->flags |= KSPAN_OFF_WAKER_FUTEX;
 		s->waker_uaddr = ws->fx_uaddr;
+		if (s->runnable_ts - s->off_ts >= cfg.futex_min_ns)
+			ws->fx_woke_long = 1;
 	}
 	return 0;
 }
@@ -571,13 +589,11 @@ static __always_inline struct tstate *futex_enter(__u64 uaddr, __u64 uaddr2, __u
 	struct task_struct *cur;
 	struct tstate *s;
 
-	if (kind == FX_NONE || !want_tgid(bpf_get_current_pid_tgid() >> 32))
+	if (kind == FX_NONE)
 		return 0;
 	cur = bpf_get_current_task_btf();
-	if (cfg.cgroup_id && bpf_get_current_cgroup_id() != cfg.cgroup_id)
-		return 0;
 	s = bpf_task_storage_get(&tstates, cur, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!s)
+	if (!s || !cached_want(s, cur))
 		return 0;
 	s->fx_ts = bpf_ktime_get_ns();
 	s->fx_uaddr = uaddr;
@@ -585,6 +601,7 @@ static __always_inline struct tstate *futex_enter(__u64 uaddr, __u64 uaddr2, __u
 	s->fx_op = op;
 	s->fx_val = val;
 	s->fx_kind = kind;
+	s->fx_woke_long = 0;
 	s->fx_owner = 0;
 	s->fx_owner_src = KSPAN_OWNER_NONE;
 	return s;
@@ -676,11 +693,10 @@ static __always_inline int futex_exit(struct syscall_exit_ctx *ctx)
 			r->_pad = 0;
 			submit(&rb_sched, r);
 		}
-	} else if (s->fx_kind == FX_WAKE &&
-		   (ctx->ret > 0 || ((s->fx_op & FUTEX_CMD_MASK) == 7 && ctx->ret == 0))) {
-		/* Only wakes that woke someone (a wake of nobody explains no
-		 * wait). FUTEX_UNLOCK_PI returns 0 on success, and only enters the
-		 * kernel when there are waiters. */
+	} else if (s->fx_kind == FX_WAKE && s->fx_woke_long) {
+		/* Only wakes that ended a wait long enough to be reported: a wake
+		 * of nobody, or of a thread that barely slept, explains nothing
+		 * (and futex ping-pong would otherwise flood the ring). */
 		struct kspan_futex_wake *r = reserve(&rb_sched, KSPAN_RING_SCHED, sizeof(*r));
 		if (r) {
 			fill_hdr(&r->h, KSPAN_FUTEX_WAKE, sizeof(*r), now, id >> 32, (__u32)id);

@@ -122,7 +122,8 @@ struct kspan_futex_wait {
 	__u32 _pad;
 };
 
-/* ---- KSPAN_FUTEX_WAKE ---- h.ts = sys_exit, start_ns = sys_enter */
+/* ---- KSPAN_FUTEX_WAKE ---- h.ts = sys_exit, start_ns = sys_enter.
+ * Only wake calls that woke a thread which had been blocked >= futex_min_ns. */
 struct kspan_futex_wake {
 	struct kspan_hdr h;
 	__u64 start_ns;
@@ -298,6 +299,9 @@ struct kspan_cfg {
 	__u32 follow;        /* 1 = processes forked by targets become targets */
 	__u32 stacks;        /* 1 = take stacks at blocking switch-outs */
 	__u32 self_tgid;     /* the loader itself: never traced */
+	__u32 filter_gen;    /* bumped by the loader on every filter change: per-task
+	                      * decisions cached under an older generation are redone */
+	__u32 _pad;
 };
 
 #endif /* KSPAN_H */

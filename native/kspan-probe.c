@@ -531,16 +531,17 @@ static int pid_filter(const char *verb, __u32 pid)
 	int fd = bpf_map__fd(skel->maps.target_tgids);
 	__u8 mark = !strcmp(verb, "exclude") ? TGID_EXCLUDED : TGID_TARGET;
 
+	int err = -EINVAL;
+
 	if (!strcmp(verb, "add") || !strcmp(verb, "exclude")) {
-		if (bpf_map_update_elem(fd, &pid, &mark, BPF_ANY))
-			return -errno;
-		if (mark == TGID_TARGET)
+		err = bpf_map_update_elem(fd, &pid, &mark, BPF_ANY) ? -errno : 0;
+		if (!err && mark == TGID_TARGET)
 			skel->bss->cfg.filter_pids = 1;
-		return 0;
+	} else if (!strcmp(verb, "del")) {
+		err = bpf_map_delete_elem(fd, &pid) ? -errno : 0;
 	}
-	if (!strcmp(verb, "del"))
-		return bpf_map_delete_elem(fd, &pid) ? -errno : 0;
-	return -EINVAL;
+	skel->bss->cfg.filter_gen++; /* tasks re-evaluate their cached decision */
+	return err;
 }
 
 /* Back to host-wide: drop the targets, keep the exclusions. */
@@ -560,6 +561,7 @@ static void pid_clear(void)
 			prev = &key;
 		}
 	}
+	skel->bss->cfg.filter_gen++;
 }
 
 static bool stop_requested;

@@ -2,7 +2,7 @@
  * Overhead workload (b): a context-switch storm. Two threads hand a token
  * back and forth through a futex word for SECONDS: every hand-off is a
  * FUTEX_WAKE, a wakeup and two context switches. Prints
- * {"ops":round_trips,"seconds":S,"ops_per_s":R}.
+ * {"ops":round_trips,"seconds":S,"ops_per_s":R,"cpu_s":C,"pid":P}.
  * usage: futex_pingpong [SECONDS=3]
  */
 #define _GNU_SOURCE
@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/syscall.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -63,6 +64,9 @@ int main(int argc, char **argv)
 	syscall(SYS_futex, &turn, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 	pthread_join(t, NULL);
 	double took = now() - start;
-	printf("{\"ops\":%ld,\"seconds\":%.6f,\"ops_per_s\":%.1f}\n", rounds, took, rounds / took);
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	double cpu = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+	printf("{\"ops\":%ld,\"seconds\":%.6f,\"ops_per_s\":%.1f,\"cpu_s\":%.6f,\"pid\":%d}\n", rounds, took, rounds / took, cpu, (int)getpid());
 	return 0;
 }

@@ -3,7 +3,7 @@
  * THREADS threads (default 2) each serve requests for SECONDS: per request
  * ~WORK_US of CPU work, a short sleep (SLEEP_US), then a critical section of
  * ~CS_US under a mutex shared by all threads (so the lock is contended and
- * futex waits/wakes happen). Prints {"ops":N,"seconds":S,"ops_per_s":R}.
+ * futex waits/wakes happen). Prints {"ops":N,"seconds":S,"ops_per_s":R,"cpu_s":C,"pid":P}.
  * usage: request_loop [SECONDS=3] [THREADS=2] [WORK_US=200] [SLEEP_US=100] [CS_US=20]
  */
 #define _GNU_SOURCE
@@ -11,6 +11,8 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
+#include <sys/resource.h>
 #include <time.h>
 
 static double seconds = 3;
@@ -66,6 +68,9 @@ int main(int argc, char **argv)
 	for (int i = 0; i < threads; i++) pthread_create(&t[i], NULL, worker, &end);
 	for (int i = 0; i < threads; i++) pthread_join(t[i], NULL);
 	double took = now() - start;
-	printf("{\"ops\":%ld,\"seconds\":%.6f,\"ops_per_s\":%.1f}\n", (long)ops, took, ops / took);
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	double cpu = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+	printf("{\"ops\":%ld,\"seconds\":%.6f,\"ops_per_s\":%.1f,\"cpu_s\":%.6f,\"pid\":%d}\n", (long)ops, took, ops / took, cpu, (int)getpid());
 	return 0;
 }

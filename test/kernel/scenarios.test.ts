@@ -156,11 +156,13 @@ test('stand-in libcudart/libcuda: every call captured with its duration (10,000 
   assert.equal(syncs.length, 21); // 20 + one _ptsz
   for (let i = 0; i < 20; i++) {
     const d = syncs[i].end - syncs[i].start;
-    // The stub sleeps 5 ms (and a loaded 2-CPU machine may add to that): the
-    // probe must agree with the app's own clock around the call.
-    assert.ok(ms(d) >= 5 && ms(d) < 7.5, `sync ${i}: ${ms(d).toFixed(2)} ms`);
+    // The stub sleeps 5 ms (a loaded 2-CPU machine may add to one call): the
+    // probe must agree with the app's own clock around each call.
+    assert.ok(ms(d) >= 5, `sync ${i}: ${ms(d).toFixed(2)} ms`);
     assert.ok(Math.abs(d - out.sync_ns[i]) < 0.2e6, `sync ${i}: probe ${d} ns vs app ${out.sync_ns[i]} ns`);
   }
+  const sorted = syncs.slice(0, 20).map((c) => c.end - c.start).sort((a, b) => a - b);
+  assert.ok(within(ms(sorted[10]), 5, 0.2), `median sync ${ms(sorted[10]).toFixed(2)} ms`);
   const lost = cap.probe.state.drops[2]?.lost;
   assert.equal(lost, 0, 'no CUDA records lost');
 });
