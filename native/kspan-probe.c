@@ -29,6 +29,8 @@
 #include <bpf/libbpf.h>
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
+#include <gelf.h>
+#include <libelf.h>
 
 #include "kspan.h"
 #include "kspan.skel.h"
@@ -408,45 +410,117 @@ static bool is_cuda_lib(const char *path)
 
 /* Attach every CUDA API pair to every symbol variant the library exports.
  * A missing symbol is normal (runtime vs driver library, versions). */
-static int attach_cuda_lib(struct cuda_lib *lib)
+/* File offset of a function symbol (for uprobes), from .dynsym or .symtab:
+ * the symbol's address mapped through the PT_LOAD segment that holds it.
+ * One pass over the ELF for all names; libbpf's attach-by-name would parse
+ * the file again for every symbol and variant (seconds for a real libcudart). */
+static int resolve_syms(const char *path, const char *const *names, int n, size_t *offs)
 {
-	unsigned ok = 0, tried = 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC), found = 0;
+	Elf *e;
+	Elf_Scn *scn = NULL;
+	size_t nph;
 
-	for (size_t a = 0; a < N_CUDA_APIS; a++) {
-		char enter_name[64], ret_name[64];
-		struct bpf_program *enter, *ret;
+	memset(offs, 0, n * sizeof(*offs));
+	if (fd < 0)
+		return -errno;
+	elf_version(EV_CURRENT);
+	e = elf_begin(fd, ELF_C_READ, NULL);
+	if (!e || elf_kind(e) != ELF_K_ELF || elf_getphdrnum(e, &nph)) {
+		if (e)
+			elf_end(e);
+		close(fd);
+		return -ENOEXEC;
+	}
+	while ((scn = elf_nextscn(e, scn))) {
+		GElf_Shdr sh;
+		Elf_Data *data;
 
-		snprintf(enter_name, sizeof(enter_name), "%s_enter", cuda_apis[a].prog);
-		snprintf(ret_name, sizeof(ret_name), "%s_return", cuda_apis[a].prog);
-		enter = prog_by_name(enter_name);
-		ret = prog_by_name(ret_name);
-		if (!enter || !ret)
+		if (!gelf_getshdr(scn, &sh) || (sh.sh_type != SHT_DYNSYM && sh.sh_type != SHT_SYMTAB))
 			continue;
-		for (int s = 0; s < 8 && cuda_apis[a].syms[s]; s++) {
-			LIBBPF_OPTS(bpf_uprobe_opts, uo, .func_name = cuda_apis[a].syms[s]);
-			struct bpf_link *le, *lr;
+		data = elf_getdata(scn, NULL);
+		for (size_t i = 0; data && sh.sh_entsize && i < sh.sh_size / sh.sh_entsize; i++) {
+			GElf_Sym sym;
+			const char *name;
 
-			if (lib->n_links + 2 > (int)(sizeof(lib->links) / sizeof(lib->links[0])))
-				break;
-			le = bpf_program__attach_uprobe_opts(enter, lib->pid ? lib->pid : -1, lib->path, 0, &uo);
-			if (!le && errno == ENOENT)
-				continue; /* this library doesn't export that variant: normal */
-			tried++;
-			if (!le)
+			if (!gelf_getsym(data, i, &sym) || GELF_ST_TYPE(sym.st_info) != STT_FUNC ||
+			    sym.st_shndx == SHN_UNDEF || !sym.st_value)
 				continue;
-			uo.retprobe = true;
-			lr = bpf_program__attach_uprobe_opts(ret, lib->pid ? lib->pid : -1, lib->path, 0, &uo);
-			if (!lr) {
-				bpf_link__destroy(le);
-				continue;
+			name = elf_strptr(e, sh.sh_link, sym.st_name);
+			for (int k = 0; name && k < n; k++) {
+				if (offs[k] || strcmp(name, names[k]))
+					continue;
+				for (size_t p = 0; p < nph; p++) {
+					GElf_Phdr ph;
+					if (gelf_getphdr(e, p, &ph) && ph.p_type == PT_LOAD && sym.st_value >= ph.p_vaddr &&
+					    sym.st_value < ph.p_vaddr + ph.p_memsz) {
+						offs[k] = sym.st_value - ph.p_vaddr + ph.p_offset;
+						found++;
+						break;
+					}
+				}
 			}
-			lib->links[lib->n_links++] = le;
-			lib->links[lib->n_links++] = lr;
-			ok++;
 		}
 	}
-	emit_status(KSPAN_GROUP_CUDA, ok ? 0 : -ENOENT, ok, tried - ok, "%s", lib->path);
-	return ok ? 0 : -ENOENT;
+	elf_end(e);
+	close(fd);
+	return found;
+}
+
+/* Attach every CUDA API pair to every symbol variant the library exports.
+ * A missing symbol is normal (runtime vs driver library, versions). */
+static int attach_cuda_lib(struct cuda_lib *lib)
+{
+	const char *names[N_CUDA_APIS * 8];
+	size_t offs[N_CUDA_APIS * 8];
+	int api_of[N_CUDA_APIS * 8], n = 0, found;
+	unsigned ok = 0, failed = 0;
+	int pid = lib->pid ? lib->pid : -1, first_err = 0;
+
+	for (size_t a = 0; a < N_CUDA_APIS; a++)
+		for (int s = 0; s < 8 && cuda_apis[a].syms[s]; s++) {
+			api_of[n] = a;
+			names[n++] = cuda_apis[a].syms[s];
+		}
+	found = resolve_syms(lib->path, names, n, offs);
+	if (found <= 0) {
+		emit_status(KSPAN_GROUP_CUDA, found < 0 ? found : -ENOENT, 0, 0, "%s: %s", lib->path,
+			    found < 0 ? strerror(-found) : "no CUDA symbols");
+		return found < 0 ? found : -ENOENT;
+	}
+	for (int k = 0; k < n; k++) {
+		char enter_name[64], ret_name[64];
+		struct bpf_program *enter, *ret;
+		struct bpf_link *le, *lr;
+		LIBBPF_OPTS(bpf_uprobe_opts, uo);
+
+		if (!offs[k])
+			continue;
+		if (lib->n_links + 2 > (int)(sizeof(lib->links) / sizeof(lib->links[0])))
+			break;
+		snprintf(enter_name, sizeof(enter_name), "%s_enter", cuda_apis[api_of[k]].prog);
+		snprintf(ret_name, sizeof(ret_name), "%s_return", cuda_apis[api_of[k]].prog);
+		enter = prog_by_name(enter_name);
+		ret = prog_by_name(ret_name);
+		le = enter ? bpf_program__attach_uprobe_opts(enter, pid, lib->path, offs[k], &uo) : NULL;
+		uo.retprobe = true;
+		lr = le && ret ? bpf_program__attach_uprobe_opts(ret, pid, lib->path, offs[k], &uo) : NULL;
+		if (!lr) {
+			if (!first_err)
+				first_err = -errno;
+			bpf_link__destroy(le);
+			failed++;
+			continue;
+		}
+		lib->links[lib->n_links++] = le;
+		lib->links[lib->n_links++] = lr;
+		ok++;
+	}
+	if (failed && first_err)
+		emit_status(KSPAN_GROUP_CUDA, ok ? 0 : first_err, ok, failed, "%s: %s", lib->path, strerror(-first_err));
+	else
+		emit_status(KSPAN_GROUP_CUDA, ok ? 0 : -ENOENT, ok, failed, "%s", lib->path);
+	return ok ? 0 : (first_err ? first_err : -ENOENT);
 }
 
 static int add_cuda_lib(const char *path, int pid)
