@@ -280,12 +280,15 @@ static struct prog_ref progs[] = {
 	{ "sched_switch", KSPAN_GROUP_SCHED },
 	{ "sched_waking", KSPAN_GROUP_SCHED },
 	{ "sched_wakeup_new", KSPAN_GROUP_SCHED },
-	{ "irq_handler_entry", KSPAN_GROUP_SCHED },
+	/* Exits before entries: an interrupt already running when its entry
+	 * hook is attached then ends with an exit that is clamped at depth 0,
+	 * instead of leaving the CPU's depth stuck at +1 (attached in order). */
 	{ "irq_handler_exit", KSPAN_GROUP_SCHED },
-	{ "hrtimer_expire_entry", KSPAN_GROUP_SCHED },
 	{ "hrtimer_expire_exit", KSPAN_GROUP_SCHED },
-	{ "softirq_entry", KSPAN_GROUP_SCHED },
 	{ "softirq_exit", KSPAN_GROUP_SCHED },
+	{ "irq_handler_entry", KSPAN_GROUP_SCHED },
+	{ "hrtimer_expire_entry", KSPAN_GROUP_SCHED },
+	{ "softirq_entry", KSPAN_GROUP_SCHED },
 	{ "sched_process_fork", KSPAN_GROUP_TASK },
 	{ "sched_process_exec", KSPAN_GROUP_TASK },
 	{ "sched_process_exit", KSPAN_GROUP_TASK },
@@ -1095,6 +1098,9 @@ int main(int argc, char **argv)
 	out_flush();
 	if (out_broken)
 		fprintf(stderr, "kspan-probe: stdout closed, exiting\n");
+	/* The stream is complete: let the reader see EOF now. Detaching uprobes
+	 * below can take ~0.1 s per probe in the kernel. */
+	close(STDOUT_FILENO);
 out:
 	for (size_t i = 0; i < N_PROGS; i++)
 		bpf_link__destroy(progs[i].link);

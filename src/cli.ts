@@ -1,0 +1,488 @@
+// The `kspan` command. bin/kspan.js imports dist/cli.js and calls main();
+// `tsx src/cli.ts ...` runs it from source. Commands live in COMMANDS; each
+// returns its exit code (2 = usage error).
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync, statSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import {
+  CudaWatcher, Kind, ProbeError, ProbeProcess, TASK, TaskEvent, REPO_ROOT, RecordView, SummarySink, TaskNames, formatDoctor,
+  errnoName, kindFromName, recordToJson, recordToText, replayFile, runDoctor, type CaptureSink, type ClockHistory,
+  type ProbeOptions, type RecordBatch,
+} from './capture/index.js';
+
+class UsageError extends Error {}
+
+const HELP = `kspan — kernel causes inside OpenTelemetry spans
+
+usage: kspan <command> [options]
+
+commands:
+  record [options] [-- CMD ARGS...]   capture kernel events (host-wide, or of CMD and its children)
+      --out FILE          write the raw record stream to FILE (replay with \`kspan dump\`)
+      --duration S        stop after S seconds (default: until Ctrl-C, or until CMD exits)
+      --pid P             capture only process P (repeatable)
+      --follow            also capture processes they fork (default on with -- CMD; --no-follow)
+      --cuda-lib PATH     attach CUDA uprobes to this libcudart/libcuda from the start (repeatable);
+                          libraries that captured processes load later are attached when seen in
+                          /proc/PID/maps, missing the calls made before that
+      --offcpu-min-us N   shortest off-CPU interval recorded (default 50)
+      --futex-min-us N    shortest futex wait recorded (default 50)
+      --stacks            take user+kernel stacks of long blocks
+      --groups LIST       probe groups (default sched,task,futex,block,tcp,cuda)
+      --ring-mb N         scheduler ring size in MiB (default 16)
+      --quiet             no progress line
+  dump FILE [--json] [--kind K,...] [--tid T]   print a recorded file, one record per line
+  doctor [--json] [--cuda-lib PATH]...        check that capture can run here, and why not
+  help | --help | --version
+
+Capture needs root (or CAP_BPF + CAP_PERFMON) for build/kspan-probe; see \`kspan doctor\`.`;
+
+function version(): string {
+  try {
+    return (JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+}
+
+type Command = (argv: string[]) => Promise<number>;
+
+const COMMANDS: Record<string, Command> = {
+  record: cmdRecord,
+  dump: cmdDump,
+  doctor: cmdDoctor,
+  help: async () => {
+    process.stdout.write(HELP + '\n');
+    return 0;
+  },
+};
+
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (cmd === undefined || cmd === '--help' || cmd === '-h') {
+    (cmd === undefined ? process.stderr : process.stdout).write(HELP + '\n');
+    return cmd === undefined ? 2 : 0;
+  }
+  if (cmd === '--version' || cmd === '-V' || cmd === 'version') {
+    process.stdout.write(`kspan ${version()}\n`);
+    return 0;
+  }
+  const run = Object.hasOwn(COMMANDS, cmd) ? COMMANDS[cmd] : undefined;
+  if (!run) {
+    process.stderr.write(`kspan: unknown command "${cmd}" (try \`kspan help\`)\n`);
+    return 2;
+  }
+  try {
+    return await run(rest);
+  } catch (e) {
+    if (e instanceof UsageError || (e as NodeJS.ErrnoException).code?.startsWith?.('ERR_PARSE_ARGS')) {
+      process.stderr.write(`kspan ${cmd}: ${(e as Error).message}\n`);
+      return 2;
+    }
+    process.stderr.write(`kspan ${cmd}: ${(e as Error).message}\n`);
+    return 1;
+  }
+}
+
+function parse<T extends NonNullable<ParseArgsConfig['options']>>(argv: string[], options: T, positionals = false) {
+  return parseArgs({ args: argv, options: { help: { type: 'boolean', short: 'h' }, ...options }, allowPositionals: positionals, strict: true });
+}
+
+function intOpt(v: string | undefined, name: string, min = 0): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name} wants an integer >= ${min}, got "${v}"`);
+  return n;
+}
+
+// ---------------------------------------------------------------------------
+// record
+
+async function cmdRecord(argv: string[]): Promise<number> {
+  // `--` separates kspan's options from the command to run
+  const dd = argv.indexOf('--');
+  const own = dd >= 0 ? argv.slice(0, dd) : argv;
+  const cmd = dd >= 0 ? argv.slice(dd + 1) : [];
+  const { values: o, positionals } = parse(own, {
+    out: { type: 'string', short: 'o' },
+    duration: { type: 'string', short: 'd' },
+    pid: { type: 'string', short: 'p', multiple: true },
+    follow: { type: 'boolean' },
+    'no-follow': { type: 'boolean' },
+    'cuda-lib': { type: 'string', multiple: true },
+    'offcpu-min-us': { type: 'string' },
+    'futex-min-us': { type: 'string' },
+    stacks: { type: 'boolean' },
+    groups: { type: 'string' },
+    'ring-mb': { type: 'string' },
+    quiet: { type: 'boolean', short: 'q' },
+  }, true);
+  if (o.help) {
+    process.stdout.write(HELP + '\n');
+    return 0;
+  }
+  if (positionals.length) throw new UsageError(`unexpected argument "${positionals[0]}" (put the command to run after --)`);
+  if (dd >= 0 && cmd.length === 0) throw new UsageError('nothing after --');
+  const durationS = o.duration !== undefined ? Number(o.duration) : undefined;
+  if (durationS !== undefined && !(durationS > 0)) throw new UsageError(`--duration wants seconds > 0, got "${o.duration}"`);
+  const pids = (o.pid ?? []).map((p) => intOpt(p, 'pid', 1)!);
+  const follow = o['no-follow'] ? false : o.follow ?? cmd.length > 0;
+
+  const probeOpts: ProbeOptions = {
+    pids,
+    follow,
+    cudaLibs: o['cuda-lib'],
+    offcpuMinUs: intOpt(o['offcpu-min-us'], 'offcpu-min-us'),
+    futexMinUs: intOpt(o['futex-min-us'], 'futex-min-us'),
+    stacks: o.stacks,
+    groups: o.groups?.split(',').map((g) => g.trim()).filter(Boolean),
+    ringMb: intOpt(o['ring-mb'], 'ring-mb', 1),
+    teePath: o.out,
+  };
+  const summary = new SummarySink();
+  // only a filtered capture needs to know its processes (CUDA library scan)
+  const tracker = cmd.length || pids.length ? new PidTracker() : null;
+  const sink: CaptureSink = {
+    onBatch(b, c) {
+      tracker?.onBatch(b);
+      summary.onBatch(b, c);
+    },
+  };
+  const progress = new Progress(!o.quiet);
+  probeOpts.onStderr = (line) => progress.message(line.startsWith('kspan-probe') ? line : `kspan-probe: ${line}`);
+
+  let child: ChildProcess | null = null;
+  let childExit: Promise<number> | null = null;
+  let probe: ProbeProcess;
+  const t0 = process.hrtime.bigint();
+
+  if (cmd.length) {
+    // Start CMD stopped (the shell stops itself, then execs CMD in place, so
+    // the pid is the same) so it is in the filter before its first instruction.
+    child = spawn('/bin/sh', ['-c', 'kill -STOP $$; exec "$@"', 'sh', ...cmd], { stdio: 'inherit' });
+    const c = child;
+    childExit = new Promise<number>((res) => {
+      c.on('exit', (code, sig) => res(code ?? 128 + (sig ? osConstants.signals[sig] ?? 0 : 0)));
+      c.on('error', (e) => {
+        progress.message(`kspan record: cannot run ${cmd[0]}: ${e.message}`);
+        res(127);
+      });
+    });
+    const pid = c.pid;
+    if (pid === undefined || !(await waitStopped(pid, 5000))) {
+      c.kill('SIGKILL');
+      throw new Error(`could not start ${cmd[0]} stopped`);
+    }
+    probeOpts.pids = [pid, ...pids];
+    probe = ProbeProcess.start(probeOpts, sink);
+    try {
+      await probe.ready;
+      // ACK = the filter map holds pid and the probe is past attaching
+      await probe.command(`pid add ${pid}`);
+    } catch (e) {
+      c.kill('SIGKILL');
+      await childExit;
+      progress.done();
+      return reportProbeError(e);
+    }
+    process.kill(pid, 'SIGCONT');
+  } else {
+    probe = ProbeProcess.start(probeOpts, sink);
+    try {
+      await probe.ready;
+      await probe.control('ping'); // answered once attaching is over
+    } catch (e) {
+      progress.done();
+      return reportProbeError(e);
+    }
+  }
+  for (const s of probe.state.status) {
+    if (s.err < 0) progress.message(`kspan record: probe group ${s.name} not attached: ${errnoName(s.err)}${s.detail ? ` (${s.detail})` : ''}`);
+  }
+  // CUDA libraries loaded after the probe started (CMD has not even exec'd yet)
+  let cudaWatch: CudaWatcher | null = null;
+  if (!probeOpts.groups || probeOpts.groups.includes('cuda')) {
+    for (const p of probeOpts.pids ?? []) tracker?.pids.add(p);
+    cudaWatch = new CudaWatcher(probe, {
+      pids: tracker ? () => tracker.pids : null,
+      intervalMs: tracker ? 500 : 5000,
+      ...(child ? { fastMs: 10, fastForMs: 3000 } : {}),
+      onAttach: (path, err, msg) => progress.message(`kspan record: CUDA uprobes ${err ? 'failed' : 'attached'}: ${path}${err ? ` (${msg})` : ''}`),
+    }).start();
+  }
+
+  progress.start(probe);
+  const stopReason = await waitForStop(probe, durationS, child, childExit);
+
+  cudaWatch?.stop();
+  let failure: unknown = null;
+  if (probe.running) {
+    // everything produced before now reaches the summary / the file
+    await probe.control('flush').catch(() => undefined);
+  }
+  try {
+    await probe.stop();
+  } catch (e) {
+    failure = e;
+  }
+  progress.done();
+  const elapsedS = Number(process.hrtime.bigint() - t0) / 1e9;
+
+  let code = 0;
+  if (failure) code = reportProbeError(failure);
+  if (childExit) {
+    if (stopReason === 'duration') process.stderr.write(`kspan record: --duration reached; waiting for ${cmd[0]} to exit\n`);
+    const cc = await childExit;
+    if (!failure) code = cc;
+  }
+
+  const d = probe.decoder;
+  const problems = d.corruptBytes || d.unknownKinds || d.truncatedBytes
+    ? ` (decoder: ${d.corruptBytes} corrupt bytes, ${d.unknownKinds} unknown records, ${d.truncatedBytes} truncated bytes)`
+    : '';
+  if (o.out) {
+    const size = safeSize(o.out);
+    const lost = probe.state.totalLost;
+    process.stderr.write(
+      `kspan record: wrote ${summary.totalRecords.toLocaleString('en-US')} records (${(size / 1e6).toFixed(1)} MB) to ${o.out} in ${elapsedS.toFixed(1)} s` +
+      `${lost ? `; ${lost} records lost in the kernel` : ''}${problems}\n`);
+  } else {
+    process.stdout.write(summary.format(probe.state, { elapsedS }) + '\n');
+    if (problems) process.stderr.write(`kspan record:${problems}\n`);
+  }
+  return code;
+}
+
+/**
+ * Resolves with why capture should stop: the duration passed, CMD exited,
+ * the probe exited, or SIGINT/SIGTERM. With a CMD running, a terminal's
+ * Ctrl-C reaches CMD too (same process group), so kspan waits for CMD to
+ * exit (without a terminal it passes SIGINT on); a second Ctrl-C kills CMD,
+ * a SIGTERM is passed on.
+ */
+function waitForStop(probe: ProbeProcess, durationS: number | undefined, child: ChildProcess | null, childExit: Promise<number> | null): Promise<string> {
+  return new Promise<string>((resolve) => {
+    let sigints = 0;
+    let timer: NodeJS.Timeout | null = null;
+    const finish = (why: string): void => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      if (timer) clearTimeout(timer);
+      resolve(why);
+    };
+    const onSignal = (sig: NodeJS.Signals): void => {
+      if (child && child.exitCode === null && child.signalCode === null) {
+        sigints++;
+        if (sig === 'SIGTERM') child.kill('SIGTERM');
+        else if (sigints > 1) child.kill('SIGKILL');
+        // no terminal: nobody else delivered the SIGINT to CMD
+        else if (!process.stdin.isTTY) child.kill('SIGINT');
+        return;
+      }
+      finish(sig);
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    if (durationS !== undefined) timer = setTimeout(() => finish('duration'), durationS * 1000);
+    childExit?.then(() => finish('command exited'));
+    probe.done.then(() => finish('probe exited'), () => finish('probe failed'));
+  });
+}
+
+function reportProbeError(e: unknown): number {
+  const err = e as Error;
+  process.stderr.write(`kspan record: ${err.message}\n`);
+  if (e instanceof ProbeError && e.reason !== 'not_built') process.stderr.write('kspan record: `kspan doctor` checks what capture needs\n');
+  return 1;
+}
+
+function safeSize(p: string): number {
+  try {
+    return statSync(p).size;
+  } catch {
+    return 0;
+  }
+}
+
+/** Processes seen in a filtered capture (their own records, forks, execs): where to look for CUDA libraries. */
+class PidTracker {
+  readonly pids = new Set<number>();
+  private readonly v = new RecordView();
+  onBatch(b: RecordBatch): void {
+    const v = this.v;
+    for (let i = 0; i < b.count; i++) {
+      v.set(b, i);
+      const k = v.kind;
+      if (k === Kind.OFFCPU || k === Kind.CUDA_CALL || (k === Kind.TASK && (v.u32(TASK.event) === TaskEvent.FORK || v.u32(TASK.event) === TaskEvent.EXEC))) {
+        this.pids.add(v.pid);
+      }
+    }
+  }
+}
+
+/** Poll /proc/PID/stat until the task is stopped (state T). */
+async function waitStopped(pid: number, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+      if (state === 'T') return true;
+      if (state === 'Z' || state === 'X') return false;
+    } catch {
+      return false;
+    }
+    await new Promise((r) => setTimeout(r, 2));
+  }
+  return false;
+}
+
+/** Live progress on stderr: a rewritten line on a TTY, a line every 5 s otherwise. */
+class Progress {
+  private timer: NodeJS.Timeout | null = null;
+  private readonly tty = process.stderr.isTTY === true;
+  private lineShown = false;
+  private lastRecords = 0;
+  private lastT = 0;
+  private t0 = 0;
+
+  constructor(private readonly enabled: boolean) {}
+
+  start(probe: ProbeProcess): void {
+    if (!this.enabled) return;
+    this.t0 = this.lastT = Date.now();
+    const tick = (): void => {
+      const now = Date.now();
+      const recs = probe.decoder.records;
+      const rate = ((recs - this.lastRecords) * 1000) / Math.max(1, now - this.lastT);
+      this.lastRecords = recs;
+      this.lastT = now;
+      const drops = probe.state.drops.filter((x) => x !== undefined).map((x) => `${x!.name} ${x!.lost}`).join(' ');
+      const line = `kspan: ${((now - this.t0) / 1000).toFixed(1)} s  ${recs.toLocaleString('en-US')} records  ${Math.round(rate).toLocaleString('en-US')}/s  lost: ${drops || '-'}`;
+      if (this.tty) {
+        process.stderr.write(`\r\x1b[K${line}`);
+        this.lineShown = true;
+      } else {
+        process.stderr.write(line + '\n');
+      }
+    };
+    this.timer = setInterval(tick, this.tty ? 500 : 5000);
+    this.timer.unref();
+  }
+
+  /** A message that must not be garbled by the progress line. */
+  message(text: string): void {
+    if (this.lineShown) process.stderr.write('\r\x1b[K');
+    this.lineShown = false;
+    process.stderr.write(text + '\n');
+  }
+
+  done(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    if (this.lineShown) process.stderr.write('\r\x1b[K');
+    this.lineShown = false;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// dump
+
+async function cmdDump(argv: string[]): Promise<number> {
+  const { values: o, positionals } = parse(argv, {
+    json: { type: 'boolean' },
+    kind: { type: 'string', short: 'k' },
+    tid: { type: 'string', multiple: true },
+  }, true);
+  if (o.help) {
+    process.stdout.write(HELP + '\n');
+    return 0;
+  }
+  if (positionals.length !== 1) throw new UsageError('usage: kspan dump FILE [--json] [--kind K,...] [--tid T]');
+  const file = positionals[0];
+  statSync(file); // a clear ENOENT before streaming
+  const kinds = new Set<number>();
+  for (const k of o.kind?.split(',') ?? []) {
+    const n = kindFromName(k.trim());
+    if (n === undefined) throw new UsageError(`unknown kind "${k}"`);
+    kinds.add(n);
+  }
+  const tids = new Set((o.tid ?? []).map((t) => intOpt(t, 'tid')!));
+  // First pass: every name in the file, for records that precede their TASK record.
+  const later = new TaskNames(1 << 20);
+  await replayFile(file, { onBatch: (b) => later.observeBatch(b) });
+  const names = new TaskNames(65536, later);
+  const v = new RecordView();
+  const out = process.stdout;
+  const ac = new AbortController();
+  out.on('error', () => ac.abort()); // EPIPE from `| head`: stop quietly
+  const fmt = o.json
+    ? (c: ClockHistory): string => JSON.stringify(recordToJson(v, c, names))
+    : (c: ClockHistory): string => recordToText(v, c, names);
+  const sink: CaptureSink = {
+    onBatch(batch: RecordBatch, clock: ClockHistory): void | Promise<void> {
+      if (ac.signal.aborted) return;
+      names.observeBatch(batch);
+      const lines: string[] = [];
+      for (let i = 0; i < batch.count; i++) {
+        v.set(batch, i);
+        if (kinds.size && !kinds.has(v.kind)) continue;
+        if (tids.size && !tids.has(v.tid)) continue;
+        lines.push(fmt(clock));
+      }
+      if (!lines.length) return;
+      if (!out.write(lines.join('\n') + '\n')) {
+        return new Promise<void>((res) => {
+          const done = (): void => {
+            out.off('drain', done);
+            ac.signal.removeEventListener('abort', done);
+            res();
+          };
+          out.on('drain', done);
+          ac.signal.addEventListener('abort', done);
+        });
+      }
+    },
+  };
+  const r = await replayFile(file, sink, { signal: ac.signal });
+  if (ac.signal.aborted) return 0;
+  const c = r.counters;
+  process.stderr.write(
+    `kspan dump: ${c.records.toLocaleString('en-US')} records, ${c.unknownKinds} unknown-kind records skipped, ` +
+    `${c.corruptBytes} corrupt bytes (${c.resyncs} resyncs), ${c.truncatedBytes} truncated bytes at the end` +
+    `${r.state.totalLost ? `; ${r.state.totalLost} records were lost in the kernel during capture` : ''}\n`);
+  if (r.state.clock.size === 0) process.stderr.write('kspan dump: no HELLO or CLOCK record: times are monotonic ns, not epoch\n');
+  return 0;
+}
+
+// ---------------------------------------------------------------------------
+// doctor
+
+async function cmdDoctor(argv: string[]): Promise<number> {
+  const { values: o } = parse(argv, {
+    json: { type: 'boolean' },
+    'cuda-lib': { type: 'string', multiple: true },
+    'no-probe': { type: 'boolean' },
+  });
+  if (o.help) {
+    process.stdout.write(HELP + '\n');
+    return 0;
+  }
+  const r = await runDoctor({ cudaLibs: o['cuda-lib'], noProbe: o['no-probe'] });
+  process.stdout.write((o.json ? JSON.stringify(r, null, 2) : formatDoctor(r)) + '\n');
+  return r.ready ? 0 : 1;
+}
+
+// Run directly (`tsx src/cli.ts ...`): bin/kspan.js imports instead.
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  main(process.argv.slice(2)).then((code) => {
+    process.exitCode = code;
+  }, (e: unknown) => {
+    process.stderr.write(`kspan: ${(e as Error).stack ?? e}\n`);
+    process.exitCode = 1;
+  });
+}
