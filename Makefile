@@ -38,3 +38,4 @@ fixtures:
 clean:
 	rm -rf $(BUILD)
 	@$(MAKE) -s -C test/fixtures clean
+	@$(MAKE) -s -C bench/workloads clean

@@ -10,9 +10,9 @@
 //       20 µs critical section under a shared mutex;
 //   (b) futex_pingpong: two threads handing a token over a futex (a
 //       context-switch storm).
-// Reported: ops/s, overhead %, and CPU ns per captured event, where the CPU
-// counted is the probe's + the Node consumer's + the extra CPU the workload
-// itself burned (BPF programs run in the workload's context).
+// Reported: ops/s, overhead %, and CPU ns per captured record, where the CPU
+// counted is the BPF programs' run time (the kernel's own accounting, probe
+// --stats) + the probe process + the Node consumer; and the BPF cost per hook.
 
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -57,11 +57,19 @@ class CountingSink implements CaptureSink {
   }
 }
 
-interface WithRun { w: WorkOut; records: number; probeCpuNs: number; consumerCpuNs: number }
+interface WithRun { w: WorkOut; records: number; probeCpuNs: number; consumerCpuNs: number; bpf: Record<string, { runs: number; ns: number }> }
 
 async function withProbe(name: string): Promise<WithRun> {
   const sink = new CountingSink();
-  const probe = ProbeProcess.start({ noCudaScan: true }, sink);
+  let bpf: WithRun['bpf'] = {};
+  // --stats: the kernel accounts each BPF program's runs and run time.
+  const probe = ProbeProcess.start({
+    noCudaScan: true, extraArgs: ['--stats'],
+    onStderr: (line) => {
+      const m = /stats (\{.*\})$/.exec(line);
+      if (m) bpf = JSON.parse(m[1]) as WithRun['bpf'];
+    },
+  }, sink);
   await probe.ready;
   await probe.command('ping');
   const probeCpu0 = procCpuNs(probe.pid!);
@@ -73,7 +81,7 @@ async function withProbe(name: string): Promise<WithRun> {
   const cu = process.cpuUsage(cons0);
   const records = sink.records - rec0;
   await probe.stop();
-  return { w, records, probeCpuNs, consumerCpuNs: (cu.user + cu.system) * 1000 };
+  return { w, records, probeCpuNs, consumerCpuNs: (cu.user + cu.system) * 1000, bpf };
 }
 
 const median = (xs: number[]): number => {
@@ -99,11 +107,18 @@ async function bench(name: string, label: string): Promise<void> {
   const opsWith = median(withs.map((r) => r.w.ops_per_s));
   const overhead = (1 - opsWith / opsBase) * 100;
   const cpuPerOpBase = median(base.map((b) => (b.cpu_s * 1e9) / b.ops));
-  const nsPerEvent = median(withs.map((r) => {
-    const extraInWorkload = Math.max(0, r.w.cpu_s * 1e9 - cpuPerOpBase * r.w.ops);
-    return (r.probeCpuNs + r.consumerCpuNs + extraInWorkload) / Math.max(1, r.records);
-  }));
+  const bpfNs = (r: WithRun) => Object.values(r.bpf).reduce((a, p) => a + p.ns, 0);
+  // CPU per captured record: BPF programs (kernel-accounted, whole capture
+  // incl. the stats-free setup) + the probe process + the Node consumer.
+  const nsPerEvent = median(withs.map((r) => (bpfNs(r) + r.probeCpuNs + r.consumerCpuNs) / Math.max(1, r.records)));
+  const hooks = Object.entries(withs[withs.length - 1].bpf).filter(([, p]) => p.runs > 1000)
+    .map(([name, p]) => `${name} ${(p.ns / p.runs).toFixed(0)} ns x ${p.runs}`).join(', ');
+  console.log(`${label}: BPF cost per hook (last run): ${hooks}`);
   const eventsPerS = median(withs.map((r) => r.records / r.w.seconds));
+  const part = (f: (r: WithRun) => number) => (median(withs.map(f)) / 1e6).toFixed(1);
+  console.log(`${label}: CPU per run (median ms): BPF programs ${part(bpfNs)}, probe ${part((r) => r.probeCpuNs)}, ` +
+    `consumer ${part((r) => r.consumerCpuNs)}, workload ${part((r) => r.w.cpu_s * 1e9)} ` +
+    `(${part((r) => Math.max(0, r.w.cpu_s * 1e9 - cpuPerOpBase * r.w.ops))} more than without)`);
   console.log(`${label}: ${opsBase.toFixed(0)} ops/s without, ${opsWith.toFixed(0)} with the probe ` +
     `(${overhead.toFixed(2)}% overhead), ${eventsPerS.toFixed(0)} records/s captured, ${nsPerEvent.toFixed(0)} CPU ns/record`);
   console.log(`RESULT overhead_${label}_pct ${overhead.toFixed(2)} %`);

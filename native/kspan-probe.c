@@ -64,7 +64,7 @@ static struct {
 	const char *cgroup;
 	unsigned ring_mb;
 	unsigned drain_ms, clock_ms;
-	bool check, verbose;
+	bool check, verbose, stats;
 } opt = {
 	.groups = (1u << KSPAN_GROUP_MAX) - 1,
 	.cuda_scan = true,
@@ -72,7 +72,7 @@ static struct {
 	.futex_min_ns = 50000,
 	.stack_min_ns = 1000000,
 	.ring_mb = 16,
-	.drain_ms = 10,
+	.drain_ms = 50,
 	.clock_ms = 1000,
 };
 
@@ -831,6 +831,28 @@ static __u64 cgroup_id_of(const char *path)
 	return h.id;
 }
 
+/* --stats: the kernel's own accounting of each program (run count and time),
+ * one JSON line on stderr at exit, for benchmarks and `kspan doctor`. */
+static void print_prog_stats(void)
+{
+	struct bpf_program *p;
+	bool first = true;
+
+	fprintf(stderr, "kspan-probe: stats {");
+	bpf_object__for_each_program(p, skel->obj) {
+		struct bpf_prog_info info = {};
+		__u32 len = sizeof(info);
+		int fd = bpf_program__fd(p);
+
+		if (fd < 0 || bpf_obj_get_info_by_fd(fd, &info, &len) || !info.run_cnt)
+			continue;
+		fprintf(stderr, "%s\"%s\":{\"runs\":%llu,\"ns\":%llu}", first ? "" : ",", bpf_program__name(p),
+			(unsigned long long)info.run_cnt, (unsigned long long)info.run_time_ns);
+		first = false;
+	}
+	fprintf(stderr, "}\n");
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -838,7 +860,7 @@ static void usage(FILE *f)
 		"                   [--cuda-lib PATH]...\n"
 		"                   [--no-cuda-scan] [--offcpu-min-us N] [--futex-min-us N]\n"
 		"                   [--stacks] [--stack-min-us N] [--cgroup PATH] [--ring-mb N]\n"
-		"                   [--drain-ms N] [--clock-ms N] [--check] [--verbose]\n"
+		"                   [--drain-ms N] [--clock-ms N] [--check] [--stats] [--verbose]\n"
 		"Records go to stdout (see docs/probe.md); control commands come on stdin.\n");
 }
 
@@ -877,6 +899,7 @@ int main(int argc, char **argv)
 		{ "clock-ms", required_argument, 0, 'k' },
 		{ "check", no_argument, 0, 'K' },
 		{ "verbose", no_argument, 0, 'v' },
+		{ "stats", no_argument, 0, 'T' },
 		{ "help", no_argument, 0, 'h' },
 		{ 0 },
 	};
@@ -926,6 +949,7 @@ int main(int argc, char **argv)
 		case 'k': opt.clock_ms = atoi(optarg); break;
 		case 'K': opt.check = true; break;
 		case 'v': opt.verbose = true; break;
+		case 'T': opt.stats = true; break;
 		case 'h': usage(stdout); return EXIT_OK;
 		default: usage(stderr); return EXIT_USAGE;
 		}
@@ -982,6 +1006,9 @@ int main(int argc, char **argv)
 		goto out;
 	}
 
+	/* BPF_ENABLE_STATS: on while this fd is open (i.e. until we exit). */
+	if (opt.stats && bpf_enable_stats(BPF_STATS_RUN_TIME) < 0)
+		fprintf(stderr, "kspan-probe: --stats: cannot enable BPF run-time stats: %s\n", strerror(errno));
 	skel->bss->cfg.offcpu_min_ns = opt.offcpu_min_ns;
 	skel->bss->cfg.futex_min_ns = opt.futex_min_ns;
 	skel->bss->cfg.stack_min_ns = opt.stack_min_ns;
@@ -1101,6 +1128,8 @@ int main(int argc, char **argv)
 	/* The stream is complete: let the reader see EOF now. Detaching uprobes
 	 * below can take ~0.1 s per probe in the kernel. */
 	close(STDOUT_FILENO);
+	if (opt.stats)
+		print_prog_stats();
 out:
 	for (size_t i = 0; i < N_PROGS; i++)
 		bpf_link__destroy(progs[i].link);
