@@ -2,12 +2,14 @@
  * Overhead workload (b): a context-switch storm. Two threads hand a token
  * back and forth through a futex word for SECONDS: every hand-off is a
  * FUTEX_WAKE, a wakeup and two context switches. Prints
+ * Both threads are pinned to CPU 0. Prints
  * {"ops":round_trips,"seconds":S,"ops_per_s":R,"cpu_s":C,"pid":P}.
  * usage: futex_pingpong [SECONDS=3]
  */
 #define _GNU_SOURCE
 #include <linux/futex.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +55,12 @@ int main(int argc, char **argv)
 {
 	double seconds = argc > 1 ? atof(argv[1]) : 3;
 	pthread_t t;
+	/* Both threads on one CPU: every hand-off is a direct context switch,
+	 * and the rate doesn't depend on where the scheduler put them. */
+	cpu_set_t one;
+	CPU_ZERO(&one);
+	CPU_SET(0, &one);
+	sched_setaffinity(0, sizeof(one), &one);
 	pthread_create(&t, NULL, pong, NULL);
 	double start = now(), end = start + seconds;
 	while (now() < end) {
