@@ -6,9 +6,9 @@ import { mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, test } from 'node:test';
 import { Ring } from '../../src/capture/index.js';
-import { captureDuring, ms, requireRoot, within } from './harness.js';
+import { captureDuring, ms, requireLiveProbe, within } from './harness.js';
 
-before(requireRoot);
+before(requireLiveProbe);
 
 function cgroup2Mount(): string {
   for (const line of readFileSync('/proc/mounts', 'utf8').split('\n')) {

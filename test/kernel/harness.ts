@@ -10,8 +10,10 @@ import {
   type ProbeOptions,
 } from '../../src/capture/index.js';
 
-export const FIXTURES = join(REPO_ROOT, 'test', 'fixtures');
-export const FIXTURE_BIN = join(FIXTURES, 'bin');
+export { requireLiveProbe } from '../helpers/live.js';
+import { FIXTURES as FIXTURE_BIN } from '../helpers/live.js';
+export { FIXTURE_BIN };
+const FIXTURES = join(REPO_ROOT, 'test', 'fixtures');
 
 export interface OffCpu {
   pid: number; tid: number; start: number; end: number; runnable: number; blocked: number; runqueue: number;
@@ -167,10 +169,4 @@ export const ms = (ns: number): number => ns / 1e6;
 /** |actual - expected| <= tol * expected */
 export function within(actual: number, expected: number, tol: number): boolean {
   return Math.abs(actual - expected) <= tol * expected;
-}
-
-export function requireRoot(): void {
-  if (process.geteuid?.() !== 0) {
-    throw new Error('kernel tests load BPF programs and must run as root (CI runs as root)');
-  }
 }

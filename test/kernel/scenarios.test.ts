@@ -7,9 +7,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, test } from 'node:test';
 import { IoFlag, OffcpuFlag, OwnerSrc, REPO_ROOT } from '../../src/capture/index.js';
-import { FIXTURE_BIN, captureDuring, fixture, ms, requireRoot, run, within } from './harness.js';
+import { FIXTURE_BIN, captureDuring, fixture, ms, requireLiveProbe, run, within } from './harness.js';
 
-before(requireRoot);
+before(requireLiveProbe);
 
 const TASK_INTERRUPTIBLE = 0x1;
 
