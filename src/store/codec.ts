@@ -1,0 +1,801 @@
+// Block codec: kernel events of one series (one thread) packed into one LMDB
+// value. Events are appended row by row, as they arrive, into a growing byte
+// buffer (delta/varint coded against the previous event of the same block);
+// the block is sealed with a small header when it is flushed.
+//
+// Block value:
+//   u8 version (1)
+//   varint count
+//   varint pid           (the block's usual pid; events with another pid carry it)
+//   varint extent        (maxEnd - minStart: lets a reader skip a block without decoding)
+//   events...
+// Event:
+//   u8  kind (bits 0-3) | CPU_SAME 0x10 | PID_DIFF 0x20
+//   zz  end - prevEnd    (zigzag varint; prevEnd starts at 0, so the first event carries its full end)
+//   v   end - start      (interval kinds only; never negative: such records are rejected)
+//   v   cpu              (unless CPU_SAME)
+//   v   pid              (if PID_DIFF)
+//   v   change mask      (bit c set: column c differs from its previous value in this block)
+//   columns whose bit is set, in spec order (see KIND_SPECS)
+// Stacks append their frames raw (8 bytes each) after the columns.
+
+import { Kind } from '../capture/records.js';
+
+export const BLOCK_VERSION = 1;
+const TWO32 = 4294967296;
+
+/** Column value types. */
+export const Col = {
+  /** u32 id-like: varint */
+  ID: 0,
+  /** s32: zigzag varint */
+  I32: 1,
+  /** u64 (address, counter): varint hi, varint lo — exact for every u64 */
+  U64: 2,
+  /** u64 time relative to the event's start: zigzag varint of (value - start) */
+  REL: 3,
+  /** char[16] NUL-terminated: varint len + bytes */
+  STR16: 4,
+  /** 16 raw bytes */
+  B16: 5,
+  /** u16 (little-endian, in a u32 slot at an unaligned-by-2 offset) */
+  U16: 6,
+  /** u8 */
+  U8: 7,
+} as const;
+
+export interface ColSpec {
+  name: string;
+  type: number;
+  /** byte offset in the record */
+  off: number;
+}
+
+export interface KindSpec {
+  kind: number;
+  name: string;
+  /** interval (has start_ns at offset 24) or point (start = end = ts) */
+  interval: boolean;
+  cols: ColSpec[];
+  /** numeric columns: index into EventList.f (only for non-byte columns) */
+  numIdx: number[];
+  /** byte columns (STR16/B16): offset of the column in the decoded blob */
+  blobIdx: number[];
+  /** fixed blob size (without stack frames) */
+  blobSize: number;
+  /** number of numeric columns */
+  nNum: number;
+  stack: boolean;
+}
+
+function spec(kind: number, name: string, interval: boolean, cols: [string, number, number][], stack = false): KindSpec {
+  const s: KindSpec = {
+    kind, name, interval, stack,
+    cols: cols.map(([n, type, off]) => ({ name: n, type, off })),
+    numIdx: [], blobIdx: [], blobSize: 0, nNum: 0,
+  };
+  let nf = 0;
+  for (const c of s.cols) {
+    if (c.type === Col.STR16 || c.type === Col.B16) {
+      s.numIdx.push(-1);
+      s.blobIdx.push(s.blobSize);
+      s.blobSize += 16;
+    } else {
+      s.numIdx.push(nf++);
+      s.blobIdx.push(-1);
+    }
+  }
+  s.nNum = nf;
+  if (nf > NUM_FIELDS) throw new Error(`kind ${name}: too many numeric columns`);
+  return s;
+}
+
+/** Numeric per-kind columns in EventList.f */
+export const NUM_FIELDS = 12;
+
+// Column order: the ones that change most often first (the change mask's
+// first 7 bits fit one varint byte).
+export const KIND_SPECS: (KindSpec | undefined)[] = [];
+KIND_SPECS[Kind.OFFCPU] = spec(Kind.OFFCPU, 'offcpu', true, [
+  ['runnableNs', Col.REL, 32], ['wakerTid', Col.ID, 60], ['wakerPid', Col.ID, 56], ['lastTid', Col.ID, 76],
+  ['lastPid', Col.ID, 72], ['preemptTid', Col.ID, 68], ['preemptPid', Col.ID, 64], ['flags', Col.ID, 52],
+  ['prevState', Col.ID, 48], ['outCpu', Col.ID, 80], ['wakerCpu', Col.ID, 84], ['wakerUaddr', Col.U64, 40],
+]);
+KIND_SPECS[Kind.FUTEX_WAIT] = spec(Kind.FUTEX_WAIT, 'futex_wait', true, [
+  ['uaddr', Col.U64, 32], ['op', Col.ID, 40], ['ret', Col.I32, 44], ['val', Col.ID, 48],
+  ['ownerTid', Col.ID, 52], ['ownerSrc', Col.ID, 56],
+]);
+KIND_SPECS[Kind.FUTEX_WAKE] = spec(Kind.FUTEX_WAKE, 'futex_wake', true, [
+  ['uaddr', Col.U64, 32], ['uaddr2', Col.U64, 40], ['op', Col.ID, 48], ['ret', Col.I32, 52],
+]);
+KIND_SPECS[Kind.BLOCK_IO] = spec(Kind.BLOCK_IO, 'block_io', true, [
+  ['issueNs', Col.REL, 32], ['sector', Col.U64, 40], ['dev', Col.ID, 48], ['bytes', Col.ID, 52],
+  ['flags', Col.ID, 56], ['error', Col.I32, 60], ['comm', Col.STR16, 64],
+]);
+KIND_SPECS[Kind.TCP_RETRANS] = spec(Kind.TCP_RETRANS, 'tcp_retrans', false, [
+  ['family', Col.U16, 56], ['sport', Col.U16, 58], ['dport', Col.U16, 60], ['state', Col.U8, 62],
+  ['inIrq', Col.U8, 63], ['err', Col.I32, 64], ['sockIno', Col.U64, 72], ['saddr', Col.B16, 24], ['daddr', Col.B16, 40],
+]);
+KIND_SPECS[Kind.CUDA_CALL] = spec(Kind.CUDA_CALL, 'cuda_call', true, [
+  ['arg', Col.U64, 32], ['api', Col.ID, 40], ['ret', Col.I32, 44],
+]);
+KIND_SPECS[Kind.TASK] = spec(Kind.TASK, 'task', false, [
+  ['startTime', Col.U64, 24], ['event', Col.ID, 32], ['otherPid', Col.ID, 36], ['otherTid', Col.ID, 40],
+  ['exitCode', Col.I32, 44], ['comm', Col.STR16, 48], ['pcomm', Col.STR16, 64],
+]);
+KIND_SPECS[Kind.STACK] = spec(Kind.STACK, 'stack', false, [
+  ['startNs', Col.REL, 24], ['nUser', Col.ID, 32], ['nKernel', Col.ID, 36],
+], true);
+
+/** Record kinds that go into the per-thread event index. */
+export function isThreadEventKind(kind: number): boolean {
+  return kind < KIND_SPECS.length && KIND_SPECS[kind] !== undefined;
+}
+
+/** Column index (into EventList.f) of a numeric field of a kind, e.g. col(Kind.OFFCPU, 'wakerTid'). */
+export function fieldIndex(kind: number, name: string): number {
+  const s = KIND_SPECS[kind];
+  if (!s) throw new Error(`no spec for kind ${kind}`);
+  const i = s.cols.findIndex((c) => c.name === name);
+  if (i < 0 || s.numIdx[i] < 0) throw new Error(`kind ${s.name} has no numeric field ${name}`);
+  return s.numIdx[i];
+}
+
+/** Per-kind numeric field indexes into EventList.f, for hot loops. */
+export const F = {
+  offcpu: { runnableNs: 0, wakerTid: 1, wakerPid: 2, lastTid: 3, lastPid: 4, preemptTid: 5, preemptPid: 6, flags: 7, prevState: 8, outCpu: 9, wakerCpu: 10, wakerUaddr: 11 },
+  futexWait: { uaddr: 0, op: 1, ret: 2, val: 3, ownerTid: 4, ownerSrc: 5 },
+  futexWake: { uaddr: 0, uaddr2: 1, op: 2, ret: 3 },
+  blockIo: { issueNs: 0, sector: 1, dev: 2, bytes: 3, flags: 4, error: 5 },
+  tcpRetrans: { family: 0, sport: 1, dport: 2, state: 3, inIrq: 4, err: 5, sockIno: 6 },
+  cudaCall: { arg: 0, api: 1, ret: 2 },
+  task: { startTime: 0, event: 1, otherPid: 2, otherTid: 3, exitCode: 4 },
+  stack: { startNs: 0, nUser: 1, nKernel: 2 },
+} as const;
+
+// ---------------------------------------------------------------------------
+// varints
+
+export function writeVarint(buf: Uint8Array, p: number, v: number): number {
+  if (v < 0x80000000) {
+    while (v > 0x7f) {
+      buf[p++] = (v & 0x7f) | 0x80;
+      v >>>= 7;
+    }
+    buf[p++] = v;
+    return p;
+  }
+  while (v > 0x7f) {
+    buf[p++] = (v % 128) | 0x80;
+    v = Math.floor(v / 128);
+  }
+  buf[p++] = v;
+  return p;
+}
+
+/** zigzag for numbers (exact for |v| < 2^52) */
+export function zz(v: number): number {
+  return v >= 0 ? v * 2 : -v * 2 - 1;
+}
+export function unzz(u: number): number {
+  return u % 2 === 0 ? u / 2 : -(u + 1) / 2;
+}
+
+/** Reader cursor over a byte buffer. */
+export class ByteReader {
+  buf: Uint8Array = new Uint8Array(0);
+  p = 0;
+  end = 0;
+  reset(buf: Uint8Array, p = 0, end = buf.length): this {
+    this.buf = buf;
+    this.p = p;
+    this.end = end;
+    return this;
+  }
+  varint(): number {
+    const b = this.buf;
+    if (this.p >= this.end) throw new RangeError('truncated block');
+    let c = b[this.p++];
+    if (c < 0x80) return c;
+    let x = c & 0x7f;
+    let mul = 128;
+    for (;;) {
+      if (this.p >= this.end) throw new RangeError('truncated varint');
+      c = b[this.p++];
+      x += (c & 0x7f) * mul;
+      if (c < 0x80) return x;
+      mul *= 128;
+      if (mul > 2 ** 63) throw new RangeError('bad varint');
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Block builder: the per-thread buffer. One per (partition, tid) while open.
+
+const MAX_EVENT_BYTES = 64 + 16 * 5 + 8 * 128; // generous upper bound of one encoded event
+
+export class BlockBuilder {
+  bytes: Uint8Array;
+  len = 0;
+  count = 0;
+  pid = 0;
+  minStart = Infinity;
+  maxEnd = -Infinity;
+  minEnd = Infinity;
+  /** capture time (max end seen by the writer) when the first event arrived */
+  openedAt = 0;
+  prevEnd = 0;
+  prevCpu = -1;
+  /** previous column values, per kind: [kind * 16 + col] */
+  prev: Float64Array;
+  /** previous byte-column values: [kind][col] -> 16 bytes */
+  prevBytes: Uint8Array;
+  /** kinds present (bit per kind) */
+  kinds = 0;
+  maxDur = 0;
+  /** events per kind in this block */
+  kindCounts = new Uint32Array(16);
+
+  constructor(public tid: number, public partition: number, initial = 256) {
+    this.bytes = new Uint8Array(initial);
+    this.prev = new Float64Array(16 * 16);
+    this.prevBytes = new Uint8Array(16 * 2 * 16);
+  }
+
+  /** Reset for reuse (same tid, new partition). */
+  reset(partition: number): void {
+    this.partition = partition;
+    this.len = 0;
+    this.count = 0;
+    this.minStart = Infinity;
+    this.maxEnd = -Infinity;
+    this.minEnd = Infinity;
+    this.prevEnd = 0;
+    this.prevCpu = -1;
+    this.prev.fill(0);
+    this.prevBytes.fill(0);
+    this.kinds = 0;
+    this.maxDur = 0;
+    this.kindCounts.fill(0);
+  }
+
+  private ensure(n: number): void {
+    if (this.len + n <= this.bytes.length) return;
+    let cap = this.bytes.length * 2;
+    while (cap < this.len + n) cap *= 2;
+    const nb = new Uint8Array(cap);
+    nb.set(this.bytes.subarray(0, this.len));
+    this.bytes = nb;
+  }
+
+  /**
+   * Append one record (u32 view `u32` at word index `w`, byte buffer `buf` at
+   * byte offset `off`). The caller has validated kind, size and start <= end.
+   * `start` and `end` are the record's start and end ns.
+   */
+  append(sp: KindSpec, u32: Uint32Array, w: number, buf: Uint8Array, off: number, size: number, start: number, end: number): void {
+    this.ensure(MAX_EVENT_BYTES);
+    const b = this.bytes;
+    let p = this.len;
+    const cpu = u32[w + 1];
+    const pid = u32[w + 4];
+    if (this.count === 0) {
+      this.pid = pid;
+      this.prevEnd = 0;
+    }
+    const kind = sp.kind;
+    let head = kind;
+    if (cpu === this.prevCpu) head |= 0x10;
+    if (pid !== this.pid) head |= 0x20;
+    b[p++] = head;
+    p = writeVarint(b, p, zz(end - this.prevEnd));
+    this.prevEnd = end;
+    if (sp.interval) p = writeVarint(b, p, end - start);
+    if (cpu !== this.prevCpu) {
+      p = writeVarint(b, p, cpu);
+      this.prevCpu = cpu;
+    }
+    if (pid !== this.pid) p = writeVarint(b, p, pid);
+    // change mask: reserve room, columns after it
+    const cols = sp.cols;
+    const nc = cols.length;
+    const prev = this.prev;
+    const pb = kind * 16;
+    const maskAt = p;
+    p += nc > 7 ? 2 : 1;
+    let mask = 0;
+    for (let c = 0; c < nc; c++) {
+      const col = cols[c];
+      const t = col.type;
+      const cw = w + (col.off >>> 2);
+      switch (t) {
+        case Col.ID: {
+          const v = u32[cw];
+          if (v !== prev[pb + c]) {
+            prev[pb + c] = v;
+            mask |= 1 << c;
+            p = writeVarint(b, p, v);
+          }
+          break;
+        }
+        case Col.I32: {
+          const v = u32[cw] | 0;
+          if (v !== prev[pb + c]) {
+            prev[pb + c] = v;
+            mask |= 1 << c;
+            p = writeVarint(b, p, v >= 0 ? v * 2 : -v * 2 - 1);
+          }
+          break;
+        }
+        case Col.U64: {
+          const lo = u32[cw];
+          const hi = u32[cw + 1];
+          const v = hi * TWO32 + lo;
+          // compare by value; above 2^53 two different u64 may collide as doubles, so always write those
+          if (v !== prev[pb + c] || hi >= 0x200000) {
+            prev[pb + c] = v;
+            mask |= 1 << c;
+            p = writeVarint(b, p, hi);
+            p = writeVarint(b, p, lo);
+          }
+          break;
+        }
+        case Col.REL: {
+          const v = u32[cw + 1] * TWO32 + u32[cw] - start;
+          if (v !== prev[pb + c]) {
+            prev[pb + c] = v;
+            mask |= 1 << c;
+            p = writeVarint(b, p, zz(v));
+          }
+          break;
+        }
+        case Col.U16: {
+          const o = off + col.off;
+          const v = buf[o] | (buf[o + 1] << 8);
+          if (v !== prev[pb + c]) {
+            prev[pb + c] = v;
+            mask |= 1 << c;
+            p = writeVarint(b, p, v);
+          }
+          break;
+        }
+        case Col.U8: {
+          const v = buf[off + col.off];
+          if (v !== prev[pb + c]) {
+            prev[pb + c] = v;
+            mask |= 1 << c;
+            p = writeVarint(b, p, v);
+          }
+          break;
+        }
+        default: {
+          // STR16 / B16: compare with the previous 16 bytes of this column
+          const o = off + col.off;
+          const slot = (kind * 2 + (sp.blobIdx[c] >>> 4)) * 16;
+          const pbytes = this.prevBytes;
+          let same = this.count > 0;
+          if (same) for (let i = 0; i < 16; i++) if (buf[o + i] !== pbytes[slot + i]) { same = false; break; }
+          if (!same || (this.kinds & (1 << kind)) === 0) {
+            for (let i = 0; i < 16; i++) pbytes[slot + i] = buf[o + i];
+            mask |= 1 << c;
+            if (t === Col.STR16) {
+              let n = 0;
+              while (n < 16 && buf[o + n] !== 0) n++;
+              b[p++] = n;
+              for (let i = 0; i < n; i++) b[p++] = buf[o + i];
+            } else {
+              for (let i = 0; i < 16; i++) b[p++] = buf[o + i];
+            }
+          }
+        }
+      }
+    }
+    if (sp.stack) {
+      const nu = u32[w + 8];
+      const nk = u32[w + 9];
+      const n = Math.min(nu + nk, (size - 40) >>> 3);
+      p = writeVarint(b, p, n);
+      const o = off + 40;
+      for (let i = 0; i < n * 8; i++) b[p++] = buf[o + i];
+    }
+    if (nc > 7) {
+      b[maskAt] = (mask & 0x7f) | 0x80;
+      b[maskAt + 1] = mask >>> 7;
+    } else {
+      b[maskAt] = mask;
+    }
+    this.len = p;
+    this.count++;
+    this.kinds |= 1 << kind;
+    this.kindCounts[kind]++;
+    if (start < this.minStart) this.minStart = start;
+    if (end > this.maxEnd) this.maxEnd = end;
+    if (end < this.minEnd) this.minEnd = end;
+    if (end - start > this.maxDur) this.maxDur = end - start;
+  }
+
+  /** Header size upper bound. */
+  static readonly HEADER_MAX = 1 + 5 + 5 + 8;
+
+  /** Seal into `out` at `p`: header + events. Returns the end offset. */
+  sealInto(out: Uint8Array, p: number): number {
+    out[p++] = BLOCK_VERSION;
+    p = writeVarint(out, p, this.count);
+    p = writeVarint(out, p, this.pid);
+    p = writeVarint(out, p, this.maxEnd - this.minStart);
+    out.set(this.bytes.subarray(0, this.len), p);
+    return p + this.len;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Decoded events: columns, no object per event.
+
+export interface EventObject {
+  kind: string;
+  tid: number;
+  pid: number;
+  cpu: number;
+  startNs: number;
+  endNs: number;
+  [field: string]: number | string | number[] | Buffer;
+}
+
+/** A growable set of events in columns. Reused across queries (call clear()). */
+export class EventList {
+  count = 0;
+  kind = new Uint8Array(0);
+  cpu = new Uint32Array(0);
+  pid = new Uint32Array(0);
+  tid = new Uint32Array(0);
+  start = new Float64Array(0);
+  end = new Float64Array(0);
+  /** numeric per-kind fields: f[j][i] (meaning per kind: see F / KIND_SPECS) */
+  f: Float64Array[] = [];
+  /** byte fields (comm, addresses, stack frames): blob[blobOff[i] .. + blobLen[i]] */
+  blobOff = new Uint32Array(0);
+  blobLen = new Uint32Array(0);
+  blob: Buffer = Buffer.alloc(0);
+  blobUsed = 0;
+  capacity = 0;
+
+  constructor(capacity = 1024) {
+    this.grow(capacity);
+  }
+
+  clear(): this {
+    this.count = 0;
+    this.blobUsed = 0;
+    return this;
+  }
+
+  grow(cap: number): void {
+    if (cap <= this.capacity) return;
+    const g = <T extends Uint8Array | Uint32Array | Float64Array>(a: T, C: new (n: number) => T): T => {
+      const n = new C(cap);
+      n.set(a.subarray(0, this.count) as never);
+      return n;
+    };
+    this.kind = g(this.kind, Uint8Array);
+    this.cpu = g(this.cpu, Uint32Array);
+    this.pid = g(this.pid, Uint32Array);
+    this.tid = g(this.tid, Uint32Array);
+    this.start = g(this.start, Float64Array);
+    this.end = g(this.end, Float64Array);
+    this.blobOff = g(this.blobOff, Uint32Array);
+    this.blobLen = g(this.blobLen, Uint32Array);
+    const f: Float64Array[] = [];
+    for (let j = 0; j < NUM_FIELDS; j++) f.push(g(this.f[j] ?? new Float64Array(0), Float64Array));
+    this.f = f;
+    this.capacity = cap;
+  }
+
+  ensureBlob(n: number): void {
+    if (this.blobUsed + n <= this.blob.length) return;
+    const nb = Buffer.alloc(Math.max(this.blob.length * 2, this.blobUsed + n, 4096));
+    this.blob.copy(nb, 0, 0, this.blobUsed);
+    this.blob = nb;
+  }
+
+  /** Bytes of a byte field of event i (comm/pcomm/saddr/daddr), by name. Allocates. */
+  bytesField(i: number, name: string): Buffer {
+    const s = KIND_SPECS[this.kind[i]];
+    if (!s) throw new Error('no such kind');
+    const c = s.cols.findIndex((x) => x.name === name);
+    if (c < 0 || s.blobIdx[c] < 0) throw new Error(`no byte field ${name}`);
+    const o = this.blobOff[i] + s.blobIdx[c];
+    return this.blob.subarray(o, o + 16);
+  }
+
+  /** A comm-like field as a string. */
+  str(i: number, name: string): string {
+    const b = this.bytesField(i, name);
+    const z = b.indexOf(0);
+    return b.toString('utf8', 0, z < 0 ? 16 : z);
+  }
+
+  /** Stack frames of a stack event (numbers, exact below 2^53), as hex strings (exact). */
+  stackHex(i: number): string[] {
+    const s = KIND_SPECS[this.kind[i]];
+    if (!s?.stack) return [];
+    const o = this.blobOff[i] + s.blobSize;
+    const n = (this.blobLen[i] - s.blobSize) >>> 3;
+    const out: string[] = [];
+    for (let k = 0; k < n; k++) out.push('0x' + this.blob.readBigUInt64LE(o + 8 * k).toString(16));
+    return out;
+  }
+
+  /** One event as a plain object (tests, CLI; not for hot paths). */
+  toObject(i: number): EventObject {
+    const k = this.kind[i];
+    const s = KIND_SPECS[k];
+    const o: EventObject = {
+      kind: s ? s.name : `kind${k}`, tid: this.tid[i], pid: this.pid[i], cpu: this.cpu[i],
+      startNs: this.start[i], endNs: this.end[i],
+    };
+    if (s) {
+      for (let c = 0; c < s.cols.length; c++) {
+        const col = s.cols[c];
+        if (s.numIdx[c] >= 0) o[col.name] = this.f[s.numIdx[c]][i];
+        else if (col.type === Col.STR16) o[col.name] = this.str(i, col.name);
+        else o[col.name] = Buffer.from(this.bytesField(i, col.name));
+      }
+      if (s.stack) o.frames = this.stackHex(i) as unknown as number[];
+    }
+    return o;
+  }
+
+  toObjects(): EventObject[] {
+    const out: EventObject[] = [];
+    for (let i = 0; i < this.count; i++) out.push(this.toObject(i));
+    return out;
+  }
+
+  /** Sort events by (start, end) in place (stable). */
+  sortByStart(): void {
+    const n = this.count;
+    let sorted = true;
+    for (let i = 1; i < n; i++) {
+      if (this.start[i] < this.start[i - 1] || (this.start[i] === this.start[i - 1] && this.end[i] < this.end[i - 1])) {
+        sorted = false;
+        break;
+      }
+    }
+    if (sorted) return;
+    const idx = new Uint32Array(n);
+    for (let i = 0; i < n; i++) idx[i] = i;
+    const st = this.start;
+    const en = this.end;
+    idx.sort((a, b) => st[a] - st[b] || en[a] - en[b] || a - b);
+    const perm = <T extends Uint8Array | Uint32Array | Float64Array>(a: T): void => {
+      const c = a.slice(0, n) as T;
+      for (let i = 0; i < n; i++) a[i] = c[idx[i]];
+    };
+    perm(this.kind); perm(this.cpu); perm(this.pid); perm(this.tid); perm(this.start); perm(this.end);
+    perm(this.blobOff); perm(this.blobLen);
+    for (const f of this.f) perm(f);
+  }
+}
+
+/** Block header fields (read without decoding the events). */
+export interface BlockHeader {
+  count: number;
+  pid: number;
+  extent: number;
+  /** offset of the first event */
+  body: number;
+}
+
+export function readBlockHeader(v: Uint8Array, r: ByteReader, out: BlockHeader): boolean {
+  if (v.length < 4 || v[0] !== BLOCK_VERSION) return false;
+  r.reset(v, 1);
+  out.count = r.varint();
+  out.pid = r.varint();
+  out.extent = r.varint();
+  out.body = r.p;
+  return true;
+}
+
+/**
+ * Decode the events of one block (tid `tid`, key minStart `minStart`) into
+ * `out`, keeping only those overlapping [a, b] (interval [start, end]
+ * overlaps iff start <= b && end >= a) and, when kindMask != 0, whose kind
+ * bit is set. Returns the number of events added.
+ */
+export function decodeBlock(v: Uint8Array, tid: number, a: number, b: number, kindMask: number, out: EventList, r: ByteReader, h: BlockHeader): number {
+  if (!readBlockHeader(v, r, h)) return 0;
+  const count = h.count;
+  let prevEnd = 0;
+  let prevCpu = 0;
+  const prev = new Float64Array(16 * 16);
+  const prevBytes = new Uint8Array(16 * 2 * 16);
+  const seenKinds = new Uint8Array(16);
+  let added = 0;
+  for (let e = 0; e < count; e++) {
+    const head = v[r.p++];
+    const kind = head & 0x0f;
+    const sp = KIND_SPECS[kind];
+    if (!sp) throw new RangeError(`bad kind ${kind} in block`);
+    const end = prevEnd + unzz(r.varint());
+    prevEnd = end;
+    const start = sp.interval ? end - r.varint() : end;
+    if ((head & 0x10) === 0) prevCpu = r.varint();
+    const pid = head & 0x20 ? r.varint() : h.pid;
+    const nc = sp.cols.length;
+    const mask = r.varint();
+    const keep = start <= b && end >= a && (kindMask === 0 || (kindMask & (1 << kind)) !== 0);
+    let i = out.count;
+    if (keep) {
+      if (i >= out.capacity) out.grow(out.capacity * 2);
+      out.kind[i] = kind;
+      out.cpu[i] = prevCpu;
+      out.pid[i] = pid;
+      out.tid[i] = tid;
+      out.start[i] = start;
+      out.end[i] = end;
+    }
+    const pb = kind * 16;
+    const fixedBlob = sp.blobSize;
+    let blobAt = 0;
+    if (keep) {
+      if (fixedBlob > 0 || sp.stack) {
+        out.ensureBlob(fixedBlob + 8 * 1024);
+        blobAt = out.blobUsed;
+        out.blobOff[i] = blobAt;
+        out.blobLen[i] = fixedBlob;
+      } else {
+        out.blobOff[i] = 0;
+        out.blobLen[i] = 0;
+      }
+    }
+    for (let c = 0; c < nc; c++) {
+      const col = sp.cols[c];
+      const t = col.type;
+      if (t === Col.STR16 || t === Col.B16) {
+        const slot = (kind * 2 + (sp.blobIdx[c] >>> 4)) * 16;
+        if (mask & (1 << c)) {
+          prevBytes.fill(0, slot, slot + 16);
+          if (t === Col.STR16) {
+            const n = v[r.p++];
+            for (let k = 0; k < n; k++) prevBytes[slot + k] = v[r.p++];
+          } else {
+            for (let k = 0; k < 16; k++) prevBytes[slot + k] = v[r.p++];
+          }
+        }
+        if (keep) out.blob.set(prevBytes.subarray(slot, slot + 16), blobAt + sp.blobIdx[c]);
+        continue;
+      }
+      if (mask & (1 << c)) {
+        let val: number;
+        switch (t) {
+          case Col.I32: val = unzz(r.varint()); break;
+          case Col.U64: { const hi = r.varint(); const lo = r.varint(); val = hi * TWO32 + lo; break; }
+          case Col.REL: val = unzz(r.varint()); break;
+          default: val = r.varint();
+        }
+        prev[pb + c] = val;
+      }
+      if (keep) {
+        const val = prev[pb + c];
+        out.f[sp.numIdx[c]][i] = t === Col.REL ? start + val : val;
+      }
+    }
+    seenKinds[kind] = 1;
+    if (sp.stack) {
+      const n = r.varint();
+      if (keep) {
+        out.blob.set(v.subarray(r.p, r.p + 8 * n), blobAt + fixedBlob);
+        out.blobLen[i] = fixedBlob + 8 * n;
+      }
+      r.p += 8 * n;
+    }
+    if (keep) {
+      // zero unused numeric columns so stale values from another kind do not leak
+      for (let j = sp.nNum; j < NUM_FIELDS; j++) out.f[j][i] = 0;
+      if (out.blobLen[i] > 0) out.blobUsed = blobAt + out.blobLen[i];
+      out.count = ++i;
+      added++;
+    }
+  }
+  return added;
+}
+
+// ---------------------------------------------------------------------------
+// Futex index blocks: per (pid, uaddr), the waits and wakes on that lock word.
+//   u8 version (2), varint count, varint 0, varint extent
+//   event: u8 kind | TID_SAME 0x10, zz end - prevEnd, v dur, v tid (unless TID_SAME)
+
+export const FX_VERSION = 2;
+
+export class FutexBuilder {
+  bytes = new Uint8Array(128);
+  len = 0;
+  count = 0;
+  minStart = Infinity;
+  maxEnd = -Infinity;
+  prevEnd = 0;
+  prevTid = -1;
+  openedAt = 0;
+  openedWall = 0;
+  maxDur = 0;
+  constructor(public pid: number, public uaddr: number, public partition: number) {}
+
+  reset(partition: number): void {
+    this.partition = partition;
+    this.len = 0;
+    this.count = 0;
+    this.minStart = Infinity;
+    this.maxEnd = -Infinity;
+    this.prevEnd = 0;
+    this.prevTid = -1;
+    this.maxDur = 0;
+  }
+
+  append(kind: number, tid: number, start: number, end: number): void {
+    if (this.len + 24 > this.bytes.length) {
+      const nb = new Uint8Array(this.bytes.length * 2);
+      nb.set(this.bytes.subarray(0, this.len));
+      this.bytes = nb;
+    }
+    const b = this.bytes;
+    let p = this.len;
+    b[p++] = kind | (tid === this.prevTid ? 0x10 : 0);
+    p = writeVarint(b, p, zz(end - this.prevEnd));
+    this.prevEnd = end;
+    p = writeVarint(b, p, end - start);
+    if (tid !== this.prevTid) p = writeVarint(b, p, tid);
+    this.prevTid = tid;
+    this.len = p;
+    this.count++;
+    if (start < this.minStart) this.minStart = start;
+    if (end > this.maxEnd) this.maxEnd = end;
+    if (end - start > this.maxDur) this.maxDur = end - start;
+  }
+
+  sealInto(out: Uint8Array, p: number): number {
+    out[p++] = FX_VERSION;
+    p = writeVarint(out, p, this.count);
+    p = writeVarint(out, p, 0);
+    p = writeVarint(out, p, this.maxEnd - this.minStart);
+    out.set(this.bytes.subarray(0, this.len), p);
+    return p + this.len;
+  }
+}
+
+/** Decode a futex index block into `out` (kind, tid, pid, start, end; f[0] = uaddr). */
+export function decodeFutexBlock(v: Uint8Array, pid: number, uaddr: number, a: number, b: number, kindMask: number, out: EventList, r: ByteReader): number {
+  if (v.length < 4 || v[0] !== FX_VERSION) return 0;
+  r.reset(v, 1);
+  const count = r.varint();
+  r.varint();
+  r.varint();
+  let prevEnd = 0;
+  let tid = 0;
+  let added = 0;
+  for (let e = 0; e < count; e++) {
+    const head = v[r.p++];
+    const kind = head & 0x0f;
+    const end = prevEnd + unzz(r.varint());
+    prevEnd = end;
+    const start = end - r.varint();
+    if ((head & 0x10) === 0) tid = r.varint();
+    if (start <= b && end >= a && (kindMask === 0 || (kindMask & (1 << kind)) !== 0)) {
+      const i = out.count;
+      if (i >= out.capacity) out.grow(out.capacity * 2);
+      out.kind[i] = kind;
+      out.tid[i] = tid;
+      out.pid[i] = pid;
+      out.cpu[i] = 0;
+      out.start[i] = start;
+      out.end[i] = end;
+      out.blobLen[i] = 0;
+      out.blobOff[i] = 0;
+      for (let j = 0; j < NUM_FIELDS; j++) out.f[j][i] = 0;
+      out.f[0][i] = uaddr;
+      out.count = i + 1;
+      added++;
+    }
+  }
+  return added;
+}

@@ -1,0 +1,30 @@
+// Public interface of the store module.
+//
+// Writer (the daemon, one per store):
+//   const w = openStoreWriter(dir, { maxAgeNs, maxBytes });
+//   const probe = ProbeProcess.start(opts, w);   // StoreWriter is a CaptureSink
+//   ... await w.flush(); await w.close();
+// Readers (any process):
+//   const r = openStoreReader(dir);
+//   const ev = r.eventsOnThread(tid, a, b);      // EventList: columns, ev.count, ev.toObjects()
+
+export {
+  BLOCK_VERSION, Col, EventList, F, KIND_SPECS, NUM_FIELDS, fieldIndex, isThreadEventKind,
+  type EventObject, type KindSpec,
+} from './codec.js';
+export {
+  DEFAULT_PARTITION_NS, SCHEMA_VERSION,
+  type ClockSampleMeta, type DropsSample, type PartitionMeta, type SessionMeta, type SkipCounters, type StatusMeta,
+  type StoreConfig, type ThreadMeta,
+} from './schema.js';
+export { MAX_DBS_DEFAULT, StoreReader, openStoreReader, type Coverage, type DropsInWindow, type OpenOptions } from './reader.js';
+export { StoreWriter, usedBytes, type RetentionResult, type WriterCounters, type WriterOptions } from './writer.js';
+export { SpanIndex, type SlowSpanQuery, type SpanInput, type StoredSpan } from './spans.js';
+export { formatStats, statsOf, storeStats, type StoreStats } from './stats.js';
+export { recordIntoStore, type RecordIntoStore } from './ingest.js';
+
+import { StoreWriter, type WriterOptions } from './writer.js';
+/** Open (creating if needed) the store in `dir` for writing. One writer per store. */
+export function openStoreWriter(dir: string, o: WriterOptions = {}): StoreWriter {
+  return new StoreWriter(dir, o);
+}

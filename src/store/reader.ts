@@ -1,0 +1,425 @@
+// StoreReader: queries over a kspan store. Works in any process, read-only
+// (`openStoreReader(dir)`) or on the writer's own environment. Call
+// `refresh()` (lmdb resetReadTxn) to see commits made by another process;
+// every query method does it unless `autoRefresh` is false.
+
+import { open, type Database, type RootDatabase } from 'lmdb';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { ClockHistory } from '../capture/clock.js';
+import { Kind, groupName } from '../capture/records.js';
+import { ByteReader, EventList, decodeBlock, decodeFutexBlock, type BlockHeader } from './codec.js';
+import {
+  DEFAULT_PARTITION_NS, M, futexPrefix, futexRangeKey, getU64, metaKey, partitionDbName, pidMapKey,
+  tidKey, type ClockSampleMeta, type DropsSample, type PartitionMeta, type SessionMeta, type StatusMeta,
+  type StoreConfig, type ThreadMeta,
+} from './schema.js';
+import { SpanIndex } from './spans.js';
+
+export interface OpenOptions {
+  /** max named sub-databases (time partitions + 4). Default 1024. */
+  maxDbs?: number;
+}
+
+export interface Coverage {
+  /** the whole [a, b] was being captured (by the group, when given) */
+  covered: boolean;
+  /** fraction of [a, b] covered, 0..1 */
+  fraction: number;
+  /** covered sub-ranges of [a, b] */
+  ranges: [number, number][];
+}
+
+export interface DropsInWindow {
+  /** records lost in the kernel (ring reserve failures) during the window, per ring name */
+  byRing: Record<string, number>;
+  total: number;
+  /** drop counters were seen covering the window (false: unknown) */
+  known: boolean;
+}
+
+export const MAX_DBS_DEFAULT = 1024;
+
+export function openEnv(dir: string, readOnly: boolean, o: OpenOptions = {}): RootDatabase {
+  return open({
+    path: dir,
+    maxDbs: o.maxDbs ?? MAX_DBS_DEFAULT,
+    readOnly,
+    keyEncoding: 'binary',
+  });
+}
+
+export class StoreReader {
+  readonly meta: Database;
+  readonly spans: SpanIndex;
+  config: StoreConfig;
+  autoRefresh = true;
+  private readonly parts = new Map<number, Database>();
+  private readonly r = new ByteReader();
+  private readonly h: BlockHeader = { count: 0, pid: 0, extent: 0, body: 0 };
+
+  constructor(readonly root: RootDatabase, readonly readOnly: boolean) {
+    this.meta = root.openDB('meta', { keyEncoding: 'binary', encoding: 'msgpack' });
+    this.spans = new SpanIndex(root, this);
+    this.config = (this.meta?.get(metaKey(M.CONFIG)) as StoreConfig | undefined) ?? {
+      schema: 1, partitionNs: DEFAULT_PARTITION_NS, createdAt: '',
+    };
+  }
+
+  get partitionNs(): number {
+    return this.config.partitionNs;
+  }
+
+  /** See the latest commits (of this or another process). */
+  refresh(): void {
+    this.root.resetReadTxn();
+  }
+
+  private auto(): void {
+    if (this.autoRefresh) this.root.resetReadTxn();
+  }
+
+  /** Partition handle, or null when it does not exist (yet, or any more). */
+  partitionDb(idx: number, create = false): Database | null {
+    let db = this.parts.get(idx);
+    if (db) return db;
+    try {
+      if (!create && this.readOnly) {
+        db = this.root.openDB(partitionDbName(idx), { keyEncoding: 'binary', encoding: 'binary' }) as Database | undefined;
+      } else {
+        db = this.root.openDB(partitionDbName(idx), { keyEncoding: 'binary', encoding: 'binary', create } as never) as Database | undefined;
+      }
+    } catch {
+      db = undefined;
+    }
+    if (!db) return null;
+    this.parts.set(idx, db);
+    return db;
+  }
+
+  forgetPartition(idx: number): void {
+    this.parts.delete(idx);
+  }
+
+  /** Live partitions, oldest first. */
+  partitions(): PartitionMeta[] {
+    this.auto();
+    const out: PartitionMeta[] = [];
+    for (const { value } of this.meta.getRange({ start: metaKey(M.PARTITION), end: metaKey(M.PARTITION + 1) })) {
+      out.push(value as PartitionMeta);
+    }
+    return out;
+  }
+
+  private scanBlocks(db: Database, start: Buffer, end: Buffer, visit: (k: Buffer, v: Buffer) => void): void {
+    try {
+      for (const { key, value } of db.getRange({ start, end })) visit(key as Buffer, value as Buffer);
+    } catch (e) {
+      // a partition dropped by retention between listing and scanning: nothing there
+      if (!/MDB_BAD_DBI|NOTFOUND|Invalid|dropped/i.test(String((e as Error).message))) throw e;
+    }
+  }
+
+  private extent(db: Database, key: Buffer): number {
+    try {
+      const v = db.getBinary(key) as Buffer | undefined;
+      return v && v.length === 8 ? v.readDoubleLE(0) : 0;
+    } catch {
+      return 0;
+    }
+  }
+
+  /**
+   * Every event of thread `tid` whose interval [start, end] overlaps [a, b]
+   * (point events: a <= ts <= b), including intervals that began before a,
+   * sorted by (start, end). Appends to `out` (cleared first unless `append`).
+   * kindMask: bit (1 << Kind.X) per wanted kind; 0 = all.
+   */
+  eventsOnThread(tid: number, a: number, b: number, out = new EventList(), kindMask = 0, parts?: PartitionMeta[], append = false): EventList {
+    if (!append) out.clear();
+    const list = parts ?? this.partitions();
+    const P = this.partitionNs;
+    const first = Math.floor(a / P);
+    const prefix = tidKey(tid);
+    const endKey = tidKey(tid, b + 1);
+    for (const pm of list) {
+      if (pm.idx < first) continue; // every end there is < a
+      const pStart = pm.idx * P;
+      if (pStart > b && pStart - b > pm.maxDur) continue; // nothing there started by b
+      const db = this.partitionDb(pm.idx);
+      if (!db) continue;
+      const ext = this.extent(db, prefix);
+      const lo = Math.max(0, a - ext);
+      const startKey = tidKey(tid, lo);
+      const h = this.h;
+      const r = this.r;
+      this.scanBlocks(db, startKey, endKey, (k, v) => {
+        // header: skip blocks that end before a without decoding them
+        if (v[0] !== 1) return;
+        r.reset(v, 1);
+        r.varint();
+        r.varint();
+        const extent = r.varint();
+        if (getU64(k, 4) + extent < a) return;
+        decodeBlock(v, tid, a, b, kindMask, out, r, h);
+      });
+    }
+    if (!append) out.sortByStart();
+    return out;
+  }
+
+  /** Threads that had events of process `pid` in partitions overlapping [a, b]. */
+  threadsOfProcess(pid: number, a: number, b: number, parts?: PartitionMeta[]): number[] {
+    const list = parts ?? this.partitions();
+    const P = this.partitionNs;
+    const tids = new Set<number>();
+    const first = Math.floor(a / P);
+    for (const pm of list) {
+      if (pm.idx < first) continue;
+      const pStart = pm.idx * P;
+      if (pStart > b && pStart - b > pm.maxDur) continue;
+      const db = this.partitionDb(pm.idx);
+      if (!db) continue;
+      try {
+        for (const key of db.getKeys({ start: pidMapKey(pid, 0), end: pidMapKey(pid + 1, 0) })) {
+          tids.add((key as Buffer).readUInt32BE(8));
+        }
+      } catch {
+        /* dropped */
+      }
+    }
+    // threads known from TASK records too (a thread may have had no events yet)
+    for (const t of this.threadsOf(pid)) tids.add(t.tid);
+    return [...tids].sort((x, y) => x - y);
+  }
+
+  /** Events of all threads of process `pid` overlapping [a, b] (only events recorded with that pid). */
+  eventsOfProcess(pid: number, a: number, b: number, out = new EventList(), kindMask = 0): EventList {
+    out.clear();
+    const parts = this.partitions();
+    for (const tid of this.threadsOfProcess(pid, a, b, parts)) {
+      const before = out.count;
+      this.eventsOnThread(tid, a, b, out, kindMask, parts, true);
+      // drop events of a previous/next incarnation of the tid under another pid
+      let w = before;
+      for (let i = before; i < out.count; i++) {
+        if (out.pid[i] !== pid) continue;
+        if (w !== i) copyEvent(out, i, w);
+        w++;
+      }
+      out.count = w;
+    }
+    out.sortByStart();
+    return out;
+  }
+
+  /** Futex waits (kind 3) and wakes (kind 4) on lock word (pid, uaddr) overlapping [a, b]; f[0] = uaddr. */
+  futexByUaddr(pid: number, uaddr: number, a: number, b: number, out = new EventList(), kindMask = 0): EventList {
+    out.clear();
+    const P = this.partitionNs;
+    const first = Math.floor(a / P);
+    const prefix = futexPrefix(pid, uaddr);
+    const endKey = futexRangeKey(pid, uaddr, b + 1);
+    for (const pm of this.partitions()) {
+      if (pm.idx < first) continue;
+      const pStart = pm.idx * P;
+      if (pStart > b && pStart - b > pm.maxDur) continue;
+      const db = this.partitionDb(pm.idx);
+      if (!db) continue;
+      const ext = this.extent(db, prefix);
+      this.scanBlocks(db, futexRangeKey(pid, uaddr, Math.max(0, a - ext)), endKey, (_k, v) => {
+        decodeFutexBlock(v, pid, uaddr, a, b, kindMask, out, this.r);
+      });
+    }
+    out.sortByStart();
+    return out;
+  }
+
+  /** Futex wake calls on (pid, uaddr) in [a, b]: who woke the lock word (tid column), when. */
+  futexWakesByUaddr(pid: number, uaddr: number, a: number, b: number, out = new EventList()): EventList {
+    return this.futexByUaddr(pid, uaddr, a, b, out, 1 << Kind.FUTEX_WAKE);
+  }
+
+  // ---- threads and processes ----
+
+  /**
+   * The incarnation of `tid` alive at monotonic time t (safe under tid reuse),
+   * or null; `comm` is the name in force at t (renames and execs tracked).
+   */
+  threadAt(tid: number, t: number): ThreadMeta | null {
+    this.auto();
+    for (const { value } of this.meta.getRange({
+      start: metaKey(M.THREAD, [tid, 4], [t, 8]), end: metaKey(M.THREAD, [tid, 4]), reverse: true, limit: 4, inclusiveEnd: true,
+    } as never)) {
+      const m = value as ThreadMeta;
+      if (m.tid !== tid || m.startTime > t) continue;
+      if (m.exitTs !== null && m.exitTs < t) return null;
+      let comm = m.names.length ? m.names[0][1] : m.comm;
+      for (const [ts, c] of m.names) if (ts <= t) comm = c;
+      return { ...m, comm };
+    }
+    return null;
+  }
+
+  /** Every known incarnation of tid, oldest first. */
+  threadIncarnations(tid: number): ThreadMeta[] {
+    this.auto();
+    const out: ThreadMeta[] = [];
+    for (const { value } of this.meta.getRange({ start: metaKey(M.THREAD, [tid, 4]), end: metaKey(M.THREAD, [tid + 1, 4]) })) {
+      out.push(value as ThreadMeta);
+    }
+    return out;
+  }
+
+  /** Threads (all incarnations) recorded for process pid. */
+  threadsOf(pid: number): ThreadMeta[] {
+    const out: ThreadMeta[] = [];
+    for (const { key } of this.meta.getRange({ start: metaKey(M.PROC, [pid, 4]), end: metaKey(M.PROC, [pid + 1, 4]) })) {
+      const k = key as Buffer;
+      const m = this.meta.get(metaKey(M.THREAD, [k.readUInt32BE(5), 4], [getU64(k, 9), 8])) as ThreadMeta | undefined;
+      if (m) out.push(m);
+    }
+    return out;
+  }
+
+  threadCount(): number {
+    return this.meta.getKeysCount({ start: metaKey(M.THREAD), end: metaKey(M.THREAD + 1) });
+  }
+
+  // ---- clock, drops, coverage ----
+
+  clockSamples(): ClockSampleMeta[] {
+    this.auto();
+    const out: ClockSampleMeta[] = [];
+    for (const { value } of this.meta.getRange({ start: metaKey(M.CLOCK), end: metaKey(M.CLOCK + 1) })) out.push(value as ClockSampleMeta);
+    return out;
+  }
+
+  /** The stored clock-offset history as a ClockHistory (epoch <-> monotonic). */
+  clockHistory(): ClockHistory {
+    const c = new ClockHistory();
+    for (const s of this.clockSamples()) c.add(s.monoNs, BigInt(s.realtimeNs), s.errorNs);
+    return c;
+  }
+
+  dropSamples(ring?: number): DropsSample[] {
+    this.auto();
+    const out: DropsSample[] = [];
+    const start = ring === undefined ? metaKey(M.DROPS) : metaKey(M.DROPS, [ring, 1]);
+    const end = ring === undefined ? metaKey(M.DROPS + 1) : metaKey(M.DROPS, [ring + 1, 1]);
+    for (const { value } of this.meta.getRange({ start, end })) out.push(value as DropsSample);
+    return out;
+  }
+
+  /**
+   * Records lost in the kernel during [a, b], from the cumulative DROPS
+   * samples: increase of `lost` between the last sample before a and the
+   * last sample at or before b (a counter that goes down = new probe run).
+   * Losses reported by the first sample after b are attributed to the window
+   * too (they happened at most one sample period later).
+   */
+  dropsIn(a: number, b: number): DropsInWindow {
+    const byRing: Record<string, number> = {};
+    let total = 0;
+    let known = false;
+    const samples = this.dropSamples();
+    const rings = new Map<number, DropsSample[]>();
+    for (const s of samples) (rings.get(s.ring) ?? rings.set(s.ring, []).get(s.ring)!).push(s);
+    for (const [ring, list] of rings) {
+      let prev = 0;
+      let lost = 0;
+      let afterB = false;
+      for (const s of list) {
+        if (s.ts < a) {
+          prev = s.lost;
+          continue;
+        }
+        const d = s.lost >= prev ? s.lost - prev : s.lost;
+        lost += d;
+        prev = s.lost;
+        known = true;
+        if (s.ts > b) {
+          afterB = true;
+          break;
+        }
+      }
+      void afterB;
+      const name = ['sched', 'task', 'cuda'][ring] ?? `ring${ring}`;
+      byRing[name] = lost;
+      total += lost;
+    }
+    return { byRing, total, known };
+  }
+
+  sessions(): SessionMeta[] {
+    this.auto();
+    const out: SessionMeta[] = [];
+    for (const { value } of this.meta.getRange({ start: metaKey(M.SESSION), end: metaKey(M.SESSION + 1) })) out.push(value as SessionMeta);
+    return out;
+  }
+
+  statusRecords(): StatusMeta[] {
+    this.auto();
+    const out: StatusMeta[] = [];
+    for (const { value } of this.meta.getRange({ start: metaKey(M.STATUS), end: metaKey(M.STATUS + 1) })) out.push(value as StatusMeta);
+    return out;
+  }
+
+  /**
+   * Which part of [a, b] was being captured: by any session (group omitted)
+   * or with probe group `group` attached ("sched", "futex", "block", "tcp",
+   * "cuda", "task", or the enum number).
+   */
+  coverage(a: number, b: number, group?: string | number): Coverage {
+    const gname = typeof group === 'number' ? groupName(group) : group;
+    const ranges: [number, number][] = [];
+    for (const s of this.sessions()) {
+      if (gname === undefined) {
+        ranges.push([s.startNs, s.endNs]);
+      } else {
+        const g = s.groups[gname];
+        if (!g) continue;
+        for (const r of g.ranges) if (r.err === 0) ranges.push([Math.max(r.from, s.startNs), r.to ?? s.endNs]);
+      }
+    }
+    const clipped = ranges
+      .map(([x, y]) => [Math.max(x, a), Math.min(y, b)] as [number, number])
+      .filter(([x, y]) => y >= x)
+      .sort((p, q) => p[0] - q[0]);
+    const merged: [number, number][] = [];
+    for (const r of clipped) {
+      const last = merged[merged.length - 1];
+      if (last && r[0] <= last[1]) last[1] = Math.max(last[1], r[1]);
+      else merged.push([r[0], r[1]]);
+    }
+    let len = 0;
+    for (const [x, y] of merged) len += y - x;
+    const span = b - a;
+    const fraction = span <= 0 ? (merged.length ? 1 : 0) : Math.min(1, len / span);
+    return { covered: merged.length === 1 && merged[0][0] <= a && merged[0][1] >= b, fraction, ranges: merged };
+  }
+
+  /** Writer-side skip counters as last committed. */
+  skipCounters(): Record<string, number> {
+    this.auto();
+    return (this.meta.get(metaKey(M.COUNTERS)) as Record<string, number> | undefined) ?? {};
+  }
+}
+
+function copyEvent(o: EventList, from: number, to: number): void {
+  o.kind[to] = o.kind[from];
+  o.cpu[to] = o.cpu[from];
+  o.pid[to] = o.pid[from];
+  o.tid[to] = o.tid[from];
+  o.start[to] = o.start[from];
+  o.end[to] = o.end[from];
+  o.blobOff[to] = o.blobOff[from];
+  o.blobLen[to] = o.blobLen[from];
+  for (const f of o.f) f[to] = f[from];
+}
+
+/** Open a store read-only (MCP, CLI, another process). Throws if the directory holds no store. */
+export function openStoreReader(dir: string, o: OpenOptions = {}): StoreReader {
+  if (!existsSync(join(dir, 'data.mdb'))) throw new Error(`no kspan store in ${dir}`);
+  return new StoreReader(openEnv(dir, true, o), true);
+}

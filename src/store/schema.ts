@@ -1,0 +1,220 @@
+// LMDB layout of a kspan store (one directory, one environment).
+//
+// Sub-databases:
+//   meta            binary key -> msgpack value: config, partitions, sessions,
+//                   clock samples, drop counters, status, threads, processes
+//   e:<P>           one per time partition P = floor(end_ns / partitionNs):
+//                   binary key -> binary value
+//     [u32 tid][u64 minStart][u32 seq]          event block of thread tid (codec.ts)
+//     [u32 tid]                                 f64 LE: max (maxEnd - minStart) of tid's blocks here
+//     [0xFFFFFFFE][u32 pid][u64 uaddr][u64 minStart][u32 seq]  futex index block
+//     [0xFFFFFFFE][u32 pid][u64 uaddr]          f64 LE: max extent of that lock word's blocks
+//     [0xFFFFFFFF][u32 pid][u32 tid]            (empty) tid belonged to pid in this partition
+//   spans           [16 trace_id][8 span_id] -> msgpack StoredSpan
+//   spans_by_time   [service utf8][0x00][u64 start_epoch_ns][16][8] -> f64 duration
+//   spans_by_dur    [service utf8][0x00][u64 duration_ns][u64 start][16][8] -> (empty)
+//
+// All times in keys are u64 big-endian (memcmp order = numeric order).
+// Monotonic ns are JS numbers (exact below 2^53 ns = 104 days of uptime).
+
+export const SCHEMA_VERSION = 1;
+export const DEFAULT_PARTITION_NS = 10 * 60 * 1e9;
+const TWO32 = 4294967296;
+
+export const FUTEX_PREFIX = 0xfffffffe;
+export const PIDMAP_PREFIX = 0xffffffff;
+
+/** meta key tags (first byte) */
+export const M = {
+  CONFIG: 0x01,
+  PARTITION: 0x70, // 'p' + u32 idx
+  SESSION: 0x53, // 'S' + u64 start mono + u32 seq
+  CLOCK: 0x63, // 'c' + u64 mono
+  DROPS: 0x64, // 'd' + u8 ring + u64 ts
+  STATUS: 0x73, // 's' + u64 ts + u32 seq
+  THREAD: 0x74, // 't' + u32 tid + u64 start_time
+  PROC: 0x50, // 'P' + u32 pid + u32 tid + u64 start_time
+  COUNTERS: 0x43, // 'C': writer counters (skipped records etc.)
+} as const;
+
+export function putU64(b: Buffer, at: number, v: number): void {
+  if (v < 0) v = 0;
+  b.writeUInt32BE(Math.floor(v / TWO32) >>> 0, at);
+  b.writeUInt32BE(v % TWO32 >>> 0, at + 4);
+}
+export function getU64(b: Uint8Array, at: number): number {
+  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  return dv.getUint32(at) * TWO32 + dv.getUint32(at + 4);
+}
+
+export function blockKey(tid: number, minStart: number, seq: number): Buffer {
+  const k = Buffer.allocUnsafe(16);
+  k.writeUInt32BE(tid, 0);
+  putU64(k, 4, minStart);
+  k.writeUInt32BE(seq >>> 0, 12);
+  return k;
+}
+export function tidKey(tid: number, ts?: number): Buffer {
+  if (ts === undefined) {
+    const k = Buffer.allocUnsafe(4);
+    k.writeUInt32BE(tid, 0);
+    return k;
+  }
+  const k = Buffer.alloc(16);
+  k.writeUInt32BE(tid, 0);
+  putU64(k, 4, ts);
+  return k;
+}
+export function futexPrefix(pid: number, uaddr: number): Buffer {
+  const k = Buffer.allocUnsafe(16);
+  k.writeUInt32BE(FUTEX_PREFIX, 0);
+  k.writeUInt32BE(pid, 4);
+  putU64(k, 8, uaddr);
+  return k;
+}
+export function futexBlockKey(pid: number, uaddr: number, minStart: number, seq: number): Buffer {
+  const k = Buffer.allocUnsafe(28);
+  k.writeUInt32BE(FUTEX_PREFIX, 0);
+  k.writeUInt32BE(pid, 4);
+  putU64(k, 8, uaddr);
+  putU64(k, 16, minStart);
+  k.writeUInt32BE(seq >>> 0, 24);
+  return k;
+}
+export function futexRangeKey(pid: number, uaddr: number, ts: number): Buffer {
+  const k = Buffer.alloc(28);
+  k.writeUInt32BE(FUTEX_PREFIX, 0);
+  k.writeUInt32BE(pid, 4);
+  putU64(k, 8, uaddr);
+  putU64(k, 16, ts);
+  return k;
+}
+export function pidMapKey(pid: number, tid: number): Buffer {
+  const k = Buffer.allocUnsafe(12);
+  k.writeUInt32BE(PIDMAP_PREFIX, 0);
+  k.writeUInt32BE(pid, 4);
+  k.writeUInt32BE(tid, 8);
+  return k;
+}
+export function f64(v: number): Buffer {
+  const b = Buffer.allocUnsafe(8);
+  b.writeDoubleLE(v, 0);
+  return b;
+}
+
+export function metaKey(tag: number, ...parts: [number, 1 | 4 | 8][]): Buffer {
+  let n = 1;
+  for (const [, w] of parts) n += w;
+  const k = Buffer.alloc(n);
+  k[0] = tag;
+  let p = 1;
+  for (const [v, w] of parts) {
+    if (w === 1) k[p] = v;
+    else if (w === 4) k.writeUInt32BE(v >>> 0, p);
+    else putU64(k, p, v);
+    p += w;
+  }
+  return k;
+}
+
+export function partitionDbName(idx: number): string {
+  return `e:${idx}`;
+}
+
+// ---------------------------------------------------------------------------
+// Stored metadata shapes (msgpack values in `meta`).
+
+export interface StoreConfig {
+  schema: number;
+  partitionNs: number;
+  createdAt: string;
+}
+
+export interface PartitionMeta {
+  idx: number;
+  /** range of event end times stored, monotonic ns */
+  minEnd: number;
+  maxEnd: number;
+  /** longest event (end - start) in the partition */
+  maxDur: number;
+  events: number;
+  blocks: number;
+  valueBytes: number;
+  /** events by record kind (index = kind) */
+  byKind: number[];
+}
+
+export interface GroupCoverage {
+  /** [from, to] monotonic ns during which the group was attached (to = null: until session end) */
+  ranges: { from: number; to: number | null; err: number; detail: string }[];
+}
+
+export interface SessionMeta {
+  /** monotonic ns when capture started (HELLO, or first record) */
+  startNs: number;
+  /** latest capture time committed (advances while the session runs) */
+  endNs: number;
+  closed: boolean;
+  bootId: string | null;
+  probePid: number | null;
+  offcpuMinNs: number | null;
+  /** wall clock of ingest start/stop (ISO) */
+  startedAt: string;
+  stoppedAt: string | null;
+  groups: Record<string, GroupCoverage>;
+}
+
+export interface ThreadMeta {
+  tid: number;
+  pid: number;
+  /** task->start_time, monotonic ns: (tid, startTime) identifies one incarnation */
+  startTime: number;
+  comm: string;
+  /** process (group leader) comm */
+  pcomm: string;
+  /** names over time: [ts, comm] (renames, exec) */
+  names: [number, string][];
+  firstSeen: number;
+  lastSeen: number;
+  forkTs: number | null;
+  parentPid: number | null;
+  parentTid: number | null;
+  execTs: number | null;
+  exitTs: number | null;
+  exitCode: number | null;
+}
+
+export interface ClockSampleMeta {
+  monoNs: number;
+  realtimeNs: string;
+  errorNs: number;
+  stepped: boolean;
+}
+
+export interface DropsSample {
+  ring: number;
+  ts: number;
+  lost: number;
+  records: number;
+  bytes: number;
+}
+
+export interface StatusMeta {
+  ts: number;
+  group: number;
+  name: string;
+  err: number;
+  nAttached: number;
+  nFailed: number;
+  detail: string;
+}
+
+/** Records that did not make it into the store, by reason. */
+export interface SkipCounters {
+  unknownKind: number;
+  /** end < start, zero or > 2^53 times, size below the struct */
+  badValue: number;
+  /** older than the oldest live partition (already expired) */
+  expired: number;
+  /** decoder-side counts are kept by the capture module (FrameDecoder counters) */
+}

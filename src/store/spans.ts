@@ -1,0 +1,203 @@
+// Spans index: written by the OTel bridge, read by the correlator and MCP.
+//   spans          [16 trace_id][8 span_id]                          -> msgpack StoredSpan
+//   spans_by_time  [service][0x00][u64 start_epoch_ns][16][8]         -> f64 duration_ns (binary)
+//   spans_by_dur   [service][0x00][u64 duration_ns][u64 start][16][8] -> empty
+// Epoch ns are u64 (bigint / decimal string in the API: they exceed 2^53).
+
+import type { Database, RootDatabase } from 'lmdb';
+
+export interface SpanInput {
+  /** 32 lowercase hex */
+  traceId: string;
+  /** 16 lowercase hex */
+  spanId: string;
+  parentSpanId?: string | null;
+  service: string;
+  name: string;
+  /** epoch ns */
+  startUnixNano: bigint;
+  endUnixNano: bigint;
+  kind?: number;
+  statusCode?: number;
+  /** correlation attributes, when present on the span or its resource */
+  pid?: number | null;
+  /** linux.tid (or thread.id when known to be the OS id) */
+  tid?: number | null;
+  /** vllm.process_id */
+  vllmProcessId?: string | null;
+  /** gen_ai.request.id */
+  requestId?: string | null;
+  /** any further attributes worth keeping for correlation (small) */
+  attributes?: Record<string, string | number | boolean>;
+}
+
+export interface StoredSpan {
+  traceId: string;
+  spanId: string;
+  parentSpanId: string | null;
+  service: string;
+  name: string;
+  /** decimal strings (exact u64) */
+  startUnixNano: string;
+  endUnixNano: string;
+  durationNs: number;
+  kind: number;
+  statusCode: number;
+  pid: number | null;
+  tid: number | null;
+  vllmProcessId: string | null;
+  requestId: string | null;
+  attributes: Record<string, string | number | boolean>;
+}
+
+export interface SlowSpanQuery {
+  service: string;
+  /** epoch ns window on span start (inclusive); omitted = unbounded */
+  fromUnixNano?: bigint;
+  toUnixNano?: bigint;
+  minDurationNs?: number;
+  /** default 20 */
+  limit?: number;
+}
+
+function idBytes(traceId: string, spanId: string): Buffer {
+  if (!/^[0-9a-f]{32}$/.test(traceId)) throw new Error(`bad trace id ${traceId}`);
+  if (!/^[0-9a-f]{16}$/.test(spanId)) throw new Error(`bad span id ${spanId}`);
+  return Buffer.from(traceId + spanId, 'hex');
+}
+
+function u64be(v: bigint): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64BE(BigInt.asUintN(64, v < 0n ? 0n : v));
+  return b;
+}
+
+function svcPrefix(service: string): Buffer {
+  if (service.includes('\0')) throw new Error('service name contains NUL');
+  return Buffer.concat([Buffer.from(service, 'utf8'), Buffer.from([0])]);
+}
+
+export class SpanIndex {
+  readonly byId: Database;
+  readonly byTime: Database;
+  readonly byDur: Database;
+
+  constructor(private readonly root: RootDatabase, private readonly owner: { refresh(): void; autoRefresh: boolean }) {
+    this.byId = root.openDB('spans', { keyEncoding: 'binary', encoding: 'msgpack' });
+    this.byTime = root.openDB('spans_by_time', { keyEncoding: 'binary', encoding: 'binary' });
+    this.byDur = root.openDB('spans_by_dur', { keyEncoding: 'binary', encoding: 'binary' });
+  }
+
+  private auto(): void {
+    if (this.owner.autoRefresh) this.root.resetReadTxn();
+  }
+
+  /** Store spans (one transaction). Re-putting a span replaces it and its index entries. */
+  async putSpans(spans: SpanInput[]): Promise<void> {
+    if (!this.byId) throw new Error('spans index not open for writing');
+    await this.root.transaction(() => {
+      for (const s of spans) {
+        const id = idBytes(s.traceId, s.spanId);
+        const old = this.byId.get(id) as StoredSpan | undefined;
+        if (old) this.removeIndex(old, id);
+        const dur = Number(s.endUnixNano - s.startUnixNano);
+        const st: StoredSpan = {
+          traceId: s.traceId, spanId: s.spanId, parentSpanId: s.parentSpanId ?? null, service: s.service, name: s.name,
+          startUnixNano: s.startUnixNano.toString(), endUnixNano: s.endUnixNano.toString(), durationNs: Math.max(0, dur),
+          kind: s.kind ?? 0, statusCode: s.statusCode ?? 0, pid: s.pid ?? null, tid: s.tid ?? null,
+          vllmProcessId: s.vllmProcessId ?? null, requestId: s.requestId ?? null, attributes: s.attributes ?? {},
+        };
+        this.byId.put(id, st);
+        const p = svcPrefix(s.service);
+        const durB = Buffer.alloc(8);
+        durB.writeDoubleLE(st.durationNs);
+        this.byTime.put(Buffer.concat([p, u64be(s.startUnixNano), id]), durB);
+        this.byDur.put(Buffer.concat([p, u64be(BigInt(st.durationNs)), u64be(s.startUnixNano), id]), Buffer.alloc(0));
+      }
+    });
+  }
+
+  private removeIndex(old: StoredSpan, id: Buffer): void {
+    const p = svcPrefix(old.service);
+    this.byTime.remove(Buffer.concat([p, u64be(BigInt(old.startUnixNano)), id]));
+    this.byDur.remove(Buffer.concat([p, u64be(BigInt(old.durationNs)), u64be(BigInt(old.startUnixNano)), id]));
+  }
+
+  getSpan(traceId: string, spanId: string): StoredSpan | null {
+    this.auto();
+    return (this.byId.get(idBytes(traceId, spanId)) as StoredSpan | undefined) ?? null;
+  }
+
+  /** All spans of a trace, ordered by start time. */
+  getTrace(traceId: string): StoredSpan[] {
+    this.auto();
+    const t = Buffer.from(traceId, 'hex');
+    if (t.length !== 16) throw new Error(`bad trace id ${traceId}`);
+    const end = Buffer.from(t);
+    // next prefix: increment the 16-byte id (all-ones trace ids end at the table's end)
+    let i = 15;
+    while (i >= 0 && end[i] === 0xff) end[i--] = 0;
+    const out: StoredSpan[] = [];
+    for (const { value } of this.byId.getRange({ start: t, end: i < 0 ? undefined : (end[i]++, end) })) out.push(value as StoredSpan);
+    out.sort((a, b) => (BigInt(a.startUnixNano) < BigInt(b.startUnixNano) ? -1 : BigInt(a.startUnixNano) > BigInt(b.startUnixNano) ? 1 : 0));
+    return out;
+  }
+
+  /**
+   * Slowest spans of a service: with a time window, scans the service's
+   * spans started in the window (by-time index); without one, walks the
+   * by-duration index from the slowest down. Ordered by duration, longest first.
+   */
+  findSlowSpans(q: SlowSpanQuery): StoredSpan[] {
+    this.auto();
+    const limit = q.limit ?? 20;
+    const p = svcPrefix(q.service);
+    const minDur = q.minDurationNs ?? 0;
+    const ids: Buffer[] = [];
+    if (q.fromUnixNano === undefined && q.toUnixNano === undefined) {
+      const start = Buffer.concat([p, u64be((1n << 64n) - 1n)]);
+      for (const key of this.byDur.getKeys({ start, end: p, reverse: true })) {
+        const k = key as Buffer;
+        if (Number(k.readBigUInt64BE(p.length)) < minDur) break;
+        ids.push(k.subarray(p.length + 16));
+        if (ids.length >= limit) break;
+      }
+    } else {
+      const from = Buffer.concat([p, u64be(q.fromUnixNano ?? 0n)]);
+      const to = Buffer.concat([p, u64be((q.toUnixNano ?? (1n << 64n) - 2n) + 1n)]);
+      const cand: { d: number; id: Buffer }[] = [];
+      for (const { key, value } of this.byTime.getRange({ start: from, end: to })) {
+        const d = (value as Buffer).readDoubleLE(0);
+        if (d >= minDur) cand.push({ d, id: (key as Buffer).subarray(p.length + 8) });
+      }
+      cand.sort((x, y) => y.d - x.d);
+      for (const c of cand.slice(0, limit)) ids.push(c.id);
+    }
+    const out: StoredSpan[] = [];
+    for (const id of ids) {
+      const s = this.byId.get(Buffer.from(id)) as StoredSpan | undefined;
+      if (s) out.push(s);
+    }
+    return out;
+  }
+
+  /** Delete spans that started before `beforeUnixNano` (row deletes; spans are few next to kernel events). */
+  async expireBefore(beforeUnixNano: bigint, max = 100_000): Promise<number> {
+    let n = 0;
+    await this.root.transaction(() => {
+      const victims: StoredSpan[] = [];
+      for (const { value } of this.byId.getRange({})) {
+        const s = value as StoredSpan;
+        if (BigInt(s.startUnixNano) < beforeUnixNano) victims.push(s);
+        if (victims.length >= max) break;
+      }
+      for (const s of victims) {
+        const id = idBytes(s.traceId, s.spanId);
+        this.removeIndex(s, id);
+        this.byId.remove(id);
+        n++;
+      }
+    });
+    return n;
+  }
+}

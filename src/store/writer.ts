@@ -1,0 +1,688 @@
+// StoreWriter: the ingest side (one per store: the daemon). It is a
+// CaptureSink: `ProbeProcess.start(opts, writer)` / `replayFile(path, writer)`.
+//
+// Kernel events are buffered per thread (BlockBuilder, delta/varint coded as
+// they arrive, no object per event) and flushed as one LMDB value per block
+// when a block reaches `blockBytes`, when its oldest event is `maxAgeMs` of
+// capture time (or wall time) old, when the event's time partition changes,
+// and on flush()/close(). Sealed blocks are put in commit rounds (one LMDB
+// transaction per round, on lmdb-js's write thread); onBatch returns a
+// promise (backpressure) while too many bytes are uncommitted.
+
+import { existsSync, mkdirSync } from 'node:fs';
+import type { Database } from 'lmdb';
+import type { ClockHistory } from '../capture/clock.js';
+import type { CaptureSink } from '../capture/state.js';
+import type { RecordBatch } from '../capture/decoder.js';
+import { HelloView } from '../capture/views.js';
+import { Kind, KIND_MAX, MIN_SIZE, groupName } from '../capture/records.js';
+import { BlockBuilder, FutexBuilder, KIND_SPECS } from './codec.js';
+import { StoreReader, openEnv, type OpenOptions } from './reader.js';
+import {
+  DEFAULT_PARTITION_NS, M, SCHEMA_VERSION, blockKey, f64, futexBlockKey, futexPrefix, metaKey, pidMapKey,
+  tidKey, type PartitionMeta, type SessionMeta, type SkipCounters, type StoreConfig, type ThreadMeta,
+} from './schema.js';
+
+const TWO32 = 4294967296;
+
+export interface WriterOptions extends OpenOptions {
+  /** time partition width, ns (fixed when the store is created). Default 10 min. */
+  partitionNs?: number;
+  /** flush a thread's block at this many encoded bytes. Default 8150 (fits 2 LMDB overflow pages). */
+  blockBytes?: number;
+  /** flush a block whose first event is this old (capture time, and wall time). Default 1000 ms. */
+  maxAgeMs?: number;
+  /** start a commit round when this many sealed bytes are pending. Default 1 MiB. */
+  roundBytes?: number;
+  /** ... or when the last round is this old (wall ms). Default 200. */
+  roundMs?: number;
+  /** onBatch returns a promise while more than this many bytes are uncommitted. Default 64 MiB. */
+  maxOutstandingBytes?: number;
+  /** retention: drop partitions older than this (capture time, ns); 0 = keep. */
+  maxAgeNs?: number;
+  /** retention: drop oldest partitions while pages in use exceed this (bytes); 0 = no limit. */
+  maxBytes?: number;
+  /** check retention every this many ms of wall time (default 5000; 0 = only when enforceRetention() is called). */
+  retentionEveryMs?: number;
+}
+
+export interface WriterCounters extends SkipCounters {
+  /** kernel events accepted into thread blocks */
+  events: number;
+  /** of those, committed (durable per lmdb overlappingSync) */
+  committedEvents: number;
+  blocks: number;
+  futexBlocks: number;
+  commitRounds: number;
+  /** value bytes written (blocks) */
+  valueBytes: number;
+  /** records seen by kind (index = kind) */
+  byKind: number[];
+  droppedPartitions: number;
+}
+
+export interface RetentionResult {
+  dropped: number[];
+  usedBytes: number;
+  ms: number;
+}
+
+interface Pending {
+  part: number;
+  key: Buffer;
+  value: Buffer;
+  events: number;
+}
+
+export class StoreWriter implements CaptureSink {
+  readonly reader: StoreReader;
+  readonly counters: WriterCounters = {
+    events: 0, committedEvents: 0, blocks: 0, futexBlocks: 0, commitRounds: 0, valueBytes: 0,
+    byKind: new Array(KIND_MAX + 1).fill(0), unknownKind: 0, badValue: 0, expired: 0, droppedPartitions: 0,
+  };
+  readonly partitionNs: number;
+  private readonly o: Required<Omit<WriterOptions, keyof OpenOptions>>;
+  private readonly threads = new Map<number, BlockBuilder>();
+  private readonly futex = new Map<number, Map<number, FutexBuilder>>();
+  private readonly partMeta = new Map<number, PartitionMeta>();
+  private readonly dirtyParts = new Set<number>();
+  private readonly extents = new Map<number, Map<number, number>>();
+  private readonly fxExtents = new Map<number, Map<string, number>>();
+  private readonly pidTids = new Map<number, Set<number>>();
+  private readonly threadMeta = new Map<string, ThreadMeta>();
+  private readonly dirtyThreads = new Set<string>();
+  private pending: Pending[] = [];
+  private pendingBytes = 0;
+  private pendingMeta: [Buffer, unknown][] = [];
+  private slab = Buffer.allocUnsafe(4 << 20);
+  private slabUsed = 0;
+  private outstandingBytes = 0;
+  private lastRound: Promise<unknown> = Promise.resolve();
+  private lastRoundWall = Date.now();
+  private lastSweepTs = 0;
+  private lastRetentionWall = Date.now();
+  private seq = (Math.random() * TWO32) >>> 0;
+  private maxTs = 0;
+  /** partitions below this are expired: events for them are skipped */
+  private minLivePartition = 0;
+  private session: SessionMeta | null = null;
+  private sessionKey: Buffer | null = null;
+  private readonly hv = new HelloView();
+  private statusSeq = 0;
+  private closed = false;
+  private timer: NodeJS.Timeout | null = null;
+  private retentionRunning: Promise<RetentionResult> | null = null;
+
+  constructor(readonly dir: string, opts: WriterOptions = {}) {
+    if (!existsSync(dir)) mkdirSync(dir, { recursive: true });
+    const root = openEnv(dir, false, opts);
+    this.reader = new StoreReader(root, false);
+    this.reader.autoRefresh = false;
+    const meta = this.reader.meta;
+    let cfg = meta.get(metaKey(M.CONFIG)) as StoreConfig | undefined;
+    if (!cfg) {
+      cfg = { schema: SCHEMA_VERSION, partitionNs: opts.partitionNs ?? DEFAULT_PARTITION_NS, createdAt: new Date().toISOString() };
+      meta.putSync(metaKey(M.CONFIG), cfg);
+    }
+    if (cfg.schema !== SCHEMA_VERSION) throw new Error(`store schema ${cfg.schema}, this kspan writes ${SCHEMA_VERSION}`);
+    this.reader.config = cfg;
+    this.partitionNs = cfg.partitionNs;
+    this.o = {
+      partitionNs: cfg.partitionNs,
+      blockBytes: opts.blockBytes ?? 8150,
+      maxAgeMs: opts.maxAgeMs ?? 1000,
+      roundBytes: opts.roundBytes ?? 1 << 20,
+      roundMs: opts.roundMs ?? 200,
+      maxOutstandingBytes: opts.maxOutstandingBytes ?? 64 << 20,
+      maxAgeNs: opts.maxAgeNs ?? 0,
+      maxBytes: opts.maxBytes ?? 0,
+      retentionEveryMs: opts.retentionEveryMs ?? 5000,
+    };
+    for (const pm of this.reader.partitions()) {
+      this.partMeta.set(pm.idx, pm);
+      if (pm.maxEnd > this.maxTs) this.maxTs = pm.maxEnd;
+    }
+    const c = meta.get(metaKey(M.COUNTERS)) as Partial<SkipCounters> | undefined;
+    if (c) {
+      this.counters.unknownKind = c.unknownKind ?? 0;
+      this.counters.badValue = c.badValue ?? 0;
+      this.counters.expired = c.expired ?? 0;
+    }
+  }
+
+  get root() {
+    return this.reader.root;
+  }
+
+  /** Flush aged blocks and commit on a wall-clock timer too (for quiet captures). */
+  startTimer(everyMs = 250): void {
+    if (this.timer) return;
+    this.timer = setInterval(() => this.tick(), everyMs);
+    this.timer.unref();
+  }
+
+  // ------------------------------------------------------------------
+  // ingest
+
+  onBatch(batch: RecordBatch, _clock?: ClockHistory): void | Promise<void> {
+    const u32 = batch.u32;
+    const buf = batch.buf;
+    const offs = batch.offsets;
+    const P = this.partitionNs;
+    const byKind = this.counters.byKind;
+    for (let i = 0; i < batch.count; i++) {
+      const off = offs[i];
+      const w = off >>> 2;
+      const w0 = u32[w];
+      const size = w0 & 0xffff;
+      const kind = (w0 >>> 16) & 0xff;
+      if (kind > KIND_MAX) {
+        this.counters.unknownKind++;
+        continue;
+      }
+      byKind[kind]++;
+      const sp = kind < KIND_SPECS.length ? KIND_SPECS[kind] : undefined;
+      if (sp) {
+        if (size < MIN_SIZE[kind] || u32[w + 3] >= 0x200000) {
+          this.counters.badValue++;
+          continue;
+        }
+        const end = u32[w + 3] * TWO32 + u32[w + 2];
+        let start = end;
+        if (sp.interval) {
+          if (u32[w + 7] >= 0x200000) {
+            this.counters.badValue++;
+            continue;
+          }
+          start = u32[w + 7] * TWO32 + u32[w + 6];
+          if (start > end || start === 0) {
+            this.counters.badValue++;
+            continue;
+          }
+        }
+        if (end === 0) {
+          this.counters.badValue++;
+          continue;
+        }
+        const part = Math.floor(end / P);
+        if (part < this.minLivePartition) {
+          this.counters.expired++;
+          continue;
+        }
+        const tid = u32[w + 5];
+        let bb = this.threads.get(tid);
+        if (bb === undefined) {
+          bb = new BlockBuilder(tid, part);
+          this.threads.set(tid, bb);
+        } else if (bb.count > 0 && bb.partition !== part) {
+          this.sealThread(bb);
+        }
+        if (bb.count === 0) {
+          bb.reset(part);
+          bb.openedAt = end;
+        }
+        bb.append(sp, u32, w, buf, off, size, start, end);
+        this.counters.events++;
+        if (bb.len >= this.o.blockBytes) this.sealThread(bb);
+        if (kind === Kind.FUTEX_WAIT || kind === Kind.FUTEX_WAKE) {
+          const uaddr = u32[w + 9] * TWO32 + u32[w + 8];
+          this.futexAppend(u32[w + 4], uaddr, kind, tid, start, end, part);
+        } else if (kind === Kind.TASK) {
+          this.onTask(u32, w, buf, off, end);
+        }
+        if (end > this.maxTs) this.maxTs = end;
+        continue;
+      }
+      switch (kind) {
+        case Kind.HELLO: this.onHello(batch, i); break;
+        case Kind.CLOCK: this.onClock(u32, w); break;
+        case Kind.DROPS: this.onDrops(u32, w); break;
+        case Kind.STATUS: this.onStatus(buf, u32, w, off); break;
+        case Kind.ACK: break;
+        default: this.counters.unknownKind++;
+      }
+    }
+    if (this.maxTs - this.lastSweepTs >= this.o.maxAgeMs * 250_000) this.sweep(false);
+    if (this.pendingBytes >= this.o.roundBytes || Date.now() - this.lastRoundWall >= this.o.roundMs) this.commitRound();
+    if (this.o.retentionEveryMs > 0 && Date.now() - this.lastRetentionWall >= this.o.retentionEveryMs && (this.o.maxAgeNs || this.o.maxBytes)) {
+      this.lastRetentionWall = Date.now();
+      void this.enforceRetention();
+    }
+    if (this.outstandingBytes > this.o.maxOutstandingBytes) return this.lastRound.then(() => undefined);
+  }
+
+  private futexAppend(pid: number, uaddr: number, kind: number, tid: number, start: number, end: number, part: number): void {
+    let m = this.futex.get(pid);
+    if (!m) this.futex.set(pid, (m = new Map()));
+    let fb = m.get(uaddr);
+    if (!fb) m.set(uaddr, (fb = new FutexBuilder(pid, uaddr, part)));
+    else if (fb.count > 0 && fb.partition !== part) this.sealFutex(fb);
+    if (fb.count === 0) {
+      fb.reset(part);
+      fb.openedAt = end;
+      fb.openedWall = Date.now();
+    }
+    fb.append(kind, tid, start, end);
+    if (fb.len >= this.o.blockBytes) this.sealFutex(fb);
+  }
+
+  private slabAlloc(n: number): Buffer {
+    if (this.slabUsed + n > this.slab.length) {
+      this.slab = Buffer.allocUnsafe(Math.max(4 << 20, n));
+      this.slabUsed = 0;
+    }
+    const b = this.slab.subarray(this.slabUsed, this.slabUsed + n);
+    this.slabUsed += n;
+    return b;
+  }
+
+  private part(idx: number): PartitionMeta {
+    let pm = this.partMeta.get(idx);
+    if (!pm) {
+      pm = { idx, minEnd: Infinity, maxEnd: 0, maxDur: 0, events: 0, blocks: 0, valueBytes: 0, byKind: new Array(KIND_MAX + 1).fill(0) };
+      this.partMeta.set(idx, pm);
+    }
+    this.dirtyParts.add(idx);
+    return pm;
+  }
+
+  private sealThread(bb: BlockBuilder): void {
+    if (bb.count === 0) return;
+    const v = this.slabAlloc(bb.len + BlockBuilder.HEADER_MAX);
+    const n = bb.sealInto(v, 0);
+    const value = v.subarray(0, n);
+    const idx = bb.partition;
+    const pm = this.part(idx);
+    pm.events += bb.count;
+    pm.blocks++;
+    pm.valueBytes += n;
+    if (bb.minEnd < pm.minEnd) pm.minEnd = bb.minEnd;
+    if (bb.maxEnd > pm.maxEnd) pm.maxEnd = bb.maxEnd;
+    if (bb.maxDur > pm.maxDur) pm.maxDur = bb.maxDur;
+    for (let k = 0; k < 16; k++) if (bb.kinds & (1 << k)) pm.byKind[k] = (pm.byKind[k] ?? 0) + bb.kindCounts[k];
+    // extent of this tid's blocks in the partition
+    let ex = this.extents.get(idx);
+    if (!ex) this.extents.set(idx, (ex = new Map()));
+    const extent = bb.maxEnd - bb.minStart;
+    if ((ex.get(bb.tid) ?? -1) < extent) {
+      ex.set(bb.tid, extent);
+      this.pendingMeta.push([Buffer.concat([Buffer.from([0xee]), partKey(idx), tidKey(bb.tid)]), extent]);
+    }
+    let pt = this.pidTids.get(idx);
+    if (!pt) this.pidTids.set(idx, (pt = new Set()));
+    const pk = bb.pid * 4194304 + bb.tid;
+    if (!pt.has(pk)) {
+      pt.add(pk);
+      this.pendingMeta.push([Buffer.concat([Buffer.from([0xef]), partKey(idx), pidMapKey(bb.pid, bb.tid)]), null]);
+    }
+    this.pending.push({ part: idx, key: blockKey(bb.tid, bb.minStart, this.seq++), value, events: bb.count });
+    this.pendingBytes += n;
+    this.counters.blocks++;
+    this.counters.valueBytes += n;
+    bb.count = 0;
+    bb.len = 0;
+  }
+
+  private sealFutex(fb: FutexBuilder): void {
+    if (fb.count === 0) return;
+    const v = this.slabAlloc(fb.len + 19);
+    const n = fb.sealInto(v, 0);
+    const idx = fb.partition;
+    const pm = this.part(idx);
+    if (fb.maxDur > pm.maxDur) pm.maxDur = fb.maxDur;
+    let ex = this.fxExtents.get(idx);
+    if (!ex) this.fxExtents.set(idx, (ex = new Map()));
+    const ek = `${fb.pid}:${fb.uaddr}`;
+    const extent = fb.maxEnd - fb.minStart;
+    if ((ex.get(ek) ?? -1) < extent) {
+      ex.set(ek, extent);
+      this.pendingMeta.push([Buffer.concat([Buffer.from([0xee]), partKey(idx), futexPrefix(fb.pid, fb.uaddr)]), extent]);
+    }
+    this.pending.push({ part: idx, key: futexBlockKey(fb.pid, fb.uaddr, fb.minStart, this.seq++), value: v.subarray(0, n), events: 0 });
+    this.pendingBytes += n;
+    this.counters.futexBlocks++;
+    fb.count = 0;
+    fb.len = 0;
+  }
+
+  /** Seal blocks whose first event is older than maxAge (capture time; wall time too when `wall`). */
+  private sweep(all: boolean): void {
+    const limit = this.maxTs - this.o.maxAgeMs * 1e6;
+    this.lastSweepTs = this.maxTs;
+    for (const bb of this.threads.values()) {
+      if (bb.count > 0 && (all || bb.openedAt <= limit)) this.sealThread(bb);
+    }
+    for (const m of this.futex.values()) {
+      for (const fb of m.values()) if (fb.count > 0 && (all || fb.openedAt <= limit)) this.sealFutex(fb);
+    }
+    // forget idle builders so a long capture with thread churn stays bounded
+    if (this.threads.size > 4096) for (const [t, bb] of this.threads) if (bb.count === 0) this.threads.delete(t);
+    if (this.futex.size > 1024) for (const [p, m] of this.futex) { for (const [u, fb] of m) if (fb.count === 0) m.delete(u); if (m.size === 0) this.futex.delete(p); }
+  }
+
+  /** Wall-clock driven: seal blocks and commit even when no records arrive. */
+  tick(): void {
+    if (this.closed) return;
+    this.sweep(false);
+    if (this.pending.length || this.pendingMeta.length || this.dirtyParts.size || this.dirtyThreads.size) this.commitRound();
+  }
+
+  /** Issue the pending puts as one transaction (all puts of one event turn commit together). */
+  private commitRound(): Promise<unknown> {
+    this.lastRoundWall = Date.now();
+    const pend = this.pending;
+    const metaPend = this.pendingMeta;
+    if (!pend.length && !metaPend.length && !this.dirtyParts.size && !this.dirtyThreads.size && !this.session) return this.lastRound;
+    this.pending = [];
+    this.pendingMeta = [];
+    const bytes = this.pendingBytes;
+    this.pendingBytes = 0;
+    // the current slab stays referenced by `pend` until committed; start a fresh one
+    if (this.slabUsed > 0) {
+      this.slab = Buffer.allocUnsafe(this.slab.length);
+      this.slabUsed = 0;
+    }
+    let events = 0;
+    let last: Promise<unknown> = Promise.resolve();
+    for (const p of pend) {
+      const db = this.reader.partitionDb(p.part, true);
+      if (!db) continue;
+      last = db.put(p.key, p.value);
+      events += p.events;
+    }
+    for (const [k, v] of metaPend) {
+      // 0xee/0xef tagged: [tag][u32 part][key] -> goes to the partition db
+      const idx = k.readUInt32BE(1);
+      const db = this.reader.partitionDb(idx, true);
+      if (!db) continue;
+      const key = k.subarray(5);
+      last = db.put(key, k[0] === 0xee ? f64(v as number) : Buffer.alloc(0));
+    }
+    const meta = this.reader.meta;
+    for (const idx of this.dirtyParts) {
+      const pm = this.partMeta.get(idx);
+      if (pm && idx >= this.minLivePartition) last = meta.put(metaKey(M.PARTITION, [idx, 4]), pm);
+    }
+    this.dirtyParts.clear();
+    for (const k of this.dirtyThreads) {
+      const t = this.threadMeta.get(k);
+      if (t) last = meta.put(metaKey(M.THREAD, [t.tid, 4], [t.startTime, 8]), t);
+    }
+    this.dirtyThreads.clear();
+    if (this.session && this.sessionKey) {
+      if (this.maxTs > this.session.endNs) this.session.endNs = this.maxTs;
+      last = meta.put(this.sessionKey, this.session);
+    }
+    last = meta.put(metaKey(M.COUNTERS), { unknownKind: this.counters.unknownKind, badValue: this.counters.badValue, expired: this.counters.expired });
+    this.outstandingBytes += bytes;
+    this.counters.commitRounds++;
+    const round = last.then(() => {
+      this.outstandingBytes -= bytes;
+      this.counters.committedEvents += events;
+      void pend; // keeps the slab alive until the commit
+    });
+    this.lastRound = round;
+    return round;
+  }
+
+  /** Seal every open block and commit; resolves when everything ingested so far is committed. */
+  async flush(): Promise<void> {
+    this.sweep(true);
+    await this.commitRound();
+    await this.lastRound;
+  }
+
+  /** Capture time up to which every ingested event is committed (the correlator's watermark). */
+  get watermarkNs(): number {
+    let w = this.maxTs;
+    for (const bb of this.threads.values()) if (bb.count > 0 && bb.minEnd - 1 < w) w = bb.minEnd - 1;
+    return w;
+  }
+
+  /** Latest capture time seen. */
+  get maxTimeNs(): number {
+    return this.maxTs;
+  }
+
+  // ------------------------------------------------------------------
+  // metadata records
+
+  /** Start a capture session (coverage). Called on HELLO; call it yourself for streams without one. */
+  beginSession(startNs: number, info: Partial<SessionMeta> = {}): void {
+    if (this.session) this.endSession();
+    this.session = {
+      startNs, endNs: Math.max(startNs, this.maxTs), closed: false, bootId: info.bootId ?? null, probePid: info.probePid ?? null,
+      offcpuMinNs: info.offcpuMinNs ?? null, startedAt: new Date().toISOString(), stoppedAt: null, groups: {},
+    };
+    this.sessionKey = metaKey(M.SESSION, [startNs, 8], [this.seq++, 4]);
+    this.reader.meta.put(this.sessionKey, this.session);
+  }
+
+  /** Mark the current session ended at the latest capture time. */
+  endSession(): void {
+    if (!this.session || !this.sessionKey) return;
+    if (this.maxTs > this.session.endNs) this.session.endNs = this.maxTs;
+    this.session.closed = true;
+    this.session.stoppedAt = new Date().toISOString();
+    for (const g of Object.values(this.session.groups)) for (const r of g.ranges) if (r.to === null) r.to = this.session.endNs;
+    this.reader.meta.put(this.sessionKey, this.session);
+    this.session = null;
+    this.sessionKey = null;
+  }
+
+  private onHello(batch: RecordBatch, i: number): void {
+    const v = this.hv.set(batch, i);
+    const mono = v.monoNs;
+    this.reader.meta.put(metaKey(M.CLOCK, [mono, 8]), { monoNs: mono, realtimeNs: v.realtimeNs.toString(), errorNs: 0, stepped: false });
+    if (mono > this.maxTs) this.maxTs = mono;
+    this.beginSession(mono, { bootId: v.bootId, probePid: v.probePid, offcpuMinNs: v.offcpuMinNs });
+  }
+
+  private onClock(u32: Uint32Array, w: number): void {
+    const mono = u32[w + 3] * TWO32 + u32[w + 2];
+    const rt = (BigInt(u32[w + 7]) << 32n) | BigInt(u32[w + 6]);
+    const err = u32[w + 9] * TWO32 + u32[w + 8];
+    this.reader.meta.put(metaKey(M.CLOCK, [mono, 8]), { monoNs: mono, realtimeNs: rt.toString(), errorNs: err, stepped: u32[w + 10] !== 0 });
+    if (mono > this.maxTs) this.maxTs = mono;
+  }
+
+  private onDrops(u32: Uint32Array, w: number): void {
+    const ts = u32[w + 3] * TWO32 + u32[w + 2];
+    const ring = u32[w + 6];
+    if (ring > 255) {
+      this.counters.badValue++;
+      return;
+    }
+    this.reader.meta.put(metaKey(M.DROPS, [ring, 1], [ts, 8]), {
+      ring, ts, lost: u32[w + 9] * TWO32 + u32[w + 8], records: u32[w + 11] * TWO32 + u32[w + 10], bytes: u32[w + 13] * TWO32 + u32[w + 12],
+    });
+  }
+
+  private onStatus(buf: Buffer, u32: Uint32Array, w: number, off: number): void {
+    const ts = u32[w + 3] * TWO32 + u32[w + 2];
+    const group = u32[w + 6];
+    const err = u32[w + 7] | 0;
+    let e = off + 40;
+    while (e < off + 136 && buf[e] !== 0) e++;
+    const detail = buf.toString('utf8', off + 40, e);
+    const name = groupName(group);
+    const st = { ts, group, name, err, nAttached: u32[w + 8], nFailed: u32[w + 9], detail };
+    this.reader.meta.put(metaKey(M.STATUS, [ts, 8], [this.statusSeq++, 4]), st);
+    if (!this.session) this.beginSession(ts);
+    const s = this.session!;
+    const g = (s.groups[name] ??= { ranges: [] });
+    const open = g.ranges.find((r) => r.to === null && r.detail === detail) ?? (name !== 'cuda' ? g.ranges.find((r) => r.to === null) : undefined);
+    if (err === 0) {
+      if (!open) g.ranges.push({ from: ts, to: null, err: 0, detail });
+    } else if (open) {
+      open.to = ts; // detached (1) or failed after attach
+    } else if (err < 0) {
+      g.ranges.push({ from: ts, to: ts, err, detail });
+    }
+  }
+
+  private onTask(u32: Uint32Array, w: number, buf: Buffer, off: number, ts: number): void {
+    const tid = u32[w + 5];
+    const pid = u32[w + 4];
+    const startTime = u32[w + 7] * TWO32 + u32[w + 6];
+    const event = u32[w + 8];
+    const comm = cstr(buf, off + 48);
+    const pcomm = cstr(buf, off + 64);
+    const k = `${tid}:${startTime}`;
+    let t = this.threadMeta.get(k);
+    if (!t) {
+      t = (this.reader.meta.get(metaKey(M.THREAD, [tid, 4], [startTime, 8])) as ThreadMeta | undefined) ?? {
+        tid, pid, startTime, comm, pcomm, names: [[ts, comm]], firstSeen: ts, lastSeen: ts,
+        forkTs: null, parentPid: null, parentTid: null, execTs: null, exitTs: null, exitCode: null,
+      };
+      this.threadMeta.set(k, t);
+      this.reader.meta.put(metaKey(M.PROC, [pid, 4], [tid, 4], [startTime, 8]), null);
+      if (this.threadMeta.size > 100_000) {
+        for (const key of this.threadMeta.keys()) {
+          if (!this.dirtyThreads.has(key)) this.threadMeta.delete(key);
+          if (this.threadMeta.size < 50_000) break;
+        }
+      }
+    }
+    if (ts < t.firstSeen) t.firstSeen = ts;
+    if (ts > t.lastSeen) t.lastSeen = ts;
+    if (pcomm) t.pcomm = pcomm;
+    switch (event) {
+      case 2: // FORK
+        t.forkTs = ts;
+        t.parentPid = u32[w + 9];
+        t.parentTid = u32[w + 10];
+        break;
+      case 3: // EXEC
+        t.execTs = ts;
+        break;
+      case 4: // EXIT
+        t.exitTs = ts;
+        t.exitCode = u32[w + 11] | 0;
+        break;
+    }
+    if (comm && comm !== t.comm) {
+      t.comm = comm;
+      t.names.push([ts, comm]);
+      if (t.names.length > 32) t.names.splice(1, t.names.length - 32);
+    }
+    this.dirtyThreads.add(k);
+  }
+
+  // ------------------------------------------------------------------
+  // retention
+
+  /**
+   * Drop whole partitions: those entirely older than maxAgeNs before the
+   * latest capture time, then the oldest while pages in use exceed maxBytes
+   * (never the partition currently being written).
+   */
+  enforceRetention(o: { maxAgeNs?: number; maxBytes?: number } = {}): Promise<RetentionResult> {
+    if (this.retentionRunning) return this.retentionRunning;
+    const run = async (): Promise<RetentionResult> => {
+      const t0 = performance.now();
+      const maxAge = o.maxAgeNs ?? this.o.maxAgeNs;
+      const maxBytes = o.maxBytes ?? this.o.maxBytes;
+      const P = this.partitionNs;
+      const current = Math.floor(this.maxTs / P);
+      const dropped: number[] = [];
+      const live = [...this.partMeta.keys()].filter((i) => i >= this.minLivePartition).sort((a, b) => a - b);
+      const victims: number[] = [];
+      if (maxAge > 0) for (const idx of live) if ((idx + 1) * P <= this.maxTs - maxAge && idx < current) victims.push(idx);
+      await this.dropPartitions(victims);
+      dropped.push(...victims);
+      let used = usedBytes(this);
+      if (maxBytes > 0) {
+        const rest = live.filter((i) => !victims.includes(i) && i < current);
+        while (used > maxBytes && rest.length) {
+          const idx = rest.shift()!;
+          await this.dropPartitions([idx]);
+          dropped.push(idx);
+          used = usedBytes(this);
+        }
+      }
+      this.counters.droppedPartitions += dropped.length;
+      return { dropped, usedBytes: used, ms: performance.now() - t0 };
+    };
+    this.retentionRunning = run().finally(() => {
+      this.retentionRunning = null;
+    });
+    return this.retentionRunning;
+  }
+
+  private async dropPartitions(idxs: number[]): Promise<void> {
+    if (!idxs.length) return;
+    const maxIdx = Math.max(...idxs);
+    if (maxIdx + 1 > this.minLivePartition) this.minLivePartition = maxIdx + 1;
+    // discard open builders and pending puts for those partitions
+    for (const bb of this.threads.values()) if (bb.count > 0 && bb.partition <= maxIdx) { bb.count = 0; bb.len = 0; }
+    for (const m of this.futex.values()) for (const fb of m.values()) if (fb.count > 0 && fb.partition <= maxIdx) { fb.count = 0; fb.len = 0; }
+    this.pending = this.pending.filter((p) => p.part > maxIdx);
+    this.pendingMeta = this.pendingMeta.filter(([k]) => k.readUInt32BE(1) > maxIdx);
+    // commit what is outstanding first, so nothing re-creates a dropped db
+    await this.lastRound;
+    const meta = this.reader.meta;
+    const ps: Promise<unknown>[] = [];
+    for (const idx of idxs) {
+      const db = this.reader.partitionDb(idx);
+      if (db) ps.push(db.drop());
+      ps.push(meta.remove(metaKey(M.PARTITION, [idx, 4])));
+      this.reader.forgetPartition(idx);
+      this.partMeta.delete(idx);
+      this.dirtyParts.delete(idx);
+      this.extents.delete(idx);
+      this.fxExtents.delete(idx);
+      this.pidTids.delete(idx);
+    }
+    await Promise.all(ps);
+  }
+
+  // ------------------------------------------------------------------
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    if (this.timer) clearInterval(this.timer);
+    if (this.retentionRunning) await this.retentionRunning;
+    await this.flush();
+    this.endSession();
+    await this.commitRound();
+    await this.lastRound;
+    this.closed = true;
+    await this.root.close();
+  }
+}
+
+function partKey(idx: number): Buffer {
+  const b = Buffer.allocUnsafe(4);
+  b.writeUInt32BE(idx, 0);
+  return b;
+}
+
+function cstr(buf: Buffer, at: number): string {
+  let e = at;
+  while (e < at + 16 && buf[e] !== 0) e++;
+  return buf.toString('utf8', at, e);
+}
+
+/** Bytes of LMDB pages in use (all sub-databases + the main and free-list trees): what retention limits. */
+export function usedBytes(w: StoreWriter | StoreReader): number {
+  const r = w instanceof StoreWriter ? w.reader : w;
+  const root = r.root;
+  type S = { treeBranchPageCount: number; treeLeafPageCount: number; overflowPages: number; pageSize: number };
+  const pages = (s: S): number => s.treeBranchPageCount + s.treeLeafPageCount + s.overflowPages;
+  const rs = root.getStats() as S & { root: S; free: S };
+  let n = pages(rs.root ?? rs) + pages(rs.free) + 2;
+  const dbs: Database[] = [r.meta, r.spans.byId, r.spans.byTime, r.spans.byDur];
+  for (const pm of r.partitions()) {
+    const db = r.partitionDb(pm.idx);
+    if (db) dbs.push(db);
+  }
+  for (const db of dbs) {
+    try {
+      n += pages(db.getStats() as S);
+    } catch {
+      /* dropped meanwhile */
+    }
+  }
+  return n * (rs.pageSize || 4096);
+}
