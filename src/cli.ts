@@ -3,7 +3,7 @@
 // returns its exit code (2 = usage error).
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -13,6 +13,7 @@ import {
   errnoName, kindFromName, recordToJson, recordToText, replayFile, runDoctor, type CaptureSink, type ClockHistory,
   type ProbeOptions, type RecordBatch,
 } from './capture/index.js';
+import { formatStats, recordIntoStore, storeStats, type RecordIntoStore } from './store/index.js';
 
 class UsageError extends Error {}
 
@@ -22,6 +23,9 @@ usage: kspan <command> [options]
 
 commands:
   record [options] [-- CMD ARGS...]   capture kernel events (host-wide, or of CMD and its children)
+      --data DIR          store the events in the kspan store in DIR (LMDB; created if needed)
+      --max-age D         with --data: drop data older than D (e.g. 90m, 24h, 7d)
+      --max-size S        with --data: keep the store under S (e.g. 500M, 10G)
       --out FILE          write the raw record stream to FILE (replay with \`kspan dump\`)
       --duration S        stop after S seconds (default: until Ctrl-C, or until CMD exits)
       --pid P             capture only process P (repeatable)
@@ -35,6 +39,7 @@ commands:
       --groups LIST       probe groups (default sched,task,futex,block,tcp,cuda)
       --ring-mb N         scheduler ring size in MiB (default 16)
       --quiet             no progress line
+  stats --data DIR [--json]                   what a store holds: time range, events by kind, threads, drops, size
   dump FILE [--json] [--kind K,...] [--tid T]   print a recorded file, one record per line
   doctor [--json] [--cuda-lib PATH]...        check that capture can run here, and why not
   help | --help | --version
@@ -54,6 +59,7 @@ type Command = (argv: string[]) => Promise<number>;
 const COMMANDS: Record<string, Command> = {
   record: cmdRecord,
   dump: cmdDump,
+  stats: cmdStats,
   doctor: cmdDoctor,
   help: async () => {
     process.stdout.write(HELP + '\n');
@@ -109,6 +115,9 @@ async function cmdRecord(argv: string[]): Promise<number> {
   const cmd = dd >= 0 ? argv.slice(dd + 1) : [];
   const { values: o, positionals } = parse(own, {
     out: { type: 'string', short: 'o' },
+    data: { type: 'string' },
+    'max-age': { type: 'string' },
+    'max-size': { type: 'string' },
     duration: { type: 'string', short: 'd' },
     pid: { type: 'string', short: 'p', multiple: true },
     follow: { type: 'boolean' },
@@ -143,16 +152,30 @@ async function cmdRecord(argv: string[]): Promise<number> {
     ringMb: intOpt(o['ring-mb'], 'ring-mb', 1),
     teePath: o.out,
   };
+  if ((o['max-age'] || o['max-size']) && !o.data) throw new UsageError('--max-age and --max-size apply to --data');
+  const maxAgeNs = o['max-age'] !== undefined ? parseDuration(o['max-age'], 'max-age') : undefined;
+  const maxBytes = o['max-size'] !== undefined ? parseSize(o['max-size'], 'max-size') : undefined;
+  let store: RecordIntoStore | null = null;
+  if (o.data) {
+    try {
+      store = recordIntoStore(o.data, { maxAgeNs, maxBytes });
+    } catch (e) {
+      throw new Error(`cannot open the store in ${o.data}: ${(e as Error).message}`);
+    }
+  }
   const summary = new SummarySink();
   // only a filtered capture needs to know its processes (CUDA library scan)
   const tracker = cmd.length || pids.length ? new PidTracker() : null;
+  const storeSink = store?.sink ?? null;
   const sink: CaptureSink = {
     onBatch(b, c) {
       tracker?.onBatch(b);
       summary.onBatch(b, c);
+      // the store's promise (when it is behind) is the backpressure
+      return storeSink?.onBatch(b, c);
     },
   };
-  const progress = new Progress(!o.quiet);
+  const progress = new Progress(!o.quiet, store);
   probeOpts.onStderr = (line) => progress.message(line.startsWith('kspan-probe') ? line : `kspan-probe: ${line}`);
 
   let child: ChildProcess | null = null;
@@ -175,6 +198,7 @@ async function cmdRecord(argv: string[]): Promise<number> {
     const pid = c.pid;
     if (pid === undefined || !(await waitStopped(pid, 5000))) {
       c.kill('SIGKILL');
+      await store?.close();
       throw new Error(`could not start ${cmd[0]} stopped`);
     }
     probeOpts.pids = [pid, ...pids];
@@ -187,6 +211,7 @@ async function cmdRecord(argv: string[]): Promise<number> {
       c.kill('SIGKILL');
       await childExit;
       progress.done();
+      await store?.close();
       return reportProbeError(e);
     }
     process.kill(pid, 'SIGCONT');
@@ -197,6 +222,7 @@ async function cmdRecord(argv: string[]): Promise<number> {
       await probe.control('ping'); // answered once attaching is over
     } catch (e) {
       progress.done();
+      await store?.close();
       return reportProbeError(e);
     }
   }
@@ -229,11 +255,26 @@ async function cmdRecord(argv: string[]): Promise<number> {
   } catch (e) {
     failure = e;
   }
+  let storeFailure: unknown = null;
+  let stored: ReturnType<RecordIntoStore['progress']> | null = null;
+  if (store) {
+    try {
+      await store.writer.flush(); // everything captured is committed
+      stored = store.progress();
+      await store.close();
+    } catch (e) {
+      storeFailure = e;
+    }
+  }
   progress.done();
   const elapsedS = Number(process.hrtime.bigint() - t0) / 1e9;
 
   let code = 0;
   if (failure) code = reportProbeError(failure);
+  if (storeFailure) {
+    process.stderr.write(`kspan record: writing the store in ${o.data} failed: ${(storeFailure as Error).message}\n`);
+    code = 1;
+  }
   if (childExit) {
     if (stopReason === 'duration') process.stderr.write(`kspan record: --duration reached; waiting for ${cmd[0]} to exit\n`);
     const cc = await childExit;
@@ -254,7 +295,28 @@ async function cmdRecord(argv: string[]): Promise<number> {
     process.stdout.write(summary.format(probe.state, { elapsedS }) + '\n');
     if (problems) process.stderr.write(`kspan record:${problems}\n`);
   }
+  if (stored) {
+    const p = stored;
+    process.stderr.write(`kspan record: stored ${p.committedEvents.toLocaleString('en-US')} events in ${o.data} ` +
+      `(${(p.usedBytes / 1e6).toFixed(1)} MB in use${p.skipped ? `, ${p.skipped} records skipped` : ''}); \`kspan stats --data ${o.data}\`\n`);
+  }
   return code;
+}
+
+const DURATION_UNITS: Record<string, number> = { s: 1e9, m: 60e9, h: 3600e9, d: 86400e9 };
+/** "90m", "24h", "7d", "3600s" -> ns */
+function parseDuration(v: string, name: string): number {
+  const m = /^(\d+(?:\.\d+)?)([smhd])$/.exec(v.trim());
+  if (!m || !(Number(m[1]) > 0)) throw new UsageError(`--${name} wants a duration like 90m, 24h or 7d, got "${v}"`);
+  return Number(m[1]) * DURATION_UNITS[m[2]];
+}
+
+const SIZE_UNITS: Record<string, number> = { '': 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 };
+/** "500M", "10G", "1048576" -> bytes */
+function parseSize(v: string, name: string): number {
+  const m = /^(\d+(?:\.\d+)?)([KMGT]?)i?B?$/i.exec(v.trim());
+  if (!m || !(Number(m[1]) > 0)) throw new UsageError(`--${name} wants a size like 500M or 10G, got "${v}"`);
+  return Math.floor(Number(m[1]) * SIZE_UNITS[m[2].toUpperCase()]);
 }
 
 /**
@@ -350,7 +412,7 @@ class Progress {
   private lastT = 0;
   private t0 = 0;
 
-  constructor(private readonly enabled: boolean) {}
+  constructor(private readonly enabled: boolean, private readonly store: RecordIntoStore | null = null) {}
 
   start(probe: ProbeProcess): void {
     if (!this.enabled) return;
@@ -362,7 +424,11 @@ class Progress {
       this.lastRecords = recs;
       this.lastT = now;
       const drops = probe.state.drops.filter((x) => x !== undefined).map((x) => `${x!.name} ${x!.lost}`).join(' ');
-      const line = `kspan: ${((now - this.t0) / 1000).toFixed(1)} s  ${recs.toLocaleString('en-US')} records  ${Math.round(rate).toLocaleString('en-US')}/s  lost: ${drops || '-'}`;
+      let line = `kspan: ${((now - this.t0) / 1000).toFixed(1)} s  ${recs.toLocaleString('en-US')} records  ${Math.round(rate).toLocaleString('en-US')}/s  lost: ${drops || '-'}`;
+      if (this.store) {
+        const p = this.store.progress();
+        line += `  stored: ${p.committedEvents.toLocaleString('en-US')} events, ${(p.usedBytes / 1e6).toFixed(1)} MB`;
+      }
       if (this.tty) {
         process.stderr.write(`\r\x1b[K${line}`);
         this.lineShown = true;
@@ -387,6 +453,22 @@ class Progress {
     if (this.lineShown) process.stderr.write('\r\x1b[K');
     this.lineShown = false;
   }
+}
+
+// ---------------------------------------------------------------------------
+// stats
+
+async function cmdStats(argv: string[]): Promise<number> {
+  const { values: o } = parse(argv, { data: { type: 'string' }, json: { type: 'boolean' } });
+  if (o.help) {
+    process.stdout.write(HELP + '\n');
+    return 0;
+  }
+  if (!o.data) throw new UsageError('--data DIR is required (the store `kspan record --data DIR` wrote)');
+  if (!existsSync(join(o.data, 'data.mdb'))) throw new Error(`no kspan store in ${o.data} (no data.mdb)`);
+  const s = storeStats(o.data);
+  process.stdout.write(o.json ? JSON.stringify(s, (_k, v) => (typeof v === 'bigint' ? v.toString() : v)) + '\n' : formatStats(s) + '\n');
+  return 0;
 }
 
 // ---------------------------------------------------------------------------
