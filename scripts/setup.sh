@@ -23,10 +23,13 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# --- npm packages (exact versions from package-lock.json)
+# --- npm packages (exact versions from package-lock.json). `npm install`, not
+# `npm ci`: the registry we get packages from lacks some other platforms'
+# optional prebuilds (msgpackr-extract for darwin/win32), which leaves them
+# out of the lock file, and `npm ci` refuses such a lock as "out of sync".
 if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json ]]; then
   log "installing npm packages"
-  npm ci --no-audit --no-fund --loglevel=error
+  npm install --no-audit --no-fund --loglevel=error
 fi
 
 # --- build: vmlinux.h, BPF object, skeleton, probe, fixtures, TypeScript
