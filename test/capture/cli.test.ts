@@ -119,7 +119,7 @@ test('record --duration --out: the file holds what the probe wrote, dump reads e
   assert.equal(d.code, 0, d.err);
   const recs = d.out.trim().split('\n').map((l) => JSON.parse(l) as Record<string, any>);
   assert.equal(recs.length, n);
-  assert.match(d.err, new RegExp(`kspan dump: ${n} records, 0 unknown-kind records skipped, 0 corrupt bytes \\(0 resyncs\\), 0 truncated bytes`));
+  assert.match(d.err, new RegExp(`kspan dump: ${n.toLocaleString('en-US')} records, 0 unknown-kind records skipped, 0 corrupt bytes \\(0 resyncs\\), 0 truncated bytes`));
   assert.equal(recs[0].kind, 'hello');
   assert.ok(recs.filter((x) => x.kind === 'drops').length >= 3, 'final DROPS');
   assert.ok(recs.some((x) => x.kind === 'offcpu'), 'host-wide: off-CPU records');

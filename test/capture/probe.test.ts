@@ -94,8 +94,9 @@ test('HELLO and STATUS; a gated `sleep 0.3` is one ≥ 250 ms off-CPU record, de
     const ex = await g.run();
     const t1 = monoNs();
     assert.equal(ex.code, 0);
-    // nothing drained since the ping: the records are still in the rings
-    assert.deepEqual(c.records.filter((r) => r.pid === g.pid && captured(r)), []);
+    // (The probe may drain early — e.g. a signal interrupting its epoll wait —
+    // so what arrived before the flush is not asserted; what matters is that
+    // the flush's ACK comes after every record produced before it.)
 
     assert.deepEqual(await p.control('flush'), { err: 0, msg: 'flushed' });
     // flush resolved: everything produced before it is in the sink
