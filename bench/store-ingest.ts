@@ -11,9 +11,8 @@ import { parseArgs } from 'node:util';
 import { open } from 'lmdb';
 import { FrameDecoder } from '../src/capture/decoder.js';
 import { ClockHistory } from '../src/capture/clock.js';
-import { CudaApi, OffcpuFlag, TaskEvent } from '../src/capture/records.js';
 import { openStoreWriter, usedBytes } from '../src/store/index.js';
-import { FrameWriter } from '../test/helpers/frames.js';
+import { synthStream } from '../test/store/synth.js';
 
 const { values } = parseArgs({ options: { quick: { type: 'boolean' }, events: { type: 'string' }, runs: { type: 'string' }, threads: { type: 'string' } } });
 const N = values.events ? Number(values.events) : values.quick ? 1_000_000 : 5_000_000;
@@ -21,51 +20,8 @@ const RUNS = values.runs ? Number(values.runs) : values.quick ? 3 : 5;
 const THREADS = values.threads ? Number(values.threads) : 1000;
 const ROOT = join(process.cwd(), 'build', 'bench-store');
 
-/** Realistic stream: each thread has its own clock, a few wakers, a couple of locks; events ~1 ms apart per thread. */
-export function synthStream(n: number, threads: number, seed = 42, t0 = 3_600_000_000_000): Buffer[] {
-  const fw = new FrameWriter(8 << 20);
-  const chunks: Buffer[] = [];
-  let s = seed;
-  const rnd = (): number => ((s = (s * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
-  const tnow = new Float64Array(threads).fill(t0);
-  let now = t0;
-  fw.hello({ ts: t0, monoNs: t0, realtimeNs: 1_763_730_000_000_000_000n });
-  for (let i = 0; i < n; i++) {
-    const ti = Math.floor(rnd() * threads);
-    const tid = 10_000 + ti;
-    const pid = 10_000 + (ti - (ti % 20)); // 50 processes of 20 threads
-    now += 1000 / threads * 1000 * (0.5 + rnd()); // ~1M events/s of capture time overall
-    const end = Math.max(now, tnow[ti] + 1000);
-    tnow[ti] = end;
-    const r = rnd() * 100;
-    const cpu = Math.floor(rnd() * 2);
-    const dur = 50_000 + Math.floor(rnd() * rnd() * 2_000_000);
-    const peer = pid + Math.floor(rnd() * 3);
-    const lock = 0x7f00_1000_0000 + (pid % 7) * 0x1000 + Math.floor(rnd() * 2) * 0x40;
-    if (r < 60) {
-      const woken = rnd() < 0.7;
-      fw.offcpu({ ts: end, pid, tid, cpu, startNs: end - dur, runnableNs: end - Math.floor(dur * 0.1 * rnd()), prevState: woken ? 1 : 0,
-        flags: woken ? OffcpuFlag.WOKEN | (rnd() < 0.3 ? OffcpuFlag.WAKER_FUTEX : 0) : OffcpuFlag.PREEMPTED,
-        wakerPid: woken ? pid : 0, wakerTid: woken ? peer : 0, wakerUaddr: woken && rnd() < 0.3 ? lock : 0,
-        preemptPid: woken ? 0 : 900, preemptTid: woken ? 0 : 900 + Math.floor(rnd() * 4), lastPid: 0, lastTid: 0, outCpu: cpu, wakerCpu: woken ? 1 - cpu : 0 });
-    } else if (r < 72) {
-      fw.futexWait({ ts: end, pid, tid, cpu, startNs: end - dur, uaddr: lock, op: 0x80, ret: 0, val: 2, ownerTid: peer, ownerSrc: 2 });
-    } else if (r < 80) {
-      fw.futexWake({ ts: end, pid, tid, cpu, startNs: end - 3000, uaddr: lock, op: 0x81, ret: 1 });
-    } else if (r < 90) {
-      fw.cudaCall({ ts: end, pid, tid, cpu, startNs: end - Math.floor(dur / 10), api: rnd() < 0.7 ? CudaApi.CUDA_LAUNCH_KERNEL : CudaApi.CUDA_STREAM_SYNC, arg: 0x5555_0000 + (pid % 4) * 0x100 });
-    } else if (r < 95) {
-      fw.blockIo({ ts: end, pid, tid, cpu, startNs: end - dur, issueNs: end - dur + 2000, sector: Math.floor(rnd() * 1e9), dev: (8 << 20) | 1, bytes: 4096 * (1 + Math.floor(rnd() * 4)), flags: 1, comm: 'postgres' });
-    } else if (r < 98) {
-      fw.task({ ts: end, pid, tid, event: TaskEvent.NAME, startTime: t0 - 1e9 - ti, comm: `worker-${ti % 20}`, pcomm: 'app' });
-    } else {
-      fw.clock({ ts: end, realtimeNs: 1_763_730_000_000_000_000n + BigInt(Math.round(end - t0)), errorNs: 30 });
-    }
-    if (fw.len > (8 << 20) - 4096) chunks.push(Buffer.from(fw.take()));
-  }
-  chunks.push(Buffer.from(fw.take()));
-  return chunks;
-}
+// The generator lives in test/store/synth.ts (shared with the store tests and the query/retention benches).
+export { synthStream };
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -139,7 +95,8 @@ async function main(): Promise<void> {
   const bn = values.quick ? 200_000 : 1_000_000;
   const base = await baseline(bn, join(ROOT, 'baseline'));
   console.log(`baseline: plain lmdb put per event (16-byte key, 32-byte value), ${bn.toLocaleString('en-US')} events: ${Math.round(base).toLocaleString('en-US')} events/s`);
-  rmSync(ROOT, { recursive: true, force: true });
+  // only this bench's own stores (bench:query keeps its built store under ROOT for reuse)
+  for (const d of ['ingest', 'baseline']) rmSync(join(ROOT, d), { recursive: true, force: true });
   console.log(`RESULT ingest_events_per_s ${Math.round(median(rates))} events/s`);
   console.log(`RESULT ingest_bytes_per_event ${median(bpes).toFixed(2)} B/event`);
   console.log(`RESULT ingest_file_bytes_per_event ${median(fbpes).toFixed(2)} B/event`);

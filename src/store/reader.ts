@@ -382,8 +382,10 @@ export class StoreReader {
         for (const r of g.ranges) if (r.err === 0) ranges.push([Math.max(r.from, s.startNs), r.to ?? s.endNs]);
       }
     }
+    // data before the retention horizon was dropped: not reported as captured any more
+    const from = this.retainedFromNs();
     const clipped = ranges
-      .map(([x, y]) => [Math.max(x, a), Math.min(y, b)] as [number, number])
+      .map(([x, y]) => [Math.max(x, a, from), Math.min(y, b)] as [number, number])
       .filter(([x, y]) => y >= x)
       .sort((p, q) => p[0] - q[0]);
     const merged: [number, number][] = [];
@@ -397,6 +399,12 @@ export class StoreReader {
     const span = b - a;
     const fraction = span <= 0 ? (merged.length ? 1 : 0) : Math.min(1, len / span);
     return { covered: merged.length === 1 && merged[0][0] <= a && merged[0][1] >= b, fraction, ranges: merged };
+  }
+
+  /** Retention horizon: events that ended before it were dropped (0: nothing dropped yet). */
+  retainedFromNs(): number {
+    this.auto();
+    return (this.meta.get(metaKey(M.RETAINED)) as { fromNs: number } | undefined)?.fromNs ?? 0;
   }
 
   /** Writer-side skip counters as last committed. */

@@ -35,6 +35,7 @@ export const M = {
   THREAD: 0x74, // 't' + u32 tid + u64 start_time
   PROC: 0x50, // 'P' + u32 pid + u32 tid + u64 start_time
   COUNTERS: 0x43, // 'C': writer counters (skipped records etc.)
+  RETAINED: 0x52, // 'R': { fromNs }: retention horizon, events before it were dropped
 } as const;
 
 export function putU64(b: Buffer, at: number, v: number): void {

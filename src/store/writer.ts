@@ -19,7 +19,7 @@ import { Kind, KIND_MAX, MIN_SIZE, groupName } from '../capture/records.js';
 import { BlockBuilder, FutexBuilder, KIND_SPECS } from './codec.js';
 import { StoreReader, openEnv, type OpenOptions } from './reader.js';
 import {
-  DEFAULT_PARTITION_NS, M, SCHEMA_VERSION, blockKey, f64, futexBlockKey, futexPrefix, metaKey, pidMapKey,
+  DEFAULT_PARTITION_NS, M, SCHEMA_VERSION, blockKey, f64, futexBlockKey, futexPrefix, getU64, metaKey, pidMapKey,
   tidKey, type PartitionMeta, type SessionMeta, type SkipCounters, type StoreConfig, type ThreadMeta,
 } from './schema.js';
 
@@ -86,6 +86,8 @@ export class StoreWriter implements CaptureSink {
   private readonly futex = new Map<number, Map<number, FutexBuilder>>();
   private readonly partMeta = new Map<number, PartitionMeta>();
   private readonly dirtyParts = new Set<number>();
+  /** partitions that existed when this writer opened (their extents may be stored already) */
+  private readonly openedParts = new Set<number>();
   private readonly extents = new Map<number, Map<number, number>>();
   private readonly fxExtents = new Map<number, Map<string, number>>();
   private readonly pidTids = new Map<number, Set<number>>();
@@ -112,6 +114,8 @@ export class StoreWriter implements CaptureSink {
   private closed = false;
   private timer: NodeJS.Timeout | null = null;
   private retentionRunning: Promise<RetentionResult> | null = null;
+  /** error of the last timer-driven retention check (null: none) */
+  lastRetentionError: Error | null = null;
 
   constructor(readonly dir: string, opts: WriterOptions = {}) {
     if (!existsSync(dir)) mkdirSync(dir, { recursive: true });
@@ -140,8 +144,11 @@ export class StoreWriter implements CaptureSink {
     };
     for (const pm of this.reader.partitions()) {
       this.partMeta.set(pm.idx, pm);
+      this.openedParts.add(pm.idx);
       if (pm.maxEnd > this.maxTs) this.maxTs = pm.maxEnd;
     }
+    const ret = meta.get(metaKey(M.RETAINED)) as { fromNs: number } | undefined;
+    if (ret) this.minLivePartition = Math.floor(ret.fromNs / this.partitionNs);
     const c = meta.get(metaKey(M.COUNTERS)) as Partial<SkipCounters> | undefined;
     if (c) {
       this.counters.unknownKind = c.unknownKind ?? 0;
@@ -246,7 +253,9 @@ export class StoreWriter implements CaptureSink {
     if (this.pendingBytes >= this.o.roundBytes || Date.now() - this.lastRoundWall >= this.o.roundMs) this.commitRound();
     if (this.o.retentionEveryMs > 0 && Date.now() - this.lastRetentionWall >= this.o.retentionEveryMs && (this.o.maxAgeNs || this.o.maxBytes)) {
       this.lastRetentionWall = Date.now();
-      void this.enforceRetention();
+      this.enforceRetention().catch((e: unknown) => {
+        this.lastRetentionError = e as Error;
+      });
     }
     if (this.outstandingBytes > this.o.maxOutstandingBytes) return this.lastRound.then(() => undefined);
   }
@@ -304,7 +313,10 @@ export class StoreWriter implements CaptureSink {
     let ex = this.extents.get(idx);
     if (!ex) this.extents.set(idx, (ex = new Map()));
     const extent = bb.maxEnd - bb.minStart;
-    if ((ex.get(bb.tid) ?? -1) < extent) {
+    let known = ex.get(bb.tid);
+    // first block of this tid in this partition since the writer opened: an earlier writer may have stored a larger extent
+    if (known === undefined) ex.set(bb.tid, (known = this.storedExtent(idx, tidKey(bb.tid))));
+    if (known < extent) {
       ex.set(bb.tid, extent);
       this.pendingMeta.push([Buffer.concat([Buffer.from([0xee]), partKey(idx), tidKey(bb.tid)]), extent]);
     }
@@ -334,7 +346,9 @@ export class StoreWriter implements CaptureSink {
     if (!ex) this.fxExtents.set(idx, (ex = new Map()));
     const ek = `${fb.pid}:${fb.uaddr}`;
     const extent = fb.maxEnd - fb.minStart;
-    if ((ex.get(ek) ?? -1) < extent) {
+    let known = ex.get(ek);
+    if (known === undefined) ex.set(ek, (known = this.storedExtent(idx, futexPrefix(fb.pid, fb.uaddr))));
+    if (known < extent) {
       ex.set(ek, extent);
       this.pendingMeta.push([Buffer.concat([Buffer.from([0xee]), partKey(idx), futexPrefix(fb.pid, fb.uaddr)]), extent]);
     }
@@ -343,6 +357,18 @@ export class StoreWriter implements CaptureSink {
     this.counters.futexBlocks++;
     fb.count = 0;
     fb.len = 0;
+  }
+
+  /** Extent committed for `key` in partition idx by an earlier writer process (-1: none). */
+  private storedExtent(idx: number, key: Buffer): number {
+    const db = this.openedParts.has(idx) ? this.reader.partitionDb(idx) : null;
+    if (!db) return -1;
+    try {
+      const v = db.getBinary(key) as Buffer | undefined;
+      return v && v.length === 8 ? v.readDoubleLE(0) : -1;
+    } catch {
+      return -1;
+    }
   }
 
   /** Seal blocks whose first event is older than maxAge (capture time; wall time too when `wall`). */
@@ -585,29 +611,36 @@ export class StoreWriter implements CaptureSink {
       const maxBytes = o.maxBytes ?? this.o.maxBytes;
       const P = this.partitionNs;
       const current = Math.floor(this.maxTs / P);
-      const dropped: number[] = [];
-      const live = [...this.partMeta.keys()].filter((i) => i >= this.minLivePartition).sort((a, b) => a - b);
+      const live = [...this.partMeta.keys()].filter((i) => i >= this.minLivePartition && i < current).sort((a, b) => a - b);
       const victims: number[] = [];
-      if (maxAge > 0) for (const idx of live) if ((idx + 1) * P <= this.maxTs - maxAge && idx < current) victims.push(idx);
-      await this.dropPartitions(victims);
-      dropped.push(...victims);
+      if (maxAge > 0) for (const idx of live) if ((idx + 1) * P <= this.maxTs - maxAge) victims.push(idx);
       let used = usedBytes(this);
-      if (maxBytes > 0) {
-        const rest = live.filter((i) => !victims.includes(i) && i < current);
-        while (used > maxBytes && rest.length) {
-          const idx = rest.shift()!;
-          await this.dropPartitions([idx]);
-          dropped.push(idx);
-          used = usedBytes(this);
+      if (maxBytes > 0 && used > maxBytes) {
+        // decide from the partitions' own page counts, measured before dropping (stats read right
+        // after a drop can lag behind it, which would drop everything)
+        let est = used;
+        for (const idx of victims) est -= partitionBytes(this.reader, idx);
+        for (const idx of live) {
+          if (est <= maxBytes) break;
+          if (victims.includes(idx)) continue;
+          est -= partitionBytes(this.reader, idx);
+          victims.push(idx);
         }
       }
-      this.counters.droppedPartitions += dropped.length;
-      return { dropped, usedBytes: used, ms: performance.now() - t0 };
+      await this.dropPartitions(victims);
+      if (victims.length) used = usedBytes(this);
+      this.counters.droppedPartitions += victims.length;
+      return { dropped: victims, usedBytes: used, ms: performance.now() - t0 };
     };
     this.retentionRunning = run().finally(() => {
       this.retentionRunning = null;
     });
     return this.retentionRunning;
+  }
+
+  /** Indexes of the live partitions this writer knows (committed or about to be), oldest first. */
+  partitionIndexes(): number[] {
+    return [...this.partMeta.keys()].filter((i) => i >= this.minLivePartition).sort((a, b) => a - b);
   }
 
   private async dropPartitions(idxs: number[]): Promise<void> {
@@ -634,7 +667,33 @@ export class StoreWriter implements CaptureSink {
       this.fxExtents.delete(idx);
       this.pidTids.delete(idx);
     }
+    // retention horizon: coverage stops reporting the dropped range as captured; a reopened writer skips it
+    const horizon = this.minLivePartition * this.partitionNs;
+    ps.push(meta.put(metaKey(M.RETAINED), { fromNs: horizon }));
+    this.pruneMeta(horizon, ps);
     await Promise.all(ps);
+  }
+
+  /**
+   * Time-keyed metadata before the horizon: clock samples and drop counters
+   * (the last one before the horizon is kept, it is the baseline for the
+   * first live window). A few rows per second of capture, so row deletes are fine.
+   */
+  private pruneMeta(horizon: number, ps: Promise<unknown>[]): void {
+    const meta = this.reader.meta;
+    this.root.resetReadTxn();
+    const old: Buffer[] = [];
+    for (const k of meta.getKeys({ start: metaKey(M.CLOCK), end: metaKey(M.CLOCK, [horizon, 8]) })) old.push(k as Buffer);
+    old.pop();
+    const lastPerRing = new Map<number, Buffer>();
+    for (const k of meta.getKeys({ start: metaKey(M.DROPS), end: metaKey(M.DROPS + 1) })) {
+      const key = k as Buffer;
+      if (getU64(key, 2) >= horizon) continue;
+      const prev = lastPerRing.get(key[1]);
+      if (prev) old.push(prev);
+      lastPerRing.set(key[1], key);
+    }
+    for (const k of old) ps.push(meta.remove(k));
   }
 
   // ------------------------------------------------------------------
@@ -668,13 +727,16 @@ function cstr(buf: Buffer, at: number): string {
 export function usedBytes(w: StoreWriter | StoreReader): number {
   const r = w instanceof StoreWriter ? w.reader : w;
   const root = r.root;
+  // fresh read transaction: the stats of the latest commit (a drop just committed must not count)
+  root.resetReadTxn();
   type S = { treeBranchPageCount: number; treeLeafPageCount: number; overflowPages: number; pageSize: number };
   const pages = (s: S): number => s.treeBranchPageCount + s.treeLeafPageCount + s.overflowPages;
   const rs = root.getStats() as S & { root: S; free: S };
   let n = pages(rs.root ?? rs) + pages(rs.free) + 2;
   const dbs: Database[] = [r.meta, r.spans.byId, r.spans.byTime, r.spans.byDur];
-  for (const pm of r.partitions()) {
-    const db = r.partitionDb(pm.idx);
+  const idxs = w instanceof StoreWriter ? w.partitionIndexes() : r.partitions().map((p) => p.idx);
+  for (const idx of idxs) {
+    const db = r.partitionDb(idx);
     if (db) dbs.push(db);
   }
   for (const db of dbs) {
@@ -685,4 +747,16 @@ export function usedBytes(w: StoreWriter | StoreReader): number {
     }
   }
   return n * (rs.pageSize || 4096);
+}
+
+/** Bytes of LMDB pages of one partition (0 when it does not exist). */
+function partitionBytes(r: StoreReader, idx: number): number {
+  const db = r.partitionDb(idx);
+  if (!db) return 0;
+  try {
+    const s = db.getStats() as { treeBranchPageCount: number; treeLeafPageCount: number; overflowPages: number; pageSize: number };
+    return (s.treeBranchPageCount + s.treeLeafPageCount + s.overflowPages) * (s.pageSize || 4096);
+  } catch {
+    return 0;
+  }
 }

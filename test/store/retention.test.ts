@@ -1,0 +1,186 @@
+// Retention under continuous ingest: by age and by size, with 1 s partitions.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { statSync } from 'node:fs';
+import { join } from 'node:path';
+import { openStoreWriter, usedBytes, EventList, type StoreReader, type StoreWriter } from '../../src/store/index.js';
+import { SynthGen } from './synth.js';
+import { feed, sleep, spawnTsx, tempDir } from './util.js';
+
+const P = 1e9; // 1 s partitions of capture time
+const KEEP = [3, 41, 77];
+
+/** 100 threads, ~100k records per second of capture time (one partition per 100k records). */
+function gen(seed: number, t0: number): SynthGen {
+  return new SynthGen({ threads: 100, seed, t0, gapNs: 10_000, keep: KEEP });
+}
+
+/** eventsOnThread for kept threads on [a, b] must return exactly the generated events overlapping it. */
+function checkWindow(r: StoreReader, g: SynthGen, a: number, b: number): number {
+  const out = new EventList();
+  let n = 0;
+  for (const ti of KEEP) {
+    r.eventsOnThread(g.tidOf(ti), a, b, out);
+    const got = [...Array(out.count).keys()].map((i) => [out.start[i], out.end[i]]).sort((x, y) => x[0] - y[0] || x[1] - y[1]);
+    const want = g.kept.get(ti)!.filter(([s, e]) => s <= b && e >= a).sort((x, y) => x[0] - y[0] || x[1] - y[1]);
+    assert.deepEqual(got, want, `tid ${g.tidOf(ti)} window [${a}, ${b}]`);
+    n += got.length;
+  }
+  return n;
+}
+
+function partBytes(w: StoreWriter, idx: number): number {
+  const db = w.reader.partitionDb(idx);
+  if (!db) return 0;
+  const s = db.getStats() as { treeBranchPageCount: number; treeLeafPageCount: number; overflowPages: number; pageSize: number };
+  return (s.treeBranchPageCount + s.treeLeafPageCount + s.overflowPages) * (s.pageSize || 4096);
+}
+
+test('retention by age: old partitions dropped during ingest, live windows exact, a reader opened before the drop keeps working', async (t) => {
+  const { dir, cleanup } = tempDir('ret-age');
+  const T0 = 6_000_000_000_000; // a multiple of P
+  const g = gen(11, T0);
+  const MAX_AGE = 3e9;
+  const w = openStoreWriter(dir, { partitionNs: P, maxAgeNs: MAX_AGE, retentionEveryMs: 20 });
+  let reader: ReturnType<typeof spawnTsx> | null = null;
+  try {
+    // 2 s of capture time, then a reader process watching a window in the first partition
+    await feed(w, g.next(200_000));
+    await w.flush();
+    const tid = g.tidOf(KEEP[0]);
+    const wa = T0 + 200e6;
+    const wb = T0 + 700e6;
+    reader = spawnTsx('./reader-proc.ts', [dir, String(tid), String(wa), String(wb)]);
+    await reader.waitLine(/^READY$/, 60_000);
+    const before = Number((await reader.waitLine(/^POLL /, 10_000)).split(' ')[1]);
+    const wantOld = g.kept.get(KEEP[0])!.filter(([s, e]) => s <= wb && e >= wa).length;
+    assert.equal(before, wantOld);
+    assert.ok(before > 0);
+    // ingest 10 more seconds of capture time; the timer-driven retention drops as it goes
+    let maxParts = 0;
+    for (let step = 0; step < 20; step++) {
+      await feed(w, g.next(50_000));
+      await w.flush();
+      await sleep(25);
+      maxParts = Math.max(maxParts, w.reader.partitions().length);
+    }
+    await w.enforceRetention();
+    const maxTs = w.maxTimeNs;
+    const live = w.reader.partitions().map((p) => p.idx);
+    const expected: number[] = [];
+    for (let idx = Math.floor(T0 / P); idx <= Math.floor(maxTs / P); idx++) if ((idx + 1) * P > maxTs - MAX_AGE) expected.push(idx);
+    assert.deepEqual(live, expected, `live partitions at maxTs ${maxTs}`);
+    assert.ok(w.counters.droppedPartitions >= 8, `dropped ${w.counters.droppedPartitions}`);
+    // the automatic checks kept the count bounded while ingesting (age limit + the partition being written + one check period)
+    assert.ok(maxParts <= MAX_AGE / P + 3, `up to ${maxParts} partitions while ingesting`);
+    // live windows: exact
+    const oldest = live[0] * P;
+    let n = checkWindow(w.reader, g, oldest + 5e6, maxTs);
+    n += checkWindow(w.reader, g, maxTs - 1e9, maxTs - 0.5e9);
+    assert.ok(n > 100, `${n} events checked`);
+    // a dropped window: nothing, no error; one straddling the horizon: only the live part
+    assert.equal(w.reader.eventsOnThread(tid, wa, wb).count, 0);
+    const straddle = w.reader.eventsOnThread(tid, oldest - 0.5e9, oldest + 0.5e9);
+    assert.deepEqual([...straddle.end.subarray(0, straddle.count)].filter((e) => e < oldest), []);
+    assert.equal(straddle.count, g.kept.get(KEEP[0])!.filter(([s, e]) => s <= oldest + 0.5e9 && e >= oldest).length);
+    // the reader process opened before the drops: its window is gone (0), no crash; live queries exact
+    await sleep(100);
+    const polls = reader.lines.filter((l) => l.startsWith('POLL ')).map((l) => Number(l.split(' ')[1]));
+    assert.equal(polls[polls.length - 1], 0, `last polls: ${polls.slice(-5).join(',')}`);
+    for (const c of polls) assert.ok(c === before || c === 0, `poll saw ${c}`);
+    const qa = maxTs - 2e9;
+    const mark = reader.lines.length;
+    reader.send(`query ${qa} ${maxTs}`);
+    const q = (await reader.waitLine(/^(QUERY|ERROR) /, 10_000, mark)).split(' ');
+    const want = g.kept.get(KEEP[0])!.filter(([s, e]) => s <= maxTs && e >= qa);
+    assert.equal(q[0], 'QUERY', q.join(' '));
+    assert.equal(Number(q[1]), want.length);
+    assert.equal(Number(q[2]), want.reduce((acc, [, e]) => acc + (e - qa), 0));
+    reader.send('final');
+    const { code } = await reader.exited;
+    assert.equal(code, 0, reader.stderr() + reader.lines.filter((l) => l.startsWith('ERROR')).join('\n'));
+    // coverage: the dropped range is no longer reported as captured
+    const cov = w.reader.coverage(T0, oldest - 1);
+    assert.equal(cov.covered, false, JSON.stringify(cov));
+    t.diagnostic(`live partitions ${live.join(',')}, dropped ${w.counters.droppedPartitions}, max ${maxParts} while ingesting, reader polls ${polls.length}`);
+  } finally {
+    if (reader && reader.proc.exitCode === null) reader.proc.kill('SIGKILL');
+    await w.close();
+    cleanup();
+  }
+});
+
+test('retention by size: pages in use stay under maxBytes (within one partition) under continuous ingest; live windows exact', async (t) => {
+  const { dir, cleanup } = tempDir('ret-size');
+  const T0 = 6_100_000_000_000;
+  const g = gen(12, T0);
+  const MAX_BYTES = 8 << 20;
+  const w = openStoreWriter(dir, { partitionNs: P, maxBytes: MAX_BYTES, retentionEveryMs: 20 });
+  try {
+    let maxPart = 0;
+    let maxUsed = 0;
+    const useds: number[] = [];
+    for (let step = 0; step < 30; step++) {
+      await feed(w, g.next(100_000));
+      await w.flush();
+      await sleep(25);
+      for (const p of w.reader.partitions()) maxPart = Math.max(maxPart, partBytes(w, p.idx));
+      const res = await w.enforceRetention();
+      useds.push(res.usedBytes);
+      maxUsed = Math.max(maxUsed, usedBytes(w));
+    }
+    const live = w.reader.partitions();
+    const used = usedBytes(w);
+    assert.ok(maxPart > 0);
+    assert.ok(w.counters.droppedPartitions >= 10, `dropped ${w.counters.droppedPartitions}`);
+    assert.ok(maxUsed <= MAX_BYTES + maxPart, `used up to ${maxUsed} > ${MAX_BYTES} + ${maxPart}`);
+    // not over-dropping: right after a check the store holds more than maxBytes minus two partitions
+    assert.ok(used > MAX_BYTES - 2 * maxPart, `used ${used}: dropped too much (partition ${maxPart})`);
+    assert.ok(live.length >= 2, `${live.length} partitions left`);
+    // consecutive, newest kept
+    const idxs = live.map((p) => p.idx);
+    assert.deepEqual(idxs, idxs.map((_, i) => idxs[0] + i));
+    assert.equal(idxs[idxs.length - 1], Math.floor(w.maxTimeNs / P));
+    const oldest = idxs[0] * P;
+    assert.ok(checkWindow(w.reader, g, oldest + 5e6, w.maxTimeNs) > 100);
+    const file = statSync(join(dir, 'data.mdb')).size;
+    t.diagnostic(`partition ~${(maxPart / 1e6).toFixed(2)} MB, used ${(used / 1e6).toFixed(2)} MB (max ${(maxUsed / 1e6).toFixed(2)}) of ${(MAX_BYTES / 1e6).toFixed(2)} MB, ${live.length} live partitions, dropped ${w.counters.droppedPartitions}, data.mdb ${(file / 1e6).toFixed(1)} MB`);
+  } finally {
+    await w.close();
+    cleanup();
+  }
+});
+
+test('retention horizon persists: a reopened writer skips expired events; old clock samples pruned (last one kept)', async () => {
+  const { FrameWriter } = await import('../helpers/frames.js');
+  const { dir, cleanup } = tempDir('ret-reopen');
+  const T0 = 6_200_000_000_000;
+  const g = gen(13, T0);
+  try {
+    const w = openStoreWriter(dir, { partitionNs: P, maxAgeNs: 2e9, retentionEveryMs: 0 });
+    await feed(w, g.next(600_000)); // 6 s of capture time, clock samples all along
+    await w.flush();
+    const res = await w.enforceRetention();
+    assert.ok(res.dropped.length >= 3, JSON.stringify(res));
+    const horizon = (Math.max(...res.dropped) + 1) * P;
+    assert.equal(w.reader.retainedFromNs(), horizon);
+    const clocks = w.reader.clockSamples().map((c) => c.monoNs);
+    assert.equal(clocks.filter((m) => m < horizon).length, 1);
+    assert.ok(clocks.filter((m) => m >= horizon).length > 100);
+    await w.close();
+    const w2 = openStoreWriter(dir, { partitionNs: P });
+    const f = new FrameWriter();
+    f.offcpu({ ts: T0 + 0.5e9, pid: 1, tid: 2, startNs: T0 + 0.4e9, flags: 1 });
+    f.offcpu({ ts: horizon + 0.5e9, pid: 1, tid: 2, startNs: horizon + 0.4e9, flags: 1 });
+    await feed(w2, f.toBuffer());
+    await w2.flush();
+    assert.equal(w2.counters.expired, 1);
+    assert.ok(w2.reader.partitions().every((p) => p.idx * P >= horizon));
+    assert.equal(w2.reader.eventsOnThread(2, 0, 2 ** 52).count, 1);
+    assert.equal(w2.reader.coverage(T0, horizon - 1).fraction, 0);
+    await w2.close();
+  } finally {
+    cleanup();
+  }
+});
