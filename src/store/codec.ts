@@ -19,7 +19,7 @@
 //   columns whose bit is set, in spec order (see KIND_SPECS)
 // Stacks append their frames raw (8 bytes each) after the columns.
 
-import { Kind } from '../capture/records.js';
+import { Kind } from '../capture/index.js';
 
 export const BLOCK_VERSION = 1;
 const TWO32 = 4294967296;

@@ -1,8 +1,6 @@
 // recordIntoStore(): the sink `kspan record --data DIR` hands to ProbeProcess.
 
-import type { RecordBatch } from '../capture/decoder.js';
-import type { ClockHistory } from '../capture/clock.js';
-import type { CaptureSink } from '../capture/state.js';
+import { Kind, RecordView, type RecordBatch, type ClockHistory, type CaptureSink } from '../capture/index.js';
 import { StoreWriter, usedBytes, type WriterOptions } from './writer.js';
 
 export interface RecordIntoStore {
@@ -24,16 +22,15 @@ export function recordIntoStore(dir: string, o: WriterOptions = {}): RecordIntoS
   const writer = new StoreWriter(dir, o);
   writer.startTimer();
   let first = true;
+  const first0 = new RecordView();
   const sink: CaptureSink = {
     onBatch(batch: RecordBatch, clock: ClockHistory) {
-      if (first) {
+      if (first && batch.count) {
         first = false;
-        // HELLO (kind 1) is the first record of a probe stream; otherwise start the session at the first record
-        const w0 = batch.count ? batch.u32[batch.offsets[0] >>> 2] : 0;
-        if (batch.count && ((w0 >>> 16) & 0xff) !== 1) {
-          const w = batch.offsets[0] >>> 2;
-          writer.beginSession(batch.u32[w + 3] * 4294967296 + batch.u32[w + 2]);
-        }
+        // HELLO is the first record of a probe stream (the writer starts the
+        // session there); otherwise start the session at the first record.
+        first0.set(batch, 0);
+        if (first0.kind !== Kind.HELLO) writer.beginSession(first0.ts);
       }
       return writer.onBatch(batch, clock);
     },

@@ -6,8 +6,7 @@
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { ClockHistory } from '../capture/clock.js';
-import { Kind, groupName } from '../capture/records.js';
+import { ClockHistory, Kind, groupName } from '../capture/index.js';
 import { ByteReader, EventList, decodeBlock, decodeFutexBlock, type BlockHeader } from './codec.js';
 import {
   DEFAULT_PARTITION_NS, M, futexPrefix, futexRangeKey, getU64, metaKey, partitionDbName, pidMapKey,

@@ -17,6 +17,8 @@
 // All times in keys are u64 big-endian (memcmp order = numeric order).
 // Monotonic ns are JS numbers (exact below 2^53 ns = 104 days of uptime).
 
+import type { StatusInfo } from '../capture/index.js';
+
 export const SCHEMA_VERSION = 1;
 export const DEFAULT_PARTITION_NS = 10 * 60 * 1e9;
 const TWO32 = 4294967296;
@@ -200,15 +202,8 @@ export interface DropsSample {
   bytes: number;
 }
 
-export interface StatusMeta {
-  ts: number;
-  group: number;
-  name: string;
-  err: number;
-  nAttached: number;
-  nFailed: number;
-  detail: string;
-}
+/** A probe group's attach/detach result, as capture reports it. */
+export type StatusMeta = StatusInfo;
 
 /** Records that did not make it into the store, by reason. */
 export interface SkipCounters {

@@ -2,7 +2,7 @@
 
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
-import { kindName } from '../capture/records.js';
+import { kindName } from '../capture/index.js';
 import { openStoreReader, type StoreReader } from './reader.js';
 import { usedBytes } from './writer.js';
 

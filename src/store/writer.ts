@@ -11,11 +11,7 @@
 
 import { existsSync, mkdirSync } from 'node:fs';
 import type { Database } from 'lmdb';
-import type { ClockHistory } from '../capture/clock.js';
-import type { CaptureSink } from '../capture/state.js';
-import type { RecordBatch } from '../capture/decoder.js';
-import { HelloView } from '../capture/views.js';
-import { Kind, KIND_MAX, MIN_SIZE, groupName } from '../capture/records.js';
+import { HelloView, Kind, KIND_MAX, MIN_SIZE, groupName, type ClockHistory, type CaptureSink, type RecordBatch } from '../capture/index.js';
 import { BlockBuilder, FutexBuilder, KIND_SPECS } from './codec.js';
 import { StoreReader, openEnv, type OpenOptions } from './reader.js';
 import {
