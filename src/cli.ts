@@ -13,7 +13,8 @@ import {
   errnoName, kindFromName, recordToJson, recordToText, replayFile, runDoctor, type CaptureSink, type ClockHistory,
   type ProbeOptions, type RecordBatch,
 } from './capture/index.js';
-import { formatStats, recordIntoStore, storeStats, type RecordIntoStore } from './store/index.js';
+import { formatStats, openStoreReader, recordIntoStore, storeStats, type RecordIntoStore } from './store/index.js';
+import { explainTrace, explainWindow, formatExplanation } from './correlator/index.js';
 
 class UsageError extends Error {}
 
@@ -40,6 +41,10 @@ commands:
       --ring-mb N         scheduler ring size in MiB (default 16)
       --quiet             no progress line
   stats --data DIR [--json]                   what a store holds: time range, events by kind, threads, drops, size
+  explain TRACE_ID --data DIR [--json]        why the trace's spans were slow: time breakdown, causes, chains
+  explain --tid T|--pid P --from A --to B --data DIR [--json]
+                                              the same for a thread or process and a window (A, B: epoch ns
+                                              or RFC 3339 times); exits 3 when the trace is not stored
   dump FILE [--json] [--kind K,...] [--tid T]   print a recorded file, one record per line
   doctor [--json] [--cuda-lib PATH]...        check that capture can run here, and why not
   help | --help | --version
@@ -60,6 +65,7 @@ const COMMANDS: Record<string, Command> = {
   record: cmdRecord,
   dump: cmdDump,
   stats: cmdStats,
+  explain: cmdExplain,
   doctor: cmdDoctor,
   help: async () => {
     process.stdout.write(HELP + '\n');
@@ -469,6 +475,60 @@ async function cmdStats(argv: string[]): Promise<number> {
   const s = storeStats(o.data);
   process.stdout.write(o.json ? JSON.stringify(s, (_k, v) => (typeof v === 'bigint' ? v.toString() : v)) + '\n' : formatStats(s) + '\n');
   return 0;
+}
+
+// ---------------------------------------------------------------------------
+// explain
+
+async function cmdExplain(argv: string[]): Promise<number> {
+  const { values: o, positionals } = parse(argv, {
+    data: { type: 'string' },
+    json: { type: 'boolean' },
+    tid: { type: 'string' },
+    pid: { type: 'string' },
+    from: { type: 'string' },
+    to: { type: 'string' },
+  }, true);
+  if (o.help) {
+    process.stdout.write(HELP + '\n');
+    return 0;
+  }
+  const dir = o.data ?? process.env.KSPAN_DATA;
+  if (!dir) throw new UsageError('--data DIR is required (or set KSPAN_DATA)');
+  if (!existsSync(join(dir, 'data.mdb'))) throw new Error(`no kspan store in ${dir} (no data.mdb)`);
+  const windowMode = o.tid !== undefined || o.pid !== undefined || o.from !== undefined || o.to !== undefined;
+  if (windowMode === (positionals.length > 0)) {
+    throw new UsageError('give a trace id, or --tid/--pid with --from and --to');
+  }
+  const reader = openStoreReader(dir);
+  try {
+    let e;
+    if (windowMode) {
+      if ((o.tid === undefined) === (o.pid === undefined)) throw new UsageError('give one of --tid and --pid');
+      if (!o.from || !o.to) throw new UsageError('--from and --to are required with --tid/--pid');
+      const fromUnixNano = parseTime(o.from, 'from'), toUnixNano = parseTime(o.to, 'to');
+      if (toUnixNano <= fromUnixNano) throw new UsageError('--to must be after --from');
+      e = explainWindow(reader, { tid: intOpt(o.tid, 'tid', 1), pid: intOpt(o.pid, 'pid', 1), fromUnixNano, toUnixNano });
+    } else {
+      if (positionals.length > 1) throw new UsageError(`one trace id, got ${positionals.length}`);
+      const traceId = positionals[0].toLowerCase();
+      if (!/^[0-9a-f]{32}$/.test(traceId)) throw new UsageError(`a trace id is 32 hex digits, got "${positionals[0]}"`);
+      e = explainTrace(reader, traceId);
+    }
+    process.stdout.write(o.json ? JSON.stringify(e) + '\n' : formatExplanation(e) + '\n');
+    return e.found ? 0 : 3;
+  } finally {
+    void reader.root.close();
+  }
+}
+
+/** Epoch nanoseconds (digits) or an RFC 3339 time (ms precision, or ns when it has 9 fraction digits). */
+function parseTime(v: string, name: string): bigint {
+  if (/^\d+$/.test(v)) return BigInt(v);
+  const m = /^(.*T\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)$/.exec(v);
+  const base = m ? Date.parse(m[1] + (m[3] ?? 'Z')) : NaN;
+  if (!m || Number.isNaN(base)) throw new UsageError(`--${name} wants epoch nanoseconds or an RFC 3339 time, got "${v}"`);
+  return BigInt(base) * 1_000_000n + BigInt((m[2] ?? '').padEnd(9, '0') || '0');
 }
 
 // ---------------------------------------------------------------------------

@@ -1,0 +1,14 @@
+// Public interface of the correlator: explain a span (trace) or a thread /
+// process window from the kernel events in a store. The JSON shape is the
+// DESIGN §4 contract (types.ts); rules in README.md.
+//
+//   const r = openStoreReader(dir);
+//   const e = explainTrace(r, traceId, { serviceProcess: { 'vllm': 'VLLM::EngineCor' } });
+//   console.log(formatExplanation(e));   // or JSON.stringify(e)
+
+export { explainTrace, explainWindow, severityOf } from './explain.js';
+export { formatExplanation } from './format.js';
+export type {
+  Breakdown, Cause, CauseKind, ChainStep, Correlation, CorrelationMethod, Culprit, DataQuality, Evidence, ExplainOptions,
+  Explanation, Severity, SpanDataQuality, SpanExplanation,
+} from './types.js';

@@ -1,0 +1,234 @@
+// Per-thread timeline of a window [a, b] (monotonic ns): the thread's off-CPU
+// intervals cut into labelled pieces, CUDA sync calls, and the breakdown.
+//
+// Precedence at every instant of [a, b] (so the parts add up exactly):
+//   1. not captured (outside reader.coverage ranges)           -> unknown
+//   2. runqueue part of an off-CPU interval                    -> runqueue
+//   3. blocked part of an off-CPU interval, classified:
+//        inside a blocking CUDA call (cudaApiBlocks)           -> cuda_sync
+//        inside a futex wait (futex_wait record, or IN_FUTEX)  -> futex
+//        D state (prev_state & TASK_UNINTERRUPTIBLE, not NOLOAD)-> io
+//        anything else (S, idle D, stopped, ...)               -> sleep
+//   4. on CPU inside a blocking CUDA call (spin-wait)          -> cuda_sync
+//   5. the rest of the covered time                            -> on_cpu
+// Off-CPU intervals shorter than the capture threshold (50 µs default) are
+// not recorded, so they count as on_cpu.
+
+import { Kind, OffcpuFlag, cudaApiBlocks } from '../capture/index.js';
+import { F, type EventList } from '../store/index.js';
+import type { Breakdown } from './types.js';
+
+export type PieceLabel = 'runqueue' | 'futex' | 'io' | 'sleep' | 'cuda_sync';
+/** sleep pieces: woken by a timer/irq or never woken ('timer'), by a task ('woken'), other states ('other') */
+export type SleepSub = 'timer' | 'woken' | 'other' | '';
+
+export interface Piece {
+  label: PieceLabel;
+  sub: SleepSub;
+  /** index of the off-CPU event in tl.list */
+  i: number;
+  /** clipped to the window */
+  a: number;
+  b: number;
+  /** covered length of [a, b] (what the breakdown counts) */
+  eff: number;
+  tl: Timeline;
+  /** futex pieces: index of the futex_wait record in tl.list, -1 when known only from IN_FUTEX */
+  wait: number;
+}
+
+export interface Timeline {
+  tid: number;
+  pid: number;
+  a: number;
+  b: number;
+  list: EventList;
+  /** indexes into list, by kind, overlapping [a, b], in start order */
+  offcpu: number[];
+  futexWaits: number[];
+  cudaSync: number[];
+  cudaLaunch: number[];
+  blockIo: number[];
+  pieces: Piece[];
+  /** on-CPU time inside blocking CUDA calls (covered) */
+  cudaOnCpu: number;
+  bd: Breakdown;
+  /** events of this thread in [a, b] (any kind) */
+  events: number;
+  /** covered ranges, clipped to [a, b] */
+  covered: [number, number][];
+}
+
+const TASK_UNINTERRUPTIBLE = 0x2;
+const TASK_INTERRUPTIBLE = 0x1;
+const TASK_NOLOAD = 0x400;
+const RUNQ_FLAGS = OffcpuFlag.PREEMPTED | OffcpuFlag.RESCHED;
+const IRQ_FLAGS = OffcpuFlag.WAKER_HARDIRQ | OffcpuFlag.WAKER_SOFTIRQ;
+
+export function emptyBreakdown(): Breakdown {
+  return { on_cpu: 0, runqueue: 0, futex: 0, io: 0, sleep: 0, cuda_sync: 0, unknown: 0 };
+}
+
+/** Covered length of [x, y] given sorted disjoint ranges. */
+export function coveredLen(x: number, y: number, ranges: [number, number][]): number {
+  if (y <= x) return 0;
+  let n = 0;
+  for (const [p, q] of ranges) {
+    if (q <= x) continue;
+    if (p >= y) break;
+    n += Math.min(q, y) - Math.max(p, x);
+  }
+  return n;
+}
+
+export function clipRanges(ranges: [number, number][], a: number, b: number): [number, number][] {
+  const out: [number, number][] = [];
+  for (const [p, q] of ranges) {
+    const x = Math.max(p, a);
+    const y = Math.min(q, b);
+    if (y > x) out.push([x, y]);
+  }
+  return out;
+}
+
+/** Does any of the events idx (sorted by start) overlap [x, y]? Returns the one overlapping most, or -1. */
+function bestOverlap(list: EventList, idx: number[], x: number, y: number): number {
+  let best = -1;
+  let bestLen = 0;
+  for (const j of idx) {
+    const s = list.start[j];
+    if (s >= y) break;
+    const e = list.end[j];
+    if (e <= x) continue;
+    const len = Math.min(e, y) - Math.max(s, x);
+    if (len > bestLen) {
+      bestLen = len;
+      best = j;
+    }
+  }
+  return best;
+}
+
+/**
+ * Build the timeline of thread `tid` over [a, b] from `list` (the thread's
+ * events overlapping a window that contains [a, b], sorted by start).
+ * Events recorded under another pid than `pid` (tid reuse) are ignored when
+ * pid > 0.
+ */
+export function buildTimeline(list: EventList, tid: number, pid: number, a: number, b: number, covered: [number, number][]): Timeline {
+  const cov = clipRanges(covered, a, b);
+  const tl: Timeline = {
+    tid, pid, a, b, list, offcpu: [], futexWaits: [], cudaSync: [], cudaLaunch: [], blockIo: [], pieces: [],
+    cudaOnCpu: 0, bd: emptyBreakdown(), events: 0, covered: cov,
+  };
+  const n = list.count;
+  const K = list.kind;
+  const api = list.f[F.cudaCall.api];
+  for (let i = 0; i < n; i++) {
+    if (list.tid[i] !== tid) continue;
+    if (pid > 0 && list.pid[i] !== pid) continue;
+    const s = list.start[i];
+    const e = list.end[i];
+    if (e < a || s > b) continue;
+    tl.events++;
+    switch (K[i]) {
+      case Kind.OFFCPU: if (e > a && s < b) tl.offcpu.push(i); break;
+      case Kind.FUTEX_WAIT: tl.futexWaits.push(i); break;
+      case Kind.CUDA_CALL:
+        if (cudaApiBlocks(api[i])) tl.cudaSync.push(i);
+        else if (api[i] === 1 || api[i] === 16) tl.cudaLaunch.push(i);
+        break;
+      case Kind.BLOCK_IO: tl.blockIo.push(i); break;
+      default: break;
+    }
+  }
+  const fl = list.f[F.offcpu.flags];
+  const rn = list.f[F.offcpu.runnableNs];
+  const ps = list.f[F.offcpu.prevState];
+  const wt = list.f[F.offcpu.wakerTid];
+  let cursor = a; // pieces stay disjoint even if records overlap (bad data)
+  const push = (label: PieceLabel, sub: SleepSub, i: number, x: number, y: number, wait: number): void => {
+    x = Math.max(x, a, cursor);
+    y = Math.min(y, b);
+    if (y <= x) return;
+    cursor = y;
+    const eff = coveredLen(x, y, cov);
+    tl.pieces.push({ label, sub, i, a: x, b: y, eff, tl, wait });
+  };
+  for (const i of tl.offcpu) {
+    const s = list.start[i];
+    const e = list.end[i];
+    const flags = fl[i];
+    const rq0 = flags & RUNQ_FLAGS ? s : Math.min(e, Math.max(s, rn[i]));
+    if (rq0 > s) {
+      // blocked part [s, rq0]
+      const x = Math.max(s, a);
+      const y = Math.min(rq0, b);
+      let label: PieceLabel = 'sleep';
+      let sub: SleepSub = '';
+      let wait = -1;
+      if (y > x && bestOverlap(list, tl.cudaSync, x, y) >= 0) {
+        label = 'cuda_sync';
+      } else {
+        wait = y > x ? bestOverlap(list, tl.futexWaits, x, y) : -1;
+        const st = ps[i];
+        if (wait >= 0 || flags & OffcpuFlag.IN_FUTEX) label = 'futex';
+        else if (st & TASK_UNINTERRUPTIBLE && !(st & TASK_NOLOAD)) label = 'io';
+        else {
+          label = 'sleep';
+          if (!(st & (TASK_INTERRUPTIBLE | TASK_UNINTERRUPTIBLE))) sub = 'other';
+          else if (!(flags & OffcpuFlag.WOKEN) || flags & IRQ_FLAGS || !wt[i]) sub = 'timer';
+          else sub = 'woken';
+        }
+      }
+      push(label, sub, i, s, rq0, wait);
+    }
+    push('runqueue', '', i, rq0, e, -1);
+  }
+  // breakdown
+  const bd = tl.bd;
+  let covLen = 0;
+  for (const [p, q] of cov) covLen += q - p;
+  bd.unknown = b - a - covLen;
+  let off = 0;
+  for (const p of tl.pieces) {
+    bd[p.label] += p.eff;
+    off += p.eff;
+  }
+  // on-CPU inside blocking CUDA calls: union of the calls (runtime and driver calls nest), covered, minus off-CPU pieces
+  if (tl.cudaSync.length) {
+    const u: [number, number][] = [];
+    for (const i of tl.cudaSync) {
+      const x = Math.max(list.start[i], a);
+      const y = Math.min(list.end[i], b);
+      if (y <= x) continue;
+      const last = u[u.length - 1];
+      if (last && x <= last[1]) last[1] = Math.max(last[1], y);
+      else u.push([x, y]);
+    }
+    let spin = 0;
+    for (const [x, y] of u) {
+      let c = coveredLen(x, y, cov);
+      for (const p of tl.pieces) {
+        if (p.a >= y) break;
+        if (p.b <= x) continue;
+        c -= coveredLen(Math.max(p.a, x), Math.min(p.b, y), cov);
+      }
+      spin += c;
+    }
+    tl.cudaOnCpu = spin;
+    bd.cuda_sync += spin;
+    off += spin;
+  }
+  bd.on_cpu = covLen - off;
+  return tl;
+}
+
+/** Who held the CPU during a runqueue piece: preempt_* for PREEMPTED/RESCHED, last_* otherwise. */
+export function runqueueCulprit(list: EventList, i: number): { pid: number; tid: number; cpu: number } {
+  const flags = list.f[F.offcpu.flags][i];
+  if (flags & RUNQ_FLAGS) {
+    return { pid: list.f[F.offcpu.preemptPid][i], tid: list.f[F.offcpu.preemptTid][i], cpu: list.f[F.offcpu.outCpu][i] };
+  }
+  return { pid: list.f[F.offcpu.lastPid][i], tid: list.f[F.offcpu.lastTid][i], cpu: list.cpu[i] };
+}
