@@ -114,6 +114,29 @@ test('CPU preemption: a worker sharing its CPU with a pinned hog', async () => {
   // What was neither its CPU time nor its 150 x 1 ms sleeps was (mostly) the hog's.
   const injected = (wk.end_ns - wk.start_ns) - wk.cpu_ns - s.breakdown_ns.sleep;
   assert.ok(within(pre.duration_ns, injected, 0.15), `preemption ${ms(pre.duration_ns).toFixed(0)} ms vs ${ms(injected).toFixed(0)} ms`);
+
+  // The same through the CLI: the JSON contract, and a window with no span.
+  const cli = (args: string[]) => run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'src', 'cli.ts'), 'explain', ...args]);
+  const j = await cli([traceId, '--data', dir, '--json']);
+  assert.equal(j.code, 0, j.stderr);
+  const viaCli = JSON.parse(j.stdout) as Explanation;
+  assert.equal(viaCli.trace_id, traceId);
+  assert.equal(viaCli.spans[0].causes[0].kind, 'cpu_preemption');
+  assert.equal(viaCli.spans[0].causes[0].culprit?.pid, hog.pid);
+  const from = new Date(Number(BigInt(s.start_unix_nano) / 1_000_000n)).toISOString();
+  const to = String(BigInt(s.start_unix_nano) + BigInt(s.duration_ns));
+  const w = await cli(['--tid', String(wk.tid), '--from', from, '--to', to, '--data', dir, '--json']);
+  assert.equal(w.code, 0, w.stderr);
+  const win = JSON.parse(w.stdout) as Explanation;
+  assert.equal(win.spans.length, 1, 'one pseudo-span for the window');
+  assert.equal(win.spans[0].causes[0].kind, 'cpu_preemption');
+  assert.equal(win.spans[0].causes[0].culprit?.pid, hog.pid);
+  const text = await cli([traceId, '--data', dir]);
+  assert.match(text.stdout, /cpu_preemption/);
+  assert.match(text.stdout, /cpu_hog/, 'the report names the culprit');
+  assert.equal((await cli(['not-a-trace', '--data', dir])).code, 2, 'a malformed id is a usage error');
+  assert.equal((await cli(['0'.repeat(32), '--data', dir])).code, 3, 'an unknown trace exits 3');
+  assert.equal((await cli(['--tid', '1', '--from', '5', '--to', '4', '--data', dir])).code, 2, 'an inverted window is refused');
 });
 
 test('CUDA sync: time inside cudaStreamSynchronize', async () => {
@@ -139,4 +162,25 @@ test('healthy baseline: pure CPU work on an idle CPU gets nothing above low', as
   assert.equal(sumBreakdown(s.breakdown_ns), s.duration_ns);
   assert.ok(s.breakdown_ns.on_cpu >= 0.9 * s.duration_ns, `on CPU ${(100 * s.breakdown_ns.on_cpu / s.duration_ns).toFixed(0)}%`);
   for (const c of s.causes) assert.equal(c.severity, 'low', `${c.kind} ${c.severity}: ${c.summary}`);
+});
+
+test('I/O wait: O_DIRECT|O_SYNC writes under a competing writer', async () => {
+  const work = join(REPO_ROOT, 'build', `io-${process.pid}`);
+  const { dir, fx } = await recordScenario(
+    `mkdir -p ${work}; dd if=/dev/zero of=${work}/compete bs=1M count=200 oflag=direct status=none & ./fsync_writer ${work} 30 65536 direct; wait; rm -rf ${work}`,
+    ['fsync_writer']);
+  const fw = fx.fsync_writer;
+  const traceId = await putSpans(dir, [{ name: 'write', startMono: fw.start_ns, endMono: fw.end_ns, tid: fw.tid, pid: fw.pid }]);
+  const [s] = explain(dir, traceId).spans;
+  assert.equal(sumBreakdown(s.breakdown_ns), s.duration_ns);
+  const sum = (a: number[]) => a.reduce((x, y) => x + y, 0);
+  const syncedWrites = sum(fw.write_ns) + sum(fw.fsync_ns); // the time inside the synced write calls
+  const io = s.causes.find((c) => c.kind === 'io_wait');
+  assert.ok(io, `an io_wait cause: ${JSON.stringify(s.causes.map((c) => c.kind))}`);
+  assert.equal(s.causes[0].kind, 'io_wait', 'the largest cause');
+  assert.equal(io.duration_ns, s.breakdown_ns.io);
+  // Blocked in D inside the write calls: most of their time, never more.
+  assert.ok(io.duration_ns <= syncedWrites && io.duration_ns >= 0.5 * syncedWrites,
+    `io_wait ${ms(io.duration_ns).toFixed(1)} ms of ${ms(syncedWrites).toFixed(1)} ms in synced writes`);
+  assert.match(io.summary, /other issuer/, 'names the competing I/O');
 });
