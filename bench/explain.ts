@@ -8,53 +8,17 @@
 //
 //   npm run bench:explain [-- --quick] [-- --runs N] [-- --events N]
 
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { ClockHistory, FrameDecoder } from '../src/capture/index.js';
 import { explainTrace } from '../src/correlator/index.js';
 import { openStoreReader, openStoreWriter, type SpanInput } from '../src/store/index.js';
-import { SynthGen } from '../test/store/synth.js';
+import { SYNTH_T0 as T0, ensureSynthStore } from './lib/synth-store.js';
 
 const { values } = parseArgs({ options: { quick: { type: 'boolean' }, runs: { type: 'string' }, events: { type: 'string' } } });
 const N = values.events ? Number(values.events) : values.quick ? 2_000_000 : 20_000_000;
 const RUNS = values.runs ? Number(values.runs) : values.quick ? 200 : 500;
 const THREADS = 1000;
-const SEED = 42;
-const T0 = 3_600_000_000_000;
-const EPOCH0 = 1_763_730_000_000_000_000n; // realtime at T0 in the synthetic stream
-// same directory and parameters as bench/store-query.ts, so either bench reuses the other's store
-const DIR = join(process.cwd(), 'build', 'bench-store', `query-${N}-${THREADS}-${SEED}`);
-const PARAMS = JSON.stringify({ N, THREADS, SEED, T0, v: 1 });
+const EPOCH0 = 1_763_730_000_000_000_000n; // realtime at SYNTH_T0 in the synthetic stream
 const TRACE = 'e1' + '0'.repeat(29) + '1';
-
-interface Built { events: number; minNs: number; maxNs: number }
-
-async function build(): Promise<Built> {
-  rmSync(DIR, { recursive: true, force: true });
-  mkdirSync(DIR, { recursive: true });
-  const t0 = performance.now();
-  const w = openStoreWriter(DIR);
-  const gen = new SynthGen({ threads: THREADS, seed: SEED, t0: T0 });
-  const d = new FrameDecoder();
-  const clock = new ClockHistory();
-  const STEP = 500_000;
-  for (let done = 0; done < N; done += STEP) {
-    for (const c of gen.nextChunks(Math.min(STEP, N - done))) {
-      for (let i = 0; i < c.length; i += 65536) {
-        for (const b of d.push(c.subarray(i, i + 65536))) {
-          const r = w.onBatch(b, clock);
-          if (r) await r;
-        }
-      }
-    }
-  }
-  await w.flush();
-  const b = { events: w.counters.events, minNs: T0, maxNs: gen.lastEnd, buildS: (performance.now() - t0) / 1000, usedBytes: 0 };
-  await w.close();
-  writeFileSync(join(DIR, 'params.json'), JSON.stringify({ params: PARAMS, ...b }));
-  return b;
-}
 
 function pct(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -62,18 +26,8 @@ function pct(xs: number[], p: number): number {
 }
 
 async function main(): Promise<void> {
-  let built: Built | null = null;
-  const pf = join(DIR, 'params.json');
-  if (existsSync(pf)) {
-    const j = JSON.parse(readFileSync(pf, 'utf8')) as Built & { params: string };
-    if (j.params === PARAMS) built = j;
-  }
-  if (built) console.log(`reusing store ${DIR}: ${built.events.toLocaleString('en-US')} events`);
-  else {
-    console.log(`building store ${DIR}: ${N.toLocaleString('en-US')} records ...`);
-    built = await build();
-    console.log(`built: ${built.events.toLocaleString('en-US')} events`);
-  }
+  const built = await ensureSynthStore(N, THREADS);
+  console.log(`${built.reused ? 'reusing' : 'built'} store ${built.dir}: ${built.events.toLocaleString('en-US')} events`);
   // the trace: 20 spans at random times and threads
   let s = 777;
   const rnd = (): number => (s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 4294967296;
@@ -92,11 +46,11 @@ async function main(): Promise<void> {
       pid, tid: k < 18 ? tid : null,
     });
   }
-  const w = openStoreWriter(DIR);
+  const w = openStoreWriter(built.dir);
   await w.reader.spans.putSpans(spans);
   await w.close();
 
-  const r = openStoreReader(DIR);
+  const r = openStoreReader(built.dir);
   const now = EPOCH0 + 10n ** 15n;
   let t = performance.now();
   let e = explainTrace(r, TRACE, { now });

@@ -7,13 +7,9 @@
 //
 //   npm run bench:query [-- --quick] [-- --events N] [-- --queries N] [-- --runs N] [-- --rebuild]
 
-import { existsSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { FrameDecoder } from '../src/capture/decoder.js';
-import { ClockHistory } from '../src/capture/clock.js';
-import { EventList, openStoreReader, openStoreWriter, usedBytes } from '../src/store/index.js';
-import { SynthGen } from '../test/store/synth.js';
+import { EventList, openStoreReader } from '../src/store/index.js';
+import { ensureSynthStore } from './lib/synth-store.js';
 
 const { values } = parseArgs({
   options: {
@@ -25,44 +21,6 @@ const N = values.events ? Number(values.events) : values.quick ? 2_000_000 : 20_
 const RUNS = values.runs ? Number(values.runs) : values.quick ? 3 : 5;
 const QUERIES = values.queries ? Number(values.queries) : 1000;
 const THREADS = values.threads ? Number(values.threads) : 1000;
-const SEED = 42;
-const T0 = 3_600_000_000_000;
-const DIR = join(process.cwd(), 'build', 'bench-store', `query-${N}-${THREADS}-${SEED}`);
-const PARAMS = JSON.stringify({ N, THREADS, SEED, T0, v: 1 });
-
-interface Built { events: number; minNs: number; maxNs: number; buildS: number; usedBytes: number }
-
-async function build(): Promise<Built> {
-  rmSync(DIR, { recursive: true, force: true });
-  mkdirSync(DIR, { recursive: true });
-  const t0 = performance.now();
-  const w = openStoreWriter(DIR);
-  const gen = new SynthGen({ threads: THREADS, seed: SEED, t0: T0 });
-  const d = new FrameDecoder();
-  const clock = new ClockHistory();
-  const STEP = 500_000;
-  let lastLog = performance.now();
-  for (let done = 0; done < N; done += STEP) {
-    for (const c of gen.nextChunks(Math.min(STEP, N - done))) {
-      for (let i = 0; i < c.length; i += 65536) {
-        for (const b of d.push(c.subarray(i, i + 65536))) {
-          const r = w.onBatch(b, clock);
-          if (r) await r;
-        }
-      }
-    }
-    if (performance.now() - lastLog > 5000) {
-      lastLog = performance.now();
-      console.log(`  building: ${(done + STEP).toLocaleString('en-US')} / ${N.toLocaleString('en-US')} records`);
-    }
-  }
-  await w.flush();
-  const b: Built = { events: w.counters.events, minNs: T0, maxNs: gen.lastEnd, buildS: (performance.now() - t0) / 1000, usedBytes: usedBytes(w) };
-  await w.close();
-  writeFileSync(join(DIR, 'params.json'), JSON.stringify({ params: PARAMS, ...b }));
-  return b;
-}
-
 function pct(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor((s.length - 1) * p))];
@@ -70,20 +28,13 @@ function pct(xs: number[], p: number): number {
 const median = (xs: number[]): number => pct(xs, 0.5);
 
 async function main(): Promise<void> {
-  let built: Built | null = null;
-  const pf = join(DIR, 'params.json');
-  if (!values.rebuild && existsSync(pf)) {
-    const j = JSON.parse(readFileSync(pf, 'utf8')) as Built & { params: string };
-    if (j.params === PARAMS) built = j;
-  }
-  if (built) {
-    console.log(`reusing store ${DIR}: ${built.events.toLocaleString('en-US')} events (built earlier in ${built.buildS.toFixed(1)} s)`);
+  const built = await ensureSynthStore(N, THREADS, values.rebuild);
+  if (built.reused) {
+    console.log(`reusing store ${built.dir}: ${built.events.toLocaleString('en-US')} events (built earlier in ${built.buildS.toFixed(1)} s)`);
   } else {
-    console.log(`building store ${DIR}: ${N.toLocaleString('en-US')} records across ${THREADS} threads ...`);
-    built = await build();
     console.log(`built: ${built.events.toLocaleString('en-US')} events in ${built.buildS.toFixed(1)} s (${Math.round(built.events / built.buildS).toLocaleString('en-US')} events/s), ${(built.usedBytes / 1e6).toFixed(0)} MB in use (${(built.usedBytes / built.events).toFixed(1)} B/event)`);
   }
-  const r = openStoreReader(DIR);
+  const r = openStoreReader(built.dir);
   const out = new EventList(4096);
   let s = 12345;
   const rnd = (): number => (s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 4294967296;

@@ -809,7 +809,7 @@ function retransIn(t: TraceCtx, a: number, b: number): EventList {
   const tmp = new EventList(64);
   for (const [, tid] of pidTidPairs(t.reader, a, b)) {
     t.reader.eventsOnThread(tid, a, b, tmp, 1 << Kind.TCP_RETRANS);
-    for (let i = 0; i < tmp.count; i++) copyRow(tmp, i, out);
+    for (let i = 0; i < tmp.count; i++) out.appendFrom(tmp, i);
   }
   out.sortByStart();
   t.retrans = out;
@@ -817,23 +817,6 @@ function retransIn(t: TraceCtx, a: number, b: number): EventList {
   return out;
 }
 
-function copyRow(src: EventList, i: number, dst: EventList): void {
-  if (dst.count >= dst.capacity) dst.grow(dst.capacity * 2);
-  const j = dst.count++;
-  dst.kind[j] = src.kind[i];
-  dst.cpu[j] = src.cpu[i];
-  dst.pid[j] = src.pid[i];
-  dst.tid[j] = src.tid[i];
-  dst.start[j] = src.start[i];
-  dst.end[j] = src.end[i];
-  for (let k = 0; k < src.f.length; k++) dst.f[k][j] = src.f[k][i];
-  const n = src.blobLen[i];
-  dst.ensureBlob(n);
-  src.blob.copy(dst.blob, dst.blobUsed, src.blobOff[i], src.blobOff[i] + n);
-  dst.blobOff[j] = dst.blobUsed;
-  dst.blobLen[j] = n;
-  dst.blobUsed += n;
-}
 
 interface Peer { addr: string; bytes: Buffer; port: number | null }
 

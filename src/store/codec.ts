@@ -491,6 +491,25 @@ export class EventList {
     this.capacity = cap;
   }
 
+  /** Append row i of another list (fields and byte fields) to this one. */
+  appendFrom(src: EventList, i: number): void {
+    if (this.count >= this.capacity) this.grow(this.capacity * 2);
+    const j = this.count++;
+    this.kind[j] = src.kind[i];
+    this.cpu[j] = src.cpu[i];
+    this.pid[j] = src.pid[i];
+    this.tid[j] = src.tid[i];
+    this.start[j] = src.start[i];
+    this.end[j] = src.end[i];
+    for (let k = 0; k < src.f.length; k++) this.f[k][j] = src.f[k][i];
+    const n = src.blobLen[i];
+    this.ensureBlob(n);
+    src.blob.copy(this.blob, this.blobUsed, src.blobOff[i], src.blobOff[i] + n);
+    this.blobOff[j] = this.blobUsed;
+    this.blobLen[j] = n;
+    this.blobUsed += n;
+  }
+
   ensureBlob(n: number): void {
     if (this.blobUsed + n <= this.blob.length) return;
     const nb = Buffer.alloc(Math.max(this.blob.length * 2, this.blobUsed + n, 4096));
