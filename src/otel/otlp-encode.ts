@@ -1,0 +1,245 @@
+// Protobuf encoding of the OTLP messages kspan sends: ExportTraceServiceResponse,
+// google.rpc.Status (HTTP error bodies), and a DecodedTraceRequest back to an
+// ExportTraceServiceRequest (forwarding spans with their original ids, resource
+// and scope; also used by tests and bench/otlp-decode.ts). Default-valued
+// fields are omitted, as proto3 does.
+
+import type { AnyValue, DecodedTraceRequest, KeyValue } from './types.js';
+
+/** Growable protobuf writer. Nested messages: fork() ... join(field). */
+export class PbWriter {
+  private buf = Buffer.allocUnsafe(1024);
+  private pos = 0;
+  private stack: number[] = [];
+
+  private ensure(n: number): void {
+    if (this.pos + n <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < this.pos + n) size *= 2;
+    const nb = Buffer.allocUnsafe(size);
+    this.buf.copy(nb, 0, 0, this.pos);
+    this.buf = nb;
+  }
+
+  varint(v: number): void {
+    this.ensure(10);
+    while (v > 0x7f) {
+      this.buf[this.pos++] = (v % 128) | 0x80;
+      v = Math.floor(v / 128);
+    }
+    this.buf[this.pos++] = v;
+  }
+
+  varint64(v: bigint): void {
+    let x = BigInt.asUintN(64, v);
+    if (x <= 0xffffffffffffn) { this.varint(Number(x)); return; }
+    this.ensure(10);
+    while (x > 0x7fn) {
+      this.buf[this.pos++] = Number(x & 0x7fn) | 0x80;
+      x >>= 7n;
+    }
+    this.buf[this.pos++] = Number(x);
+  }
+
+  tag(field: number, wt: number): void { this.varint(field * 8 + wt); }
+
+  fixed64(field: number, v: bigint): void {
+    this.tag(field, 1);
+    this.ensure(8);
+    this.buf.writeBigUInt64LE(BigInt.asUintN(64, v), this.pos);
+    this.pos += 8;
+  }
+
+  fixed32(field: number, v: number): void {
+    this.tag(field, 5);
+    this.ensure(4);
+    this.buf.writeUInt32LE(v >>> 0, this.pos);
+    this.pos += 4;
+  }
+
+  double(field: number, v: number): void {
+    this.tag(field, 1);
+    this.ensure(8);
+    this.buf.writeDoubleLE(v, this.pos);
+    this.pos += 8;
+  }
+
+  bytesField(field: number, b: Uint8Array): void {
+    this.tag(field, 2);
+    this.varint(b.length);
+    this.ensure(b.length);
+    this.buf.set(b, this.pos);
+    this.pos += b.length;
+  }
+
+  string(field: number, s: string): void {
+    this.tag(field, 2);
+    const n = Buffer.byteLength(s);
+    this.varint(n);
+    this.ensure(n);
+    this.pos += this.buf.write(s, this.pos, 'utf8');
+  }
+
+  hex(field: number, h: string): void {
+    if (h === '') return;
+    this.bytesField(field, Buffer.from(h, 'hex'));
+  }
+
+  /** start a nested message: reserve 5 bytes for its length */
+  fork(): void {
+    this.ensure(5);
+    this.stack.push(this.pos);
+    this.pos += 5;
+  }
+
+  /** finish the nested message started by fork() as field `field` */
+  join(field: number): void {
+    const start = this.stack.pop()!;
+    const bodyStart = start + 5;
+    const len = this.pos - bodyStart;
+    // tag + length, then move the body down over the reserved gap
+    const hdr = new PbWriter();
+    hdr.tag(field, 2);
+    hdr.varint(len);
+    const h = hdr.finish();
+    const shift = 5 - h.length; // may be negative for huge tags; handle generally
+    if (shift !== 0) {
+      this.ensure(Math.max(0, -shift));
+      this.buf.copy(this.buf, bodyStart - shift, bodyStart, this.pos);
+    }
+    h.copy(this.buf, start);
+    this.pos -= shift;
+  }
+
+  finish(): Buffer {
+    return this.buf.subarray(0, this.pos);
+  }
+}
+
+function writeAnyValue(w: PbWriter, v: AnyValue): void {
+  switch (v.type) {
+    case 'string': w.string(1, v.value); break;
+    case 'bool': w.tag(2, 0); w.varint(v.value ? 1 : 0); break;
+    case 'int': w.tag(3, 0); w.varint64(v.value); break;
+    case 'double': w.double(4, v.value); break;
+    case 'array': w.fork(); for (const e of v.value) { w.fork(); writeAnyValue(w, e); w.join(1); } w.join(5); break;
+    case 'kvlist': w.fork(); for (const kv of v.value) { w.fork(); writeKeyValue(w, kv); w.join(1); } w.join(6); break;
+    case 'bytes': w.bytesField(7, v.value); break;
+    case 'empty': break;
+  }
+}
+
+function writeKeyValue(w: PbWriter, kv: KeyValue): void {
+  if (kv.key !== '') w.string(1, kv.key);
+  w.fork();
+  writeAnyValue(w, kv.value);
+  w.join(2);
+}
+
+function writeAttrs(w: PbWriter, field: number, attrs: KeyValue[]): void {
+  for (const kv of attrs) { w.fork(); writeKeyValue(w, kv); w.join(field); }
+}
+
+function u32(w: PbWriter, field: number, v: number): void {
+  if (v !== 0) { w.tag(field, 0); w.varint(v >>> 0); }
+}
+
+function str(w: PbWriter, field: number, s: string): void {
+  if (s !== '') w.string(field, s);
+}
+
+/** Encode a DecodedTraceRequest as protobuf ExportTraceServiceRequest bytes. */
+export function encodeTraceRequest(req: DecodedTraceRequest): Buffer {
+  const w = new PbWriter();
+  for (const rs of req.resourceSpans) {
+    w.fork();
+    w.fork();
+    writeAttrs(w, 1, rs.resource.attributes);
+    u32(w, 2, rs.resource.droppedAttributesCount);
+    w.join(1);
+    for (const ss of rs.scopeSpans) {
+      w.fork();
+      w.fork();
+      str(w, 1, ss.scope.name);
+      str(w, 2, ss.scope.version);
+      writeAttrs(w, 3, ss.scope.attributes);
+      u32(w, 4, ss.scope.droppedAttributesCount);
+      w.join(1);
+      for (const s of ss.spans) {
+        w.fork();
+        w.hex(1, s.traceId);
+        w.hex(2, s.spanId);
+        str(w, 3, s.traceState);
+        w.hex(4, s.parentSpanId);
+        str(w, 5, s.name);
+        if (s.kind !== 0) { w.tag(6, 0); w.varint(s.kind); }
+        if (s.startTimeUnixNano !== 0n) w.fixed64(7, s.startTimeUnixNano);
+        if (s.endTimeUnixNano !== 0n) w.fixed64(8, s.endTimeUnixNano);
+        writeAttrs(w, 9, s.attributes);
+        u32(w, 10, s.droppedAttributesCount);
+        for (const ev of s.events) {
+          w.fork();
+          if (ev.timeUnixNano !== 0n) w.fixed64(1, ev.timeUnixNano);
+          str(w, 2, ev.name);
+          writeAttrs(w, 3, ev.attributes);
+          u32(w, 4, ev.droppedAttributesCount);
+          w.join(11);
+        }
+        u32(w, 12, s.droppedEventsCount);
+        for (const l of s.links) {
+          w.fork();
+          w.hex(1, l.traceId);
+          w.hex(2, l.spanId);
+          str(w, 3, l.traceState);
+          writeAttrs(w, 4, l.attributes);
+          u32(w, 5, l.droppedAttributesCount);
+          if (l.flags !== 0) w.fixed32(6, l.flags);
+          w.join(13);
+        }
+        u32(w, 14, s.droppedLinksCount);
+        if (s.status.code !== 0 || s.status.message !== '') {
+          w.fork();
+          str(w, 2, s.status.message);
+          if (s.status.code !== 0) { w.tag(3, 0); w.varint(s.status.code >>> 0); }
+          w.join(15);
+        }
+        if (s.flags !== 0) w.fixed32(16, s.flags);
+        w.join(2);
+      }
+      str(w, 3, ss.schemaUrl);
+      w.join(2);
+    }
+    str(w, 3, rs.schemaUrl);
+    w.join(1);
+  }
+  return Buffer.from(w.finish());
+}
+
+/** ExportTraceServiceResponse; empty (zero bytes) without a partial success. */
+export function encodeTraceResponse(rejectedSpans: number, message?: string): Buffer {
+  const w = new PbWriter();
+  if (rejectedSpans > 0 || message) {
+    w.fork();
+    if (rejectedSpans > 0) { w.tag(1, 0); w.varint(rejectedSpans); }
+    if (message) w.string(2, message);
+    w.join(1);
+  }
+  return Buffer.from(w.finish());
+}
+
+/** google.rpc.Status { code, message } (gRPC code numbers: 3 INVALID_ARGUMENT, 14 UNAVAILABLE, ...). */
+export function encodeRpcStatus(code: number, message: string): Buffer {
+  const w = new PbWriter();
+  if (code !== 0) { w.tag(1, 0); w.varint(code); }
+  if (message) w.string(2, message);
+  return Buffer.from(w.finish());
+}
+
+/** OTLP/JSON ExportTraceServiceResponse body. */
+export function jsonTraceResponse(rejectedSpans: number, message?: string): string {
+  if (rejectedSpans <= 0 && !message) return '{}';
+  const ps: Record<string, unknown> = {};
+  if (rejectedSpans > 0) ps.rejectedSpans = String(rejectedSpans);
+  if (message) ps.errorMessage = message;
+  return JSON.stringify({ partialSuccess: ps });
+}

@@ -1,0 +1,324 @@
+// OTLP trace receiver: OTLP/HTTP (POST /v1/traces, protobuf or JSON, optional
+// gzip) and OTLP/gRPC (opentelemetry.proto.collector.trace.v1.TraceService/Export)
+// in front of a SpanConsumer. Decoding is ours (otlp-decode.ts); the gRPC
+// service definition is hand-written with identity (Buffer) (de)serializers.
+//
+//   const rx = await OtlpReceiver.start({ consumer, httpAddr: '127.0.0.1:4318', grpcAddr: '127.0.0.1:4317' });
+//   rx.httpPort, rx.grpcPort, rx.counters ... await rx.close();
+//
+// Responses (see src/otel/README.md): 200 + ExportTraceServiceResponse (partial
+// success when the consumer rejects spans), 400 malformed, 413 too large, 415
+// content type/encoding, 404/405, 503 when the consumer fails (retryable);
+// gRPC INVALID_ARGUMENT / RESOURCE_EXHAUSTED / UNAVAILABLE.
+
+import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { gunzip } from 'node:zlib';
+import * as grpc from '@grpc/grpc-js';
+import { decodeTraceRequestJson, decodeTraceRequestProtobuf, OtlpDecodeError } from './otlp-decode.js';
+import { encodeRpcStatus, encodeTraceResponse, jsonTraceResponse } from './otlp-encode.js';
+import { countSpans, type ConsumeMeta, type DecodedTraceRequest, type SpanConsumer } from './types.js';
+
+export const DEFAULT_OTLP_HTTP_ADDR = '127.0.0.1:4318';
+export const DEFAULT_OTLP_GRPC_ADDR = '127.0.0.1:4317';
+/** Body limit, on the wire and after decompression. */
+export const DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024;
+export const TRACES_PATH = '/v1/traces';
+export const EXPORT_METHOD_PATH = '/opentelemetry.proto.collector.trace.v1.TraceService/Export';
+
+export interface ReceiverOptions {
+  consumer: SpanConsumer;
+  /** 'host:port' (port 0 = ephemeral); null = no HTTP receiver. Default 127.0.0.1:4318 */
+  httpAddr?: string | null;
+  /** 'host:port' (port 0 = ephemeral); null = no gRPC receiver. Default 127.0.0.1:4317 */
+  grpcAddr?: string | null;
+  /** max request body, compressed and decompressed (default 16 MiB) */
+  maxBodyBytes?: number;
+  /** diagnostics (bad requests, consumer failures); default: none */
+  log?: (msg: string) => void;
+}
+
+export interface ReceiverCounters {
+  requests: number;
+  spansReceived: number;
+  spansRejected: number;
+  /** 400 / INVALID_ARGUMENT */
+  malformed: number;
+  /** 413 / RESOURCE_EXHAUSTED */
+  tooLarge: number;
+  /** 415, 404, 405 */
+  unsupported: number;
+  /** consumer threw: 503 / UNAVAILABLE */
+  consumerErrors: number;
+}
+
+/** gRPC status codes used here (google.rpc.Code). */
+const GRPC_INVALID_ARGUMENT = 3;
+const GRPC_RESOURCE_EXHAUSTED = 8;
+const GRPC_UNAVAILABLE = 14;
+
+export function parseAddr(addr: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(addr.trim());
+  if (!m) throw new Error(`bad address ${JSON.stringify(addr)} (want host:port)`);
+  const port = Number(m[3]);
+  if (port > 65535) throw new Error(`bad port in ${addr}`);
+  return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
+}
+
+/** Result of handling one request, transport-neutral. */
+type Outcome =
+  | { ok: true; rejectedSpans: number; message?: string }
+  | { ok: false; kind: 'malformed' | 'tooLarge' | 'unavailable'; message: string };
+
+class HttpError extends Error {
+  constructor(readonly status: number, message: string) { super(message); }
+}
+
+/** Two-level identity service definition: our decoder does the protobuf work. */
+const identity = (b: Buffer): Buffer => b;
+export const TRACE_SERVICE_DEFINITION: grpc.ServiceDefinition = {
+  Export: {
+    path: EXPORT_METHOD_PATH,
+    requestStream: false,
+    responseStream: false,
+    requestSerialize: identity,
+    requestDeserialize: identity,
+    responseSerialize: identity,
+    responseDeserialize: identity,
+    originalName: 'export',
+  },
+};
+
+export class OtlpReceiver {
+  readonly counters: ReceiverCounters = {
+    requests: 0, spansReceived: 0, spansRejected: 0, malformed: 0, tooLarge: 0, unsupported: 0, consumerErrors: 0,
+  };
+  readonly maxBodyBytes: number;
+  private http: HttpServer | null = null;
+  private grpcServer: grpc.Server | null = null;
+  httpPort = 0;
+  grpcPort = 0;
+  private readonly log: (msg: string) => void;
+
+  private constructor(private readonly o: ReceiverOptions) {
+    this.maxBodyBytes = o.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+    this.log = o.log ?? (() => {});
+  }
+
+  static async start(o: ReceiverOptions): Promise<OtlpReceiver> {
+    const rx = new OtlpReceiver(o);
+    try {
+      const httpAddr = o.httpAddr === undefined ? DEFAULT_OTLP_HTTP_ADDR : o.httpAddr;
+      const grpcAddr = o.grpcAddr === undefined ? DEFAULT_OTLP_GRPC_ADDR : o.grpcAddr;
+      if (httpAddr !== null) await rx.startHttp(httpAddr);
+      if (grpcAddr !== null) await rx.startGrpc(grpcAddr);
+    } catch (e) {
+      await rx.close();
+      throw e;
+    }
+    return rx;
+  }
+
+  async close(): Promise<void> {
+    const h = this.http;
+    this.http = null;
+    if (h) {
+      await new Promise<void>((res) => { h.close(() => res()); h.closeAllConnections(); });
+    }
+    const g = this.grpcServer;
+    this.grpcServer = null;
+    if (g) {
+      await new Promise<void>((res) => {
+        const t = setTimeout(() => { g.forceShutdown(); res(); }, 2000);
+        g.tryShutdown(() => { clearTimeout(t); res(); });
+      });
+    }
+  }
+
+  // ------------------------------------------------------------ shared
+
+  private async handle(req: DecodedTraceRequest, meta: Omit<ConsumeMeta, 'spanCount'>): Promise<Outcome> {
+    const spanCount = countSpans(req);
+    this.counters.spansReceived += spanCount;
+    if (spanCount === 0) return { ok: true, rejectedSpans: 0 };
+    try {
+      const r = await this.o.consumer.consume(req, { ...meta, spanCount });
+      const rejected = Math.max(0, Math.min(spanCount, r.rejectedSpans | 0));
+      this.counters.spansRejected += rejected;
+      return { ok: true, rejectedSpans: rejected, message: r.message };
+    } catch (e) {
+      this.counters.consumerErrors++;
+      const message = `kspan could not accept spans now: ${(e as Error).message}`;
+      this.log(`otlp ${meta.transport}: ${message}`);
+      return { ok: false, kind: 'unavailable', message };
+    }
+  }
+
+  private decode(body: Buffer, encoding: 'protobuf' | 'json'): DecodedTraceRequest {
+    return encoding === 'protobuf' ? decodeTraceRequestProtobuf(body) : decodeTraceRequestJson(body);
+  }
+
+  // ------------------------------------------------------------ HTTP
+
+  private async startHttp(addr: string): Promise<void> {
+    const { host, port } = parseAddr(addr);
+    const server = createServer((req, res) => {
+      this.onHttp(req, res).catch((e) => {
+        this.log(`otlp http: internal error: ${(e as Error).stack ?? e}`);
+        if (!res.headersSent) { res.statusCode = 500; res.setHeader('Content-Type', 'text/plain'); res.end('internal error\n'); }
+        else res.destroy();
+      });
+    });
+    server.on('clientError', (_e, socket) => { if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n'); else socket.destroy(); });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => { server.off('error', reject); resolve(); });
+    });
+    this.http = server;
+    this.httpPort = (server.address() as AddressInfo).port;
+  }
+
+  private async onHttp(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = (req.url ?? '/').split('?', 1)[0];
+    const plain = (status: number, msg: string, headers: Record<string, string> = {}): void => {
+      this.counters.unsupported++;
+      res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8', ...headers });
+      res.end(msg + '\n');
+      req.resume();
+    };
+    if (path !== TRACES_PATH) return plain(404, `not found: ${path} (OTLP traces go to POST ${TRACES_PATH})`);
+    if (req.method !== 'POST') return plain(405, `method ${req.method} not allowed on ${TRACES_PATH}; use POST`, { Allow: 'POST' });
+    const ct = (req.headers['content-type'] ?? '').split(';', 1)[0].trim().toLowerCase();
+    const encoding = ct === 'application/x-protobuf' ? 'protobuf' : ct === 'application/json' ? 'json' : null;
+    if (!encoding) return plain(415, `unsupported Content-Type ${JSON.stringify(ct)}; use application/x-protobuf or application/json`);
+    const ce = (req.headers['content-encoding'] ?? 'identity').trim().toLowerCase();
+    if (ce !== 'identity' && ce !== 'gzip' && ce !== '') return plain(415, `unsupported Content-Encoding ${JSON.stringify(ce)}; use gzip or none`);
+    this.counters.requests++;
+
+    const fail = (status: number, grpcCode: number, message: string): void => {
+      if (status === 400) this.counters.malformed++;
+      else if (status === 413) this.counters.tooLarge++;
+      this.log(`otlp http: ${status} ${message}`);
+      const headers: Record<string, string> = {};
+      if (status === 413) headers.Connection = 'close';
+      if (encoding === 'protobuf') {
+        res.writeHead(status, { 'Content-Type': 'application/x-protobuf', ...headers });
+        res.end(encodeRpcStatus(grpcCode, message));
+      } else {
+        res.writeHead(status, { 'Content-Type': 'application/json', ...headers });
+        res.end(JSON.stringify({ code: grpcCode, message }));
+      }
+    };
+
+    const max = this.maxBodyBytes;
+    const declared = Number(req.headers['content-length'] ?? NaN);
+    if (declared > max) {
+      req.resume();
+      return fail(413, GRPC_RESOURCE_EXHAUSTED, `request body of ${declared} bytes exceeds the limit of ${max} bytes`);
+    }
+    let wire: Buffer;
+    try {
+      wire = await readBody(req, max);
+    } catch (e) {
+      if (e instanceof HttpError) return fail(e.status, e.status === 413 ? GRPC_RESOURCE_EXHAUSTED : GRPC_INVALID_ARGUMENT, e.message);
+      throw e;
+    }
+    let body = wire;
+    if (ce === 'gzip') {
+      try {
+        body = await new Promise<Buffer>((resolve, reject) => gunzip(wire, { maxOutputLength: max }, (err, out) => (err ? reject(err) : resolve(out))));
+      } catch (e) {
+        const err = e as NodeJS.ErrnoException;
+        if (err.code === 'ERR_BUFFER_TOO_LARGE' || err instanceof RangeError) return fail(413, GRPC_RESOURCE_EXHAUSTED, `decompressed request body exceeds the limit of ${max} bytes`);
+        return fail(400, GRPC_INVALID_ARGUMENT, `invalid gzip body: ${err.message}`);
+      }
+    }
+    let decoded: DecodedTraceRequest;
+    try {
+      decoded = this.decode(body, encoding);
+    } catch (e) {
+      if (e instanceof OtlpDecodeError) return fail(400, GRPC_INVALID_ARGUMENT, e.message);
+      throw e;
+    }
+    const out = await this.handle(decoded, {
+      transport: 'http', encoding, wireBytes: wire.length, bodyBytes: body.length,
+      peer: req.socket.remoteAddress ? `${req.socket.remoteAddress}:${req.socket.remotePort}` : undefined,
+      receivedUnixNano: BigInt(Date.now()) * 1_000_000n,
+    });
+    if (!out.ok) return fail(503, GRPC_UNAVAILABLE, out.message);
+    if (encoding === 'protobuf') {
+      res.writeHead(200, { 'Content-Type': 'application/x-protobuf' });
+      res.end(encodeTraceResponse(out.rejectedSpans, out.message));
+    } else {
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      res.end(jsonTraceResponse(out.rejectedSpans, out.message));
+    }
+  }
+
+  // ------------------------------------------------------------ gRPC
+
+  private async startGrpc(addr: string): Promise<void> {
+    const { host, port } = parseAddr(addr);
+    const server = new grpc.Server({
+      'grpc.max_receive_message_length': this.maxBodyBytes,
+      'grpc.max_send_message_length': 1024 * 1024,
+    });
+    server.addService(TRACE_SERVICE_DEFINITION, {
+      Export: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
+        this.onGrpc(call).then(
+          (r) => cb(r.err, r.resp),
+          (e) => { this.log(`otlp grpc: internal error: ${(e as Error).stack ?? e}`); cb({ code: grpc.status.INTERNAL, details: 'internal error' }); },
+        );
+      },
+    });
+    const bindHost = host.includes(':') ? `[${host}]` : host;
+    this.grpcPort = await new Promise<number>((resolve, reject) => {
+      server.bindAsync(`${bindHost}:${port}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p)));
+    });
+    this.grpcServer = server;
+  }
+
+  private async onGrpc(call: grpc.ServerUnaryCall<Buffer, Buffer>): Promise<{ err: grpc.ServiceError | null; resp?: Buffer }> {
+    this.counters.requests++;
+    const body = call.request;
+    const err = (code: grpc.status, details: string): { err: grpc.ServiceError } => {
+      this.log(`otlp grpc: ${grpc.status[code]} ${details}`);
+      return { err: Object.assign(new Error(details), { code, details, metadata: new grpc.Metadata() }) };
+    };
+    let decoded: DecodedTraceRequest;
+    try {
+      decoded = decodeTraceRequestProtobuf(body);
+    } catch (e) {
+      if (e instanceof OtlpDecodeError) { this.counters.malformed++; return err(grpc.status.INVALID_ARGUMENT, e.message); }
+      throw e;
+    }
+    const out = await this.handle(decoded, {
+      transport: 'grpc', encoding: 'protobuf', wireBytes: body.length, bodyBytes: body.length, peer: call.getPeer(),
+      receivedUnixNano: BigInt(Date.now()) * 1_000_000n,
+    });
+    if (!out.ok) return err(grpc.status.UNAVAILABLE, out.message);
+    return { err: null, resp: encodeTraceResponse(out.rejectedSpans, out.message) };
+  }
+}
+
+/** Reads a request body, failing with 413 past `max` bytes (the rest is drained, not kept). */
+function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let n = 0;
+    let over = false;
+    req.on('data', (c: Buffer) => {
+      if (over) return;
+      n += c.length;
+      if (n > max) {
+        over = true;
+        chunks.length = 0;
+        reject(new HttpError(413, `request body exceeds the limit of ${max} bytes`));
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('end', () => { if (!over) resolve(Buffer.concat(chunks, n)); });
+    req.on('error', (e) => { if (!over) reject(new HttpError(400, `error reading request body: ${e.message}`)); });
+  });
+}
