@@ -254,10 +254,10 @@ interface Join {
 function resolveJoin(t: TraceCtx, s: SpanLike, S: number, E: number): Join {
   if (s.forced) return { c: s.forced };
   const A = s.attributes ?? {};
-  const tid = s.tid ?? numAttr(A, 'linux.tid', 'thread.id');
+  const tid = s.tid ?? (t.o.threadIdIsOsTid ? numAttr(A, 'linux.tid', 'thread.id') : numAttr(A, 'linux.tid'));
   let pid = s.pid ?? numAttr(A, 'process.pid');
   if (tid) {
-    let reason = s.tid ? 'span carries linux.tid and process.pid' : 'span attribute linux.tid/thread.id (must be the OS thread id)';
+    let reason = s.tid ? 'span carries linux.tid and process.pid' : (t.o.threadIdIsOsTid ? 'span attribute linux.tid/thread.id (declared to be the OS thread id)' : 'span attribute linux.tid');
     if (!pid) {
       const m = t.threadAt(tid, S) ?? t.threadAt(tid, E);
       if (m) {

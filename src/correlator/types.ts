@@ -141,4 +141,11 @@ export interface ExplainOptions {
   settleNs?: number;
   /** evidence entries per cause, default 20 */
   maxEvidence?: number;
+  /**
+   * Treat the `thread.id` attribute as the OS thread id. Off by default: the
+   * semantic conventions define thread.id as the runtime's id (a Java or
+   * Python thread number), which would join the span to an unrelated kernel
+   * thread. kspan's own helpers stamp `linux.tid`.
+   */
+  threadIdIsOsTid?: boolean;
 }

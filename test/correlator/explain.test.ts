@@ -299,7 +299,9 @@ test('healthy baseline: pure CPU work with short blips gets nothing above low', 
     fw.offcpu({ ts: W + 55.3 * MS, pid: PID, tid: A, startNs: W + 55 * MS, runnableNs: W + 55.25 * MS, prevState: 1, flags: OffcpuFlag.WOKEN | OffcpuFlag.WAKER_SOFTIRQ });
   }, [span(1, W, W + 100 * MS, { attributes: { 'thread.id': A, 'process.pid': PID } })]);
   try {
-    const e = explainTrace(st.reader, tr(1), o);
+    // thread.id is the OS tid only when declared so (the conventions define it as the runtime's id)
+    assert.equal(explainTrace(st.reader, tr(1), o).spans[0].correlation.method, 'process');
+    const e = explainTrace(st.reader, tr(1), { ...o, threadIdIsOsTid: true });
     const s = e.spans[0];
     assert.equal(s.correlation.method, 'thread');
     assert.equal(s.correlation.tid, A);
