@@ -278,7 +278,7 @@ function blockedOnStdout(pid: number): boolean {
 
 test('backpressure: a stalled async sink blocks the probe on the pipe; batches stay valid; nothing is lost', async () => {
   requireLiveProbe();
-  const ITERS = 2000;
+  const ITERS = 6000; // ~530 KB of off-CPU records: far more than the pipe and the stream buffer hold
   let inFlight = 0;
   let maxInFlight = 0;
   let records = 0;
@@ -316,7 +316,7 @@ test('backpressure: a stalled async sink blocks the probe on the pipe; batches s
       inFlight--;
     },
   };
-  // the load: ITERS × (20 µs of work, usleep(50)), one off-CPU record each, ~0.3 s
+  // the load: ITERS × (20 µs of work, usleep(50)), one off-CPU record each, ~1 s
   const g = new GatedChild([fixture('pinned_worker'), '0', String(ITERS), '20', '50']);
   worker = g.pid;
   const p = ProbeProcess.start({ offcpuMinUs: 0, futexMinUs: 0 }, sink);
