@@ -491,6 +491,19 @@ export class EventList {
     this.capacity = cap;
   }
 
+  /** Overwrite row `to` with row `from` (compaction in place; byte fields stay where they are in the blob). */
+  moveRow(from: number, to: number): void {
+    this.kind[to] = this.kind[from];
+    this.cpu[to] = this.cpu[from];
+    this.pid[to] = this.pid[from];
+    this.tid[to] = this.tid[from];
+    this.start[to] = this.start[from];
+    this.end[to] = this.end[from];
+    this.blobOff[to] = this.blobOff[from];
+    this.blobLen[to] = this.blobLen[from];
+    for (const f of this.f) f[to] = f[from];
+  }
+
   /** Append row i of another list (fields and byte fields) to this one. */
   appendFrom(src: EventList, i: number): void {
     if (this.count >= this.capacity) this.grow(this.capacity * 2);

@@ -203,7 +203,7 @@ export class StoreReader {
       let w = before;
       for (let i = before; i < out.count; i++) {
         if (out.pid[i] !== pid) continue;
-        if (w !== i) copyEvent(out, i, w);
+        if (w !== i) out.moveRow(i, w);
         w++;
       }
       out.count = w;
@@ -411,18 +411,6 @@ export class StoreReader {
     this.auto();
     return (this.meta.get(metaKey(M.COUNTERS)) as Record<string, number> | undefined) ?? {};
   }
-}
-
-function copyEvent(o: EventList, from: number, to: number): void {
-  o.kind[to] = o.kind[from];
-  o.cpu[to] = o.cpu[from];
-  o.pid[to] = o.pid[from];
-  o.tid[to] = o.tid[from];
-  o.start[to] = o.start[from];
-  o.end[to] = o.end[from];
-  o.blobOff[to] = o.blobOff[from];
-  o.blobLen[to] = o.blobLen[from];
-  for (const f of o.f) f[to] = f[from];
 }
 
 /** Open a store read-only (MCP, CLI, another process). Throws if the directory holds no store. */
