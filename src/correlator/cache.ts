@@ -3,13 +3,10 @@
 // time (a busy capture writes a clock sample per drain and one drops sample per
 // ring per drain: hundreds of thousands per day), and ClockHistory.toMonoNs is
 // a linear scan. Here the samples are loaded once per reader and then
-// incrementally (keys are time-ordered), and lookups are binary searches.
-// Uses the store's meta key layout (src/store/schema.ts) for the incremental
-// range reads: see the report's "store gaps".
+// incrementally (StoreReader.clockSamples(afterMono) / dropSamples(ring,
+// afterTs)), and lookups are binary searches.
 
 import type { StoreReader } from '../store/index.js';
-import { M, metaKey } from '../store/schema.js';
-import type { ClockSampleMeta, DropsSample } from '../store/index.js';
 
 export class ClockCache {
   monos: number[] = [];
@@ -20,9 +17,7 @@ export class ClockCache {
   private lastMono = -1;
 
   refresh(r: StoreReader): void {
-    const start = this.lastMono < 0 ? metaKey(M.CLOCK) : metaKey(M.CLOCK, [this.lastMono + 1, 8]);
-    for (const { value } of r.meta.getRange({ start, end: metaKey(M.CLOCK + 1) })) {
-      const s = value as ClockSampleMeta;
+    for (const s of r.clockSamples(this.lastMono < 0 ? undefined : this.lastMono)) {
       const mono = Math.trunc(s.monoNs);
       const real = BigInt(s.realtimeNs);
       if (this.monos.length && mono <= this.monos[this.monos.length - 1]) continue;
@@ -88,9 +83,7 @@ export class DropsCache {
 
   refresh(r: StoreReader): void {
     for (let ring = 0; ring < RINGS; ring++) {
-      const start = this.last[ring] < 0 ? metaKey(M.DROPS, [ring, 1]) : metaKey(M.DROPS, [ring, 1], [this.last[ring] + 1, 8]);
-      for (const { value } of r.meta.getRange({ start, end: metaKey(M.DROPS, [ring + 1, 1]) })) {
-        const s = value as DropsSample;
+      for (const s of r.dropSamples(ring, this.last[ring] < 0 ? undefined : this.last[ring])) {
         this.ts[ring].push(s.ts);
         this.lost[ring].push(s.lost);
         this.last[ring] = s.ts;

@@ -5,7 +5,6 @@
 
 import { Kind, OWNER_SRC_NAMES, OffcpuFlag, cudaApiName, fmtDur } from '../capture/index.js';
 import { EventList, F, type Coverage, type PartitionMeta, type StoreReader, type StoredSpan, type ThreadMeta } from '../store/index.js';
-import { PIDMAP_PREFIX } from '../store/schema.js';
 import { readerCaches, type ClockCache, type DropsCache } from './cache.js';
 import { buildTimeline, emptyBreakdown, runqueueCulprit, type Piece, type Timeline } from './timeline.js';
 import type {
@@ -200,7 +199,7 @@ function numAttr(attrs: Record<string, string | number | boolean>, ...names: str
 function pidsByComm(reader: StoreReader, name: string, a: number, b: number): number[] {
   const want = name.slice(0, 15);
   const tids = new Map<number, number[]>();
-  for (const [pid, tid] of pidTidPairs(reader, a, b)) (tids.get(pid) ?? tids.set(pid, []).get(pid)!).push(tid);
+  for (const [pid, tid] of reader.threadsInWindow(a, b, MAX_SCAN_THREADS)) (tids.get(pid) ?? tids.set(pid, []).get(pid)!).push(tid);
   const out: [number, number][] = [];
   for (const [pid, ts] of tids) {
     // the process comm: the leader's metadata, else any of its threads' pcomm
@@ -213,38 +212,6 @@ function pidsByComm(reader: StoreReader, name: string, a: number, b: number): nu
     if (pcomm === want || pcomm === name) out.push([pid, ts.length]);
   }
   return out.sort((x, y) => y[1] - x[1]).map((x) => x[0]);
-}
-
-/** (pid, tid) pairs with events in the partitions overlapping [a, b] (the store's pid map). */
-function pidTidPairs(reader: StoreReader, a: number, b: number): [number, number][] {
-  const P = reader.partitionNs;
-  const first = Math.floor(a / P);
-  const seen = new Set<string>();
-  const out: [number, number][] = [];
-  const start = Buffer.alloc(4);
-  start.writeUInt32BE(PIDMAP_PREFIX, 0);
-  for (const pm of reader.partitions()) {
-    if (pm.idx < first) continue;
-    if (pm.idx * P > b && pm.idx * P - b > pm.maxDur) continue;
-    const db = reader.partitionDb(pm.idx);
-    if (!db) continue;
-    try {
-      for (const key of db.getKeys({ start })) {
-        const k = key as Buffer;
-        if (k.length !== 12) continue;
-        const pid = k.readUInt32BE(4);
-        const tid = k.readUInt32BE(8);
-        const s = `${pid}/${tid}`;
-        if (seen.has(s)) continue;
-        seen.add(s);
-        out.push([pid, tid]);
-        if (out.length >= MAX_SCAN_THREADS) return out;
-      }
-    } catch {
-      /* partition dropped meanwhile */
-    }
-  }
-  return out;
 }
 
 interface Join {
@@ -661,7 +628,7 @@ function ioCause(ctx: SpanCtx, pieces: Piece[], a: number, b: number): Draft | n
   const comp = new Map<string, IoIssuer>();
   if (devs.size) {
     const l = new EventList(64);
-    for (const [pid, tid] of pidTidPairs(ctx.t.reader, a, b)) {
+    for (const [pid, tid] of ctx.t.reader.threadsInWindow(a, b, MAX_SCAN_THREADS)) {
       if (selfTids.has(tid)) continue;
       ctx.t.reader.eventsOnThread(tid, a, b, l, 1 << Kind.BLOCK_IO);
       for (let i = 0; i < l.count; i++) {
@@ -807,7 +774,7 @@ function retransIn(t: TraceCtx, a: number, b: number): EventList {
   // trace-wide: one scan of every thread with events (retransmits fire in softirq, on whatever task ran: no per-tuple index)
   const out = new EventList(64);
   const tmp = new EventList(64);
-  for (const [, tid] of pidTidPairs(t.reader, a, b)) {
+  for (const [, tid] of t.reader.threadsInWindow(a, b, MAX_SCAN_THREADS)) {
     t.reader.eventsOnThread(tid, a, b, tmp, 1 << Kind.TCP_RETRANS);
     for (let i = 0; i < tmp.count; i++) out.appendFrom(tmp, i);
   }

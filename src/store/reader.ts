@@ -169,27 +169,50 @@ export class StoreReader {
 
   /** Threads that had events of process `pid` in partitions overlapping [a, b]. */
   threadsOfProcess(pid: number, a: number, b: number, parts?: PartitionMeta[]): number[] {
-    const list = parts ?? this.partitions();
-    const P = this.partitionNs;
     const tids = new Set<number>();
+    this.scanPidMap(a, b, pidMapKey(pid, 0), pidMapKey(pid + 1, 0), (_p, tid) => {
+      tids.add(tid);
+      return true;
+    }, parts);
+    // threads known from TASK records too (a thread may have had no events yet)
+    for (const t of this.threadsOf(pid)) tids.add(t.tid);
+    return [...tids].sort((x, y) => x - y);
+  }
+
+  /** (pid, tid) pairs with events in the partitions that can overlap [a, b], at most `limit`. */
+  threadsInWindow(a: number, b: number, limit = Infinity): [number, number][] {
+    const seen = new Set<string>();
+    const out: [number, number][] = [];
+    this.scanPidMap(a, b, pidMapKey(0, 0), pidMapKey(0xffffffff, 0xffffffff), (pid, tid) => {
+      const k = `${pid}/${tid}`;
+      if (!seen.has(k)) {
+        seen.add(k);
+        out.push([pid, tid]);
+      }
+      return out.length < limit;
+    });
+    return out;
+  }
+
+  /** Visit the pid-map keys in [start, end) of every partition that can overlap [a, b]; stop when visit returns false. */
+  private scanPidMap(a: number, b: number, start: Buffer, end: Buffer, visit: (pid: number, tid: number) => boolean, parts?: PartitionMeta[]): void {
+    const P = this.partitionNs;
     const first = Math.floor(a / P);
-    for (const pm of list) {
+    for (const pm of parts ?? this.partitions()) {
       if (pm.idx < first) continue;
       const pStart = pm.idx * P;
       if (pStart > b && pStart - b > pm.maxDur) continue;
       const db = this.partitionDb(pm.idx);
       if (!db) continue;
       try {
-        for (const key of db.getKeys({ start: pidMapKey(pid, 0), end: pidMapKey(pid + 1, 0) })) {
-          tids.add((key as Buffer).readUInt32BE(8));
+        for (const key of db.getKeys({ start, end })) {
+          const k = key as Buffer;
+          if (k.length === 12 && !visit(k.readUInt32BE(4), k.readUInt32BE(8))) return;
         }
       } catch {
-        /* dropped */
+        /* partition dropped meanwhile */
       }
     }
-    // threads known from TASK records too (a thread may have had no events yet)
-    for (const t of this.threadsOf(pid)) tids.add(t.tid);
-    return [...tids].sort((x, y) => x - y);
   }
 
   /** Events of all threads of process `pid` overlapping [a, b] (only events recorded with that pid). */
@@ -287,10 +310,12 @@ export class StoreReader {
 
   // ---- clock, drops, coverage ----
 
-  clockSamples(): ClockSampleMeta[] {
+  /** Clock samples in monotonic order; with `afterMono`, only those taken after it (incremental readers). */
+  clockSamples(afterMono?: number): ClockSampleMeta[] {
     this.auto();
     const out: ClockSampleMeta[] = [];
-    for (const { value } of this.meta.getRange({ start: metaKey(M.CLOCK), end: metaKey(M.CLOCK + 1) })) out.push(value as ClockSampleMeta);
+    const start = afterMono === undefined ? metaKey(M.CLOCK) : metaKey(M.CLOCK, [afterMono + 1, 8]);
+    for (const { value } of this.meta.getRange({ start, end: metaKey(M.CLOCK + 1) })) out.push(value as ClockSampleMeta);
     return out;
   }
 
@@ -301,10 +326,12 @@ export class StoreReader {
     return c;
   }
 
-  dropSamples(ring?: number): DropsSample[] {
+  /** DROPS samples (all rings, or one); with `afterTs` (one ring only), only those after it. */
+  dropSamples(ring?: number, afterTs?: number): DropsSample[] {
     this.auto();
     const out: DropsSample[] = [];
-    const start = ring === undefined ? metaKey(M.DROPS) : metaKey(M.DROPS, [ring, 1]);
+    const start = ring === undefined ? metaKey(M.DROPS)
+      : afterTs === undefined ? metaKey(M.DROPS, [ring, 1]) : metaKey(M.DROPS, [ring, 1], [afterTs + 1, 8]);
     const end = ring === undefined ? metaKey(M.DROPS + 1) : metaKey(M.DROPS, [ring + 1, 1]);
     for (const { value } of this.meta.getRange({ start, end })) out.push(value as DropsSample);
     return out;
