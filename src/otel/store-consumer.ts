@@ -7,7 +7,7 @@
 //   attributes         KEPT_ATTRIBUTES (peer/server/thread/host), scalars only
 // Spans without a valid trace/span id are rejected (partial success).
 
-import type { SpanInput } from '../store/spans.js';
+import type { SpanInput } from '../store/index.js';
 import { findAttr, type AnyValue, type ConsumeMeta, type ConsumeResult, type DecodedTraceRequest, type KeyValue, type Span, type SpanConsumer } from './types.js';
 
 /** Attributes kept on stored spans (small, useful for correlation). */
