@@ -32,6 +32,15 @@ if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules
   npm install --no-audit --no-fund --loglevel=error
 fi
 
+# --- Python packages (example apps, the Python OTel/MCP clients in tests) in a
+# project venv, so the system Python is left alone. Re-run when requirements change.
+if [[ ! -x .venv/bin/python || requirements.txt -nt .venv/.kspan-installed ]]; then
+  log "installing Python packages into .venv"
+  [[ -x .venv/bin/python ]] || python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+  touch .venv/.kspan-installed
+fi
+
 # --- build: vmlinux.h, BPF object, skeleton, probe, fixtures, TypeScript
 log "building"
 make -s all
