@@ -15,6 +15,10 @@ import {
 } from './capture/index.js';
 import { formatStats, openStoreReader, recordIntoStore, storeStats, type RecordIntoStore } from './store/index.js';
 import { explainTrace, explainWindow, formatExplanation } from './correlator/index.js';
+import { cmdDemo } from './demo/index.js';
+import { startDaemon, type Daemon } from './daemon/index.js';
+import { DEFAULT_OTLP_GRPC_ADDR, DEFAULT_OTLP_HTTP_ADDR, type UpstreamProtocol } from './otel/index.js';
+import { cmdExport } from './perfetto/command.js';
 
 class UsageError extends Error {}
 
@@ -40,6 +44,25 @@ commands:
       --groups LIST       probe groups (default sched,task,futex,block,tcp,cuda)
       --ring-mb N         scheduler ring size in MiB (default 16)
       --quiet             no progress line
+  run [options]                       the daemon beside an OTel collector: capture + store + OTLP in,
+                                      kernel causes into the spans, OTLP out
+      --data DIR          the store (default /var/lib/kspan)
+      --otlp-grpc ADDR    OTLP/gRPC listen address (default 127.0.0.1:4317; "off" disables)
+      --otlp-http ADDR    OTLP/HTTP listen address (default 127.0.0.1:4318; "off" disables)
+      --upstream URL      forward spans there (OTLP/gRPC, or OTLP/HTTP when the path ends in /v1/traces);
+                          none: enrich and store only
+      --upstream-protocol grpc|http/protobuf    --upstream-gzip    --upstream-header K=V (repeatable)
+      --queue-spans N     spans held while upstream is down (default 100000; past it the oldest are dropped)
+      --emit MODE         span-events (default: the span itself gets kspan.* events and attributes) or
+                          child-spans (a \`kspan\` child span; for spans already exported elsewhere)
+      --wait MS           longest a span waits for the kernel data of its window (default 1000)
+      --buffer-spans N    spans waiting for enrichment at most (default 50000; past it: forwarded unchanged)
+      --service-process SERVICE=COMM   join spans of SERVICE to the process named COMM (repeatable)
+      --thread-id-is-os-tid            spans' thread.id is the Linux tid (default: only linux.tid is)
+      --no-capture        no kernel capture (store and forward; what the store has is still used)
+      --pid P, --follow, --cuda-lib PATH, --groups LIST, --max-age D, --max-size S   as for record
+      --status-interval S status line every S seconds on stderr (default 10; 0: none)
+      --duration S        stop after S seconds (default: until SIGINT/SIGTERM)
   stats --data DIR [--json]                   what a store holds: time range, events by kind, threads, drops, size
   explain TRACE_ID --data DIR [--json]        why the trace's spans were slow: time breakdown, causes, chains
   explain --tid T|--pid P --from A --to B --data DIR [--json]
@@ -47,6 +70,12 @@ commands:
                                               or RFC 3339 times); exits 3 when the trace is not stored
   dump FILE [--json] [--kind K,...] [--tid T]   print a recorded file, one record per line
   doctor [--json] [--cuda-lib PATH]...        check that capture can run here, and why not
+  demo [--duration S] [--json] [--data DIR]   capture + OTLP around a vLLM-shaped example (examples/vllm) on a
+                                              temporary store, then the slowest requests and why (needs root)
+  export perfetto --data DIR (--trace-id ID | --pid P|--tid T --from A --to B) [--out FILE] [--max-events N]
+                                              Chrome trace-event JSON for ui.perfetto.dev: threads as tracks,
+                                              on/off-CPU slices, wakeup flows, CUDA/futex/I/O calls, the spans
+                                              (stdout unless --out; exits 3 when the trace is not stored)
   help | --help | --version
 
 Capture needs root (or CAP_BPF + CAP_PERFMON) for build/kspan-probe; see \`kspan doctor\`.`;
@@ -63,10 +92,13 @@ type Command = (argv: string[]) => Promise<number>;
 
 const COMMANDS: Record<string, Command> = {
   record: cmdRecord,
+  run: cmdRun,
   dump: cmdDump,
   stats: cmdStats,
   explain: cmdExplain,
   doctor: cmdDoctor,
+  demo: cmdDemo,
+  export: cmdExport,
   help: async () => {
     process.stdout.write(HELP + '\n');
     return 0;
@@ -109,6 +141,132 @@ function intOpt(v: string | undefined, name: string, min = 0): number | undefine
   const n = Number(v);
   if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name} wants an integer >= ${min}, got "${v}"`);
   return n;
+}
+
+// ---------------------------------------------------------------------------
+// run
+
+async function cmdRun(argv: string[]): Promise<number> {
+  const { values: o } = parse(argv, {
+    data: { type: 'string' },
+    'otlp-grpc': { type: 'string' },
+    'otlp-http': { type: 'string' },
+    upstream: { type: 'string' },
+    'upstream-protocol': { type: 'string' },
+    'upstream-gzip': { type: 'boolean' },
+    'upstream-header': { type: 'string', multiple: true },
+    'queue-spans': { type: 'string' },
+    emit: { type: 'string' },
+    wait: { type: 'string' },
+    'buffer-spans': { type: 'string' },
+    'service-process': { type: 'string', multiple: true },
+    'thread-id-is-os-tid': { type: 'boolean' },
+    'no-capture': { type: 'boolean' },
+    pid: { type: 'string', short: 'p', multiple: true },
+    follow: { type: 'boolean' },
+    'cuda-lib': { type: 'string', multiple: true },
+    groups: { type: 'string' },
+    'max-age': { type: 'string' },
+    'max-size': { type: 'string' },
+    'status-interval': { type: 'string' },
+    duration: { type: 'string', short: 'd' },
+  });
+  if (o.help) {
+    process.stdout.write(HELP + '\n');
+    return 0;
+  }
+  const addr = (v: string | undefined, def: string): string | null => (v === 'off' ? null : v ?? def);
+  const emit = o.emit ?? 'span-events';
+  if (emit !== 'span-events' && emit !== 'child-spans') throw new UsageError(`--emit wants span-events or child-spans, got "${emit}"`);
+  const protocol = o['upstream-protocol'];
+  if (protocol !== undefined && protocol !== 'grpc' && protocol !== 'http/protobuf') {
+    throw new UsageError(`--upstream-protocol wants grpc or http/protobuf, got "${protocol}"`);
+  }
+  if ((protocol || o['upstream-gzip'] || o['upstream-header'] || o['queue-spans']) && !o.upstream) {
+    throw new UsageError('--upstream-protocol, --upstream-gzip, --upstream-header and --queue-spans apply to --upstream');
+  }
+  if (o.upstream) {
+    try {
+      const u = new URL(/^[a-z]+:\/\//i.test(o.upstream) ? o.upstream : `http://${o.upstream}`);
+      if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('scheme');
+    } catch {
+      throw new UsageError(`--upstream wants a URL like http://127.0.0.1:4317 or https://collector:4318/v1/traces, got "${o.upstream}"`);
+    }
+  }
+  const headers: Record<string, string> = {};
+  for (const h of o['upstream-header'] ?? []) {
+    const i = h.indexOf('=');
+    if (i <= 0) throw new UsageError(`--upstream-header wants KEY=VALUE, got "${h}"`);
+    headers[h.slice(0, i).trim().toLowerCase()] = h.slice(i + 1);
+  }
+  const serviceProcess: Record<string, string> = {};
+  for (const m of o['service-process'] ?? []) {
+    const i = m.indexOf('=');
+    if (i <= 0 || i === m.length - 1) throw new UsageError(`--service-process wants SERVICE=COMM, got "${m}"`);
+    serviceProcess[m.slice(0, i)] = m.slice(i + 1).slice(0, 15);
+  }
+  const durationS = o.duration !== undefined ? Number(o.duration) : undefined;
+  if (durationS !== undefined && !(durationS > 0)) throw new UsageError(`--duration wants seconds > 0, got "${o.duration}"`);
+  const statusS = o['status-interval'] !== undefined ? Number(o['status-interval']) : 10;
+  if (!(statusS >= 0)) throw new UsageError(`--status-interval wants seconds >= 0, got "${o['status-interval']}"`);
+  const dataDir = o.data ?? '/var/lib/kspan';
+  const pids = (o.pid ?? []).map((p) => intOpt(p, 'pid', 1)!);
+  const log = (m: string): void => { process.stderr.write(`kspan run: ${m}\n`); };
+
+  let daemon: Daemon;
+  try {
+    daemon = await startDaemon({
+      dataDir,
+      maxAgeNs: o['max-age'] !== undefined ? parseDuration(o['max-age'], 'max-age') : undefined,
+      maxBytes: o['max-size'] !== undefined ? parseSize(o['max-size'], 'max-size') : undefined,
+      otlpGrpc: addr(o['otlp-grpc'], DEFAULT_OTLP_GRPC_ADDR),
+      otlpHttp: addr(o['otlp-http'], DEFAULT_OTLP_HTTP_ADDR),
+      upstream: o.upstream ? {
+        url: o.upstream, protocol: protocol as UpstreamProtocol | undefined, compression: o['upstream-gzip'],
+        headers: Object.keys(headers).length ? headers : undefined, maxQueueSpans: intOpt(o['queue-spans'], 'queue-spans', 1),
+      } : null,
+      emit,
+      waitMs: intOpt(o.wait, 'wait'),
+      maxBufferedSpans: intOpt(o['buffer-spans'], 'buffer-spans', 1),
+      capture: o['no-capture'] ? null : {
+        pids, follow: o.follow ?? false, cudaLibs: o['cuda-lib'],
+        groups: o.groups?.split(',').map((g) => g.trim()).filter(Boolean),
+      },
+      explain: { serviceProcess, threadIdIsOsTid: o['thread-id-is-os-tid'] },
+      statusIntervalMs: statusS * 1000,
+      log,
+    });
+  } catch (e) {
+    process.stderr.write(`kspan run: ${(e as Error).message}\n`);
+    return 1;
+  }
+  const r = daemon.receiver;
+  log(`store ${dataDir}; OTLP ${[r.grpcPort !== null ? `gRPC ${o['otlp-grpc'] ?? DEFAULT_OTLP_GRPC_ADDR}` : '', r.httpPort !== null ? `HTTP ${o['otlp-http'] ?? DEFAULT_OTLP_HTTP_ADDR}` : ''].filter(Boolean).join(', ') || 'off'}` +
+    `; ${o.upstream ? `forwarding to ${o.upstream} (${daemon.upstream!.protocol}, ${emit})` : 'no upstream: enrich and store only'}` +
+    `; capture ${daemon.status().capture}`);
+  // ready line: tests and scripts wait for it (ports when 0 was asked for)
+  process.stdout.write(JSON.stringify({ ready: true, otlp_grpc_port: r.grpcPort, otlp_http_port: r.httpPort, data: dataDir }) + '\n');
+
+  const reason = await new Promise<string>((resolve) => {
+    const onSig = (sig: NodeJS.Signals): void => resolve(sig);
+    process.once('SIGINT', onSig);
+    process.once('SIGTERM', onSig);
+    if (durationS !== undefined) setTimeout(() => resolve('duration'), durationS * 1000).unref();
+  });
+  log(`stopping (${reason}): flushing buffered spans`);
+  // a second signal while flushing: leave at once
+  const force = (): void => { log('second signal: exiting without flushing'); process.exit(130); };
+  process.once('SIGINT', force);
+  process.once('SIGTERM', force);
+  await daemon.close();
+  const s = daemon.status();
+  const c = daemon.pipeline.counters;
+  log(`done: ${s.spans.received} spans received, ${s.spans.enriched} enriched, ${s.spans.passed} forwarded unchanged ` +
+    `(${Object.entries(c.passed).filter(([, v]) => v).map(([k, v]) => `${k} ${v}`).join(', ') || 'none'})` +
+    (s.upstream ? `; upstream: ${s.upstream.exported} exported, ${s.upstream.dropped} dropped` : '') + `; ${s.events.stored} kernel events stored`);
+  process.off('SIGINT', force);
+  process.off('SIGTERM', force);
+  return 0;
 }
 
 // ---------------------------------------------------------------------------

@@ -1,0 +1,127 @@
+// Monotonic <-> epoch for the export, from the store's clock samples with the
+// same rule as ClockHistory (and the correlator's cache): the sample in force
+// at a monotonic time is the latest one at or before it, else the first.
+// Output is trace-event microseconds as exact decimal text (epoch µs do not fit
+// a double with ns precision), computed without BigInt per event.
+
+import type { StoreReader } from '../store/index.js';
+
+const pad3 = (r: number): string => (r < 10 ? '00' + r : r < 100 ? '0' + r : String(r));
+
+/** Non-negative ns -> µs text ("12.345", "7"). */
+export function usText(ns: number): string {
+  const d = ns > 0 ? Math.round(ns) : 0;
+  const q = Math.floor(d / 1000);
+  const r = d - q * 1000;
+  return r ? `${q}.${pad3(r)}` : String(q);
+}
+
+/** Epoch ns (decimal string or bigint) -> µs text, minus `baseNs`. */
+export function epochNsToUs(epochNs: string | bigint, baseNs = 0n): string {
+  const d = BigInt(epochNs) - baseNs;
+  if (d < 0n) return '-' + epochNsToUs(-d);
+  const s = d.toString();
+  if (s.length <= 3) return usText(Number(s));
+  const frac = s.slice(-3);
+  const int = s.slice(0, -3);
+  return frac === '000' ? int : `${int}.${frac}`;
+}
+
+const DAY_NS = 86_400_000_000_000n;
+/** Midnight UTC of the day of `epochNs`: the export's time base. */
+export function dayBaseNs(epochNs: bigint): bigint {
+  return epochNs - (((epochNs % DAY_NS) + DAY_NS) % DAY_NS);
+}
+
+export class ExportClock {
+  private monos: number[] = [];
+  /** floor(offset / 1e9) * 1e6: whole seconds of the offset, in µs */
+  private secUs: number[] = [];
+  /** offset - floor(offset / 1e9) * 1e9, in [0, 1e9) */
+  private remNs: number[] = [];
+  private offsets: bigint[] = [];
+  private reals: bigint[] = [];
+  /** output times are µs since this epoch (ns; a whole second) */
+  private baseNs = 0n;
+  private baseUs = 0;
+
+  constructor(reader: StoreReader) {
+    for (const s of reader.clockSamples()) {
+      const mono = Math.trunc(s.monoNs);
+      if (this.monos.length && mono <= this.monos[this.monos.length - 1]) continue;
+      const real = BigInt(s.realtimeNs);
+      const off = real - BigInt(mono);
+      let sec = off / 1_000_000_000n;
+      let rem = off - sec * 1_000_000_000n;
+      if (rem < 0n) {
+        sec -= 1n;
+        rem += 1_000_000_000n;
+      }
+      this.monos.push(mono);
+      this.offsets.push(off);
+      this.reals.push(real);
+      this.secUs.push(Number(sec) * 1e6);
+      this.remNs.push(Number(rem));
+    }
+  }
+
+  /**
+   * Write times relative to `epochNs` (a whole second; e.g. dayBaseNs()):
+   * epoch µs (~1.8e15) do not keep sub-µs precision in a JSON reader's double,
+   * µs since midnight do.
+   */
+  setBase(epochNs: bigint): void {
+    if (epochNs % 1_000_000_000n !== 0n) throw new Error('base must be a whole second');
+    this.baseNs = epochNs;
+    this.baseUs = Number(epochNs / 1000n);
+  }
+
+  get base(): bigint {
+    return this.baseNs;
+  }
+
+  get size(): number {
+    return this.monos.length;
+  }
+
+  private at(mono: number): number {
+    const m = this.monos;
+    if (!m.length) return -1;
+    if (mono < m[0]) return 0;
+    let lo = 0;
+    let hi = m.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >>> 1;
+      if (m[mid] <= mono) lo = mid;
+      else hi = mid - 1;
+    }
+    return lo;
+  }
+
+  /** Monotonic ns -> epoch µs (minus the base) as exact decimal text. */
+  us(mono: number): string {
+    const i = this.at(mono);
+    if (i < 0) return epochNsToUs(BigInt(Math.trunc(mono)), this.baseNs);
+    const x = this.remNs[i] + Math.trunc(mono);
+    const q = Math.floor(x / 1000);
+    const r = x - q * 1000;
+    const int = this.secUs[i] - this.baseUs + q;
+    if (int < 0) return epochNsToUs(this.toEpoch(mono), this.baseNs);
+    return r ? `${int}.${pad3(r)}` : String(int);
+  }
+
+  /** Monotonic ns -> epoch ns. */
+  toEpoch(mono: number): bigint {
+    const i = this.at(mono);
+    return BigInt(Math.trunc(mono)) + (i < 0 ? 0n : this.offsets[i]);
+  }
+
+  /** Epoch ns -> monotonic ns: the latest sample whose own realtime is <= epoch (ClockHistory.toMonoNs). */
+  toMono(epoch: bigint): number {
+    const n = this.monos.length;
+    if (!n) return Number(epoch);
+    let best = 0;
+    for (let i = 0; i < n; i++) if (this.reals[i] <= epoch) best = i;
+    return Number(epoch - this.offsets[best]);
+  }
+}
