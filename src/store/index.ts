@@ -22,6 +22,10 @@ export { StoreWriter, usedBytes, type RetentionResult, type WriterCounters, type
 export { SpanIndex, type SlowSpanQuery, type SpanInput, type StoredSpan } from './spans.js';
 export { formatStats, statsOf, storeStats, type StoreStats } from './stats.js';
 export { recordIntoStore, type RecordIntoStore } from './ingest.js';
+export {
+  REQUEST_ID_ATTRIBUTES, findSlowSpansAny, spanServices, spansByRequestId,
+  type RequestIdMatch, type SlowSpansAnyQuery, type SlowSpansResult,
+} from './queries.js';
 
 import { StoreWriter, type WriterOptions } from './writer.js';
 /** Open (creating if needed) the store in `dir` for writing. One writer per store. */

@@ -1,0 +1,13 @@
+// Public interface of the MCP module: kspan's read-only investigation tools
+// for AI agents (README.md). Embedders (the `kspan run` daemon):
+//
+//   const h = await startMcpHttpServer({ dataDir, addr: '127.0.0.1:7799', tracer });
+//   ... h.url ... await h.close();
+//
+// In-process (tests, other transports):
+//   const server = createKspanMcpServer({ reader: openStoreReader(dir) });
+//   await server.connect(auditTransport(transport, { log: process.stderr }));
+
+export { auditTransport, createKspanMcpServer, runStdioServer, SERVER_INSTRUCTIONS, type AuditOptions, type AuditRecord, type StdioOptions } from './server.js';
+export { registerTools, TOOL_NAMES, type ToolContext } from './tools.js';
+export { parseTimeArg, TIME_HELP, ToolInputError } from './time.js';

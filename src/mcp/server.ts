@@ -1,0 +1,173 @@
+// The kspan MCP server: an McpServer with the read-only tools, connected to a
+// transport through an audit wrapper that logs every tools/call (one JSON
+// line: tool, arguments, duration, result size, isError) and, with an OTel
+// tracer, records it as a span.
+
+import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
+import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
+import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
+import { SpanKind, SpanStatusCode, context, propagation, type Span, type Tracer } from '@opentelemetry/api';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Writable } from 'node:stream';
+import { REPO_ROOT } from '../capture/index.js';
+import { openStoreReader, type StoreReader } from '../store/index.js';
+import { registerTools, type ToolContext } from './tools.js';
+
+export interface AuditRecord {
+  ts: string;
+  event: 'mcp.tools/call';
+  tool: string;
+  arguments: unknown;
+  duration_ms: number;
+  result_bytes: number;
+  is_error: boolean;
+  /** the error text (isError result or JSON-RPC error), cut to 300 chars */
+  error?: string;
+  transport: string;
+  session?: string;
+  client?: string;
+}
+
+export interface AuditOptions {
+  /** where the JSON lines go (default process.stderr); null: no log */
+  log?: Writable | ((rec: AuditRecord) => void) | null;
+  /** an OTel tracer: each tools/call becomes a span "tools/call <tool>" */
+  tracer?: Tracer;
+  /** label in the audit record ("stdio", "http", "memory") */
+  transport?: string;
+  /** client label (e.g. the HTTP peer address) */
+  client?: string;
+}
+
+const MAX_ARGS_BYTES = 2048;
+
+function kspanVersion(): string {
+  try {
+    return (JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+  } catch {
+    return '0.0.0';
+  }
+}
+const VERSION = kspanVersion();
+
+export const SERVER_INSTRUCTIONS =
+  'kspan explains slow requests from Linux kernel events (scheduling, futex locks, block I/O, TCP retransmits, CUDA calls) ' +
+  'joined to OpenTelemetry spans. Start with find_slow_requests (or explain_request when you have a trace id or request id), ' +
+  'then drill down with query_off_cpu, who_woke, futex_contention and get_latency_distribution. capture_status says ' +
+  'whether capture covered the time and lost records. Times are epoch ns strings, RFC 3339, or relative ("-5m"). All tools are read-only.';
+
+/** An McpServer with kspan's tools over `ctx.reader` (not connected). */
+export function createKspanMcpServer(ctx: ToolContext): McpServer {
+  const server = new McpServer(
+    { name: 'kspan', version: VERSION, title: 'kspan — kernel causes of slow requests' },
+    { capabilities: { tools: {} }, instructions: SERVER_INSTRUCTIONS },
+  );
+  registerTools(server, ctx);
+  return server;
+}
+
+function truncateArgs(args: unknown): unknown {
+  const s = JSON.stringify(args ?? {});
+  return s.length <= MAX_ARGS_BYTES ? args ?? {} : { _truncated: s.slice(0, MAX_ARGS_BYTES) };
+}
+
+/**
+ * Wrap a transport so that every tools/call request and its response are
+ * audited. Must be called before the server connects to the transport.
+ */
+export function auditTransport(t: Transport, o: AuditOptions = {}): Transport {
+  const pending = new Map<string | number, { tool: string; args: unknown; t0: number; span?: Span }>();
+  const sink = o.log === undefined ? process.stderr : o.log;
+  const emit = (rec: AuditRecord): void => {
+    if (!sink) return;
+    if (typeof sink === 'function') sink(rec);
+    else sink.write(JSON.stringify(rec) + '\n');
+  };
+  let handler: Transport['onmessage'];
+  Object.defineProperty(t, 'onmessage', {
+    configurable: true,
+    enumerable: true,
+    get: () => handler && wrapped,
+    set: (h: Transport['onmessage']) => {
+      handler = h;
+    },
+  });
+  const wrapped: NonNullable<Transport['onmessage']> = (msg, extra) => {
+    const m = msg as { method?: string; id?: string | number; params?: { name?: unknown; arguments?: unknown; _meta?: Record<string, unknown> } };
+    if (m.method === 'tools/call' && m.id !== undefined) {
+      const tool = typeof m.params?.name === 'string' ? m.params.name.slice(0, 128) : String(m.params?.name);
+      let span: Span | undefined;
+      if (o.tracer) {
+        const parent = m.params?._meta ? propagation.extract(context.active(), m.params._meta) : context.active();
+        span = o.tracer.startSpan(`tools/call ${tool}`, {
+          kind: SpanKind.SERVER,
+          attributes: {
+            'mcp.method.name': 'tools/call', 'gen_ai.tool.name': tool, 'gen_ai.operation.name': 'execute_tool',
+            'jsonrpc.request.id': String(m.id), 'network.transport': o.transport === 'http' ? 'tcp' : 'pipe',
+            ...(t.sessionId ? { 'mcp.session.id': t.sessionId } : {}),
+          },
+        }, parent);
+      }
+      pending.set(m.id, { tool, args: truncateArgs(m.params?.arguments), t0: performance.now(), span });
+    }
+    handler?.(msg, extra);
+  };
+  const send = t.send.bind(t);
+  t.send = async (msg: JSONRPCMessage, opts?: Parameters<Transport['send']>[1]): Promise<void> => {
+    const r = msg as { id?: string | number; result?: { isError?: boolean; content?: { type: string; text?: string }[] }; error?: { code: number; message: string } };
+    const p = r.id !== undefined && ('result' in r || 'error' in r) ? pending.get(r.id) : undefined;
+    if (p) {
+      pending.delete(r.id!);
+      const bytes = Buffer.byteLength(JSON.stringify(r.result ?? r.error ?? null));
+      const isError = !!r.error || !!r.result?.isError;
+      const errText = r.error ? `${r.error.code}: ${r.error.message}` : r.result?.isError ? (r.result.content?.find((c) => c.type === 'text')?.text ?? '') : undefined;
+      const rec: AuditRecord = {
+        ts: new Date().toISOString(), event: 'mcp.tools/call', tool: p.tool, arguments: p.args,
+        duration_ms: Math.round((performance.now() - p.t0) * 1000) / 1000, result_bytes: bytes, is_error: isError,
+        transport: o.transport ?? 'unknown',
+      };
+      if (errText !== undefined) rec.error = errText.slice(0, 300);
+      if (t.sessionId) rec.session = t.sessionId;
+      if (o.client) rec.client = o.client;
+      emit(rec);
+      if (p.span) {
+        p.span.setAttribute('kspan.mcp.result_bytes', bytes);
+        if (isError) {
+          p.span.setAttribute('error.type', r.error ? String(r.error.code) : 'tool_error');
+          p.span.setStatus({ code: SpanStatusCode.ERROR, message: rec.error });
+        }
+        p.span.end();
+      }
+    }
+    return send(msg, opts);
+  };
+  return t;
+}
+
+export interface StdioOptions extends AuditOptions {
+  dataDir: string;
+  serviceProcess?: Record<string, string>;
+  /** diagnostics (default: stderr) */
+  diag?: (line: string) => void;
+}
+
+/** `kspan mcp --data DIR`: serve over stdin/stdout until stdin closes. Resolves on close. */
+export async function runStdioServer(o: StdioOptions): Promise<void> {
+  const reader = openStoreReader(o.dataDir);
+  const server = createKspanMcpServer({ reader, dataDir: o.dataDir, serviceProcess: o.serviceProcess });
+  const transport = auditTransport(new StdioServerTransport(), { ...o, transport: o.transport ?? 'stdio' });
+  const closed = new Promise<void>((resolve) => {
+    server.server.onclose = () => resolve();
+    process.stdin.once('end', () => resolve());
+    process.stdin.once('close', () => resolve());
+  });
+  await server.connect(transport);
+  (o.diag ?? ((l) => process.stderr.write(l + '\n')))(`kspan mcp: serving ${o.dataDir} over stdio (read-only)`);
+  await closed;
+  await server.close().catch(() => {});
+  await reader.root.close();
+}
+
+export type { StoreReader };
