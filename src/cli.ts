@@ -241,7 +241,12 @@ async function cmdRun(argv: string[]): Promise<number> {
     return 1;
   }
   const r = daemon.receiver;
-  log(`store ${dataDir}; OTLP ${[r.grpcPort !== null ? `gRPC ${o['otlp-grpc'] ?? DEFAULT_OTLP_GRPC_ADDR}` : '', r.httpPort !== null ? `HTTP ${o['otlp-http'] ?? DEFAULT_OTLP_HTTP_ADDR}` : ''].filter(Boolean).join(', ') || 'off'}` +
+  const hostOf = (a: string): string => a.slice(0, a.lastIndexOf(':'));
+  const listening = [
+    r.grpcPort > 0 ? `gRPC ${hostOf(o['otlp-grpc'] ?? DEFAULT_OTLP_GRPC_ADDR)}:${r.grpcPort}` : '',
+    r.httpPort > 0 ? `HTTP ${hostOf(o['otlp-http'] ?? DEFAULT_OTLP_HTTP_ADDR)}:${r.httpPort}` : '',
+  ].filter(Boolean).join(', ');
+  log(`store ${dataDir}; OTLP ${listening || 'off'}` +
     `; ${o.upstream ? `forwarding to ${o.upstream} (${daemon.upstream!.protocol}, ${emit})` : 'no upstream: enrich and store only'}` +
     `; capture ${daemon.status().capture}`);
   // ready line: tests and scripts wait for it (ports when 0 was asked for)

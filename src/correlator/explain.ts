@@ -49,6 +49,22 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))];
 }
 
+/** A span as the store keeps it (SpanInput or StoredSpan). */
+export interface ExplainableSpan {
+  traceId: string;
+  spanId: string;
+  parentSpanId?: string | null;
+  name: string;
+  service: string;
+  /** epoch ns (bigint, or a decimal string as StoredSpan has it) */
+  startUnixNano: bigint | string;
+  endUnixNano: bigint | string;
+  pid?: number | null;
+  tid?: number | null;
+  vllmProcessId?: string | null;
+  attributes?: Record<string, string | number | boolean>;
+}
+
 interface SpanLike {
   traceId: string;
   spanId: string;
@@ -1053,13 +1069,26 @@ export function explainTrace(reader: StoreReader, traceId: string, o: ExplainOpt
       data_quality: { lost_events: 0, covered: false, coverage: 0, lost_known: false, offcpu_threshold_ns: null, correlation: {}, threads_joined: 0, notes: ['trace not found'] },
     };
   }
+  return explainSpans(reader, id, stored);
+}
+
+/**
+ * Explain the given spans of one trace (all of it, or the part the OTel
+ * pipeline holds) without reading them from the span index. Spans in the
+ * store shape (SpanInput or StoredSpan): epoch-ns start and end.
+ */
+export function explainSpans(reader: StoreReader, traceId: string, given: readonly ExplainableSpan[], o: ExplainOptions = {}): Explanation {
   const t = new TraceCtx(reader, o);
   const now = nowOf(o);
-  const spans = stored.map((sp) => ({
-    traceId: sp.traceId, spanId: sp.spanId, parentSpanId: sp.parentSpanId, name: sp.name, service: sp.service,
-    startEpoch: BigInt(sp.startUnixNano), durationNs: sp.durationNs, pid: sp.pid, tid: sp.tid, vllmProcessId: sp.vllmProcessId,
-    attributes: sp.attributes ?? {},
-  }));
+  const spans = given.map((sp): SpanLike => {
+    const start = BigInt(sp.startUnixNano);
+    const end = BigInt(sp.endUnixNano);
+    return {
+      traceId: sp.traceId, spanId: sp.spanId, parentSpanId: sp.parentSpanId ?? null, name: sp.name, service: sp.service,
+      startEpoch: start, durationNs: end > start ? Number(end - start) : 0, pid: sp.pid ?? null, tid: sp.tid ?? null,
+      vllmProcessId: sp.vllmProcessId ?? null, attributes: sp.attributes ?? {},
+    };
+  });
   // retransmit lookups (a scan of every thread) are done once for the whole trace window
   const S = Math.min(...spans.map((s) => t.clock.toMono(s.startEpoch)));
   const E = Math.max(...spans.map((s) => t.clock.toMono(s.startEpoch) + s.durationNs));
@@ -1067,7 +1096,7 @@ export function explainTrace(reader: StoreReader, traceId: string, o: ExplainOpt
   t.cov = reader.coverage(S, E);
   t.covWindow = [S, E];
   try {
-    return assemble(id, spans.map((s) => explainOne(t, s, now)), t);
+    return assemble(traceId.toLowerCase(), spans.map((s) => explainOne(t, s, now)), t);
   } finally {
     t.finish();
   }

@@ -1,0 +1,167 @@
+// What kspan writes into a span: the correlator's explanation of it as span
+// attributes (time breakdown, how the span was joined to kernel threads) and
+// span events in the `kspan.` namespace (DESIGN §5): one `kspan.cause` per
+// cause, one `kspan.chain` per step of a cause's causal chain. Event names
+// are fixed; ids and numbers go in attributes.
+//
+// Two ways to deliver it:
+//   enrichSpan(span, e)       the span itself gets the attributes and events
+//                             (in-line mode: kspan forwards the span)
+//   kspanChildSpan(span, e)   a new span `kspan` under the original one
+//                             (child-span mode: the original was exported
+//                             elsewhere and must not be re-sent amended)
+
+import { randomBytes } from 'node:crypto';
+import type { SpanExplanation } from '../correlator/index.js';
+import type { AnyValue, KeyValue, Span, SpanEvent } from './types.js';
+
+export interface EnrichOptions {
+  /** most causes written per span (largest first), default 8 */
+  maxCauses?: number;
+  /**
+   * most span events written per span, causes and chain steps together
+   * (default 128). SDK span limits do not apply here (kspan builds the spans
+   * it exports itself); this bound keeps one span small. Steps past it are
+   * counted in `kspan.events_omitted`.
+   */
+  maxEvents?: number;
+}
+
+const BREAKDOWN_KEYS = ['on_cpu', 'runqueue', 'futex', 'io', 'sleep', 'cuda_sync', 'unknown'] as const;
+
+function str(value: string): AnyValue {
+  return { type: 'string', value };
+}
+function int(value: number): AnyValue {
+  return { type: 'int', value: BigInt(Math.round(value)) };
+}
+function dbl(value: number): AnyValue {
+  return { type: 'double', value };
+}
+function put(out: KeyValue[], key: string, v: string | number | boolean | null | undefined, asDouble = false): void {
+  if (v === null || v === undefined) return;
+  if (typeof v === 'string') out.push({ key, value: str(v) });
+  else if (typeof v === 'boolean') out.push({ key, value: { type: 'bool', value: v } });
+  else if (Number.isFinite(v)) out.push({ key, value: asDouble || !Number.isInteger(v) ? dbl(v) : int(v) });
+}
+
+/** Does the explanation say anything about the kernel (a join and some captured time)? */
+export function hasKernelData(e: SpanExplanation): boolean {
+  if (e.correlation.method === 'none') return false;
+  return e.breakdown_ns.unknown < e.duration_ns;
+}
+
+/** Span attributes: breakdown, correlation, data quality, top cause. */
+export function kspanAttributes(e: SpanExplanation): KeyValue[] {
+  const out: KeyValue[] = [];
+  put(out, 'kspan.correlation.method', e.correlation.method);
+  put(out, 'kspan.correlation.pid', e.correlation.pid);
+  put(out, 'kspan.correlation.tid', e.correlation.tid);
+  for (const k of BREAKDOWN_KEYS) put(out, `kspan.${k}_ns`, e.breakdown_ns[k]);
+  const top = e.causes[0];
+  if (top) {
+    put(out, 'kspan.top_cause', top.kind);
+    put(out, 'kspan.top_cause.severity', top.severity);
+  }
+  const dq = e.data_quality;
+  if (dq) {
+    put(out, 'kspan.data.coverage', dq.coverage, true);
+    put(out, 'kspan.data.lost_events', dq.lost_events);
+    if (dq.settling) put(out, 'kspan.data.settling', true);
+  }
+  return out;
+}
+
+/** The `kspan.cause` and `kspan.chain` events of an explanation, bounded. */
+export function kspanEvents(e: SpanExplanation, spanStart: bigint, o: EnrichOptions = {}): { events: SpanEvent[]; omitted: number } {
+  const maxCauses = o.maxCauses ?? 8;
+  const maxEvents = o.maxEvents ?? 128;
+  const events: SpanEvent[] = [];
+  let omitted = 0;
+  const causes = e.causes.slice(0, maxCauses);
+  omitted += e.causes.length - causes.length;
+  // causes first (all of them fit before any chain step), then their chains
+  causes.forEach((c, index) => {
+    const attributes: KeyValue[] = [];
+    put(attributes, 'kspan.cause.kind', c.kind);
+    put(attributes, 'kspan.cause.index', index);
+    put(attributes, 'kspan.severity', c.severity);
+    put(attributes, 'kspan.duration_ns', c.duration_ns);
+    put(attributes, 'kspan.share', c.share, true);
+    if (c.culprit) {
+      put(attributes, 'kspan.culprit.pid', c.culprit.pid);
+      put(attributes, 'kspan.culprit.tid', c.culprit.tid);
+      put(attributes, 'kspan.culprit.comm', c.culprit.comm);
+    }
+    if (c.shared) put(attributes, 'kspan.shared', true);
+    if (c.concurrent_spans !== undefined) put(attributes, 'kspan.concurrent_spans', c.concurrent_spans);
+    put(attributes, 'kspan.summary', c.summary);
+    put(attributes, 'kspan.remediation', c.remediation);
+    if (events.length < maxEvents) events.push({ timeUnixNano: firstEvidence(c.evidence, spanStart), name: 'kspan.cause', attributes, droppedAttributesCount: 0 });
+    else omitted++;
+  });
+  causes.forEach((c, index) => {
+    for (const step of c.chain) {
+      if (events.length >= maxEvents) { omitted++; continue; }
+      const attributes: KeyValue[] = [];
+      put(attributes, 'kspan.cause.index', index);
+      put(attributes, 'kspan.cause.kind', c.kind);
+      for (const [k, v] of Object.entries(step)) put(attributes, `kspan.chain.${k}`, v);
+      events.push({ timeUnixNano: firstEvidence(c.evidence, spanStart), name: 'kspan.chain', attributes, droppedAttributesCount: 0 });
+    }
+  });
+  return { events, omitted };
+}
+
+function firstEvidence(ev: SpanExplanation['causes'][number]['evidence'], fallback: bigint): bigint {
+  let best: bigint | null = null;
+  for (const x of ev) {
+    if (!/^[0-9]+$/.test(x.start_unix_nano)) continue;
+    const t = BigInt(x.start_unix_nano);
+    if (best === null || t < best) best = t;
+  }
+  return best !== null && best > fallback ? best : fallback;
+}
+
+/** In-line mode: add kspan's attributes and events to the span (in place). */
+export function enrichSpan(span: Span, e: SpanExplanation, o: EnrichOptions = {}): void {
+  const attrs = kspanAttributes(e);
+  const { events, omitted } = kspanEvents(e, span.startTimeUnixNano, o);
+  if (omitted) put(attrs, 'kspan.events_omitted', omitted);
+  // a re-enriched span (kspan behind kspan) keeps one copy of each key
+  const ours = new Set(attrs.map((a) => a.key));
+  span.attributes = span.attributes.filter((a) => !ours.has(a.key)).concat(attrs);
+  span.events = span.events.filter((ev) => !ev.name.startsWith('kspan.')).concat(events);
+}
+
+/** Child-span mode: a `kspan` span under `parent` carrying the same attributes and events. */
+export function kspanChildSpan(parent: Span, e: SpanExplanation, o: EnrichOptions = {}): Span {
+  const attributes = kspanAttributes(e);
+  const { events, omitted } = kspanEvents(e, parent.startTimeUnixNano, o);
+  if (omitted) put(attributes, 'kspan.events_omitted', omitted);
+  return {
+    traceId: parent.traceId,
+    spanId: newSpanId(),
+    traceState: parent.traceState,
+    parentSpanId: parent.spanId,
+    flags: parent.flags & 0xff,
+    name: 'kspan',
+    kind: 1, // internal
+    startTimeUnixNano: parent.startTimeUnixNano,
+    endTimeUnixNano: parent.endTimeUnixNano,
+    attributes,
+    droppedAttributesCount: 0,
+    events,
+    droppedEventsCount: 0,
+    links: [],
+    droppedLinksCount: 0,
+    status: { code: 0, message: '' },
+  };
+}
+
+function newSpanId(): string {
+  for (;;) {
+    const id = randomBytes(8).toString('hex');
+    if (id !== '0000000000000000') return id;
+  }
+}

@@ -1,0 +1,23 @@
+// Public interface of the OTel bridge: OTLP in (receiver, decoders), the
+// enrichment pipeline (per-trace buffer, watermark, kspan.* span events or
+// child spans), OTLP out (UpstreamExporter), and the app-side span processor.
+//
+//   const upstream = new UpstreamExporter({ url: 'http://127.0.0.1:4317' });
+//   const pipeline = new EnrichPipeline({ kernel, spanSink: writer.reader.spans, upstream });
+//   const receiver = await OtlpReceiver.start({ consumer: pipeline });
+
+export * from './types.js';
+export { OtlpDecodeError, decodeTraceRequestJson, decodeTraceRequestProtobuf, type OtlpDecodeErrorKind } from './otlp-decode.js';
+export { PbWriter, encodeRpcStatus, encodeTraceRequest, encodeTraceResponse, jsonTraceResponse } from './otlp-encode.js';
+export {
+  DEFAULT_MAX_BODY_BYTES, DEFAULT_OTLP_GRPC_ADDR, DEFAULT_OTLP_HTTP_ADDR, OtlpReceiver, TRACES_PATH, parseAddr,
+  type ReceiverCounters, type ReceiverOptions,
+} from './receiver.js';
+export { KEPT_ATTRIBUTES, StoreSpanConsumer, type SpanSink, type StoreSpanConsumerOptions } from './store-consumer.js';
+export { enrichSpan, hasKernelData, kspanAttributes, kspanChildSpan, kspanEvents, type EnrichOptions } from './enrich.js';
+export {
+  ResourceRef, UpstreamExporter, defaultProtocol, isRetryable, toReadableSpan,
+  type OutgoingSpan, type UpstreamCounters, type UpstreamOptions, type UpstreamProtocol,
+} from './upstream.js';
+export { EnrichPipeline, type EmitMode, type KernelSide, type PipelineCounters, type PipelineOptions } from './pipeline.js';
+export { ATTR_LINUX_TID, ATTR_PROCESS_PID, LinuxThreadIdSpanProcessor, linuxTid, parseThreadSelf } from './thread-id-processor.js';

@@ -1,0 +1,270 @@
+// The OTel bridge's pipeline, a SpanConsumer behind the OTLP receivers:
+//
+//   receive ─► span index (store) ─► per-trace buffer ─► explain ─► enrich ─► upstream
+//
+// A trace's spans wait in the buffer until the kernel events of their window
+// are ingested and committed (the store writer's watermark, converted to
+// epoch time, passes the latest span end plus the probe's drain lag) or until
+// the bounded wait passes, whichever is first. Then the correlator explains
+// them and each span with kernel data gets kspan's attributes and events
+// (span-events mode) or a `kspan` child span (child-spans mode).
+//
+// No span is dropped here: when the kernel side is down, when a span has no
+// kernel data, when explaining fails, when the buffer is full, the span is
+// forwarded unchanged and counted (`passed`). Drops can only happen upstream
+// (bounded queue), counted there.
+
+import type { StoreReader } from '../store/index.js';
+import { explainSpans, type ExplainOptions, type SpanExplanation } from '../correlator/index.js';
+import type { SpanInput } from '../store/index.js';
+import { enrichSpan, hasKernelData, kspanChildSpan, type EnrichOptions } from './enrich.js';
+import { StoreSpanConsumer, type SpanSink, type StoreSpanConsumerOptions } from './store-consumer.js';
+import type { ConsumeMeta, ConsumeResult, DecodedTraceRequest, SpanConsumer } from './types.js';
+import { ResourceRef, type OutgoingSpan, type UpstreamExporter } from './upstream.js';
+
+/** What the pipeline needs from the capture side. */
+export interface KernelSide {
+  /** the store to explain from (null: no store, nothing is enriched) */
+  readonly reader: StoreReader | null;
+  /** epoch ns up to which kernel events are ingested and committed; null when capture is not running */
+  watermarkUnixNano(): bigint | null;
+}
+
+export type EmitMode = 'span-events' | 'child-spans';
+
+export interface PipelineOptions {
+  kernel: KernelSide;
+  /** where received spans are indexed (the store's span index); null: not stored */
+  spanSink?: SpanSink | null;
+  /** where spans go after enrichment; null: enrich and store only */
+  upstream?: UpstreamExporter | null;
+  /** default span-events */
+  emit?: EmitMode;
+  /** longest a span waits for the watermark, ms (default 1000) */
+  waitMs?: number;
+  /** the probe's drain lag added to a span's end before the watermark counts it as covered, ms (default 150) */
+  lagMs?: number;
+  /** spans held in the buffer at most (default 50,000); past it the oldest traces go out unchanged */
+  maxBufferedSpans?: number;
+  /** spans shorter than this are forwarded unchanged without explaining (default 0: explain all) */
+  minDurationMs?: number;
+  /** how often the buffer is checked, ms (default 50) */
+  tickMs?: number;
+  /** most time spent explaining per tick before yielding to the receivers, ms (default 200) */
+  tickBudgetMs?: number;
+  explain?: ExplainOptions;
+  enrich?: EnrichOptions;
+  storeOptions?: StoreSpanConsumerOptions;
+  log?: (msg: string) => void;
+}
+
+export interface PipelineCounters {
+  /** spans received */
+  received: number;
+  /** spans written to the span index */
+  stored: number;
+  /** spans the store refused (invalid ids) or that failed to be written */
+  notStored: number;
+  /** spans that got kspan's attributes/events (or a child span) */
+  enriched: number;
+  /** spans forwarded unchanged, by reason */
+  passed: { noKernelData: number; kernelDown: number; bufferFull: number; short: number; explainError: number; shutdown: number };
+  /** child spans emitted (child-spans mode) */
+  childSpans: number;
+  /** traces explained */
+  traces: number;
+  /** ms spent explaining and enriching */
+  explainMs: number;
+}
+
+interface Entry {
+  out: OutgoingSpan;
+  input: SpanInput | null;
+  endNs: bigint;
+}
+
+interface TraceBuffer {
+  entries: Entry[];
+  firstAtMs: number;
+  maxEndNs: bigint;
+}
+
+export class EnrichPipeline implements SpanConsumer {
+  readonly counters: PipelineCounters = {
+    received: 0, stored: 0, notStored: 0, enriched: 0,
+    passed: { noKernelData: 0, kernelDown: 0, bufferFull: 0, short: 0, explainError: 0, shutdown: 0 },
+    childSpans: 0, traces: 0, explainMs: 0,
+  };
+  /** enrichment delay beyond the span's arrival, ms, for the last spans (bench/status) */
+  readonly recentDelaysMs: number[] = [];
+  private readonly traces = new Map<string, TraceBuffer>();
+  private buffered = 0;
+  private readonly mapper: StoreSpanConsumer;
+  private timer: NodeJS.Timeout | null = null;
+  private closed = false;
+  private lastErrLog = 0;
+  private readonly log: (msg: string) => void;
+  private readonly emit: EmitMode;
+  private readonly waitMs: number;
+  private readonly lagNs: bigint;
+  private readonly maxBuffered: number;
+  private readonly minDurNs: bigint;
+
+  constructor(private readonly o: PipelineOptions) {
+    this.log = o.log ?? ((m) => process.stderr.write(`kspan: ${m}\n`));
+    this.emit = o.emit ?? 'span-events';
+    this.waitMs = o.waitMs ?? 1000;
+    this.lagNs = BigInt(Math.round((o.lagMs ?? 150) * 1e6));
+    this.maxBuffered = o.maxBufferedSpans ?? 50_000;
+    this.minDurNs = BigInt(Math.round((o.minDurationMs ?? 0) * 1e6));
+    this.mapper = new StoreSpanConsumer({ putSpans: async () => {} }, o.storeOptions);
+    this.timer = setInterval(() => this.tick(false), o.tickMs ?? 50);
+    this.timer.unref?.();
+  }
+
+  /** spans waiting in the buffer */
+  get bufferedSpans(): number {
+    return this.buffered;
+  }
+
+  async consume(req: DecodedTraceRequest, _meta: ConsumeMeta): Promise<ConsumeResult> {
+    const arrivals: Entry[] = [];
+    const inputs: SpanInput[] = [];
+    const why: string[] = [];
+    for (const rs of req.resourceSpans) {
+      const resource = ResourceRef.of(rs);
+      for (const ss of rs.scopeSpans) {
+        for (const span of ss.spans) {
+          const input = this.mapper.toSpanInput(span, rs.resource.attributes, why);
+          if (input) inputs.push(input);
+          arrivals.push({ out: { span, resource, scope: ss.scope, scopeSchemaUrl: ss.schemaUrl }, input, endNs: span.endTimeUnixNano });
+        }
+      }
+    }
+    this.counters.received += arrivals.length;
+    this.counters.notStored += arrivals.length - inputs.length;
+    if (inputs.length && this.o.spanSink) {
+      try {
+        await this.o.spanSink.putSpans(inputs);
+        this.counters.stored += inputs.length;
+      } catch (err) {
+        // a full disk or a closed store must not stop spans flowing upstream
+        this.counters.notStored += inputs.length;
+        this.rateLimitedLog(`span index write failed (${(err as Error).message}); spans are forwarded, not stored`);
+      }
+    }
+    if (this.closed) {
+      this.passUnchanged(arrivals, 'shutdown');
+    } else if (!this.o.kernel.reader || this.o.kernel.watermarkUnixNano() === null) {
+      this.passUnchanged(arrivals, 'kernelDown');
+    } else {
+      const now = Date.now();
+      for (const e of arrivals) {
+        if (!e.input || e.endNs - e.out.span.startTimeUnixNano < this.minDurNs) {
+          this.passUnchanged([e], e.input ? 'short' : 'noKernelData');
+          continue;
+        }
+        let t = this.traces.get(e.input.traceId);
+        if (!t) {
+          t = { entries: [], firstAtMs: now, maxEndNs: 0n };
+          this.traces.set(e.input.traceId, t);
+        }
+        t.entries.push(e);
+        if (e.endNs > t.maxEndNs) t.maxEndNs = e.endNs;
+        this.buffered++;
+      }
+      if (this.buffered > this.maxBuffered) this.shed();
+    }
+    if (why.length) {
+      return { rejectedSpans: 0, message: `${why.length} span(s) not indexed (${why[0]}); forwarded unchanged` };
+    }
+    return { rejectedSpans: 0 };
+  }
+
+  /** Buffer over its bound: the oldest traces go out unchanged. */
+  private shed(): void {
+    let n = 0;
+    for (const [id, t] of this.traces) {
+      if (this.buffered <= this.maxBuffered) break;
+      this.traces.delete(id);
+      this.buffered -= t.entries.length;
+      n += t.entries.length;
+      this.passUnchanged(t.entries, 'bufferFull');
+    }
+    if (n) this.rateLimitedLog(`enrichment buffer full (${this.maxBuffered} spans): forwarded ${n} span(s) unchanged`);
+  }
+
+  private passUnchanged(entries: Entry[], reason: keyof PipelineCounters['passed']): void {
+    this.counters.passed[reason] += entries.length;
+    if (this.emit === 'span-events') this.o.upstream?.send(entries.map((e) => e.out));
+  }
+
+  private rateLimitedLog(msg: string): void {
+    const now = Date.now();
+    if (now - this.lastErrLog < 10_000) return;
+    this.lastErrLog = now;
+    this.log(msg);
+  }
+
+  /** One pass over the buffer: explain and send the traces that are ready (all of them when `all`). */
+  tick(all: boolean): void {
+    if (!this.traces.size) return;
+    const w = this.o.kernel.watermarkUnixNano();
+    const now = Date.now();
+    const t0 = performance.now();
+    const budget = all ? Infinity : (this.o.tickBudgetMs ?? 200);
+    for (const [id, t] of this.traces) {
+      const covered = w !== null && w >= t.maxEndNs + this.lagNs;
+      if (!all && !covered && now - t.firstAtMs < this.waitMs) continue;
+      this.traces.delete(id);
+      this.buffered -= t.entries.length;
+      if (w === null && !all) this.passUnchanged(t.entries, 'kernelDown');
+      else this.explainAndSend(id, t, now);
+      if (performance.now() - t0 > budget) break;
+    }
+    this.counters.explainMs += performance.now() - t0;
+  }
+
+  private explainAndSend(traceId: string, t: TraceBuffer, now: number): void {
+    const reader = this.o.kernel.reader;
+    if (!reader) { this.passUnchanged(t.entries, 'kernelDown'); return; }
+    let byId: Map<string, SpanExplanation>;
+    try {
+      const ex = explainSpans(reader, traceId, t.entries.map((e) => e.input!), this.o.explain);
+      byId = new Map(ex.spans.map((s) => [s.span_id, s]));
+      this.counters.traces++;
+    } catch (err) {
+      this.rateLimitedLog(`explaining trace ${traceId} failed: ${(err as Error).stack ?? err}; its spans are forwarded unchanged`);
+      this.passUnchanged(t.entries, 'explainError');
+      return;
+    }
+    const out: OutgoingSpan[] = [];
+    for (const e of t.entries) {
+      const x = byId.get(e.out.span.spanId);
+      if (!x || !hasKernelData(x)) {
+        this.counters.passed.noKernelData++;
+        if (this.emit === 'span-events') out.push(e.out);
+        continue;
+      }
+      this.counters.enriched++;
+      if (this.emit === 'span-events') {
+        enrichSpan(e.out.span, x, this.o.enrich);
+        out.push(e.out);
+      } else {
+        out.push({ ...e.out, span: kspanChildSpan(e.out.span, x, this.o.enrich) });
+        this.counters.childSpans++;
+      }
+    }
+    const d = now - t.firstAtMs;
+    if (this.recentDelaysMs.length >= 4096) this.recentDelaysMs.shift();
+    this.recentDelaysMs.push(d);
+    this.o.upstream?.send(out);
+  }
+
+  /** Explain and send everything buffered now (graceful shutdown); later spans go out unchanged. */
+  async close(): Promise<void> {
+    if (this.timer) { clearInterval(this.timer); this.timer = null; }
+    this.tick(true);
+    this.closed = true;
+  }
+}
