@@ -1,0 +1,96 @@
+// `kspan demo --json` end to end: real capture, the OTLP receiver, the
+// vLLM-shaped example; its JSON (explain contract + `demo`) must name the
+// injected causes of the slowest request: preemption by the neighbour's pid,
+// the tokenizer's lock, the CUDA sync, with plausible shares. Needs root.
+
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { REPO_ROOT } from '../../src/capture/index.js';
+import type { Explanation } from '../../src/correlator/index.js';
+import type { DemoInfo } from '../../src/demo/index.js';
+import { requireLiveProbe } from '../helpers/live.js';
+
+before(requireLiveProbe);
+const dirs: string[] = [];
+after(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+function runCli(args: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((res) => {
+    const c = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'src', 'cli.ts'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '', stderr = '';
+    c.stdout.on('data', (d) => { stdout += d; });
+    c.stderr.on('data', (d) => { stderr += d; });
+    const t = setTimeout(() => c.kill('SIGKILL'), timeoutMs);
+    c.on('exit', (code) => {
+      clearTimeout(t);
+      res({ code, stdout, stderr });
+    });
+  });
+}
+
+test('kspan demo --json names the injected causes of the slowest request', { timeout: 120_000 }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'kspan-demo-test-'));
+  dirs.push(dir);
+  const r = await runCli(['demo', '--json', '--duration', '10', '--data', dir], 100_000);
+  assert.equal(r.code, 0, `kspan demo failed:\n${r.stderr}`);
+  assert.match(r.stderr, /engine pid \d+ \(VLLM::EngineCor\)/, 'progress on stderr');
+  const e = JSON.parse(r.stdout) as Explanation & { demo: DemoInfo };
+  const d = e.demo;
+  assert.equal(e.found, true);
+  assert.equal(d.requests_done, d.requests_sent);
+  assert.equal(d.spans_received, d.requests_done, 'every request reached the receiver as a span');
+  assert.equal(e.trace_id, d.slowest[0].trace_id, 'the explained trace is the slowest request');
+  for (let i = 1; i < d.slowest.length; i++) assert.ok(d.slowest[i].duration_ns <= d.slowest[i - 1].duration_ns, 'slowest first');
+
+  const [s] = e.spans;
+  assert.equal(s.name, 'llm_request');
+  assert.equal(s.service, 'vllm');
+  assert.equal(s.correlation.method, 'process');
+  assert.equal(s.correlation.pid, d.engine_pid, 'joined to the EngineCore process');
+  const sum = Object.values(s.breakdown_ns).reduce((a, x) => a + x, 0);
+  assert.equal(sum, s.duration_ns, 'the breakdown adds up to the span');
+  assert.ok(s.breakdown_ns.unknown < 0.05 * s.duration_ns, 'capture covered the request');
+
+  const kinds = s.causes.map((c) => `${c.kind} ${c.share} ${JSON.stringify(c.culprit)}`).join('; ');
+  const pre = s.causes.find((c) => c.kind === 'cpu_preemption');
+  const lock = s.causes.find((c) => c.kind === 'lock_contention' && c.culprit?.tid === d.tokenizer_tid);
+  const cuda = s.causes.find((c) => c.kind === 'cuda_sync');
+  assert.ok(pre, `a cpu_preemption cause: ${kinds}`);
+  assert.equal(pre.culprit?.pid, d.neighbour_pid, `preempted by the neighbour (pid ${d.neighbour_pid}): ${kinds}`);
+  assert.equal(pre.culprit?.comm, 'cpu-neighbour');
+  assert.ok(lock, `lock contention held by the tokenizer (tid ${d.tokenizer_tid}): ${kinds}`);
+  assert.equal(lock.culprit?.pid, d.engine_pid);
+  assert.ok(cuda, `a cuda_sync cause: ${kinds}`);
+  assert.ok(JSON.stringify(cuda.details).includes('cudaStreamSynchronize'), 'the sync calls are named');
+  for (const c of [pre, lock, cuda]) {
+    assert.ok(c.share > 0.05 && c.share < 0.8, `${c.kind} share ${c.share} plausible`);
+    assert.ok(c.duration_ns > 5e6, `${c.kind} explains ${c.duration_ns / 1e6} ms`);
+    assert.equal(c.shared, true, 'batch-level (process join)');
+  }
+  const shares = s.causes.reduce((a, c) => a + c.share, 0);
+  assert.ok(shares <= 1.0001, `shares add up to at most 1: ${shares}`);
+  assert.ok(pre.share + lock.share + cuda.share > 0.4, 'the injected causes explain most of the request');
+
+  // the kept store, the JSON copy and the Perfetto timeline
+  assert.equal(d.store, dir);
+  assert.ok(existsSync(join(dir, 'data.mdb')));
+  assert.equal(JSON.parse(readFileSync(join(dir, 'demo.json'), 'utf8')).trace_id, e.trace_id);
+  assert.ok(d.perfetto && existsSync(d.perfetto), `perfetto file: ${d.perfetto_note}`);
+  const pf = JSON.parse(readFileSync(d.perfetto, 'utf8')) as { traceEvents: unknown[] };
+  assert.ok(Array.isArray(pf.traceEvents) && pf.traceEvents.length > 0);
+});
+
+test('kspan demo: usage errors exit 2', async () => {
+  const r = await runCli(['demo', '--duration', 'x'], 30_000);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /--duration/);
+  const h = await runCli(['demo', '--help'], 30_000);
+  assert.equal(h.code, 0);
+  assert.match(h.stdout, /usage: kspan demo/);
+});
