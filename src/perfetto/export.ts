@@ -261,6 +261,7 @@ class Exporter {
     let lastCuda = -1;
     let lastIo = -1;
     let anyOff = false;
+    const ov = (j: number, bs: number, be: number): boolean => j >= 0 && ev.end[j] > bs && ev.start[j] < be;
     for (let i = 0; i < n; i++) {
       const k = ev.kind[i];
       if (ev.pid[i] !== pid && pid) continue; // another incarnation of the tid
@@ -293,13 +294,22 @@ class Exporter {
       if (be > bs) {
         let name: string;
         let extra = '';
-        if (lastCuda >= 0 && ev.end[lastCuda] > bs && ev.start[lastCuda] < be) {
+        // calls overlapping the blocked part: the latest one that started before it, or one starting inside it
+        if (!ov(lastCuda, bs, be) || !ov(lastFutex, bs, be) || !ov(lastIo, bs, be)) {
+          for (let j = i + 1; j < n && j < i + 64 && ev.start[j] < be; j++) {
+            const kj = ev.kind[j];
+            if (kj === Kind.CUDA_CALL && !ov(lastCuda, bs, be) && cudaApiBlocks(ev.f[F.cudaCall.api][j])) lastCuda = j;
+            else if (kj === Kind.FUTEX_WAIT && !ov(lastFutex, bs, be)) lastFutex = j;
+            else if (kj === Kind.BLOCK_IO && !ov(lastIo, bs, be)) lastIo = j;
+          }
+        }
+        if (ov(lastCuda, bs, be)) {
           name = 'CUDA sync';
           extra = `,"cuda_api":${q(cudaApiName(ev.f[F.cudaCall.api][lastCuda]))}`;
-        } else if ((flags & OffcpuFlag.IN_FUTEX) || (lastFutex >= 0 && ev.end[lastFutex] > bs && ev.start[lastFutex] < be)) {
+        } else if ((flags & OffcpuFlag.IN_FUTEX) || ov(lastFutex, bs, be)) {
           name = 'futex wait';
           const fw = F.futexWait;
-          const hasRec = lastFutex >= 0 && ev.end[lastFutex] > bs && ev.start[lastFutex] < be;
+          const hasRec = ov(lastFutex, bs, be);
           const ua = hasRec ? ev.f[fw.uaddr][lastFutex] : ev.f[fo.wakerUaddr][i];
           if (ua) extra += `,"uaddr":${q(hex(ua))}`;
           if (hasRec) {
@@ -309,7 +319,7 @@ class Exporter {
           }
         } else if ((state & TaskState.UNINTERRUPTIBLE) && (state & TaskState.NOLOAD) === 0) {
           name = 'I/O wait (D)';
-          if (lastIo >= 0 && ev.end[lastIo] > bs && ev.start[lastIo] < be) {
+          if (ov(lastIo, bs, be)) {
             const bi = F.blockIo;
             const dev = ev.f[bi.dev][lastIo];
             extra = `,"io_device":"${devMajor(dev)}:${devMinor(dev)}","io_bytes":${ev.f[bi.bytes][lastIo]},"io_latency_ns":${ev.end[lastIo] - ev.start[lastIo]}`;

@@ -10,5 +10,5 @@
 export {
   perfettoTraceJson, writePerfettoTrace, type PerfettoOptions, type PerfettoResult, type PerfettoTarget,
 } from './export.js';
-export { ExportClock, epochNsToUs, usText } from './clock.js';
+export { ExportClock, dayBaseNs, epochNsToUs, usText } from './clock.js';
 export { cmdExport } from './command.js';
