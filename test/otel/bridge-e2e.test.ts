@@ -20,6 +20,7 @@ import { createInterface } from 'node:readline';
 import { REPO_ROOT } from '../../src/capture/index.js';
 import { FIXTURES as FIXTURE_BIN, requireLiveProbe } from '../helpers/live.js';
 import { run, within } from '../kernel/harness.js';
+import { startDaemon } from '../../src/daemon/index.js';
 import { UpstreamSink, type Received } from './upstream-sink.js';
 
 const PY = join(REPO_ROOT, '.venv', 'bin', 'python');
@@ -146,4 +147,36 @@ test('the status line and a graceful stop: everything received is accounted for'
   assert.equal(dropped, 0);
   assert.equal(sink.received.length, received);
   assert.ok(enriched >= 3, `the three scenario spans were enriched (${enriched})`);
+});
+
+test('kernel side stopped: the daemon keeps forwarding spans, unchanged', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'kspan-down-'));
+  const d = await startDaemon({
+    dataDir: dir, otlpGrpc: null, otlpHttp: '127.0.0.1:0', upstream: { url: sink.grpcUrl, timeoutMs: 2000 },
+    capture: {}, waitMs: 10_000, log: () => {},
+  });
+  try {
+    assert.equal(d.status().capture, 'running');
+    process.kill(d.probe!.pid!, 'SIGKILL');
+    const t0 = Date.now();
+    while (d.status().capture === 'running' && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(d.status().capture, 'stopped');
+    const spanId = 'abcdef0123456789';
+    const req = {
+      resourceSpans: [{ resource: { attributes: [{ key: 'service.name', value: { stringValue: 'after-crash' } }] }, scopeSpans: [{ scope: { name: 's' }, spans: [{
+        traceId: 'abcdef0123456789abcdef0123456789', spanId, name: 'late', kind: 1,
+        startTimeUnixNano: String(BigInt(Date.now() - 50) * 1_000_000n), endTimeUnixNano: String(BigInt(Date.now()) * 1_000_000n),
+        attributes: [{ key: 'linux.tid', value: { intValue: String(process.pid) } }],
+      }] }] }],
+    };
+    const res = await fetch(`http://127.0.0.1:${d.receiver.httpPort}/v1/traces`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(req) });
+    assert.equal(res.status, 200);
+    const got = await sink.span(spanId, 10_000);
+    assert.ok(Date.now() - t0 < 8000, 'not held for the 10 s wait');
+    assert.deepEqual(Object.keys(got.span.attributes), ['linux.tid'], 'unchanged');
+    assert.equal(d.pipeline.counters.passed.kernelDown, 1);
+  } finally {
+    await d.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

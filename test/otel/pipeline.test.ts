@@ -1,0 +1,259 @@
+// EnrichPipeline + UpstreamExporter on a synthetic store (known kernel
+// events) with a real OTLP backend (@elastic/mockotlpserver): what goes out
+// in each mode, and what happens when the kernel side or the upstream is down.
+
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer, request } from 'node:http';
+import { OffcpuFlag, TaskEvent } from '../../src/capture/records.js';
+import {
+  EnrichPipeline, OtlpReceiver, UpstreamExporter, decodeTraceRequestProtobuf, encodeTraceRequest, type DecodedTraceRequest,
+  type KernelSide, type Span,
+} from '../../src/otel/index.js';
+import { MS, NOW, W0, buildStore, epoch, sp, tr, type Built } from '../correlator/util.js';
+import { UpstreamSink } from './upstream-sink.js';
+
+const PID = 100;
+const A = 101;
+const HOG = 900;
+const META = { transport: 'http', encoding: 'protobuf', wireBytes: 0, bodyBytes: 0, spanCount: 1, receivedUnixNano: 0n } as const;
+
+let st: Built;
+let sink: UpstreamSink;
+
+before(async () => {
+  // thread A is preempted by the hog for 40 ms of [W0, W0 + 100 ms]
+  st = await buildStore('pipeline', (fw) => {
+    fw.task({ ts: W0 - 500 * MS, pid: PID, tid: A, event: TaskEvent.NAME, startTime: 1, comm: 'req', pcomm: 'app' });
+    fw.task({ ts: W0 - 500 * MS, pid: HOG, tid: HOG + 1, event: TaskEvent.NAME, startTime: 2, comm: 'hog', pcomm: 'hog' });
+    fw.offcpu({ ts: W0 + 60 * MS, pid: PID, tid: A, startNs: W0 + 20 * MS, flags: OffcpuFlag.PREEMPTED, preemptPid: HOG, preemptTid: HOG + 1, outCpu: 1, cpu: 1 });
+  }, []);
+  sink = await UpstreamSink.start({ http: true });
+});
+
+after(async () => {
+  await sink?.close();
+  st?.cleanup();
+});
+
+const str = (key: string, value: string) => ({ key, value: { type: 'string' as const, value } });
+const int = (key: string, value: number) => ({ key, value: { type: 'int' as const, value: BigInt(value) } });
+
+function span(n: number, o: Partial<Span> = {}): Span {
+  return {
+    traceId: tr(n), spanId: sp(n), traceState: '', parentSpanId: '', flags: 1, name: `op${n}`, kind: 2,
+    startTimeUnixNano: epoch(W0), endTimeUnixNano: epoch(W0 + 100 * MS),
+    attributes: [int('linux.tid', A), int('process.pid', PID), str('app.attr', 'kept')], droppedAttributesCount: 0,
+    events: [{ timeUnixNano: epoch(W0 + 1 * MS), name: 'app.event', attributes: [str('x', 'y')], droppedAttributesCount: 0 }],
+    droppedEventsCount: 0, links: [], droppedLinksCount: 0, status: { code: 0, message: '' }, ...o,
+  };
+}
+
+function request1(spans: Span[], service = 'svc'): DecodedTraceRequest {
+  return {
+    resourceSpans: [{
+      resource: { attributes: [str('service.name', service)], droppedAttributesCount: 0 },
+      scopeSpans: [{ scope: { name: 'test-scope', version: '2.0', attributes: [], droppedAttributesCount: 0 }, spans, schemaUrl: '' }],
+      schemaUrl: '',
+    }],
+  };
+}
+
+const kernelAt = (w: bigint | null): KernelSide => ({ reader: st.reader, watermarkUnixNano: () => w });
+const upstream = (url = sink.grpcUrl, o: Partial<ConstructorParameters<typeof UpstreamExporter>[0]> = {}) =>
+  new UpstreamExporter({ url, timeoutMs: 1000, backoffMs: 100, maxBackoffMs: 400, log: () => {}, ...o });
+const opts = { explain: { now: NOW }, tickMs: 10, log: () => {} };
+
+test('span-events mode: the span goes out with its own ids, attributes and events plus kspan attributes and a kspan.cause event', async () => {
+  const up = upstream();
+  const p = new EnrichPipeline({ kernel: kernelAt(NOW), upstream: up, ...opts });
+  await p.consume(request1([span(1), span(2, { attributes: [str('app.attr', 'no tid')] })]), META);
+  await p.close();
+  await up.close();
+  const a = await sink.span(sp(1));
+  assert.equal(a.span.traceId, tr(1));
+  assert.equal(a.span.name, 'op1');
+  assert.equal(a.span.kind, 'SPAN_KIND_SERVER');
+  assert.equal(a.span.startTimeUnixNano, epoch(W0).toString());
+  assert.equal(a.resource['service.name'], 'svc');
+  assert.deepEqual(a.scope.name, 'test-scope');
+  assert.equal(a.span.attributes['app.attr'], 'kept');
+  assert.equal(a.span.attributes['kspan.correlation.method'], 'thread');
+  assert.equal(Number(a.span.attributes['kspan.runqueue_ns']), 40 * MS);
+  assert.equal(Number(a.span.attributes['kspan.on_cpu_ns']), 60 * MS);
+  assert.equal(a.span.attributes['kspan.top_cause'], 'cpu_preemption');
+  const names = a.span.events!.map((e) => e.name);
+  assert.deepEqual(names.slice(0, 2), ['app.event', 'kspan.cause'], 'app events kept, kspan events appended');
+  const c = a.span.events!.find((e) => e.name === 'kspan.cause')!.attributes;
+  assert.equal(c['kspan.cause.kind'], 'cpu_preemption');
+  assert.equal(Number(c['kspan.duration_ns']), 40 * MS);
+  assert.equal(c['kspan.share'], 0.4);
+  assert.equal(Number(c['kspan.culprit.pid']), HOG);
+  assert.equal(c['kspan.culprit.comm'], 'hog');
+  assert.equal(c['kspan.severity'], 'high');
+  assert.ok(a.span.events!.some((e) => e.name === 'kspan.chain' && e.attributes['kspan.chain.step'] === 'preempted_by'));
+  // no kernel data: forwarded exactly as received
+  const b = await sink.span(sp(2));
+  assert.deepEqual(Object.keys(b.span.attributes), ['app.attr']);
+  assert.deepEqual(b.span.events!.map((e) => e.name), ['app.event']);
+  assert.equal(p.counters.enriched, 1);
+  assert.equal(p.counters.passed.noKernelData, 1);
+  assert.equal(up.counters.exported, 2);
+});
+
+test('child-spans mode: only a `kspan` child span under the original goes out, carrying the same events', async () => {
+  const up = upstream();
+  const p = new EnrichPipeline({ kernel: kernelAt(NOW), upstream: up, emit: 'child-spans', ...opts });
+  await p.consume(request1([span(3), span(4, { attributes: [] })]), META);
+  await p.close();
+  await up.close();
+  await sink.waitFor((r) => r.some((x) => x.span.parentSpanId === sp(3)), 10_000, 'the child span');
+  const child = sink.received.find((x) => x.span.parentSpanId === sp(3))!;
+  assert.equal(child.span.name, 'kspan');
+  assert.equal(child.span.traceId, tr(3));
+  assert.notEqual(child.span.spanId, sp(3));
+  assert.equal(child.span.startTimeUnixNano, epoch(W0).toString());
+  assert.equal(child.span.endTimeUnixNano, epoch(W0 + 100 * MS).toString());
+  assert.equal(child.resource['service.name'], 'svc', 'under the original resource');
+  assert.equal(child.span.events!.find((e) => e.name === 'kspan.cause')!.attributes['kspan.cause.kind'], 'cpu_preemption');
+  assert.ok(!sink.received.some((x) => x.span.spanId === sp(3) || x.span.spanId === sp(4)), 'originals are never re-sent');
+  assert.equal(p.counters.childSpans, 1);
+  assert.equal(p.counters.passed.noKernelData, 1);
+});
+
+test('kernel side down: spans are forwarded at once, unchanged, and counted', async () => {
+  const up = upstream();
+  const p = new EnrichPipeline({ kernel: kernelAt(null), upstream: up, ...opts });
+  await p.consume(request1([span(5)]), META);
+  assert.equal(p.bufferedSpans, 0, 'nothing waits for a kernel side that is not there');
+  const got = await sink.span(sp(5));
+  assert.ok(!Object.keys(got.span.attributes).some((k) => k.startsWith('kspan.')));
+  assert.equal(p.counters.passed.kernelDown, 1);
+  await p.close();
+  await up.close();
+});
+
+test('the bounded wait: a span whose window the watermark has not reached is enriched after --wait, not before', async () => {
+  const up = upstream();
+  const p = new EnrichPipeline({ kernel: kernelAt(epoch(W0)), upstream: up, waitMs: 400, ...opts });
+  const t0 = Date.now();
+  await p.consume(request1([span(6)]), META);
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(p.bufferedSpans, 1, 'still waiting for the kernel data');
+  const got = await sink.span(sp(6));
+  assert.ok(Date.now() - t0 >= 400, 'held for the wait');
+  assert.equal(got.span.attributes['kspan.top_cause'], 'cpu_preemption', 'enriched with what the store has');
+  // and with the watermark past the span's end it goes at once
+  const p2 = new EnrichPipeline({ kernel: kernelAt(NOW), upstream: up, waitMs: 60_000, ...opts });
+  const t1 = Date.now();
+  await p2.consume(request1([span(7)]), META);
+  await sink.span(sp(7));
+  assert.ok(Date.now() - t1 < 5000);
+  await p.close();
+  await p2.close();
+  await up.close();
+});
+
+test('buffer bound: past --buffer-spans the oldest traces are forwarded unchanged, counted', async () => {
+  const up = upstream();
+  const p = new EnrichPipeline({ kernel: kernelAt(epoch(W0)), upstream: up, waitMs: 60_000, maxBufferedSpans: 2, ...opts });
+  await p.consume(request1([span(11), span(12), span(13), span(14), span(15)]), META);
+  assert.equal(p.counters.passed.bufferFull, 3);
+  assert.equal(p.bufferedSpans, 2);
+  await sink.span(sp(11));
+  await p.close(); // graceful: the rest are explained and sent
+  await up.close();
+  const last = await sink.span(sp(15));
+  assert.equal(last.span.attributes['kspan.top_cause'], 'cpu_preemption');
+  assert.equal(p.counters.enriched, 2);
+});
+
+test('protobuf and JSON requests through the receiver give identical spans upstream', async () => {
+  const up = upstream();
+  const p = new EnrichPipeline({ kernel: kernelAt(NOW), upstream: up, ...opts });
+  const rx = await OtlpReceiver.start({ consumer: p, httpAddr: '127.0.0.1:0', grpcAddr: null });
+  const pb = encodeTraceRequest(request1([span(21)]));
+  const jsonReq = {
+    resourceSpans: [{
+      resource: { attributes: [{ key: 'service.name', value: { stringValue: 'svc' } }] },
+      scopeSpans: [{
+        scope: { name: 'test-scope', version: '2.0' },
+        spans: [{
+          traceId: tr(22), spanId: sp(22), name: 'op21', kind: 2, flags: 1,
+          startTimeUnixNano: epoch(W0).toString(), endTimeUnixNano: epoch(W0 + 100 * MS).toString(),
+          attributes: [{ key: 'linux.tid', value: { intValue: String(A) } }, { key: 'process.pid', value: { intValue: String(PID) } }, { key: 'app.attr', value: { stringValue: 'kept' } }],
+          events: [{ timeUnixNano: epoch(W0 + 1 * MS).toString(), name: 'app.event', attributes: [{ key: 'x', value: { stringValue: 'y' } }] }],
+          status: {},
+        }],
+      }],
+    }],
+  };
+  const post = (body: Buffer | string, type: string) => new Promise<number>((resolve, reject) => {
+    const r = request({ host: '127.0.0.1', port: rx.httpPort, path: '/v1/traces', method: 'POST', headers: { 'content-type': type } }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode!));
+    });
+    r.on('error', reject);
+    r.end(body);
+  });
+  assert.equal(await post(pb, 'application/x-protobuf'), 200);
+  assert.equal(await post(JSON.stringify(jsonReq), 'application/json'), 200);
+  assert.deepEqual(decodeTraceRequestProtobuf(pb).resourceSpans[0].scopeSpans[0].spans[0].name, 'op21');
+  const a = await sink.span(sp(21));
+  const b = await sink.span(sp(22));
+  const strip = (x: typeof a) => ({ ...x.span, traceId: '', spanId: '' });
+  assert.deepEqual(strip(b), strip(a));
+  assert.deepEqual(b.resource, a.resource);
+  await rx.close();
+  await p.close();
+  await up.close();
+});
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as { port: number }).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+test('upstream down, then back: nothing lost up to the queue bound; past it the drop count is exact', async () => {
+  const port = await freePort();
+  const up = upstream(`http://127.0.0.1:${port}`, { maxQueueSpans: 50, maxBatchSpans: 10 });
+  const p = new EnrichPipeline({ kernel: kernelAt(null), upstream: up, ...opts });
+  const spans = (from: number, n: number) => Array.from({ length: n }, (_, i) => span(from + i, { attributes: [] }));
+  await p.consume(request1(spans(1000, 30)), META);
+  await new Promise((r) => setTimeout(r, 1500));
+  assert.ok(up.counters.failedAttempts >= 1, 'the exports failed');
+  assert.equal(up.down, true);
+  assert.equal(up.counters.exported, 0);
+  await p.consume(request1(spans(2000, 50)), META); // 80 > 50: the 30 oldest go
+  assert.equal(up.counters.dropped.queueFull, 30);
+  assert.equal(up.pending, 50);
+  const back = await UpstreamSink.start({ grpcPort: port });
+  try {
+    await back.waitFor((r) => r.length >= 50, 30_000, 'the queued spans');
+    await up.close(5000);
+    const ids = new Set(back.received.map((r) => r.span.spanId));
+    assert.equal(ids.size, 50);
+    // The 30 oldest queued spans were dropped: 1000-1029, or, when the first
+    // batch (1000-1009) was in flight at that moment, 1010-1029 and 2000-2009.
+    assert.equal(up.counters.exported, 50);
+    assert.equal(up.counters.exported + up.counters.dropped.queueFull, 80);
+    for (let i = 0; i < 50; i++) assert.ok(ids.has(sp(2000 + i)) || i < 10, `span ${2000 + i} delivered`);
+  } finally {
+    await back.close();
+    await p.close();
+  }
+});
+
+test('OTLP/HTTP upstream (exporter-trace-otlp-proto) works the same', async () => {
+  const up = upstream(sink.httpTracesUrl);
+  assert.equal(up.protocol, 'http/protobuf');
+  const p = new EnrichPipeline({ kernel: kernelAt(NOW), upstream: up, ...opts });
+  await p.consume(request1([span(31)]), META);
+  await p.close();
+  await up.close();
+  const got = await sink.span(sp(31));
+  assert.equal(got.span.attributes['kspan.top_cause'], 'cpu_preemption');
+});
