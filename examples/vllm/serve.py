@@ -19,7 +19,8 @@ Processes and threads, shaped like vLLM V1 (one API server, one EngineCore):
                      --tok-hold-ms every --tok-gap-ms (lock contention)
   neighbour (child, comm "cpu-neighbour")
                      CPU-bound, pinned onto the engine's CPU between
-                     --neighbour-from and --neighbour-to (fractions of the run)
+                     --neighbour-from and --neighbour-to (fractions of the run),
+                     at nice --neighbour-nice (-3 when permitted)
 
 Injected causes, each tens of ms per request: preemption of the engine
 thread by the neighbour, futex waits on the tokenizer's lock, CUDA sync.
@@ -231,6 +232,11 @@ def engine_main(a, libs, req_conn, out_conn):
 def neighbour_main(a, t0, start_at, end_at):
     set_comm("cpu-neighbour")
     os.sched_setaffinity(0, {a.engine_cpu})
+    if a.neighbour_nice:
+        try:
+            os.nice(a.neighbour_nice)  # negative needs root (or CAP_SYS_NICE); kspan demo runs as root
+        except OSError:
+            pass
     while time.monotonic() < t0 + start_at:
         time.sleep(0.01)
     emit({"event": "neighbour", "state": "on", "pid": os.getpid(), "cpu": a.engine_cpu, "unix_nano": time.time_ns()})
@@ -308,6 +314,8 @@ def parse_args(argv):
     p.add_argument("--engine-cpu", type=int, default=None, help="CPU the engine (and the neighbour) run on (default: the last allowed)")
     p.add_argument("--neighbour-from", type=float, default=0.3, help="neighbour starts at this fraction of --duration")
     p.add_argument("--neighbour-to", type=float, default=0.75, help="... and stops at this fraction")
+    p.add_argument("--neighbour-nice", type=int, default=-3,
+                   help="nice value of the neighbour (default -3: it outweighs the engine and other tasks on that CPU about 2:1)")
     p.add_argument("--no-neighbour", action="store_true")
     p.add_argument("--tok-hold-ms", type=float, default=20.0, help="tokenizer holds the input-queue lock this long ...")
     p.add_argument("--tok-gap-ms", type=float, default=20.0, help="... then releases it for this long")
