@@ -357,7 +357,8 @@ class Exporter {
         let extra = '';
         if (runnableAtSwitch && pt) extra += `,"preempted_by_tid":${pt},"preempted_by_pid":${ev.f[fo.preemptPid][i]},"preempted_by_comm":${q(this.comm(pt, st0))}`;
         if (lt) extra += `,"last_on_cpu_tid":${lt},"last_on_cpu_pid":${ev.f[fo.lastPid][i]},"last_on_cpu_comm":${q(this.comm(lt, en))}`;
-        const name = flags & OffcpuFlag.PREEMPTED ? 'runqueue (preempted)' : runnableAtSwitch ? 'runqueue (yielded)' : 'runqueue (woken)';
+        // PREEMPTED (kernel preemption) and RESCHED (return-to-user preemption, cond_resched, yield): both runnable at switch-out
+        const name = runnableAtSwitch ? 'runqueue (preempted)' : 'runqueue (woken)';
         if (sink.room(1)) {
           sink.put(`{"name":${q(name)},"cat":"sched","ph":"X","ts":${clock.us(be)},"dur":${usText(e - be)},"pid":${pid},"tid":${tid},"args":{${argsCommon}${extra}}}`);
         }

@@ -98,7 +98,7 @@ test('trace mode: span track, state slices with args, calls track, wakeup flow, 
     assert.equal(sl[0].args?.waker_irq, 'hardirq');
     // preempted by the hog
     const pre = onA('runqueue (preempted)');
-    assert.equal(pre.length, 1);
+    assert.equal(pre.length, 2, 'PREEMPTED and RESCHED');
     assert.ok(near(pre[0].ts!, us(doc, W + 20 * MS)) && near(pre[0].dur!, 10_000));
     assert.equal(pre[0].args?.preempted_by_pid, HOG);
     assert.equal(pre[0].args?.preempted_by_comm, 'hog');
@@ -121,9 +121,9 @@ test('trace mode: span track, state slices with args, calls track, wakeup flow, 
     assert.ok(near(cs[0].dur!, 4500));
     // running between the intervals, e.g. [W+30, W+41]
     assert.ok(onA('running').some((e) => near(e.ts!, us(doc, W + 30 * MS)) && near(e.dur!, 11_000)));
-    // clipped at the end: yielded from W+98 to the window end W+105
-    const y = onA('runqueue (yielded)');
-    assert.ok(y.length === 1 && near(y[0].dur!, 7000) && y[0].args?.clipped === true);
+    // clipped at the end: runnable (RESCHED) from W+98 to the window end W+105
+    const y = pre[1];
+    assert.ok(near(y.ts!, us(doc, W + 98 * MS)) && near(y.dur!, 7000) && y.args?.clipped === true && y.args?.flags === 'resched', JSON.stringify(y));
 
     // calls track: futex_wait, CUDA calls (API, stream, return code), block I/O
     const calls = find(doc, (e) => e.pid === PID && e.tid > 0x400000 && (e.tid & 0x3fffff) === A && e.ph === 'X');

@@ -139,3 +139,40 @@ test('mutex_hold: waiter and holder tracks, the futex wait slice, the wakeup flo
   assert.ok(trackName(doc3, fx.pid, fx.tid_a) && trackName(doc3, fx.pid, fx.tid_b), 'both threads in the pid window');
   assert.ok(doc3.traceEvents.filter((e) => e.name === 'futex wait' && e.tid === fx.tid_a).length >= 3);
 });
+
+test('lock_chain + pinned hog: the holder is preempted by the hog while the waiter waits; the hog has its own track', async () => {
+  const dir = mkdtempSync(join('/var/tmp', 'kspan-perfetto-'));
+  dirs.push(dir);
+  const r = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'src', 'cli.ts'), 'record', '--quiet', '--data', dir,
+    '--', 'bash', '-c', `cd ${FIXTURE_BIN} && (./cpu_hog 0 1.2 & sleep 0.1; ./lock_chain 30 3 0 1; wait)`], { timeoutMs: 120000 });
+  assert.equal(r.code, 0, `kspan record failed: ${r.stderr}`);
+  const fx: Record<string, any> = {};
+  for (const l of r.stdout.split('\n')) if (l.startsWith('{"fixture"')) fx[JSON.parse(l).fixture] = JSON.parse(l);
+  const lc = fx.lock_chain, hog = fx.cpu_hog;
+  assert.ok(lc && hog, r.stdout);
+  const traceId = randomBytes(16).toString('hex');
+  const w = openStoreWriter(dir);
+  try {
+    const clock = w.reader.clockHistory();
+    await w.reader.spans.putSpans(lc.rounds.map((rd: any, i: number) => ({
+      traceId, spanId: randomBytes(8).toString('hex'), service: 'scenario', name: `request ${i}`,
+      startUnixNano: clock.toEpochNs(rd.req_start_ns), endUnixNano: clock.toEpochNs(rd.req_end_ns), tid: lc.tid_a, pid: lc.pid,
+    })));
+  } finally {
+    await w.close();
+  }
+  const c = await cli(['export', 'perfetto', '--trace-id', traceId, '--data', dir]);
+  assert.equal(c.code, 0, c.stderr);
+  const doc = validateTrace(c.stdout);
+  const ev = doc.traceEvents;
+  assert.match(trackName(doc, lc.pid, lc.tid_a) ?? '', /waiter|lock_chain/);
+  assert.match(trackName(doc, lc.pid, lc.tid_b) ?? '', /^holder /);
+  assert.ok(trackName(doc, hog.pid, hog.tid), 'the hog has a track');
+  let preempted = 0;
+  for (const e of ev) {
+    if (e.ph === 'X' && e.pid === lc.pid && e.tid === lc.tid_b && e.name.startsWith('runqueue') && (e.args?.preempted_by_pid === hog.pid || e.args?.last_on_cpu_pid === hog.pid)) preempted += e.dur!;
+  }
+  assert.ok(preempted > 5000, `the holder spent ${(preempted / 1000).toFixed(1)} ms preempted by the hog`);
+  assert.ok(ev.some((e) => e.ph === 'X' && e.pid === hog.pid && e.tid === hog.tid && e.name === 'running'), 'the hog runs on its track');
+  assert.ok(ev.filter((e) => e.ph === 'X' && e.tid === lc.tid_a && e.name === 'futex wait').length >= 3, 'the waiter waits on the lock each round');
+});
