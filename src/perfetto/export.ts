@@ -160,6 +160,8 @@ interface ThreadEntry {
   order: number;
   /** lanes used on the calls track(s) */
   lanes: number;
+  /** the span's or the target's own thread: a track even when empty */
+  named: boolean;
   exported: boolean;
 }
 
@@ -214,11 +216,12 @@ class Exporter {
     return c;
   }
 
-  addThread(tid: number, pid: number, role: number): void {
+  addThread(tid: number, pid: number, role: number, named = false): void {
     if (!tid) return;
     const cur = this.threads.get(tid);
     if (cur) {
       if (role < cur.role && !cur.exported) cur.role = role;
+      if (named) cur.named = true;
       if (!cur.pid && pid) cur.pid = pid;
       return;
     }
@@ -227,7 +230,7 @@ class Exporter {
       this.referenced.set(tid, pid);
       return;
     }
-    this.threads.set(tid, { tid, pid, role, order: this.threads.size, lanes: 0, exported: false });
+    this.threads.set(tid, { tid, pid, role, order: this.threads.size, lanes: 0, exported: false, named });
   }
 
   ref(tid: number, pid: number): void {
@@ -245,6 +248,8 @@ class Exporter {
       for (let i = 0; i < n; i++) if (ev.pid[i]) { t.pid = ev.pid[i]; break; }
       if (!t.pid) t.pid = this.threadAt(t.tid, A)?.pid ?? 0;
     }
+    // a thread with nothing in the window gets no track, unless it is the thread a span or the target names
+    if (n === 0 && !t.named) return;
     t.exported = true;
     const pid = t.pid;
     const tid = t.tid;
@@ -636,15 +641,17 @@ export async function writePerfettoTrace(reader: StoreReader, target: PerfettoTa
   }
 
   // joined threads, then the correlator's culprits, then wakers/preemptors found on the way
-  for (const [tid, pid] of joined) x.addThread(tid, pid, 0);
+  for (const [tid, pid] of joined) x.addThread(tid, pid, 0, true);
   for (const pid of procJoined) {
     for (const tid of reader.threadsOfProcess(pid, A, B)) x.addThread(tid, pid, 0);
   }
   if (ex && o.culprits !== false) for (const [tid, pid] of culpritsOf(ex)) x.addThread(tid, pid, 1);
+  const done = new Set<number>();
   for (let role = 0; role <= 2; role++) {
     // new entries may be added while iterating (Map iteration sees them)
     for (const t of x.threads.values()) {
-      if (t.exported || t.role !== role) continue;
+      if (done.has(t.tid) || t.role !== role) continue;
+      done.add(t.tid);
       x.emitThread(t);
       await sink.flush();
     }
