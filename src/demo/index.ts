@@ -18,7 +18,7 @@ import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { Readable, Writable } from 'node:stream';
-import { ProbeError, ProbeProcess, REPO_ROOT, errnoName, type CaptureSink } from '../capture/index.js';
+import { ProbeError, ProbeProcess, REPO_ROOT, errnoName, runDoctor, type CaptureSink } from '../capture/index.js';
 import { explainTrace, type ExplainOptions, type Explanation } from '../correlator/index.js';
 import { OtlpReceiver } from '../otel/receiver.js';
 import { StoreSpanConsumer } from '../otel/store-consumer.js';
@@ -153,7 +153,10 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
   let workload: Workload | null = null;
   let probe: ProbeProcess | null = null;
   let storeClosed = false;
+  let interrupted: string | null = null;
+  let removeSignals = (): void => undefined;
   const cleanup = async (): Promise<void> => {
+    removeSignals();
     if (workload && workload.exitCode === null && workload.signalCode === null) {
       try {
         process.kill(-workload.pid!, 'SIGKILL'); // its process group: engine and neighbour too
@@ -182,6 +185,19 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
       },
     });
     workload = w;
+    // Ctrl-C / SIGTERM: stop the workload's whole process group (it runs detached), then clean up
+    const onSignal = (sig: NodeJS.Signals): void => {
+      interrupted = sig;
+      try {
+        process.kill(-w.pid!, 'SIGKILL');
+      } catch { /* gone */ }
+    };
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
+    removeSignals = () => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    };
     const events: WorkloadEvent[] = [];
     const waiters: { pred: (e: WorkloadEvent) => boolean; res: (e: WorkloadEvent) => void }[] = [];
     const stderrTail: string[] = [];
@@ -276,6 +292,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
     tick.unref();
     const code = await Promise.race([exited, new Promise<number>((r) => setTimeout(() => r(-1), (durationS + 90) * 1000).unref())]);
     clearInterval(tick);
+    if (interrupted) throw new DemoError(`interrupted (${interrupted}); the store so far is in ${dir}`);
     if (code === -1) throw new DemoError(`the workload did not finish within ${durationS + 90} s`);
     const done = events.find((e) => e.event === 'done');
     if (!done) throw new DemoError(`the workload exited (${code}) without finishing:\n${stderrTail.join('\n')}`);
@@ -377,10 +394,13 @@ export async function cmdDemo(argv: string[]): Promise<number> {
     process.stderr.write(`kspan demo: --protocol is grpc or http/protobuf, got "${v.protocol}"\n`);
     return 2;
   }
-  const euid = process.geteuid?.() ?? 0;
-  if (euid !== 0) {
-    process.stderr.write('kspan demo: capture needs root (or CAP_BPF + CAP_PERFMON): run `sudo kspan demo`; `kspan doctor` checks what capture needs\n');
-    // go on: the probe may have file capabilities; its error is reported below
+  // Capture first: no point building and starting anything when the probe cannot run here.
+  const doc = await runDoctor({ noProbe: true });
+  if (!doc.ready) {
+    process.stderr.write(`kspan demo: capture cannot run here: ${doc.reason ?? 'see kspan doctor'}\n`);
+    for (const c of doc.checks) if (c.status === 'fail' && !(doc.reason ?? '').includes(c.detail)) process.stderr.write(`  ${c.name}: ${c.detail}\n`);
+    process.stderr.write('kspan demo: `kspan doctor` checks what capture needs (the demo needs root, or CAP_BPF + CAP_PERFMON)\n');
+    return 1;
   }
   try {
     const r = await runDemo({

@@ -4,7 +4,7 @@
 // the tokenizer's lock, the CUDA sync, with plausible shares. Needs root.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,9 +20,10 @@ after(() => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
-function runCli(args: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function runCli(args: string[], timeoutMs: number, wrap: string[] = []): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((res) => {
-    const c = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'src', 'cli.ts'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const argv = [process.execPath, '--import', 'tsx', join(REPO_ROOT, 'src', 'cli.ts'), ...args];
+    const c = spawn(wrap.length ? wrap[0] : argv[0], [...wrap.slice(1), ...(wrap.length ? argv : argv.slice(1))], { stdio: ['ignore', 'pipe', 'pipe'], cwd: REPO_ROOT });
     let stdout = '', stderr = '';
     c.stdout.on('data', (d) => { stdout += d; });
     c.stderr.on('data', (d) => { stderr += d; });
@@ -99,4 +100,13 @@ test('kspan demo: usage errors exit 2', async () => {
   const h = await runCli(['demo', '--help'], 30_000);
   assert.equal(h.code, 0);
   assert.match(h.stdout, /usage: kspan demo/);
+});
+
+test('kspan demo without privileges exits 1 before starting anything, and says why', async (t) => {
+  if (spawnSync('setpriv', ['--version']).status !== 0) return t.skip('setpriv not installed');
+  const r = await runCli(['demo', '--duration', '2'], 60_000, ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all']);
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /capture cannot run here: .*CAP_BPF/);
+  assert.match(r.stderr, /kspan doctor/);
+  assert.doesNotMatch(r.stderr, /store \//, 'no store was created');
 });
