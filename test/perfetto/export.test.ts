@@ -48,6 +48,8 @@ function scenario(fw: FrameWriter): void {
   fw.offcpu({ ts: W + 90 * MS, pid: PID, tid: A, startNs: W + 85 * MS, runnableNs: W + 89.5 * MS, prevState: 1, flags: OffcpuFlag.WOKEN | OffcpuFlag.WAKER_HARDIRQ });
   // straddles the end: yielded [W+98, W+120]
   fw.offcpu({ ts: W + 120 * MS, pid: PID, tid: A, startNs: W + 98 * MS, flags: OffcpuFlag.RESCHED, preemptPid: HOG, preemptTid: HOG + 1, outCpu: 1 });
+  // the hog gives the CPU back to A at W+30 (runnable until W+31)
+  fw.offcpu({ ts: W + 31 * MS, pid: HOG, tid: HOG + 1, startNs: W + 30 * MS, flags: OffcpuFlag.PREEMPTED, preemptPid: PID, preemptTid: A, cpu: 1, outCpu: 1 });
   // B: sleeps [W+10, W+50] holding the lock, unlocks at W+54 (wake)
   fw.offcpu({ ts: W + 50 * MS, pid: PID, tid: B, startNs: W + 10 * MS, runnableNs: W + 49.9 * MS, prevState: 1, flags: OffcpuFlag.WOKEN | OffcpuFlag.WAKER_HARDIRQ });
   fw.futexWake({ ts: W + 54.01 * MS, pid: PID, tid: B, startNs: W + 53.99 * MS, uaddr: M1, op: 0x81, ret: 1 });
