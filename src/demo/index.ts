@@ -12,7 +12,7 @@
 //         findSlowSpans + explainTrace(..., { serviceProcess: { vllm: 'VLLM::EngineCor' } })
 
 import { spawn, spawnSync, type ChildProcessByStdio } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { accessSync, constants as fsConstants, existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -137,7 +137,14 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
   const el = (): string => `${((Date.now() - t0) / 1000).toFixed(1)} s`;
 
   checkPython(python);
-  const libs = buildExample(python);
+  // examples/vllm/build (git-ignored), or a private temp dir when the checkout is read-only
+  let buildDir = join(EXAMPLE_DIR, 'build');
+  try {
+    accessSync(existsSync(buildDir) ? buildDir : EXAMPLE_DIR, fsConstants.W_OK);
+  } catch {
+    buildDir = mkdtempSync(join(tmpdir(), 'kspan-vllm-build-'));
+  }
+  const libs = buildExample(python, buildDir);
   const cudaLib = libs['libcudart.so.12'];
 
   const dir = o.dataDir ? resolve(o.dataDir) : mkdtempSync(join(tmpdir(), 'kspan-demo-'));
@@ -176,7 +183,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
     say(`kspan demo: store ${dir}; OTLP receiver on 127.0.0.1:${rx.grpcPort} (gRPC), 127.0.0.1:${rx.httpPort} (HTTP)`);
 
     // 1. the workload, held before it forks anything
-    const w = spawn(python, [SERVE, '--wait-go', '--duration', String(durationS), '--process-id-of', 'engine', ...(o.workloadArgs ?? [])], {
+    const w = spawn(python, [SERVE, '--wait-go', '--duration', String(durationS), '--process-id-of', 'engine', '--build-dir', buildDir, ...(o.workloadArgs ?? [])], {
       stdio: ['pipe', 'pipe', 'pipe'],
       detached: true, // own process group, so a failure can kill all of it
       env: {
