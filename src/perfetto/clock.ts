@@ -7,13 +7,23 @@
 import type { StoreReader } from '../store/index.js';
 
 const pad3 = (r: number): string => (r < 10 ? '00' + r : r < 100 ? '0' + r : String(r));
+/**
+ * Fraction digits of a time with a sub-µs part: the ns, then a '5' (+0.5 ns).
+ * Perfetto's JSON importer turns a fractional µs value into ns as
+ * (int64)(double * 1000), which truncates: 762.763 µs can come out as
+ * 762762 ns, and adjacent slices then overlap by 1 ns and are rejected as
+ * misnested. With the half-ns bias the truncation lands on the exact ns
+ * (the double's error is far below 0.5 ns for times under a few days in µs).
+ * Whole µs are written as integers (exact).
+ */
+const frac = (r: number): string => pad3(r) + '5';
 
-/** Non-negative ns -> µs text ("12.345", "7"). */
+/** Non-negative ns -> µs text ("12.3455" = 12.345 µs + 0.5 ns, see frac(); "7"). */
 export function usText(ns: number): string {
   const d = ns > 0 ? Math.round(ns) : 0;
   const q = Math.floor(d / 1000);
   const r = d - q * 1000;
-  return r ? `${q}.${pad3(r)}` : String(q);
+  return r ? `${q}.${frac(r)}` : String(q);
 }
 
 /** Epoch ns (decimal string or bigint) -> µs text, minus `baseNs`. */
@@ -22,9 +32,9 @@ export function epochNsToUs(epochNs: string | bigint, baseNs = 0n): string {
   if (d < 0n) return '-' + epochNsToUs(-d);
   const s = d.toString();
   if (s.length <= 3) return usText(Number(s));
-  const frac = s.slice(-3);
+  const f = s.slice(-3);
   const int = s.slice(0, -3);
-  return frac === '000' ? int : `${int}.${frac}`;
+  return f === '000' ? int : `${int}.${f}5`;
 }
 
 const DAY_NS = 86_400_000_000_000n;
@@ -107,7 +117,7 @@ export class ExportClock {
     const r = x - q * 1000;
     const int = this.secUs[i] - this.baseUs + q;
     if (int < 0) return epochNsToUs(this.toEpoch(mono), this.baseNs);
-    return r ? `${int}.${pad3(r)}` : String(int);
+    return r ? `${int}.${frac(r)}` : String(int);
   }
 
   /** Monotonic ns -> epoch ns. */

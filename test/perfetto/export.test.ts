@@ -227,12 +227,18 @@ test('window modes, unknown trace, truncation, streaming to a Writable', async (
 
 test('clock: exact µs text, the store clock history rule, the day base', () => {
   assert.equal(usText(0), '0');
-  assert.equal(usText(1), '0.001');
-  assert.equal(usText(1_234_567), '1234.567');
+  // sub-µs values carry +0.5 ns so that Perfetto's (int64)(µs * 1000) lands on the exact ns
+  assert.equal(usText(1), '0.0015');
+  assert.equal(usText(1_234_567), '1234.5675');
   assert.equal(usText(5000), '5');
-  assert.equal(epochNsToUs('1795274382598624512'), '1795274382598624.512');
+  assert.equal(epochNsToUs('1795274382598624512'), '1795274382598624.5125');
   assert.equal(epochNsToUs(1_000_000_001_000n, 1_000_000_000_000n), '1');
-  assert.equal(epochNsToUs(5n, 1000n), '-0.995');
+  assert.equal(epochNsToUs(5n, 1000n), '-0.9955');
+  // the truncating conversion gives back the exact ns for times up to days in µs
+  for (const ns of [55_443_856_721_763, 86_399_999_999_999, 1, 999, 123_456_789_012]) {
+    const txt = usText(ns);
+    assert.equal(Math.trunc(Number(txt) * 1000), ns, `${ns} -> ${txt}`);
+  }
   assert.equal(dayBaseNs(86_400_000_000_000n * 3n + 5n), 86_400_000_000_000n * 3n);
   // a reader stub with two samples and a clock step between them
   const samples = [
@@ -241,7 +247,7 @@ test('clock: exact µs text, the store clock history rule, the day base', () => 
   ];
   const c = new ExportClock({ clockSamples: () => samples } as never);
   c.setBase(86_400_000_000_000n);
-  assert.equal(Number(c.us(500)), 0.5, 'before the first sample: the first one');
+  assert.equal(c.us(500), '0.5005', 'before the first sample: the first one');
   assert.equal(c.us(5_000), '5');
   assert.equal(c.us(10_000), '1010', 'the step applies from its sample on');
   assert.equal(c.toEpoch(10_001), 86_400_000_000_000n + 1_010_001n);

@@ -49,7 +49,9 @@ export function validateTrace(text: string): TraceDoc {
     if (e.ph === 'X') {
       assert.ok(typeof e.dur === 'number' && e.dur >= 0, `dur: ${where}`);
       const k = `${e.pid}/${e.tid}`;
-      (byTrack.get(k) ?? byTrack.set(k, []).get(k)!).push({ ts: e.ts, end: e.ts + e.dur!, name: e.name });
+      // as Perfetto's importer converts them: (int64)(µs * 1000)
+      const ts = Math.trunc(e.ts * 1000);
+      (byTrack.get(k) ?? byTrack.set(k, []).get(k)!).push({ ts, end: ts + Math.trunc(e.dur! * 1000), name: e.name });
     }
     if (e.ph === 'i' || e.ph === 'I') assert.ok(e.s === undefined || ['g', 'p', 't'].includes(e.s), `scope: ${where}`);
     if (e.ph === 's' || e.ph === 't' || e.ph === 'f') {
@@ -63,8 +65,8 @@ export function validateTrace(text: string): TraceDoc {
     if (e.args !== undefined) assert.equal(typeof e.args, 'object', `args: ${where}`);
   }
   for (const [k, c] of flows) assert.ok(c.s === 1 && c.f === 1, `flow ${k}: ${c.s} starts, ${c.f} ends`);
-  // X slices on one track nest properly (µs doubles: allow 1 ns of rounding)
-  const EPS = 0.002;
+  // X slices on one track nest properly, in integer ns as Perfetto reads them
+  const EPS = 0;
   for (const [k, list] of byTrack) {
     list.sort((a, b) => a.ts - b.ts || b.end - a.end);
     const stack: number[] = [];
