@@ -61,6 +61,8 @@ export interface PerfettoResult {
 // Synthetic ids. Linux tids/pids are < 2^22 (PID_MAX_LIMIT).
 const LANE_STRIDE = 0x400000;
 const REQUESTS_PID_BASE = 0x7f000000;
+/** span tracks per service at most (further partial overlaps share the last one) */
+const REQUEST_LANES = 64;
 const IRQ_FLAGS = OffcpuFlag.WAKER_HARDIRQ | OffcpuFlag.WAKER_SOFTIRQ;
 const FLUSH_BYTES = 1 << 18;
 
@@ -518,11 +520,11 @@ class Exporter {
       }
       if (!pname) pname = this.comm(pid, B) || 'process';
       sink.put(`{"name":"process_name","ph":"M","pid":${pid},"tid":0,"args":{"name":${q(`${pname} ${pid}`)}}}`);
-      sink.put(`{"name":"process_sort_index","ph":"M","pid":${pid},"tid":0,"args":{"sort_index":${order + 10}}}`);
+      sink.put(`{"name":"process_sort_index","ph":"M","pid":${pid},"tid":0,"args":{"sort_index":${1000 + order}}}`);
     }
     for (const [pid, label] of requestsPids) {
       sink.put(`{"name":"process_name","ph":"M","pid":${pid},"tid":0,"args":{"name":${q(label)}}}`);
-      sink.put(`{"name":"process_sort_index","ph":"M","pid":${pid},"tid":0,"args":{"sort_index":${pid - REQUESTS_PID_BASE}}}`);
+      sink.put(`{"name":"process_sort_index","ph":"M","pid":${pid},"tid":0,"args":{"sort_index":${(pid - REQUESTS_PID_BASE) / REQUEST_LANES}}}`);
     }
   }
 }
@@ -617,9 +619,10 @@ export async function writePerfettoTrace(reader: StoreReader, target: PerfettoTa
   const requestsPids = new Map<number, string>();
   if (spans.length) {
     const services = [...new Set(spans.map((s) => s.service))];
-    const lanes = new Lanes(64);
+    const lanes = new Lanes(REQUEST_LANES);
     for (const [si, svc] of services.entries()) {
-      const pid = REQUESTS_PID_BASE + si;
+      // the first span track is the process's main thread (tid = pid); synthetic ids stay clear of real ones
+      const pid = REQUESTS_PID_BASE + si * REQUEST_LANES;
       requestsPids.set(pid, `requests (${svc || 'unknown service'})`);
       const mine = spans.filter((s) => s.service === svc).map((s) => ({ s, st: BigInt(s.startUnixNano) }));
       mine.sort((p, r) => (p.st < r.st ? -1 : p.st > r.st ? 1 : r.s.durationNs - p.s.durationNs));
@@ -628,14 +631,14 @@ export async function writePerfettoTrace(reader: StoreReader, target: PerfettoTa
       for (const { s, st } of mine) {
         const rel = Number(st - mine[0].st);
         let lane = lanes.assign(rel, rel + s.durationNs);
-        if (lane < 0) lane = 63;
+        if (lane < 0) lane = REQUEST_LANES - 1;
         if (!sink.room(1)) continue;
-        sink.put(`{"name":${q(s.name)},"cat":"span","ph":"X","ts":${epochNsToUs(s.startUnixNano, clock.base)},"dur":${usText(s.durationNs)},"pid":${pid},"tid":${lane + 1},"args":${spanArgs(s, ex)}}`);
+        sink.put(`{"name":${q(s.name)},"cat":"span","ph":"X","ts":${epochNsToUs(s.startUnixNano, clock.base)},"dur":${usText(s.durationNs)},"pid":${pid},"tid":${pid + lane},"args":${spanArgs(s, ex)}}`);
       }
       const used = lanes.resetHigh();
       for (let l = 0; l < used; l++) {
-        sink.put(`{"name":"thread_name","ph":"M","pid":${pid},"tid":${l + 1},"args":{"name":${q(l ? `spans ${l + 1}` : 'spans')}}}`);
-        sink.put(`{"name":"thread_sort_index","ph":"M","pid":${pid},"tid":${l + 1},"args":{"sort_index":${l}}}`);
+        sink.put(`{"name":"thread_name","ph":"M","pid":${pid},"tid":${pid + l},"args":{"name":${q(l ? `spans ${l + 1}` : 'spans')}}}`);
+        sink.put(`{"name":"thread_sort_index","ph":"M","pid":${pid},"tid":${pid + l},"args":{"sort_index":${l}}}`);
       }
     }
   }

@@ -154,6 +154,33 @@ test('trace mode: span track, state slices with args, calls track, wakeup flow, 
   }
 });
 
+test('span tracks: nested spans share a track, a partial overlap opens a second one; one process per service', async () => {
+  const st = await buildStore('perfetto-spans', () => {}, [
+    span(1, W, W + 100 * MS, { service: 'api' }),
+    span(2, W + 10 * MS, W + 60 * MS, { service: 'api', parentSpanId: '0000000000000001' }),
+    span(3, W + 50 * MS, W + 90 * MS, { service: 'api', parentSpanId: '0000000000000001' }),
+    span(4, W + 20 * MS, W + 30 * MS, { service: 'db', parentSpanId: '0000000000000002' }),
+  ]);
+  try {
+    const { json, result } = await perfettoTraceJson(st.reader, { traceId: tr(1) });
+    assert.equal(result.spans, 4);
+    assert.equal(result.threads, 0, 'no correlation, no kernel tracks');
+    const doc = validateTrace(json);
+    const byId = new Map(find(doc, (e) => e.cat === 'span').map((e) => [e.args!.span_id as string, e]));
+    const [s1, s2, s3, s4] = ['1', '2', '3', '4'].map((n) => byId.get(n.padStart(16, '0'))!);
+    assert.equal(s1.pid, s2.pid);
+    assert.equal(s1.tid, s1.pid, 'the first span track is the main thread of the requests process');
+    assert.equal(s2.tid, s1.tid);
+    assert.notEqual(s3.tid, s1.tid, 'partial overlap with span 2: another track');
+    assert.equal(trackName(doc, s3.pid, s3.tid), 'spans 2');
+    assert.notEqual(s4.pid, s1.pid, 'another service, another process');
+    const names = find(doc, (e) => e.ph === 'M' && e.name === 'process_name').map((e) => e.args!.name).sort();
+    assert.deepEqual(names, ['requests (api)', 'requests (db)']);
+  } finally {
+    st.cleanup();
+  }
+});
+
 test('window modes, unknown trace, truncation, streaming to a Writable', async () => {
   const st = await buildStore('perfetto-window', (fw) => {
     scenario(fw);
