@@ -11,3 +11,5 @@
 export { auditTransport, createKspanMcpServer, runStdioServer, SERVER_INSTRUCTIONS, type AuditOptions, type AuditRecord, type StdioOptions } from './server.js';
 export { registerTools, TOOL_NAMES, type ToolContext } from './tools.js';
 export { parseTimeArg, TIME_HELP, ToolInputError } from './time.js';
+export { isLoopback, parseAddr, startMcpHttpServer, type McpHttpHandle, type McpHttpOptions } from './http.js';
+export { MCP_HELP, cmdMcp } from './command.js';

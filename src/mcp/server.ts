@@ -86,12 +86,18 @@ export function auditTransport(t: Transport, o: AuditOptions = {}): Transport {
     else sink.write(JSON.stringify(rec) + '\n');
   };
   let handler: Transport['onmessage'];
+  // Transports that delegate (the node Streamable HTTP transport forwards
+  // onmessage to an inner web-standard transport through an accessor) get
+  // the wrapped handler through their own setter.
+  let inherited: PropertyDescriptor | undefined;
+  for (let p = Object.getPrototypeOf(t); p && !inherited; p = Object.getPrototypeOf(p)) inherited = Object.getOwnPropertyDescriptor(p, 'onmessage');
   Object.defineProperty(t, 'onmessage', {
     configurable: true,
     enumerable: true,
     get: () => handler && wrapped,
     set: (h: Transport['onmessage']) => {
       handler = h;
+      inherited?.set?.call(t, h ? wrapped : undefined);
     },
   });
   const wrapped: NonNullable<Transport['onmessage']> = (msg, extra) => {

@@ -1,0 +1,98 @@
+// `kspan mcp --data DIR [--http ADDR]`: the MCP server over stdio (default;
+// stdout is the protocol, logs go to stderr) or Streamable HTTP.
+
+import { createWriteStream, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { startMcpHttpServer } from './http.js';
+import { runStdioServer } from './server.js';
+
+export const MCP_HELP = `usage: kspan mcp --data DIR [--http ADDR] [options]
+
+Serve kspan's read-only investigation tools (explain_request, find_slow_requests,
+get_latency_distribution, query_off_cpu, who_woke, futex_contention, capture_status,
+list_processes) to an MCP client. See src/mcp/README.md.
+
+  --data DIR            the kspan store (or KSPAN_DATA); opened read-only
+  (default)             stdio: the client spawns \`kspan mcp --data DIR\`; logs go to stderr
+  --http ADDR           Streamable HTTP at http://ADDR/mcp instead (e.g. 127.0.0.1:7799; port 0 = any)
+  --token-file FILE     bearer token for HTTP (first line of FILE); else env KSPAN_MCP_TOKEN.
+                        Required to bind anything but loopback. Never given as a flag value.
+  --allowed-host NAME   extra Host header value accepted over HTTP (repeatable)
+  --rate N              HTTP requests per second per client (burst 2N; default 20)
+  --audit-log FILE      append the audit JSON lines to FILE instead of stderr
+  --service-process S=COMM  map service.name S to process COMM for the process join (repeatable)`;
+
+export async function cmdMcp(argv: string[]): Promise<number> {
+  let o;
+  try {
+    o = parseArgs({
+      args: argv,
+      options: {
+        help: { type: 'boolean', short: 'h' },
+        data: { type: 'string' },
+        http: { type: 'string' },
+        'token-file': { type: 'string' },
+        'allowed-host': { type: 'string', multiple: true },
+        rate: { type: 'string' },
+        'audit-log': { type: 'string' },
+        'service-process': { type: 'string', multiple: true },
+      },
+      strict: true,
+    }).values;
+  } catch (e) {
+    process.stderr.write(`kspan mcp: ${(e as Error).message}\n${MCP_HELP}\n`);
+    return 2;
+  }
+  if (o.help) {
+    // with stdio, stdout is the protocol; help is only printed when asked for
+    process.stdout.write(MCP_HELP + '\n');
+    return 0;
+  }
+  const usage = (m: string): number => {
+    process.stderr.write(`kspan mcp: ${m}\n`);
+    return 2;
+  };
+  const dir = o.data ?? process.env.KSPAN_DATA;
+  if (!dir) return usage('--data DIR is required (or set KSPAN_DATA)');
+  if (!existsSync(join(dir, 'data.mdb'))) {
+    process.stderr.write(`kspan mcp: no kspan store in ${dir} (no data.mdb)\n`);
+    return 1;
+  }
+  const serviceProcess: Record<string, string> = {};
+  for (const sp of o['service-process'] ?? []) {
+    const i = sp.indexOf('=');
+    if (i <= 0 || i === sp.length - 1) return usage(`--service-process wants SERVICE=COMM, got "${sp}"`);
+    serviceProcess[sp.slice(0, i)] = sp.slice(i + 1);
+  }
+  let rate: { perSecond: number; burst: number } | undefined;
+  if (o.rate !== undefined) {
+    const n = Number(o.rate);
+    if (!(n > 0 && n <= 100000)) return usage(`--rate wants a positive number, got "${o.rate}"`);
+    rate = { perSecond: n, burst: Math.max(1, Math.ceil(2 * n)) };
+  }
+  const log = o['audit-log'] ? createWriteStream(o['audit-log'], { flags: 'a', mode: 0o600 }) : process.stderr;
+  const common = { dataDir: dir, serviceProcess: Object.keys(serviceProcess).length ? serviceProcess : undefined, log };
+
+  if (o.http === undefined) {
+    if (o['token-file'] || o['allowed-host'] || o.rate) return usage('--token-file, --allowed-host and --rate are for --http');
+    await runStdioServer(common);
+    return 0;
+  }
+  let h;
+  try {
+    h = await startMcpHttpServer({ ...common, addr: o.http, tokenFile: o['token-file'], allowedHosts: o['allowed-host'], rateLimit: rate });
+  } catch (e) {
+    process.stderr.write(`kspan mcp: ${(e as Error).message}\n`);
+    return (e as Error).message.startsWith('--http') ? 2 : 1;
+  }
+  // the bound URL on stdout (scripts and tests read it), then serve until a signal
+  process.stdout.write(`${h.url}\n`);
+  await new Promise<void>((resolve) => {
+    const stop = (): void => resolve();
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+  await h.close();
+  return 0;
+}
