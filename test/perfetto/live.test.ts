@@ -176,3 +176,45 @@ test('lock_chain + pinned hog: the holder is preempted by the hog while the wait
   assert.ok(ev.some((e) => e.ph === 'X' && e.pid === hog.pid && e.tid === hog.tid && e.name === 'running'), 'the hog runs on its track');
   assert.ok(ev.filter((e) => e.ph === 'X' && e.tid === lc.tid_a && e.name === 'futex wait').length >= 3, 'the waiter waits on the lock each round');
 });
+
+test('cuda_app with the stand-in libcudart: CUDA calls on the calls track, blocked time labelled CUDA sync', async () => {
+  const dir = mkdtempSync(join('/var/tmp', 'kspan-perfetto-'));
+  dirs.push(dir);
+  const libs = ['libcudart.so.12', 'libcuda.so.1'].flatMap((l) => ['--cuda-lib', join(FIXTURE_BIN, l)]);
+  const r = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'src', 'cli.ts'), 'record', '--quiet', '--data', dir, ...libs,
+    '--', 'bash', '-c', `cd ${FIXTURE_BIN} && ./cuda_app 200 10 5000`], { timeoutMs: 120000, env: { ...process.env, KSPAN_STUB_SYNC_US: '5000' } });
+  assert.equal(r.code, 0, `kspan record failed: ${r.stderr}`);
+  const line = r.stdout.split('\n').find((l) => l.startsWith('{"fixture"'));
+  assert.ok(line, r.stdout);
+  const ca = JSON.parse(line) as { pid: number; tid: number; stream: string; sync_start_ns: number; sync_end_ns: number; sync_ns: number[] };
+  const traceId = randomBytes(16).toString('hex');
+  const w = openStoreWriter(dir);
+  try {
+    const clock = w.reader.clockHistory();
+    await w.reader.spans.putSpans([{ traceId, spanId: randomBytes(8).toString('hex'), service: 'gpu', name: 'step',
+      startUnixNano: clock.toEpochNs(ca.sync_start_ns), endUnixNano: clock.toEpochNs(ca.sync_end_ns), tid: ca.tid, pid: ca.pid }]);
+  } finally {
+    await w.close();
+  }
+  const reader = openStoreReader(dir);
+  let doc;
+  try {
+    doc = validateTrace((await perfettoTraceJson(reader, { traceId }, { marginNs: 0 })).json);
+  } finally {
+    void reader.root.close();
+  }
+  const syncs = doc.traceEvents.filter((e) => e.ph === 'X' && e.pid === ca.pid && e.name === 'cudaStreamSynchronize');
+  assert.ok(syncs.length >= ca.sync_ns.length, `${syncs.length} cudaStreamSynchronize slices`);
+  for (const s of syncs) {
+    assert.notEqual(s.tid, ca.tid, 'calls go on the calls track');
+    assert.equal(s.tid % 0x400000, ca.tid);
+    assert.equal(s.args?.stream, ca.stream);
+    assert.equal(s.args?.ret, 0);
+    assert.equal(s.args?.blocking, true);
+  }
+  const injected = ca.sync_ns.reduce((a, x) => a + x, 0);
+  const blocked = doc.traceEvents.filter((e) => e.ph === 'X' && e.pid === ca.pid && e.tid === ca.tid && e.name === 'CUDA sync');
+  assert.ok(blocked.every((e) => e.args?.cuda_api === 'cudaStreamSynchronize'));
+  const sum = blocked.reduce((a, e) => a + e.dur! * 1000, 0);
+  assert.ok(Math.abs(sum - injected) <= 0.2 * injected, `CUDA sync slices ${(sum / 1e6).toFixed(1)} ms vs ${(injected / 1e6).toFixed(1)} ms injected`);
+});
