@@ -20,7 +20,6 @@ import { startDaemon, type Daemon } from './daemon/index.js';
 import { DEFAULT_OTLP_GRPC_ADDR, DEFAULT_OTLP_HTTP_ADDR, type UpstreamProtocol } from './otel/index.js';
 import { cmdExport } from './perfetto/command.js';
 import { cmdMcp } from './mcp/command.js';
-import { cmdMcp } from './mcp/command.js';
 
 class UsageError extends Error {}
 
@@ -76,10 +75,6 @@ commands:
                                               distributions, off-CPU, who_woke, futex contention, status) over stdio,
                                               or Streamable HTTP at ADDR/mcp (token from KSPAN_MCP_TOKEN or --token-file,
                                               required off loopback); \`kspan mcp --help\`, src/mcp/README.md
-  mcp --data DIR [--http ADDR]                MCP server for AI agents: read-only tools (explain_request, find_slow_requests,
-                                              distributions, off-CPU, who_woke, futex contention, status) over stdio,
-                                              or Streamable HTTP at ADDR/mcp (token from KSPAN_MCP_TOKEN or --token-file,
-                                              required off loopback); \`kspan mcp --help\`, src/mcp/README.md
   demo [--duration S] [--json] [--data DIR]   capture + OTLP around a vLLM-shaped example (examples/vllm) on a
                                               temporary store, then the slowest requests and why (needs root)
   export perfetto --data DIR (--trace-id ID | --pid P|--tid T --from A --to B) [--out FILE] [--max-events N]
@@ -109,7 +104,6 @@ const COMMANDS: Record<string, Command> = {
   doctor: cmdDoctor,
   demo: cmdDemo,
   export: cmdExport,
-  mcp: cmdMcp,
   mcp: cmdMcp,
   help: async () => {
     process.stdout.write(HELP + '\n');
