@@ -596,11 +596,24 @@ export async function writePerfettoTrace(reader: StoreReader, target: PerfettoTa
     const margin = o.marginNs ?? Math.min(1e9, Math.max(1e6, Math.round(0.05 * (E - S))));
     A = Math.max(0, S - margin);
     B = E + margin;
-    ex = explainTrace(reader, id, o.explain ?? {});
-    for (const s of ex.spans) {
-      const c = s.correlation;
-      if (c.method === 'thread' && c.tid) joined.push([c.tid, c.pid ?? 0, true]);
-      else if (c.method === 'process' && c.pid) procJoined.push(c.pid);
+    try {
+      ex = explainTrace(reader, id, o.explain ?? {});
+    } catch (e) {
+      // the timeline is still worth having: join on the spans' own ids
+      o.warn?.(`explain failed (${(e as Error).message}); joining on the spans' linux.tid / process.pid only`);
+      ex = null;
+    }
+    if (ex) {
+      for (const s of ex.spans) {
+        const c = s.correlation;
+        if (c.method === 'thread' && c.tid) joined.push([c.tid, c.pid ?? 0, true]);
+        else if (c.method === 'process' && c.pid) procJoined.push(c.pid);
+      }
+    } else {
+      for (const s of spans) {
+        if (s.tid) joined.push([s.tid, s.pid ?? 0, true]);
+        else if (s.pid) procJoined.push(s.pid);
+      }
     }
   } else {
     if (!(target.toUnixNano > target.fromUnixNano)) throw new Error('the window must end after it starts');

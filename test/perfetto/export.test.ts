@@ -289,7 +289,15 @@ test('CLI: kspan export perfetto — stdout, --out, exit codes', async () => {
     const ok = await cli(['export', 'perfetto', '--trace-id', tr(1), '--data', st.dir]);
     assert.equal(ok.code, 0, ok.stderr);
     const d = validateTrace(ok.stdout);
-    assert.ok(trackName(d, PID, A));
+    assert.ok(trackName(d, PID, A) && trackName(d, PID, B));
+    const nc = await cli(['export', 'perfetto', '--trace-id', tr(1), '--data', st.dir, '--no-culprits']);
+    assert.equal(nc.code, 0, nc.stderr);
+    const ncd = validateTrace(nc.stdout);
+    assert.ok(trackName(ncd, PID, A) && !trackName(ncd, HOG, HOG + 1), '--no-culprits: only the joined thread gets events');
+    const big = await cli(['export', 'perfetto', '--trace-id', tr(1), '--data', st.dir, '--max-events', '10']);
+    assert.equal(big.code, 0, big.stderr);
+    assert.match(big.stderr, /truncated/);
+    assert.equal(validateTrace(big.stdout).metadata?.kspan?.truncated, true);
     const file = join(st.dir, 'out.json');
     const f = await cli(['export', 'perfetto', '--tid', String(A), '--from', epoch(W).toString(), '--to', epoch(W + 50 * MS).toString(), '--data', st.dir, '--out', file]);
     assert.equal(f.code, 0, f.stderr);
