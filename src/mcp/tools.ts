@@ -353,7 +353,8 @@ export function registerTools(server: McpServer, ctx: ToolContext): void {
     annotations: { title: 'Capture status', ...READ_ONLY },
   }, async () => guard(() => {
     const c = clock();
-    const st = statsOf(reader, ctx.dataDir ?? '');
+    const dataDir = ctx.dataDir ?? (reader.root as { path?: string }).path ?? null;
+    const st = statsOf(reader, dataDir ?? '/nonexistent');
     const samples = reader.clockSamples();
     const last = samples.at(-1);
     const sessions = reader.sessions().slice(-20).map((s) => ({
@@ -381,7 +382,7 @@ export function registerTools(server: McpServer, ctx: ToolContext): void {
         error_ns: last?.errorNs ?? null, stepped: samples.filter((s) => s.stepped).length,
       },
       store: {
-        data_dir: ctx.dataDir ?? null, file_bytes: st.fileBytes, used_bytes: st.usedBytes, events: st.events, events_by_kind: st.eventsByKind,
+        data_dir: dataDir, file_bytes: st.fileBytes, used_bytes: st.usedBytes, events: st.events, events_by_kind: st.eventsByKind,
         threads: st.threads, partitions: st.partitions, from_unix_nano: st.fromUnixNano, to_unix_nano: st.toUnixNano,
         retained_from_unix_nano: retained ? c.toEpochNs(retained).toString() : null, bytes_per_event: st.bytesPerEvent,
       },
