@@ -5,10 +5,11 @@
 //   path      only /mcp (404)
 //   Host      must name the bind address, localhost, or an allowed host (403;
 //             DNS-rebinding protection); a present Origin likewise (403)
+//   rate      token bucket per client address (429 + Retry-After), unauthenticated
+//             requests included
 //   token     `Authorization: Bearer <token>` when a token is configured (401);
 //             a token is REQUIRED to bind anything but loopback (refuse to start).
 //             The token comes from an env var or a file, never a flag value.
-//   rate      token bucket per client address (429 + Retry-After)
 
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import type { Tracer } from '@opentelemetry/api';
@@ -202,19 +203,21 @@ export async function startMcpHttpServer(o: McpHttpOptions): Promise<McpHttpHand
       }
       if (!allowed.has(oh)) return reply(res, 403, `forbidden: Origin "${origin}" is not allowed`);
     }
+    // rate limit before the token check: failed guesses count too
+    const client = req.socket.remoteAddress ?? 'unknown';
+    const t = buckets.take(client);
+    if (t !== true) return reply(res, 429, 'too many requests', { 'retry-after': String(Math.max(1, Math.ceil(t))) });
     if (tokenDigest) {
       const m = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '');
       if (!m || !timingSafeEqual(digest(m[1]), tokenDigest)) {
         return reply(res, 401, 'unauthorized: a valid bearer token is required', { 'www-authenticate': 'Bearer realm="kspan-mcp"' });
       }
     }
-    const client = req.socket.remoteAddress ?? 'unknown';
-    const t = buckets.take(client);
-    if (t !== true) return reply(res, 429, 'too many requests', { 'retry-after': String(Math.max(1, Math.ceil(t))) });
     if (req.method !== 'POST') {
       // stateless server: no standalone SSE stream, no sessions to delete
       return reply(res, 405, 'method not allowed: POST JSON-RPC to /mcp', { allow: 'POST' });
     }
+    if (Number(req.headers['content-length'] ?? 0) > MAX_BODY) return reply(res, 413, `request body over ${MAX_BODY} bytes`, { connection: 'close' });
     const body = await readBody(req);
     const mcp = createKspanMcpServer({ reader, dataDir: o.dataDir, serviceProcess: o.serviceProcess, clocks });
     const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });

@@ -144,7 +144,7 @@ function post(url: string, headers: Record<string, string>, body: unknown = { js
       res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: b }));
     });
     req.on('error', reject);
-    req.end(JSON.stringify(body));
+    req.end(typeof body === 'string' ? body : JSON.stringify(body));
   });
 }
 
@@ -206,6 +206,8 @@ test('HTTP security: token required off loopback, bearer checked, Host and Origi
     assert.equal((await post(url, { ...auth, host: `attacker.test:${h.port}` })).status, 403, 'rebound DNS name');
     assert.equal((await post(url, { ...auth, origin: 'http://evil.example.com' })).status, 403, 'foreign Origin');
     assert.equal((await post(`http://127.0.0.1:${h.port}/other`, auth)).status, 404);
+    // unauthenticated requests count against the bucket too; GET, non-JSON and huge bodies are refused
+    assert.equal((await post(url, auth, 'not json' as unknown)).status, 400);
     // the bucket (burst 5) is nearly empty now: keep asking until 429
     let limited: Resp | null = null;
     for (let i = 0; i < 10 && !limited; i++) {
@@ -215,6 +217,8 @@ test('HTTP security: token required off loopback, bearer checked, Host and Origi
     }
     assert.ok(limited, 'rate limited');
     assert.ok(Number(limited.headers['retry-after']) >= 1);
+    await new Promise((r) => setTimeout(r, 1200));
+    assert.equal((await post(url, auth, { x: 'y'.repeat(2 << 20) })).status, 413);
     // the SDK client with the token (after the bucket refills)
     await new Promise((r) => setTimeout(r, 2600));
     const client = new Client({ name: 'http-auth', version: '1' });
