@@ -161,10 +161,14 @@ export function registerTools(server: McpServer, ctx: ToolContext): void {
     });
     const seen = new Set<string>();
     const rows = [];
+    let moreTraces = false;
     for (const s of res.spans) {
       if (seen.has(s.traceId)) continue;
       seen.add(s.traceId);
-      if (rows.length >= args.limit) break;
+      if (rows.length >= args.limit) {
+        moreTraces = true;
+        break;
+      }
       const e = explainTrace(reader, s.traceId, { serviceProcess: ctx.serviceProcess, maxEvidence: 1, maxDepth: 2 });
       const se = e.spans.find((x) => x.span_id === s.spanId);
       const top = se?.causes[0] ?? null;
@@ -183,7 +187,9 @@ export function registerTools(server: McpServer, ctx: ToolContext): void {
     if (!rows.length) notes.push('no spans in the window (spans arrive through kspan\'s OTLP receiver)');
     const out = {
       window: { since_unix_nano: w.fromUnixNano.toString(), until_unix_nano: w.toUnixNano.toString() },
-      requests: rows, matched_spans: res.matched, returned: rows.length, truncated: res.truncated || seen.size < res.matched, notes,
+      requests: rows, matched_spans: res.matched, returned: rows.length,
+      // more traces than shown, or more matching spans than the candidates looked at (their traces may be others)
+      truncated: res.truncated || moreTraces || res.matched > res.spans.length, notes,
     };
     const text = rows.length
       ? rows.map((r, i) => `${i + 1}. ${ms(r.duration_ns)} ${r.service} "${r.name}" trace ${r.trace_id} — ${r.blame}`).join('\n') + (notes.length ? `\n${notes.join('\n')}` : '')

@@ -122,6 +122,8 @@ test('explain_request by request id: gen_ai.request.id and x-request-id', async 
 test('find_slow_requests: slowest traces first with a kernel blame', async () => {
   const r = await call('find_slow_requests', { since: '-10m', limit: 10 });
   assert.equal(r.requests.length, 3, 'three traces');
+  assert.equal(r.truncated, false, 'all shown');
+  assert.equal(r.matched_spans, 5, 'spans in the window');
   for (let i = 1; i < r.requests.length; i++) assert.ok(r.requests[i - 1].duration_ns >= r.requests[i].duration_ns, 'slowest first');
   for (const q of r.requests) {
     assert.equal(q.top_cause.kind, 'lock_contention');
