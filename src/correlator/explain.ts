@@ -1069,7 +1069,7 @@ export function explainTrace(reader: StoreReader, traceId: string, o: ExplainOpt
       data_quality: { lost_events: 0, covered: false, coverage: 0, lost_known: false, offcpu_threshold_ns: null, correlation: {}, threads_joined: 0, notes: ['trace not found'] },
     };
   }
-  return explainSpans(reader, id, stored);
+  return explainSpans(reader, id, stored, o);
 }
 
 /**
@@ -1077,26 +1077,50 @@ export function explainTrace(reader: StoreReader, traceId: string, o: ExplainOpt
  * pipeline holds) without reading them from the span index. Spans in the
  * store shape (SpanInput or StoredSpan): epoch-ns start and end.
  */
+/**
+ * Explain the given spans of one trace (all of it, or the part the OTel
+ * pipeline holds) without reading them from the span index. Spans in the
+ * store shape (SpanInput or StoredSpan): epoch-ns start and end.
+ */
 export function explainSpans(reader: StoreReader, traceId: string, given: readonly ExplainableSpan[], o: ExplainOptions = {}): Explanation {
+  return explainSpanGroups(reader, [{ traceId, spans: given }], o)[0];
+}
+
+/**
+ * explainSpans for several traces at once, sharing one snapshot of the store
+ * and its caches (thread names, clock, drops): what the OTel pipeline does
+ * with the traces that became ready together.
+ */
+export function explainSpanGroups(
+  reader: StoreReader, groups: readonly { traceId: string; spans: readonly ExplainableSpan[] }[], o: ExplainOptions = {},
+): Explanation[] {
   const t = new TraceCtx(reader, o);
   const now = nowOf(o);
-  const spans = given.map((sp): SpanLike => {
-    const start = BigInt(sp.startUnixNano);
-    const end = BigInt(sp.endUnixNano);
-    return {
-      traceId: sp.traceId, spanId: sp.spanId, parentSpanId: sp.parentSpanId ?? null, name: sp.name, service: sp.service,
-      startEpoch: start, durationNs: end > start ? Number(end - start) : 0, pid: sp.pid ?? null, tid: sp.tid ?? null,
-      vllmProcessId: sp.vllmProcessId ?? null, attributes: sp.attributes ?? {},
-    };
-  });
-  // retransmit lookups (a scan of every thread) are done once for the whole trace window
-  const S = Math.min(...spans.map((s) => t.clock.toMono(s.startEpoch)));
-  const E = Math.max(...spans.map((s) => t.clock.toMono(s.startEpoch) + s.durationNs));
-  if (spans.some((s) => peerOf(s))) t.retransWindow = [S, E];
-  t.cov = reader.coverage(S, E);
-  t.covWindow = [S, E];
   try {
-    return assemble(traceId.toLowerCase(), spans.map((s) => explainOne(t, s, now)), t);
+    return groups.map((g) => {
+      const spans = g.spans.map((sp): SpanLike => {
+        const start = BigInt(sp.startUnixNano);
+        const end = BigInt(sp.endUnixNano);
+        return {
+          traceId: sp.traceId, spanId: sp.spanId, parentSpanId: sp.parentSpanId ?? null, name: sp.name, service: sp.service,
+          startEpoch: start, durationNs: end > start ? Number(end - start) : 0, pid: sp.pid ?? null, tid: sp.tid ?? null,
+          vllmProcessId: sp.vllmProcessId ?? null, attributes: sp.attributes ?? {},
+        };
+      });
+      // retransmit lookups (a scan of every thread) are done once for the whole trace window
+      let S = Infinity;
+      let E = -Infinity;
+      for (const s of spans) {
+        const m = t.clock.toMono(s.startEpoch);
+        if (m < S) S = m;
+        if (m + s.durationNs > E) E = m + s.durationNs;
+      }
+      t.retrans = null;
+      t.retransWindow = spans.some((s) => peerOf(s)) ? [S, E] : [0, 0];
+      t.cov = reader.coverage(S, E);
+      t.covWindow = [S, E];
+      return assemble(g.traceId.toLowerCase(), spans.map((s) => explainOne(t, s, now)), t);
+    });
   } finally {
     t.finish();
   }

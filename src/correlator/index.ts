@@ -6,7 +6,7 @@
 //   const e = explainTrace(r, traceId, { serviceProcess: { 'vllm': 'VLLM::EngineCor' } });
 //   console.log(formatExplanation(e));   // or JSON.stringify(e)
 
-export { explainSpans, explainTrace, explainWindow, severityOf, type ExplainableSpan } from './explain.js';
+export { explainSpanGroups, explainSpans, explainTrace, explainWindow, severityOf, type ExplainableSpan } from './explain.js';
 export { formatExplanation } from './format.js';
 export type {
   Breakdown, Cause, CauseKind, ChainStep, Correlation, CorrelationMethod, Culprit, DataQuality, Evidence, ExplainOptions,

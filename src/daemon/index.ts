@@ -119,6 +119,8 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   }
 
   const writer = store.writer;
+  // the pipeline explains recent windows of the same threads again and again
+  writer.reader.enableBlockCache();
   const kernel: KernelSide = {
     reader: writer.reader,
     watermarkUnixNano(): bigint | null {

@@ -15,7 +15,7 @@
 // (bounded queue), counted there.
 
 import type { StoreReader } from '../store/index.js';
-import { explainSpans, type ExplainOptions, type SpanExplanation } from '../correlator/index.js';
+import { explainSpanGroups, type Explanation, type ExplainOptions } from '../correlator/index.js';
 import type { SpanInput } from '../store/index.js';
 import { enrichSpan, hasKernelData, kspanChildSpan, type EnrichOptions } from './enrich.js';
 import { StoreSpanConsumer, type SpanSink, type StoreSpanConsumerOptions } from './store-consumer.js';
@@ -98,6 +98,7 @@ export class EnrichPipeline implements SpanConsumer {
   /** enrichment delay beyond the span's arrival, ms, for the last spans (bench/status) */
   readonly recentDelaysMs: number[] = [];
   private readonly traces = new Map<string, TraceBuffer>();
+  private readonly storeWrites = new Set<Promise<void>>();
   private buffered = 0;
   private readonly mapper: StoreSpanConsumer;
   private timer: NodeJS.Timeout | null = null;
@@ -109,6 +110,7 @@ export class EnrichPipeline implements SpanConsumer {
   private readonly lagNs: bigint;
   private readonly maxBuffered: number;
   private readonly minDurNs: bigint;
+  private readonly explainOpts: ExplainOptions;
 
   constructor(private readonly o: PipelineOptions) {
     this.log = o.log ?? ((m) => process.stderr.write(`kspan: ${m}\n`));
@@ -117,6 +119,8 @@ export class EnrichPipeline implements SpanConsumer {
     this.lagNs = BigInt(Math.round((o.lagMs ?? 150) * 1e6));
     this.maxBuffered = o.maxBufferedSpans ?? 50_000;
     this.minDurNs = BigInt(Math.round((o.minDurationMs ?? 0) * 1e6));
+    // span events carry no evidence lists: keep the correlator from building long ones
+    this.explainOpts = { maxEvidence: 2, ...o.explain };
     this.mapper = new StoreSpanConsumer({ putSpans: async () => {} }, o.storeOptions);
     this.timer = setInterval(() => this.tick(false), o.tickMs ?? 50);
     this.timer.unref?.();
@@ -144,14 +148,18 @@ export class EnrichPipeline implements SpanConsumer {
     this.counters.received += arrivals.length;
     this.counters.notStored += arrivals.length - inputs.length;
     if (inputs.length && this.o.spanSink) {
-      try {
-        await this.o.spanSink.putSpans(inputs);
-        this.counters.stored += inputs.length;
-      } catch (err) {
-        // a full disk or a closed store must not stop spans flowing upstream
-        this.counters.notStored += inputs.length;
-        this.rateLimitedLog(`span index write failed (${(err as Error).message}); spans are forwarded, not stored`);
-      }
+      // The span index write commits asynchronously; the OTLP answer does not
+      // wait for it (the spans are in the buffer), unless writes pile up.
+      const w = this.o.spanSink.putSpans(inputs).then(
+        () => { this.counters.stored += inputs.length; },
+        (err: Error) => {
+          // a full disk or a closed store must not stop spans flowing upstream
+          this.counters.notStored += inputs.length;
+          this.rateLimitedLog(`span index write failed (${err.message}); spans are forwarded, not stored`);
+        },
+      ).finally(() => { this.storeWrites.delete(w); });
+      this.storeWrites.add(w);
+      if (this.storeWrites.size > 32) await Promise.race(this.storeWrites);
     }
     if (this.closed) {
       this.passUnchanged(arrivals, 'shutdown');
@@ -213,57 +221,74 @@ export class EnrichPipeline implements SpanConsumer {
     const now = Date.now();
     const t0 = performance.now();
     const budget = all ? Infinity : (this.o.tickBudgetMs ?? 200);
+    let ready: [string, TraceBuffer][] = [];
+    let spans = 0;
     for (const [id, t] of this.traces) {
       const covered = w !== null && w >= t.maxEndNs + this.lagNs;
       if (!all && !covered && now - t.firstAtMs < this.waitMs) continue;
       this.traces.delete(id);
       this.buffered -= t.entries.length;
-      if (w === null && !all) this.passUnchanged(t.entries, 'kernelDown');
-      else this.explainAndSend(id, t, now);
-      if (performance.now() - t0 > budget) break;
+      if (w === null && !all) { this.passUnchanged(t.entries, 'kernelDown'); continue; }
+      ready.push([id, t]);
+      spans += t.entries.length;
+      // explain in chunks (one store snapshot each), yielding to the receivers when over budget
+      if (spans >= 512) {
+        this.explainAndSend(ready, now);
+        ready = [];
+        spans = 0;
+        if (performance.now() - t0 > budget) break;
+      }
     }
+    if (ready.length) this.explainAndSend(ready, now);
     this.counters.explainMs += performance.now() - t0;
   }
 
-  private explainAndSend(traceId: string, t: TraceBuffer, now: number): void {
+  private explainAndSend(ready: [string, TraceBuffer][], now: number): void {
     const reader = this.o.kernel.reader;
-    if (!reader) { this.passUnchanged(t.entries, 'kernelDown'); return; }
-    let byId: Map<string, SpanExplanation>;
+    if (!reader) { for (const [, t] of ready) this.passUnchanged(t.entries, 'kernelDown'); return; }
+    let explained: Explanation[];
     try {
-      const ex = explainSpans(reader, traceId, t.entries.map((e) => e.input!), this.o.explain);
-      byId = new Map(ex.spans.map((s) => [s.span_id, s]));
-      this.counters.traces++;
+      explained = explainSpanGroups(reader, ready.map(([traceId, t]) => ({ traceId, spans: t.entries.map((e) => e.input!) })), this.explainOpts);
     } catch (err) {
-      this.rateLimitedLog(`explaining trace ${traceId} failed: ${(err as Error).stack ?? err}; its spans are forwarded unchanged`);
-      this.passUnchanged(t.entries, 'explainError');
+      // one bad trace must not cost the others their enrichment: retry one by one
+      if (ready.length > 1) {
+        for (const r of ready) this.explainAndSend([r], now);
+        return;
+      }
+      this.rateLimitedLog(`explaining trace ${ready[0][0]} failed: ${(err as Error).stack ?? err}; its spans are forwarded unchanged`);
+      this.passUnchanged(ready[0][1].entries, 'explainError');
       return;
     }
     const out: OutgoingSpan[] = [];
-    for (const e of t.entries) {
-      const x = byId.get(e.out.span.spanId);
-      if (!x || !hasKernelData(x)) {
-        this.counters.passed.noKernelData++;
-        if (this.emit === 'span-events') out.push(e.out);
-        continue;
+    ready.forEach(([, t], k) => {
+      this.counters.traces++;
+      const byId = new Map(explained[k].spans.map((s) => [s.span_id, s]));
+      for (const e of t.entries) {
+        const x = byId.get(e.out.span.spanId);
+        if (!x || !hasKernelData(x)) {
+          this.counters.passed.noKernelData++;
+          if (this.emit === 'span-events') out.push(e.out);
+          continue;
+        }
+        this.counters.enriched++;
+        if (this.emit === 'span-events') {
+          enrichSpan(e.out.span, x, this.o.enrich);
+          out.push(e.out);
+        } else {
+          out.push({ ...e.out, span: kspanChildSpan(e.out.span, x, this.o.enrich) });
+          this.counters.childSpans++;
+        }
       }
-      this.counters.enriched++;
-      if (this.emit === 'span-events') {
-        enrichSpan(e.out.span, x, this.o.enrich);
-        out.push(e.out);
-      } else {
-        out.push({ ...e.out, span: kspanChildSpan(e.out.span, x, this.o.enrich) });
-        this.counters.childSpans++;
-      }
-    }
-    const d = now - t.firstAtMs;
-    if (this.recentDelaysMs.length >= 4096) this.recentDelaysMs.shift();
-    this.recentDelaysMs.push(d);
+      if (this.recentDelaysMs.length >= 4096) this.recentDelaysMs.shift();
+      this.recentDelaysMs.push(now - t.firstAtMs);
+    });
     this.o.upstream?.send(out);
   }
 
   /** Explain and send everything buffered now (graceful shutdown); later spans go out unchanged. */
   async close(): Promise<void> {
     if (this.timer) { clearInterval(this.timer); this.timer = null; }
+    await Promise.all(this.storeWrites);
     this.tick(true);
     this.closed = true;
   }

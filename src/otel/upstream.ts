@@ -9,9 +9,10 @@
 // 2^53 lose precision (JS numbers); resource/scope dropped-attribute counts
 // are not carried.
 //
-// A bounded queue sits in front of the exporter. A failed export (upstream
-// down, retryable status) stays at the head of the queue and is retried with
-// exponential backoff; the exporter's own retries run inside each attempt.
+// A bounded queue sits in front of the exporter; one export call at a time
+// takes up to maxBatchSpans from its head. A failed export (upstream down,
+// retryable status) keeps its batch and is retried with exponential backoff;
+// the exporter's own retries run inside each attempt.
 // When the queue is full the oldest spans are dropped, counted and logged.
 // A permanent rejection (e.g. INVALID_ARGUMENT) drops that batch, counted.
 
@@ -113,9 +114,10 @@ export class UpstreamExporter {
   down = false;
   lastError = '';
   private readonly exporter: SpanExporter;
-  private readonly queue: OutgoingSpan[][] = [];
+  /** spans waiting, oldest first, from queueHead on; the batch in flight is held apart */
+  private queue: OutgoingSpan[] = [];
   private queueHead = 0;
-  private queued = 0;
+  private batch: OutgoingSpan[] | null = null;
   private inflight = false;
   private backoff: number;
   private timer: NodeJS.Timeout | null = null;
@@ -158,7 +160,7 @@ export class UpstreamExporter {
 
   /** Spans waiting (queued or in flight). */
   get pending(): number {
-    return this.queued;
+    return this.queue.length - this.queueHead + (this.batch?.length ?? 0);
   }
 
   /** Queue spans for export. Never throws; past the bound the oldest queued spans are dropped (counted). */
@@ -169,26 +171,20 @@ export class UpstreamExporter {
       this.log(`upstream: ${spans.length} span(s) arrived after shutdown, dropped`);
       return;
     }
-    for (let i = 0; i < spans.length; i += this.maxBatch) this.queue.push(spans.slice(i, i + this.maxBatch));
-    this.queued += spans.length;
+    for (const x of spans) this.queue.push(x);
     this.counters.queued += spans.length;
     this.enforceBound();
     this.pump();
   }
 
   private enforceBound(): void {
-    let dropped = 0;
-    // never drop the batch in flight (queue[queueHead] while inflight)
-    const first = this.inflight ? this.queueHead + 1 : this.queueHead;
-    while (this.queued > this.maxQueue && first < this.queue.length) {
-      const b = this.queue[first];
-      const n = Math.min(b.length, this.queued - this.maxQueue);
-      b.splice(0, n);
-      this.queued -= n;
-      dropped += n;
-      if (!b.length) this.queue.splice(first, 1);
-    }
-    if (!dropped) return;
+    // the batch in flight is not dropped: it is counted when its export ends
+    const over = this.pending - this.maxQueue;
+    const waiting = this.queue.length - this.queueHead;
+    const dropped = Math.min(Math.max(0, over), waiting);
+    if (dropped <= 0) return;
+    this.queueHead += dropped;
+    this.compact();
     this.counters.dropped.queueFull += dropped;
     const now = Date.now();
     if (now - this.lastDropLog > 10_000) {
@@ -197,12 +193,24 @@ export class UpstreamExporter {
     }
   }
 
-  private pump(): void {
-    if (this.inflight || this.timer || this.queueHead >= this.queue.length) {
-      if (!this.inflight && this.queueHead >= this.queue.length) this.settleIdle();
-      return;
+  private compact(): void {
+    if (this.queueHead > 4096 && this.queueHead * 2 > this.queue.length) {
+      this.queue = this.queue.slice(this.queueHead);
+      this.queueHead = 0;
     }
-    const batch = this.queue[this.queueHead];
+  }
+
+  private pump(): void {
+    if (this.inflight || this.timer) return;
+    if (!this.batch) {
+      if (this.queueHead >= this.queue.length) { this.settleIdle(); return; }
+      // coalesce whatever is queued into one export call, up to maxBatch spans
+      const n = Math.min(this.maxBatch, this.queue.length - this.queueHead);
+      this.batch = this.queue.slice(this.queueHead, this.queueHead + n);
+      this.queueHead += n;
+      if (this.queueHead === this.queue.length) { this.queue = []; this.queueHead = 0; } else this.compact();
+    }
+    const batch = this.batch;
     this.inflight = true;
     const readable = batch.map(toReadableSpan);
     let done = false;
@@ -211,18 +219,17 @@ export class UpstreamExporter {
       done = true;
       this.inflight = false;
       if (r.code === ExportResultCode.SUCCESS) {
-        this.queueHead++;
-        this.queued -= batch.length;
+        this.batch = null;
         this.counters.exported += batch.length;
-        if (this.down) this.log(`upstream ${this.url}: reachable again, ${this.queued} span(s) still queued`);
+        if (this.down) this.log(`upstream ${this.url}: reachable again, ${this.pending} span(s) still queued`);
         this.down = false;
         this.backoff = this.o.backoffMs ?? 500;
       } else if (!isRetryable(r.error)) {
-        this.queueHead++;
-        this.queued -= batch.length;
+        this.batch = null;
         this.counters.dropped.rejected += batch.length;
         this.log(`upstream ${this.url}: rejected ${batch.length} span(s), not retried: ${errText(r.error)}`);
       } else {
+        // keep the batch; try again after the backoff
         this.counters.failedAttempts++;
         this.lastError = errText(r.error);
         if (!this.down) this.log(`upstream ${this.url}: export failed (${this.lastError}); retrying with backoff, queueing up to ${this.maxQueue} spans`);
@@ -231,10 +238,7 @@ export class UpstreamExporter {
         this.backoff = Math.min(this.backoff * 2, this.o.maxBackoffMs ?? 30_000);
         this.timer = setTimeout(() => { this.timer = null; this.pump(); }, wait);
         this.timer.unref?.();
-      }
-      if (this.queueHead > 1024 && this.queueHead * 2 > this.queue.length) {
-        this.queue.splice(0, this.queueHead);
-        this.queueHead = 0;
+        return;
       }
       this.pump();
     };
@@ -254,12 +258,12 @@ export class UpstreamExporter {
   /** Resolves when everything queued was exported (or dropped), or after timeoutMs; returns spans still pending. */
   async flush(timeoutMs = 10_000): Promise<number> {
     if (this.timer) { clearTimeout(this.timer); this.timer = null; this.pump(); }
-    if (!this.inflight && this.queueHead >= this.queue.length) return 0;
+    if (this.pending === 0) return 0;
     await new Promise<void>((resolve) => {
       const t = setTimeout(resolve, timeoutMs);
       this.idleWaiters.push(() => { clearTimeout(t); resolve(); });
     });
-    return this.queued;
+    return this.pending;
   }
 
   /** Flush (bounded), then shut the exporter down; spans still queued are counted as dropped (shutdown) and logged. */
@@ -270,9 +274,9 @@ export class UpstreamExporter {
     if (left > 0) {
       this.counters.dropped.shutdown += left;
       this.log(`upstream ${this.url}: ${left} span(s) not delivered at shutdown (${this.lastError || 'upstream unreachable'})`);
-      this.queue.length = 0;
+      this.queue = [];
       this.queueHead = 0;
-      this.queued = 0;
+      this.batch = null;
     }
     await this.exporter.shutdown().catch(() => {});
   }

@@ -7,6 +7,7 @@ import { open, type Database, type RootDatabase } from 'lmdb';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ClockHistory, Kind, groupName } from '../capture/index.js';
+import { DecodedBlockCache } from './block-cache.js';
 import { ByteReader, EventList, decodeBlock, decodeFutexBlock, type BlockHeader } from './codec.js';
 import {
   DEFAULT_PARTITION_NS, M, futexPrefix, futexRangeKey, getU64, metaKey, partitionDbName, pidMapKey,
@@ -56,6 +57,7 @@ export class StoreReader {
   private readonly parts = new Map<number, Database>();
   private readonly r = new ByteReader();
   private readonly h: BlockHeader = { count: 0, pid: 0, extent: 0, body: 0 };
+  private blockCache: DecodedBlockCache | null = null;
 
   constructor(readonly root: RootDatabase, readonly readOnly: boolean) {
     this.meta = root.openDB('meta', { keyEncoding: 'binary', encoding: 'msgpack' });
@@ -98,6 +100,17 @@ export class StoreReader {
 
   forgetPartition(idx: number): void {
     this.parts.delete(idx);
+    this.blockCache?.dropPartition(idx);
+  }
+
+  /**
+   * Keep up to `maxEvents` decoded events of recently read thread blocks in
+   * memory (an LRU; committed blocks never change). For a long-lived reader
+   * that explains recent windows again and again (the OTel pipeline).
+   */
+  enableBlockCache(maxEvents = 500_000): DecodedBlockCache {
+    this.blockCache ??= new DecodedBlockCache(maxEvents);
+    return this.blockCache;
   }
 
   /** Live partitions, oldest first. */
@@ -160,7 +173,23 @@ export class StoreReader {
         r.varint();
         const extent = r.varint();
         if (getU64(k, 4) + extent < a) return;
-        decodeBlock(v, tid, a, b, kindMask, out, r, h);
+        const cache = this.blockCache;
+        if (!cache) {
+          decodeBlock(v, tid, a, b, kindMask, out, r, h);
+          return;
+        }
+        const ck = `${pm.idx}:${k.toString('latin1')}`;
+        let all = cache.get(ck);
+        if (!all) {
+          all = new EventList(Math.max(16, extent > 0 ? 64 : 16));
+          decodeBlock(v, tid, -Infinity, Infinity, 0, all, r, h);
+          cache.set(ck, all);
+        }
+        for (let i = 0; i < all.count; i++) {
+          if (all.start[i] > b || all.end[i] < a) continue;
+          if (kindMask !== 0 && (kindMask & (1 << all.kind[i])) === 0) continue;
+          out.appendFrom(all, i);
+        }
       });
     }
     if (!append) out.sortByStart();

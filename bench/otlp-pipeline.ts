@@ -1,0 +1,267 @@
+// The OTel bridge under load: OTLP/HTTP in → span index → explain → kspan
+// events → OTLP/gRPC out, in one Node process pinned to one core.
+//
+//   driver (CPU 0) ──HTTP protobuf──► kspan pipeline (CPU 1) ──gRPC──► sink (CPU 0)
+//
+// The kspan process runs EnrichPipeline + OtlpReceiver + UpstreamExporter on
+// a copy of the synthetic store of bench:query (1,000 threads, ~1 M events
+// per second of capture time), its watermark past every span (so the
+// configured wait never applies: what is measured is the work). Spans: 1-20 ms
+// 90% on a thread of the store (linux.tid + process.pid), 10% with no
+// correlation attributes; by default on 100 threads (5 processes) at store
+// times advancing as a live service's would, with --random on any of the
+// 1,000 threads at any time (no locality: the worst case). The sink is kspan's own OTLP receiver in
+// another process, counting spans and reading each span's `bench.sent_ns`
+// attribute (CLOCK_MONOTONIC, shared by the processes) to time it.
+//
+// Phase 1, throughput: every request sent as fast as the pipeline takes
+// them (4 in flight); spans/s = spans delivered to the sink / elapsed.
+// Phase 2, latency: 2,000 spans/s for a few seconds; per span, sink arrival -
+// send time = the latency kspan adds (receive, store, explain, export).
+//
+//   npm run bench:pipeline [-- --quick] [-- --spans N] [-- --random] [-- --no-cache] [-- --no-enrich]
+
+import { execFileSync, fork, type ChildProcess } from 'node:child_process';
+import { cpSync, mkdtempSync, rmSync } from 'node:fs';
+import { Agent, request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { openStoreWriter } from '../src/store/index.js';
+import {
+  EnrichPipeline, OtlpReceiver, UpstreamExporter, encodeTraceRequest, findAttr, type DecodedTraceRequest, type KeyValue, type Span,
+} from '../src/otel/index.js';
+import { SYNTH_T0 as T0, ensureSynthStore } from './lib/synth-store.js';
+
+const EPOCH0 = 1_763_730_000_000_000_000n; // realtime at SYNTH_T0 in the synthetic stream
+const THREADS = 1000;
+const SPANS_PER_REQ = 256;
+const SELF = fileURLToPath(import.meta.url);
+
+const { values } = parseArgs({
+  options: { quick: { type: 'boolean' }, spans: { type: 'string' }, role: { type: 'string' }, dir: { type: 'string' }, sink: { type: 'string' }, events: { type: 'string' }, 'no-cache': { type: 'boolean' }, 'no-enrich': { type: 'boolean' }, random: { type: 'boolean' } },
+});
+
+function pct(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(p * s.length) - 1))];
+}
+const monoNs = (): bigint => process.hrtime.bigint();
+const send = (m: unknown): void => { process.send!(m); };
+
+// ---------------------------------------------------------------- sink role
+async function sinkRole(): Promise<void> {
+  let spans = 0;
+  const lat: number[] = [];
+  const rx = await OtlpReceiver.start({
+    httpAddr: null, grpcAddr: '127.0.0.1:0',
+    consumer: {
+      async consume(req) {
+        const now = monoNs();
+        for (const rs of req.resourceSpans) for (const ss of rs.scopeSpans) for (const s of ss.spans) {
+          spans++;
+          const v = findAttr(s.attributes, 'bench.sent_ns');
+          if (v && v.type === 'int' && v.value > 0n) lat.push(Number(now - v.value) / 1e6);
+        }
+        return { rejectedSpans: 0 };
+      },
+    },
+  });
+  process.on('message', (m: { cmd: string }) => {
+    if (m.cmd === 'count') send({ spans });
+    if (m.cmd === 'latency') { send({ lat }); lat.length = 0; }
+    if (m.cmd === 'stop') void rx.close().then(() => process.exit(0));
+  });
+  send({ ready: true, port: rx.grpcPort });
+}
+
+// ---------------------------------------------------------------- kspan role
+async function kspanRole(): Promise<void> {
+  const w = openStoreWriter(values.dir!);
+  if (!values['no-cache']) w.reader.enableBlockCache(); // as kspan run does
+  const up = new UpstreamExporter({ url: values.sink!, maxQueueSpans: 1_000_000, maxBatchSpans: 1024, log: (m) => console.error(m) });
+  const pipeline = new EnrichPipeline({
+    // --no-enrich: a kernel side that is down, so spans are stored and forwarded unchanged
+    kernel: { reader: w.reader, watermarkUnixNano: () => (values['no-enrich'] ? null : EPOCH0 + 10n ** 15n) },
+    spanSink: w.reader.spans, upstream: up, explain: { now: EPOCH0 + 10n ** 15n }, maxBufferedSpans: 1_000_000,
+    log: (m) => console.error(m),
+  });
+  const rx = await OtlpReceiver.start({ consumer: pipeline, httpAddr: '127.0.0.1:0', grpcAddr: null });
+  const cpu0 = process.cpuUsage();
+  process.on('message', async (m: { cmd: string }) => {
+    if (m.cmd === 'stats') {
+      const c = process.cpuUsage(cpu0);
+      send({ counters: pipeline.counters, upstream: up.counters, cpuS: (c.user + c.system) / 1e6, buffered: pipeline.bufferedSpans, pending: up.pending });
+    }
+    if (m.cmd === 'stop') {
+      await rx.close();
+      await pipeline.close();
+      await up.close();
+      await w.close();
+      process.exit(0);
+    }
+  });
+  send({ ready: true, port: rx.httpPort });
+}
+
+// ---------------------------------------------------------------- driver
+function child(role: string, cpu: number, args: string[]): Promise<{ cp: ChildProcess; port: number }> {
+  const prof = process.env.KSPAN_BENCH_PROF && role === 'kspan' ? ['--cpu-prof', `--cpu-prof-dir=${process.env.KSPAN_BENCH_PROF}`] : [];
+  const cp = fork(SELF, ['--role', role, ...args], { execArgv: ['--import', 'tsx', ...prof], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  try {
+    execFileSync('taskset', ['-a', '-p', '-c', String(cpu), String(cp.pid)], { stdio: 'ignore' });
+  } catch {
+    console.log(`(taskset failed for the ${role} process: not pinned)`);
+  }
+  return new Promise((resolve, reject) => {
+    cp.once('message', (m: { port: number }) => resolve({ cp, port: m.port }));
+    cp.once('exit', (c) => reject(new Error(`${role} exited ${c}`)));
+  });
+}
+
+function ask<T>(cp: ChildProcess, cmd: string): Promise<T> {
+  return new Promise((resolve) => {
+    cp.once('message', (m) => resolve(m as T));
+    cp.send({ cmd });
+  });
+}
+
+let seq = 0;
+/**
+ * One request of SPANS_PER_REQ spans. Default ("a service"): spans of the
+ * first 100 threads (5 processes) of the store, at store times that advance
+ * with `progress` (0..1) as a live service's would. --random: any of the
+ * 1,000 threads at any time (no locality at all: the worst case).
+ */
+function makeRequest(minNs: number, maxNs: number, rnd: () => number, sentNs: bigint | null, progress: number): DecodedTraceRequest {
+  const spans: Span[] = [];
+  const str = (key: string, value: string): KeyValue => ({ key, value: { type: 'string', value } });
+  const int = (key: string, value: bigint | number): KeyValue => ({ key, value: { type: 'int', value: BigInt(value) } });
+  const margin = Math.floor(Math.min(1e9, (maxNs - minNs) * 0.05));
+  const range = maxNs - minNs - 2 * margin - 25e6;
+  for (let k = 0; k < SPANS_PER_REQ; k++) {
+    const n = ++seq;
+    const ti = Math.floor(rnd() * (values.random ? THREADS : 100));
+    const at = values.random ? rnd() : Math.min(1, progress + rnd() * 0.002);
+    const start = minNs + margin + Math.floor(at * range);
+    const dur = Math.floor((1 + rnd() * 19) * 1e6);
+    const attributes: KeyValue[] = [str('http.route', '/api/v1/items'), int('http.response.status_code', 200)];
+    if (rnd() < 0.9) attributes.push(int('linux.tid', 10_000 + ti), int('process.pid', 10_000 + (ti - (ti % 20))));
+    if (sentNs !== null) attributes.push(int('bench.sent_ns', sentNs));
+    spans.push({
+      traceId: (0xbe00000000000000n + BigInt(Math.floor(n / 4))).toString(16).padStart(32, '0'),
+      spanId: (0x5000000000000000n + BigInt(n)).toString(16).padStart(16, '0'), traceState: '', parentSpanId: '', flags: 1,
+      name: 'GET /api/v1/items', kind: 2, startTimeUnixNano: EPOCH0 + BigInt(start - T0), endTimeUnixNano: EPOCH0 + BigInt(start - T0 + dur),
+      attributes, droppedAttributesCount: 0, events: [], droppedEventsCount: 0, links: [], droppedLinksCount: 0, status: { code: 0, message: '' },
+    });
+  }
+  return {
+    resourceSpans: [{
+      resource: { attributes: [str('service.name', 'bench-api')], droppedAttributesCount: 0 },
+      scopeSpans: [{ scope: { name: 'bench', version: '1', attributes: [], droppedAttributesCount: 0 }, spans, schemaUrl: '' }], schemaUrl: '',
+    }],
+  };
+}
+
+const agent = new Agent({ keepAlive: true, maxSockets: 8 });
+function post(port: number, body: Buffer): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const r = request({ host: '127.0.0.1', port, path: '/v1/traces', method: 'POST', agent, headers: { 'content-type': 'application/x-protobuf' } }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode!));
+    });
+    r.on('error', reject);
+    r.end(body);
+  });
+}
+
+async function waitCount(sink: ChildProcess, n: number, timeoutMs: number): Promise<number> {
+  const t0 = Date.now();
+  for (;;) {
+    const { spans } = await ask<{ spans: number }>(sink, 'count');
+    if (spans >= n || Date.now() - t0 > timeoutMs) return spans;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+async function driver(): Promise<void> {
+  const quick = !!values.quick;
+  const total = values.spans ? Number(values.spans) : quick ? 40_960 : 204_800;
+  const events = values.events ? Number(values.events) : quick ? 2_000_000 : 20_000_000;
+  const built = await ensureSynthStore(events, THREADS);
+  const dir = mkdtempSync(join(tmpdir(), 'kspan-bench-pipeline-'));
+  try {
+    cpSync(built.dir, dir, { recursive: true });
+    console.log(`store: ${built.events.toLocaleString('en-US')} events (copy in ${dir})`);
+    const sink = await child('sink', 0, []);
+    const ks = await child('kspan', 1, ['--dir', dir, '--sink', `http://127.0.0.1:${sink.port}`,
+      ...(values['no-cache'] ? ['--no-cache'] : []), ...(values['no-enrich'] ? ['--no-enrich'] : [])]);
+    // children never outlive the driver (an error below, Ctrl-C)
+    const killAll = (): void => { ks.cp.kill('SIGKILL'); sink.cp.kill('SIGKILL'); };
+    process.once('exit', killAll);
+    let s = 4242;
+    const rnd = (): number => (s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 4294967296;
+
+    // warm-up (JIT, caches)
+    for (let i = 0; i < 8; i++) await post(ks.port, encodeTraceRequest(makeRequest(built.minNs, built.maxNs, rnd, null, i / 8)));
+    await waitCount(sink.cp, 8 * SPANS_PER_REQ, 30_000);
+
+    // phase 1: throughput
+    const reqs: Buffer[] = [];
+    const nReq = total / SPANS_PER_REQ;
+    for (let i = 0; i < nReq; i++) reqs.push(encodeTraceRequest(makeRequest(built.minNs, built.maxNs, rnd, null, i / nReq)));
+    const before = (await ask<{ spans: number }>(sink.cp, 'count')).spans;
+    const st0 = await ask<{ cpuS: number }>(ks.cp, 'stats');
+    const t0 = performance.now();
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < reqs.length) {
+        const code = await post(ks.port, reqs[next++]);
+        if (code !== 200) throw new Error(`HTTP ${code}`);
+      }
+    };
+    await Promise.all([worker(), worker(), worker(), worker()]);
+    const got = (await waitCount(sink.cp, before + total, 120_000)) - before;
+    const el = (performance.now() - t0) / 1000;
+    const st1 = await ask<{ cpuS: number; counters: { enriched: number; passed: Record<string, number>; explainMs: number }; upstream: { exported: number } }>(ks.cp, 'stats');
+    const rate = got / el;
+    const cpu = st1.cpuS - st0.cpuS;
+    console.log(`phase 1: ${got.toLocaleString('en-US')} / ${total.toLocaleString('en-US')} spans through in ${el.toFixed(2)} s = ${Math.round(rate).toLocaleString('en-US')} spans/s; ` +
+      `kspan used ${cpu.toFixed(2)} CPU-s (${(100 * cpu / el).toFixed(0)}% of one core); ${st1.counters.enriched} enriched in total, passed ${JSON.stringify(st1.counters.passed)}`);
+
+    // phase 2: latency at a steady 2,000 spans/s
+    const secs = quick ? 3 : 8;
+    const perReq = SPANS_PER_REQ;
+    const intervalMs = (perReq / 2000) * 1000;
+    await ask(sink.cp, 'latency'); // reset
+    const endAt = performance.now() + secs * 1000;
+    const inflight: Promise<number>[] = [];
+    while (performance.now() < endAt) {
+      const tick = performance.now();
+      const progress = 1 - (endAt - performance.now()) / (secs * 1000);
+      inflight.push(post(ks.port, encodeTraceRequest(makeRequest(built.minNs, built.maxNs, rnd, monoNs(), progress))));
+      const wait = intervalMs - (performance.now() - tick);
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    }
+    await Promise.all(inflight);
+    await new Promise((r) => setTimeout(r, 1500));
+    const { lat } = await ask<{ lat: number[] }>(sink.cp, 'latency');
+    console.log(`phase 2: ${lat.length.toLocaleString('en-US')} spans at 2,000 spans/s: added latency p50 ${pct(lat, 0.5).toFixed(1)} ms, p99 ${pct(lat, 0.99).toFixed(1)} ms, max ${Math.max(...lat).toFixed(1)} ms`);
+
+    ks.cp.send({ cmd: 'stop' });
+    sink.cp.send({ cmd: 'stop' });
+    await Promise.all([new Promise((r) => ks.cp.once('exit', r)), new Promise((r) => sink.cp.once('exit', r))]);
+    console.log(`RESULT pipeline_spans_per_s ${Math.round(rate)} spans/s`);
+    console.log(`RESULT pipeline_cpu_share ${(cpu / el).toFixed(2)} cores`);
+    console.log(`RESULT pipeline_added_latency_p50_ms ${pct(lat, 0.5).toFixed(1)} ms`);
+    console.log(`RESULT pipeline_added_latency_p99_ms ${pct(lat, 0.99).toFixed(1)} ms`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+    agent.destroy();
+  }
+}
+
+if (values.role === 'sink') await sinkRole();
+else if (values.role === 'kspan') await kspanRole();
+else await driver();
