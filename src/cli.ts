@@ -62,10 +62,13 @@ commands:
       --thread-id-is-os-tid            spans' thread.id is the Linux tid (default: only linux.tid is)
       --no-capture        no kernel capture (store and forward; what the store has is still used)
       --pid P, --follow, --cuda-lib PATH, --groups LIST, --max-age D, --max-size S   as for record
+      --mcp-http ADDR     also serve the MCP tools over Streamable HTTP at ADDR/mcp (loopback unless a token
+                          is set: KSPAN_MCP_TOKEN or --mcp-token-file FILE; calls traced to --upstream)
       --status-interval S status line every S seconds on stderr (default 10; 0: none)
       --duration S        stop after S seconds (default: until SIGINT/SIGTERM)
   stats --data DIR [--json]                   what a store holds: time range, events by kind, threads, drops, size
   explain TRACE_ID --data DIR [--json]        why the trace's spans were slow: time breakdown, causes, chains
+      [--service-process SERVICE=COMM]... [--thread-id-is-os-tid]   join options, as for run
   explain --tid T|--pid P --from A --to B --data DIR [--json]
                                               the same for a thread or process and a window (A, B: epoch ns
                                               or RFC 3339 times); exits 3 when the trace is not stored
@@ -152,6 +155,17 @@ function intOpt(v: string | undefined, name: string, min = 0): number | undefine
 // ---------------------------------------------------------------------------
 // run
 
+/** --service-process SERVICE=COMM (repeatable) -> the correlator's serviceProcess map */
+function parseServiceProcess(list: string[] | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const m of list ?? []) {
+    const i = m.indexOf('=');
+    if (i <= 0 || i === m.length - 1) throw new UsageError(`--service-process wants SERVICE=COMM, got "${m}"`);
+    out[m.slice(0, i)] = m.slice(i + 1).slice(0, 15); // the kernel keeps 15 characters of a comm
+  }
+  return out;
+}
+
 async function cmdRun(argv: string[]): Promise<number> {
   const { values: o } = parse(argv, {
     data: { type: 'string' },
@@ -176,11 +190,14 @@ async function cmdRun(argv: string[]): Promise<number> {
     'max-size': { type: 'string' },
     'status-interval': { type: 'string' },
     duration: { type: 'string', short: 'd' },
+    'mcp-http': { type: 'string' },
+    'mcp-token-file': { type: 'string' },
   });
   if (o.help) {
     process.stdout.write(HELP + '\n');
     return 0;
   }
+  if (o['mcp-token-file'] && !o['mcp-http']) throw new UsageError('--mcp-token-file applies to --mcp-http');
   const addr = (v: string | undefined, def: string): string | null => (v === 'off' ? null : v ?? def);
   const emit = o.emit ?? 'span-events';
   if (emit !== 'span-events' && emit !== 'child-spans') throw new UsageError(`--emit wants span-events or child-spans, got "${emit}"`);
@@ -205,12 +222,7 @@ async function cmdRun(argv: string[]): Promise<number> {
     if (i <= 0) throw new UsageError(`--upstream-header wants KEY=VALUE, got "${h}"`);
     headers[h.slice(0, i).trim().toLowerCase()] = h.slice(i + 1);
   }
-  const serviceProcess: Record<string, string> = {};
-  for (const m of o['service-process'] ?? []) {
-    const i = m.indexOf('=');
-    if (i <= 0 || i === m.length - 1) throw new UsageError(`--service-process wants SERVICE=COMM, got "${m}"`);
-    serviceProcess[m.slice(0, i)] = m.slice(i + 1).slice(0, 15);
-  }
+  const serviceProcess = parseServiceProcess(o['service-process']);
   const durationS = o.duration !== undefined ? Number(o.duration) : undefined;
   if (durationS !== undefined && !(durationS > 0)) throw new UsageError(`--duration wants seconds > 0, got "${o.duration}"`);
   const statusS = o['status-interval'] !== undefined ? Number(o['status-interval']) : 10;
@@ -239,6 +251,7 @@ async function cmdRun(argv: string[]): Promise<number> {
         groups: o.groups?.split(',').map((g) => g.trim()).filter(Boolean),
       },
       explain: { serviceProcess, threadIdIsOsTid: o['thread-id-is-os-tid'] },
+      mcpHttp: o['mcp-http'] ? { addr: o['mcp-http'], tokenFile: o['mcp-token-file'] } : null,
       statusIntervalMs: statusS * 1000,
       log,
     });
@@ -256,7 +269,9 @@ async function cmdRun(argv: string[]): Promise<number> {
     `; ${o.upstream ? `forwarding to ${o.upstream} (${daemon.upstream!.protocol}, ${emit})` : 'no upstream: enrich and store only'}` +
     `; capture ${daemon.status().capture}`);
   // ready line: tests and scripts wait for it (ports when 0 was asked for)
-  process.stdout.write(JSON.stringify({ ready: true, otlp_grpc_port: r.grpcPort, otlp_http_port: r.httpPort, data: dataDir }) + '\n');
+  process.stdout.write(JSON.stringify({
+    ready: true, otlp_grpc_port: r.grpcPort, otlp_http_port: r.httpPort, mcp_url: daemon.mcp?.url ?? null, data: dataDir,
+  }) + '\n');
 
   const reason = await new Promise<string>((resolve) => {
     const onSig = (sig: NodeJS.Signals): void => resolve(sig);
@@ -657,11 +672,14 @@ async function cmdExplain(argv: string[]): Promise<number> {
     pid: { type: 'string' },
     from: { type: 'string' },
     to: { type: 'string' },
+    'service-process': { type: 'string', multiple: true },
+    'thread-id-is-os-tid': { type: 'boolean' },
   }, true);
   if (o.help) {
     process.stdout.write(HELP + '\n');
     return 0;
   }
+  const explainOpts = { serviceProcess: parseServiceProcess(o['service-process']), threadIdIsOsTid: o['thread-id-is-os-tid'] };
   const dir = o.data ?? process.env.KSPAN_DATA;
   if (!dir) throw new UsageError('--data DIR is required (or set KSPAN_DATA)');
   if (!existsSync(join(dir, 'data.mdb'))) throw new Error(`no kspan store in ${dir} (no data.mdb)`);
@@ -677,12 +695,12 @@ async function cmdExplain(argv: string[]): Promise<number> {
       if (!o.from || !o.to) throw new UsageError('--from and --to are required with --tid/--pid');
       const fromUnixNano = parseTime(o.from, 'from'), toUnixNano = parseTime(o.to, 'to');
       if (toUnixNano <= fromUnixNano) throw new UsageError('--to must be after --from');
-      e = explainWindow(reader, { tid: intOpt(o.tid, 'tid', 1), pid: intOpt(o.pid, 'pid', 1), fromUnixNano, toUnixNano });
+      e = explainWindow(reader, { tid: intOpt(o.tid, 'tid', 1), pid: intOpt(o.pid, 'pid', 1), fromUnixNano, toUnixNano }, explainOpts);
     } else {
       if (positionals.length > 1) throw new UsageError(`one trace id, got ${positionals.length}`);
       const traceId = positionals[0].toLowerCase();
       if (!/^[0-9a-f]{32}$/.test(traceId)) throw new UsageError(`a trace id is 32 hex digits, got "${positionals[0]}"`);
-      e = explainTrace(reader, traceId);
+      e = explainTrace(reader, traceId, explainOpts);
     }
     process.stdout.write(o.json ? JSON.stringify(e) + '\n' : formatExplanation(e) + '\n');
     return e.found ? 0 : 3;

@@ -4,6 +4,7 @@
 //   capture (ProbeProcess) ─► store (StoreWriter) ◄─ span index
 //                                  │                    ▲
 //   OTLP receivers ─► EnrichPipeline (watermark, explain, enrich) ─► UpstreamExporter
+//   MCP over HTTP (read-only handle on the store; tool calls traced upstream)
 //
 // Capture failing to start (no privileges, no BTF) does not stop the daemon:
 // spans keep flowing through unchanged, and the status line says why.
@@ -11,9 +12,14 @@
 import { CudaWatcher, ProbeProcess, errnoName, type CaptureSink, type ProbeOptions } from '../capture/index.js';
 import type { ExplainOptions } from '../correlator/index.js';
 import {
-  EnrichPipeline, OtlpReceiver, UpstreamExporter, type EmitMode, type KernelSide, type UpstreamProtocol,
+  EnrichPipeline, OtlpReceiver, UpstreamExporter, defaultProtocol, type EmitMode, type KernelSide, type UpstreamProtocol,
 } from '../otel/index.js';
 import { recordIntoStore, usedBytes, type RecordIntoStore } from '../store/index.js';
+import { startMcpHttpServer, type McpHttpHandle } from '../mcp/index.js';
+import { OTLPTraceExporter as OtlpGrpcTraceExporter } from '@opentelemetry/exporter-trace-otlp-grpc';
+import { OTLPTraceExporter as OtlpProtoTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto';
+import { resourceFromAttributes } from '@opentelemetry/resources';
+import { BasicTracerProvider, BatchSpanProcessor } from '@opentelemetry/sdk-trace-base';
 
 export interface DaemonOptions {
   /** store directory (created if needed) */
@@ -37,6 +43,8 @@ export interface DaemonOptions {
   /** capture options; null: no capture (store and forward only; what's in the store is still used) */
   capture: ProbeOptions | null;
   explain?: ExplainOptions;
+  /** MCP over Streamable HTTP beside the receivers (src/mcp); null: none */
+  mcpHttp?: { addr: string; tokenFile?: string; allowedHosts?: string[] } | null;
   /** status line every N ms on the log (0: none) */
   statusIntervalMs?: number;
   log?: (msg: string) => void;
@@ -60,6 +68,7 @@ export interface Daemon {
   readonly upstream: UpstreamExporter | null;
   readonly store: RecordIntoStore;
   readonly probe: ProbeProcess | null;
+  readonly mcp: McpHttpHandle | null;
   status(): DaemonStatus;
   /** one line for humans */
   statusLine(): string;
@@ -152,6 +161,38 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   }
 
   let final: DaemonStatus | null = null; // after close(): the store is closed, numbers are frozen
+  // --- MCP over HTTP: its own read-only handle on the store; tool calls are
+  // traced to the upstream when there is one
+  let mcp: McpHttpHandle | null = null;
+  let tracing: BasicTracerProvider | null = null;
+  if (o.mcpHttp) {
+    if (o.upstream) {
+      const exporter = (o.upstream.protocol ?? defaultProtocol(o.upstream.url)) === 'grpc'
+        ? new OtlpGrpcTraceExporter({ url: /^[a-z]+:\/\//i.test(o.upstream.url) ? o.upstream.url : `http://${o.upstream.url}` })
+        : new OtlpProtoTraceExporter({ url: o.upstream.url });
+      tracing = new BasicTracerProvider({
+        resource: resourceFromAttributes({ 'service.name': 'kspan', 'process.pid': process.pid }),
+        spanProcessors: [new BatchSpanProcessor(exporter)],
+      });
+    }
+    try {
+      mcp = await startMcpHttpServer({
+        dataDir: o.dataDir, addr: o.mcpHttp.addr, tokenFile: o.mcpHttp.tokenFile, allowedHosts: o.mcpHttp.allowedHosts,
+        serviceProcess: o.explain?.serviceProcess, tracer: tracing?.getTracer('kspan-mcp'), diag: (m) => log(`mcp: ${m}`),
+      });
+      log(`MCP (Streamable HTTP) at ${mcp.url}${mcp.auth ? ' (bearer token required)' : ''}`);
+    } catch (e) {
+      await receiver.close();
+      await pipeline.close();
+      await upstream?.close(1000);
+      await tracing?.shutdown();
+      cudaWatch?.stop();
+      await probe?.stop().catch(() => undefined);
+      await store.close();
+      throw new Error(`MCP over HTTP: ${(e as Error).message}`);
+    }
+  }
+
   const status = (): DaemonStatus => {
     if (final) return final;
     const c = pipeline.counters;
@@ -197,6 +238,8 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const close = (): Promise<void> => {
     closing ??= (async () => {
       if (statusTimer) clearInterval(statusTimer);
+      await mcp?.close();
+      await tracing?.shutdown().catch(() => undefined);
       await receiver.close();
       // kernel data for the last spans: drain the probe, commit, then enrich
       if (probe?.running) await probe.control('flush').catch(() => undefined);
@@ -215,5 +258,5 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     return closing;
   };
 
-  return { receiver, pipeline, upstream, store, probe, status, statusLine, close };
+  return { receiver, pipeline, upstream, store, probe, mcp, status, statusLine, close };
 }

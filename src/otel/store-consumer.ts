@@ -14,6 +14,12 @@ import { findAttr, type AnyValue, type ConsumeMeta, type ConsumeResult, type Dec
 export const KEPT_ATTRIBUTES = [
   'network.peer.address', 'network.peer.port', 'server.address', 'server.port', 'client.address', 'client.port',
   'network.transport', 'thread.id', 'thread.name', 'linux.tid', 'host.name', 'service.instance.id', 'process.executable.name',
+  // request ids an agent may ask about (explain_request by request id)
+  'http.request.header.x-request-id',
+  // vLLM's request timings and sizes (the demo's and an agent's slowest-requests tables)
+  'gen_ai.latency.time_in_queue', 'gen_ai.latency.time_to_first_token', 'gen_ai.latency.e2e', 'gen_ai.latency.time_in_scheduler',
+  'gen_ai.latency.time_in_model_prefill', 'gen_ai.latency.time_in_model_decode', 'gen_ai.latency.time_in_model_inference',
+  'gen_ai.usage.prompt_tokens', 'gen_ai.usage.completion_tokens', 'gen_ai.usage.input_tokens', 'gen_ai.usage.output_tokens',
 ] as const;
 
 export interface SpanSink {
@@ -33,6 +39,8 @@ function scalar(v: AnyValue | undefined): string | number | boolean | undefined 
   switch (v.type) {
     case 'string': case 'bool': case 'double': return v.value;
     case 'int': return Number(v.value);
+    // semconv header attributes are string arrays (one per header line): the first
+    case 'array': return v.value.length && v.value[0].type === 'string' ? v.value[0].value : undefined;
     default: return undefined;
   }
 }

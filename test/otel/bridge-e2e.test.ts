@@ -20,6 +20,8 @@ import { createInterface } from 'node:readline';
 import { REPO_ROOT } from '../../src/capture/index.js';
 import { FIXTURES as FIXTURE_BIN, requireLiveProbe } from '../helpers/live.js';
 import { run, within } from '../kernel/harness.js';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { startDaemon } from '../../src/daemon/index.js';
 import { UpstreamSink, type Received } from './upstream-sink.js';
 
@@ -29,7 +31,8 @@ const num = (v: unknown): number => Number(v);
 let sink: UpstreamSink;
 let kspan: ChildProcessWithoutNullStreams;
 let stderr = '';
-let ports: { otlp_grpc_port: number; otlp_http_port: number };
+let ports: { otlp_grpc_port: number; otlp_http_port: number; mcp_url: string };
+let pyApp: { trace_id: string; holder_tid: number } | null = null;
 let dataDir: string;
 
 before(async () => {
@@ -39,7 +42,7 @@ before(async () => {
   kspan = spawn(process.execPath, [
     '--import', 'tsx', join(REPO_ROOT, 'src', 'cli.ts'), 'run', '--data', dataDir,
     '--otlp-grpc', '127.0.0.1:0', '--otlp-http', '127.0.0.1:0', '--upstream', sink.grpcUrl,
-    '--wait', '4000', '--status-interval', '2',
+    '--wait', '4000', '--status-interval', '2', '--mcp-http', '127.0.0.1:0',
   ], { cwd: REPO_ROOT });
   kspan.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
   const line = await new Promise<string>((resolve, reject) => {
@@ -113,6 +116,7 @@ for (const protocol of ['grpc', 'http/protobuf'] as const) {
     assert.equal(app.code, 0, app.stderr);
     const a = JSON.parse(app.stdout.trim().split('\n').pop()!);
     assert.ok(a.wait_ns > 200e6, `the app waited ${a.wait_ns / 1e6} ms`);
+    pyApp = a;
     const got = await sink.span(a.span_id, 20_000);
     assert.equal(got.span.traceId, a.trace_id);
     assert.equal(got.span.name, 'checkout');
@@ -133,6 +137,24 @@ for (const protocol of ['grpc', 'http/protobuf'] as const) {
   });
 }
 
+test('kspan run --mcp-http: an agent asks explain_request over MCP; the tool call is traced upstream', async () => {
+  assert.ok(pyApp, 'the Python scenario ran');
+  assert.match(ports.mcp_url, /^http:\/\/127\.0\.0\.1:\d+\/mcp$/);
+  const client = new Client({ name: 'kspan-e2e', version: '1.0.0' });
+  await client.connect(new StreamableHTTPClientTransport(new URL(ports.mcp_url)));
+  try {
+    const r = await client.callTool({ name: 'explain_request', arguments: { trace_id: pyApp.trace_id } });
+    assert.ok(!r.isError, JSON.stringify(r.content));
+    const e = r.structuredContent as { found: boolean; spans: { causes: { kind: string; culprit: { tid: number } | null }[] }[] };
+    assert.equal(e.found, true);
+    assert.equal(e.spans[0].causes[0].kind, 'lock_contention');
+    assert.equal(e.spans[0].causes[0].culprit?.tid, pyApp.holder_tid);
+  } finally {
+    await client.close();
+  }
+  await sink.waitFor((r) => r.some((x) => x.span.name === 'tools/call explain_request' && x.resource['service.name'] === 'kspan'), 15_000, 'the MCP call span');
+});
+
 test('the status line and a graceful stop: everything received is accounted for', async () => {
   // at least one status line was printed while running
   assert.match(stderr, /spans \d+\/s \(\d+ in, \d+ enriched/);
@@ -145,7 +167,8 @@ test('the status line and a graceful stop: everything received is accounted for'
   assert.equal(received, enriched + unchanged);
   assert.equal(exported, received, 'every span went upstream');
   assert.equal(dropped, 0);
-  assert.equal(sink.received.length, received);
+  // everything upstream is the apps' spans, plus kspan's own MCP call spans
+  assert.equal(sink.received.filter((x) => x.resource['service.name'] !== 'kspan').length, received);
   assert.ok(enriched >= 3, `the three scenario spans were enriched (${enriched})`);
 });
 
