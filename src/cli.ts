@@ -58,6 +58,7 @@ commands:
                           child-spans (a \`kspan\` child span; for spans already exported elsewhere)
       --wait MS           longest a span waits for the kernel data of its window (default 1000)
       --buffer-spans N    spans waiting for enrichment at most (default 50000; past it: forwarded unchanged)
+      --min-span-ms MS    forward spans shorter than MS unchanged, unexplained (default 0: explain all)
       --service-process SERVICE=COMM   join spans of SERVICE to the process named COMM (repeatable)
       --thread-id-is-os-tid            spans' thread.id is the Linux tid (default: only linux.tid is)
       --no-capture        no kernel capture (store and forward; what the store has is still used)
@@ -155,6 +156,12 @@ function intOpt(v: string | undefined, name: string, min = 0): number | undefine
 // ---------------------------------------------------------------------------
 // run
 
+function nonNegative(v: string, name: string): number {
+  const n = Number(v);
+  if (!(n >= 0)) throw new UsageError(`--${name} wants a number >= 0, got "${v}"`);
+  return n;
+}
+
 /** --service-process SERVICE=COMM (repeatable) -> the correlator's serviceProcess map */
 function parseServiceProcess(list: string[] | undefined): Record<string, string> {
   const out: Record<string, string> = {};
@@ -179,6 +186,7 @@ async function cmdRun(argv: string[]): Promise<number> {
     emit: { type: 'string' },
     wait: { type: 'string' },
     'buffer-spans': { type: 'string' },
+    'min-span-ms': { type: 'string' },
     'service-process': { type: 'string', multiple: true },
     'thread-id-is-os-tid': { type: 'boolean' },
     'no-capture': { type: 'boolean' },
@@ -246,6 +254,7 @@ async function cmdRun(argv: string[]): Promise<number> {
       emit,
       waitMs: intOpt(o.wait, 'wait'),
       maxBufferedSpans: intOpt(o['buffer-spans'], 'buffer-spans', 1),
+      minSpanMs: o['min-span-ms'] !== undefined ? nonNegative(o['min-span-ms'], 'min-span-ms') : undefined,
       capture: o['no-capture'] ? null : {
         pids, follow: o.follow ?? false, cudaLibs: o['cuda-lib'],
         groups: o.groups?.split(',').map((g) => g.trim()).filter(Boolean),

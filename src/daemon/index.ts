@@ -38,6 +38,8 @@ export interface DaemonOptions {
   emit?: EmitMode;
   /** longest a span waits for the kernel data of its window, ms */
   waitMs?: number;
+  /** spans shorter than this are forwarded unchanged without explaining, ms */
+  minSpanMs?: number;
   /** spans buffered for enrichment at most */
   maxBufferedSpans?: number;
   /** capture options; null: no capture (store and forward only; what's in the store is still used) */
@@ -143,7 +145,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   // --- upstream, pipeline, receivers
   const upstream = o.upstream ? new UpstreamExporter({ ...o.upstream, log: (m) => log(m) }) : null;
   const pipeline = new EnrichPipeline({
-    kernel, spanSink: writer.reader.spans, upstream, emit: o.emit, waitMs: o.waitMs, maxBufferedSpans: o.maxBufferedSpans,
+    kernel, spanSink: writer.reader.spans, upstream, emit: o.emit, waitMs: o.waitMs, maxBufferedSpans: o.maxBufferedSpans, minDurationMs: o.minSpanMs,
     explain: o.explain, log: (m) => log(m),
   });
   let receiver: OtlpReceiver;
