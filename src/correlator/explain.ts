@@ -1077,11 +1077,6 @@ export function explainTrace(reader: StoreReader, traceId: string, o: ExplainOpt
  * pipeline holds) without reading them from the span index. Spans in the
  * store shape (SpanInput or StoredSpan): epoch-ns start and end.
  */
-/**
- * Explain the given spans of one trace (all of it, or the part the OTel
- * pipeline holds) without reading them from the span index. Spans in the
- * store shape (SpanInput or StoredSpan): epoch-ns start and end.
- */
 export function explainSpans(reader: StoreReader, traceId: string, given: readonly ExplainableSpan[], o: ExplainOptions = {}): Explanation {
   return explainSpanGroups(reader, [{ traceId, spans: given }], o)[0];
 }
