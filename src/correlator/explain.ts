@@ -727,7 +727,8 @@ function cudaCause(ctx: SpanCtx, pieces: Piece[], tls: Timeline[]): Draft | null
     api: cudaApiName(tl.list.f[F.cudaCall.api][i]), duration_ns: tl.list.end[i] - tl.list.start[i], ret: tl.list.f[F.cudaCall.ret][i],
     arg: hex(tl.list.f[F.cudaCall.arg][i]),
   }));
-  const tail = launch.length >= 10 && p99 > 5 * p50;
+  // a tail worth acting on: 5x the median and long in absolute terms (launches are µs; 8 µs vs 1 µs is noise)
+  const tail = launch.length >= 10 && p99 > 5 * p50 && p99 >= 100_000;
   return {
     kind: 'cuda_sync', t: total, culprit: null, chain: [], evidence,
     summary: (d, share) => {

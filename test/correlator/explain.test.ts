@@ -367,3 +367,25 @@ test('explainWindow: a tid window and a pid window, same shape; unknown trace ->
     st.cleanup();
   }
 });
+
+test('cuda_sync remediation: a launch-latency tail only when it is long in absolute terms', async () => {
+  for (const [tailUs, expectTail] of [[8, false], [500, true]] as const) {
+    const W = W0;
+    const st = await buildStore(`cuda-tail-${tailUs}`, (fw) => {
+      fw.task({ ts: W - 500 * MS, pid: PID, tid: A, event: TaskEvent.NAME, startTime: 1, comm: 'req', pcomm: 'app' });
+      // 20 launches: 18 of 1 µs, 2 of tailUs; then a 30 ms sync
+      for (let k = 0; k < 20; k++) {
+        const d = k < 18 ? 1_000 : tailUs * 1_000;
+        fw.cudaCall({ ts: W + (1 + k) * MS + d, pid: PID, tid: A, startNs: W + (1 + k) * MS, api: CudaApi.CUDA_LAUNCH_KERNEL });
+      }
+      fw.cudaCall({ ts: W + 60 * MS, pid: PID, tid: A, startNs: W + 30 * MS, api: CudaApi.CUDA_STREAM_SYNC, arg: 0x10 });
+    }, [span(1, W, W + 100 * MS, { tid: A, pid: PID })]);
+    try {
+      const c = cause(explainTrace(st.reader, tr(1), o), 'cuda_sync');
+      assert.ok(c, 'a cuda_sync cause');
+      assert.equal(/long tail/.test(c.remediation), expectTail, `p99 ${tailUs} µs: ${c.remediation}`);
+    } finally {
+      st.cleanup();
+    }
+  }
+});
