@@ -5,7 +5,9 @@
 // Wiring (all in-process, no daemon):
 //   recordIntoStore(dir)            store writer + capture sink
 //   ProbeProcess.start({pids: [workload], follow, cudaLibs: [example libcudart]}, sink)
-//   OtlpReceiver.start({consumer: StoreSpanConsumer(writer.reader.spans), 127.0.0.1:0 gRPC + HTTP})
+//   OtlpReceiver.start({consumer: EnrichPipeline(...), 127.0.0.1:0 gRPC + HTTP}): the OTel bridge as
+//     `kspan run` has it (span index, watermark, kspan.* span events), forwarding over OTLP/gRPC
+//     (UpstreamExporter) to a stand-in backend: another OtlpReceiver that keeps what it gets
 //   workload: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT = the receiver, started held (--wait-go)
 //             until the probe follows its pid
 //   then: probe flush/stop, store flush/close, openStoreReader(dir),
@@ -20,8 +22,7 @@ import { parseArgs } from 'node:util';
 import type { Readable, Writable } from 'node:stream';
 import { ProbeError, ProbeProcess, REPO_ROOT, errnoName, runDoctor, type CaptureSink } from '../capture/index.js';
 import { explainTrace, type ExplainOptions, type Explanation } from '../correlator/index.js';
-import { OtlpReceiver } from '../otel/receiver.js';
-import { StoreSpanConsumer } from '../otel/store-consumer.js';
+import { EnrichPipeline, OtlpReceiver, UpstreamExporter, findAttr, type AnyValue, type Span } from '../otel/index.js';
 import { perfettoTraceJson } from '../perfetto/index.js';
 import { openStoreReader, recordIntoStore, type RecordIntoStore, type StoredSpan } from '../store/index.js';
 import { formatDemoReport, type DemoInfo, type DemoRequest } from './report.js';
@@ -155,7 +156,11 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
   } catch (e) {
     throw new DemoError(`cannot open a store in ${dir}: ${(e as Error).message}`);
   }
-  const consumer = new StoreSpanConsumer(store.writer.reader.spans);
+  // the stand-in backend: keeps the enriched spans kspan forwards, as Jaeger/Tempo would get them
+  const backendSpans = new Map<string, Span>();
+  let backend: OtlpReceiver | null = null;
+  let upstream: UpstreamExporter | null = null;
+  let pipeline: EnrichPipeline | null = null;
   let rx: OtlpReceiver | null = null;
   let workload: Workload | null = null;
   let probe: ProbeProcess | null = null;
@@ -171,6 +176,9 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
     }
     if (probe?.running) await probe.stop().catch(() => undefined);
     await rx?.close().catch(() => undefined);
+    await pipeline?.close().catch(() => undefined);
+    await upstream?.close(2000).catch(() => undefined);
+    await backend?.close().catch(() => undefined);
     if (!storeClosed) {
       storeClosed = true;
       await store.close().catch(() => undefined);
@@ -178,6 +186,28 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
   };
 
   try {
+    backend = await OtlpReceiver.start({
+      grpcAddr: '127.0.0.1:0', httpAddr: null,
+      consumer: {
+        async consume(req) {
+          for (const rs of req.resourceSpans) for (const ss of rs.scopeSpans) for (const sp of ss.spans) backendSpans.set(sp.traceId + sp.spanId, sp);
+          return { rejectedSpans: 0 };
+        },
+      },
+    });
+    upstream = new UpstreamExporter({ url: `http://127.0.0.1:${backend.grpcPort}`, log: (m) => say(`kspan demo: ${m}`) });
+    const writer = store.writer;
+    pipeline = new EnrichPipeline({
+      kernel: {
+        reader: writer.reader,
+        watermarkUnixNano: () => (probe?.running && probe.state.clock.size ? probe.state.clock.toEpochNs(writer.watermarkNs) : null),
+      },
+      spanSink: writer.reader.spans, upstream, waitMs: 3000,
+      explain: { serviceProcess: { vllm: ENGINE_COMM } },
+      log: (m) => say(`kspan demo: ${m}`),
+    });
+    writer.reader.enableBlockCache();
+    const consumer = pipeline;
     rx = await OtlpReceiver.start({ consumer, grpcAddr: '127.0.0.1:0', httpAddr: '127.0.0.1:0', log: (m) => say(`kspan demo: receiver: ${m}`) });
     const endpoint = protocol === 'grpc' ? `http://127.0.0.1:${rx.grpcPort}` : `http://127.0.0.1:${rx.httpPort}/v1/traces`;
     say(`kspan demo: store ${dir}; OTLP receiver on 127.0.0.1:${rx.grpcPort} (gRPC), 127.0.0.1:${rx.httpPort} (HTTP)`);
@@ -293,7 +323,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
       const lp = lastProgress;
       const sp = store.progress();
       const lost = p.state.totalLost;
-      say(`kspan demo: ${el()}  requests ${lp ? `${lp.sent} sent / ${lp.done} done` : '-'}  spans received ${consumer.stored}  ` +
+      say(`kspan demo: ${el()}  requests ${lp ? `${lp.sent} sent / ${lp.done} done` : '-'}  spans received ${consumer.counters.received} (enriched ${consumer.counters.enriched})  ` +
         `kernel records ${p.decoder.records.toLocaleString('en-US')} (${sp.committedEvents.toLocaleString('en-US')} stored)${lost ? `  lost ${lost}` : ''}`);
     }, 2000);
     tick.unref();
@@ -305,21 +335,27 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
     if (!done) throw new DemoError(`the workload exited (${code}) without finishing:\n${stderrTail.join('\n')}`);
     const doneCount = Number(done.done);
     // the workload flushed its exporter before exiting; give the last request a moment to land
-    for (let i = 0; i < 50 && consumer.stored < doneCount; i++) await new Promise((r) => setTimeout(r, 100));
-    say(`kspan demo: ${el()}  workload done: ${done.sent} requests, ${doneCount} finished, ${consumer.stored} spans received; stopping capture`);
+    for (let i = 0; i < 50 && consumer.counters.received < doneCount; i++) await new Promise((r) => setTimeout(r, 100));
+    say(`kspan demo: ${el()}  workload done: ${done.sent} requests, ${doneCount} finished, ${consumer.counters.received} spans received; stopping capture`);
 
-    // 4. stop capture, commit everything
+    // 4. stop capture, commit everything, enrich and forward what is still buffered
     await probe.control('flush').catch(() => undefined);
+    await rx.close();
+    rx = null;
+    await store.writer.flush();
+    await pipeline.close();
+    await upstream.close(10_000);
+    upstream = null;
+    const bridge = { ...consumer.counters, passed: Object.values(consumer.counters.passed).reduce((a, b) => a + b, 0) };
+    pipeline = null;
     await probe.stop();
     const lost = probe.state.totalLost;
     const records = probe.decoder.records;
-    await rx.close();
-    rx = null;
     await store.writer.flush();
     const stored = store.progress();
     storeClosed = true;
     await store.close();
-    if (consumer.stored === 0) throw new DemoError(`no spans reached the receiver (endpoint ${endpoint}):\n${stderrTail.join('\n')}`);
+    if (bridge.received === 0) throw new DemoError(`no spans reached the receiver (endpoint ${endpoint}):\n${stderrTail.join('\n')}`);
 
     // 5. the answer
     const perWorkload = new Map<string, DemoRequest>();
@@ -331,6 +367,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
     const reader = openStoreReader(dir);
     let explanation: Explanation;
     let slowest: DemoRequest[];
+    let reqSpanId: string | null = null;
     try {
       const top: StoredSpan[] = reader.spans.findSlowSpans({ service: info.service!, limit: o.top ?? 5 });
       if (!top.length) throw new DemoError(`no ${info.service} spans in the store`);
@@ -339,14 +376,26 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
         trace_id: s.traceId, request_id: s.requestId ?? '', duration_ns: s.durationNs, start_unix_nano: s.startUnixNano,
       }));
       explanation = explainTrace(reader, top[0].traceId, explainOpts);
+      reqSpanId = top[0].spanId;
     } finally {
       void reader.root.close();
     }
     const perfetto = await writePerfetto(dir, slowest[0].trace_id, explainOpts);
+    // the worst request's span as the backend got it: kspan's events in it
+    const worst = backendSpans.get(slowest[0].trace_id + (reqSpanId ?? ''));
+    const val = (v: AnyValue | undefined): string | number | null =>
+      v === undefined ? null : v.type === 'string' ? v.value : v.type === 'int' ? Number(v.value) : v.type === 'double' ? v.value : null;
+    const spanEvents = (worst?.events ?? []).filter((e) => e.name === 'kspan.cause').map((e) => ({
+      kind: String(val(findAttr(e.attributes, 'kspan.cause.kind'))),
+      share: Number(val(findAttr(e.attributes, 'kspan.share'))),
+      culprit: val(findAttr(e.attributes, 'kspan.culprit.comm')) as string | null,
+    }));
     const demo: DemoInfo = {
       ...(info as DemoInfo),
       workload_pid: wpid, duration_s: durationS, elapsed_s: (Date.now() - t0) / 1000,
-      requests_sent: Number(done.sent), requests_done: doneCount, spans_received: consumer.stored,
+      requests_sent: Number(done.sent), requests_done: doneCount, spans_received: bridge.received,
+      spans_enriched: bridge.enriched, spans_unchanged: bridge.passed, spans_at_backend: backendSpans.size,
+      worst_span_kspan_events: spanEvents,
       kernel_records: records, kernel_events_stored: stored.committedEvents, lost_records: lost,
       store: dir, perfetto: perfetto.path, perfetto_note: perfetto.note, slowest,
     };

@@ -38,6 +38,12 @@ export interface DemoInfo {
   requests_sent: number;
   requests_done: number;
   spans_received: number;
+  /** through the OTel bridge: spans that got kspan.* events, spans forwarded unchanged, spans the stand-in backend got */
+  spans_enriched: number;
+  spans_unchanged: number;
+  spans_at_backend: number;
+  /** the kspan.cause events in the worst request's span as the backend received it */
+  worst_span_kspan_events: { kind: string; share: number; culprit: string | null }[];
   kernel_records: number;
   kernel_events_stored: number;
   lost_records: number;
@@ -123,8 +129,15 @@ export function formatDemoReport(e: Explanation & { demo: DemoInfo }): string {
     L.push(`  data: ${dq.covered ? 'capture covered the window' : `capture covered ${pct(dq.coverage)} of the window`}, ${dq.lost_known ? `${dq.lost_events} records lost` : 'losses unknown'}`);
   }
   L.push('');
+  const ev = d.worst_span_kspan_events ?? [];
+  L.push(`in the spans: ${d.spans_enriched} of ${d.spans_received} got kspan.* attributes and events on their way through the OTel bridge ` +
+    `(${d.spans_unchanged} forwarded unchanged; ${d.spans_at_backend} reached the stand-in backend)`);
+  if (ev.length) {
+    L.push(`  the slowest request's span, as the backend shows it: ${ev.map((x) => `kspan.cause ${x.kind} ${pct(x.share)}${x.culprit ? ` (${x.culprit})` : ''}`).join(' · ')}`);
+  }
+  L.push('');
   L.push(`store:    ${d.store} (kept; ${d.kernel_events_stored.toLocaleString('en-US')} events, ${d.spans_received} spans)`);
-  L.push(`          kspan explain ${e.trace_id} --data ${d.store}`);
+  L.push(`          kspan explain ${e.trace_id} --data ${d.store} --service-process ${d.service}=${d.engine_comm}`);
   L.push(`          kspan stats --data ${d.store}`);
   L.push(`perfetto: ${d.perfetto ?? '-'}  (${d.perfetto_note})`);
   L.push(`json:     ${d.store}/demo.json  (kspan demo --json prints it)`);

@@ -83,6 +83,13 @@ test('kspan demo --json names the injected causes of the slowest request', { tim
   const shares = s.causes.reduce((a, c) => a + c.share, 0);
   assert.ok(shares <= 1.0001, `shares add up to at most 1: ${shares}`);
   assert.ok(pre.share + lock.share + cuda.share > 0.4, 'the injected causes explain most of the request');
+  // through the OTel bridge: the spans reached the (stand-in) backend with kspan.cause events
+  assert.equal(d.spans_at_backend, d.spans_received, 'every span forwarded');
+  assert.equal(d.spans_enriched + d.spans_unchanged, d.spans_received);
+  assert.ok(d.spans_enriched >= 0.9 * d.spans_received, `${d.spans_enriched} of ${d.spans_received} spans enriched`);
+  const inSpan = d.worst_span_kspan_events.map((x) => x.kind);
+  for (const k of ['cpu_preemption', 'lock_contention', 'cuda_sync']) assert.ok(inSpan.includes(k), `the slowest span carries kspan.cause ${k}: ${inSpan}`);
+  assert.equal(d.worst_span_kspan_events.find((x) => x.kind === 'lock_contention')?.culprit, 'tokenizer');
 
   // the kept store, the JSON copy and the Perfetto timeline
   assert.equal(d.store, dir);
