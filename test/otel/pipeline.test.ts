@@ -257,3 +257,33 @@ test('OTLP/HTTP upstream (exporter-trace-otlp-proto) works the same', async () =
   const got = await sink.span(sp(31));
   assert.equal(got.span.attributes['kspan.top_cause'], 'cpu_preemption');
 });
+
+test('upstream options: gzip and headers over gRPC (mockotlpserver) and gzip over OTLP/HTTP (kspan\'s receiver)', async () => {
+  // gRPC, gzip + metadata
+  const up = upstream(sink.grpcUrl, { compression: true, headers: { authorization: 'Bearer t0ken' } });
+  const p = new EnrichPipeline({ kernel: kernelAt(NOW), upstream: up, ...opts });
+  await p.consume(request1([span(41)]), META);
+  await p.close();
+  await up.close();
+  assert.equal((await sink.span(sp(41))).span.attributes['kspan.top_cause'], 'cpu_preemption');
+  // OTLP/HTTP, gzip (mockotlpserver's HTTP side does not take gzip bodies; kspan's receiver does)
+  const got: Span[] = [];
+  const rx = await OtlpReceiver.start({
+    httpAddr: '127.0.0.1:0', grpcAddr: null,
+    consumer: { async consume(req) { for (const rs of req.resourceSpans) for (const ss of rs.scopeSpans) got.push(...ss.spans); return { rejectedSpans: 0 }; } },
+  });
+  try {
+    const up2 = upstream(`http://127.0.0.1:${rx.httpPort}/v1/traces`, { compression: true });
+    const p2 = new EnrichPipeline({ kernel: kernelAt(NOW), upstream: up2, ...opts });
+    await p2.consume(request1([span(42)]), META);
+    await p2.close();
+    await up2.close();
+    assert.equal(up2.counters.exported, 1, up2.lastError);
+    assert.equal(rx.counters.requests, 1);
+    assert.equal(got.length, 1);
+    assert.equal(got[0].spanId, sp(42));
+    assert.ok(got[0].events.some((e) => e.name === 'kspan.cause'));
+  } finally {
+    await rx.close();
+  }
+});
