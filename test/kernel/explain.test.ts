@@ -167,7 +167,7 @@ test('healthy baseline: pure CPU work on an idle CPU gets nothing above low', as
 test('I/O wait: O_DIRECT|O_SYNC writes under a competing writer', async () => {
   const work = join(REPO_ROOT, 'build', `io-${process.pid}`);
   const { dir, fx } = await recordScenario(
-    `mkdir -p ${work}; dd if=/dev/zero of=${work}/compete bs=1M count=200 oflag=direct status=none & ./fsync_writer ${work} 30 65536 direct; wait; rm -rf ${work}`,
+    `mkdir -p ${work}; dd if=/dev/zero of=${work}/compete bs=1M count=200 oflag=direct status=none & ./fsync_writer ${work} 30 1048576 direct; wait; rm -rf ${work}`,
     ['fsync_writer']);
   const fw = fx.fsync_writer;
   const traceId = await putSpans(dir, [{ name: 'write', startMono: fw.start_ns, endMono: fw.end_ns, tid: fw.tid, pid: fw.pid }]);
