@@ -20,6 +20,7 @@
 // send time = the latency kspan adds (receive, store, explain, export).
 //
 //   npm run bench:pipeline [-- --quick] [-- --spans N] [-- --random] [-- --no-cache] [-- --no-enrich]
+//   KSPAN_BENCH_PROF=DIR: a CPU profile of the kspan process into DIR
 
 import { execFileSync, fork, type ChildProcess } from 'node:child_process';
 import { cpSync, mkdtempSync, rmSync } from 'node:fs';
