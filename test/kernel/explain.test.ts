@@ -1,17 +1,16 @@
 // DESIGN §8 scenarios end to end: real capture (`kspan record --data`) of
 // fixtures with a known answer, spans for the fixture's requests stored
-// directly in the span index (until the OTel bridge exists), then `explain`
+// directly in the span index (the OTel bridge is tested in test/otel), then `explain`
 // must name the right cause kind and culprit and explain the injected time.
 
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { REPO_ROOT } from '../../src/capture/index.js';
 import { explainTrace, formatExplanation, type Explanation } from '../../src/correlator/index.js';
-import { openStoreReader, openStoreWriter, type SpanInput } from '../../src/store/index.js';
-import { FIXTURE_BIN, ms, requireLiveProbe, run, within } from './harness.js';
+import { openStoreReader } from '../../src/store/index.js';
+import { FIXTURE_BIN, putTrace as putSpans, recordScenario as record, ms, requireLiveProbe, run, within } from './harness.js';
 
 before(requireLiveProbe);
 
@@ -20,42 +19,11 @@ after(() => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
-type Fixtures = Record<string, any>;
-
-/** `kspan record --data DIR -- bash -c SCRIPT`; returns DIR and each fixture's JSON line by name. */
-async function recordScenario(script: string, want: string[], extra: string[] = [], env: NodeJS.ProcessEnv = process.env): Promise<{ dir: string; fx: Fixtures }> {
-  const dir = mkdtempSync(join('/var/tmp', 'kspan-explain-'));
-  dirs.push(dir);
-  const r = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'src', 'cli.ts'), 'record', '--quiet', '--data', dir, ...extra,
-    '--', 'bash', '-c', `cd ${FIXTURE_BIN} || exit 1; ${script}`], { env, timeoutMs: 120000 });
-  assert.equal(r.code, 0, `kspan record failed: ${r.stderr}`);
-  const fx: Fixtures = {};
-  for (const line of r.stdout.split('\n')) {
-    if (line.startsWith('{"fixture"')) {
-      const o = JSON.parse(line);
-      fx[o.fixture] = o;
-    }
-  }
-  for (const name of want) assert.ok(fx[name], `${name} printed its result: ${r.stdout} ${r.stderr}`);
-  return { dir, fx };
-}
-
-/** Store spans given in monotonic ns (the fixtures' clock), converted with the store's clock history. */
-async function putSpans(dir: string, spans: { name: string; startMono: number; endMono: number; tid?: number; pid?: number }[]): Promise<string> {
-  const traceId = randomBytes(16).toString('hex');
-  const w = openStoreWriter(dir);
-  try {
-    const clock = w.reader.clockHistory();
-    const input: SpanInput[] = spans.map((s) => ({
-      traceId, spanId: randomBytes(8).toString('hex'), service: 'scenario', name: s.name,
-      startUnixNano: clock.toEpochNs(s.startMono), endUnixNano: clock.toEpochNs(s.endMono),
-      tid: s.tid ?? null, pid: s.pid ?? null,
-    }));
-    await w.reader.spans.putSpans(input);
-  } finally {
-    await w.close();
-  }
-  return traceId;
+/** A recorded scenario, its store removed after the file's tests. */
+async function recordScenario(...args: Parameters<typeof record>): ReturnType<typeof record> {
+  const r = await record(...args);
+  dirs.push(r.dir);
+  return r;
 }
 
 function explain(dir: string, traceId: string): Explanation {

@@ -2,13 +2,17 @@
 // programs (test/fixtures/) and collects the decoded records as plain objects
 // (tests may allocate; the product path does not).
 
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   BlockIoView, CudaCallView, FutexWaitView, FutexWakeView, Kind, OffcpuView, ProbeProcess, REPO_ROOT,
   RecordView, StackView, TaskView, TcpRetransView, formatAddr, type CaptureSink, type ClockHistory,
   type ProbeOptions,
 } from '../../src/capture/index.js';
+import { openStoreWriter, type SpanInput } from '../../src/store/index.js';
 
 export { requireLiveProbe } from '../helpers/live.js';
 import { FIXTURES as FIXTURE_BIN } from '../helpers/live.js';
@@ -169,4 +173,57 @@ export const ms = (ns: number): number => ns / 1e6;
 /** |actual - expected| <= tol * expected */
 export function within(actual: number, expected: number, tol: number): boolean {
   return Math.abs(actual - expected) <= tol * expected;
+}
+
+export type Fixtures = Record<string, any>;
+
+/**
+ * `kspan record --data DIR -- bash -c SCRIPT` (run from the fixtures' bin dir):
+ * a real capture of a scenario into a new store under /var/tmp (the caller
+ * removes it); returns DIR and each fixture's JSON line by name.
+ */
+export async function recordScenario(script: string, want: string[], extra: string[] = [], env: NodeJS.ProcessEnv = process.env): Promise<{ dir: string; fx: Fixtures }> {
+  const dir = mkdtempSync(join('/var/tmp', 'kspan-scenario-'));
+  const r = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'src', 'cli.ts'), 'record', '--quiet', '--data', dir, ...extra,
+    '--', 'bash', '-c', `cd ${FIXTURE_BIN} || exit 1; ${script}`], { env, timeoutMs: 120000 });
+  assert.equal(r.code, 0, `kspan record failed: ${r.stderr}`);
+  const fx: Fixtures = {};
+  for (const line of r.stdout.split('\n')) {
+    if (line.startsWith('{"fixture"')) {
+      const o = JSON.parse(line);
+      fx[o.fixture] = o;
+    }
+  }
+  for (const name of want) assert.ok(fx[name], `${name} printed its result: ${r.stdout} ${r.stderr}`);
+  return { dir, fx };
+}
+
+/** A span of a scenario, in the fixtures' clock (monotonic ns). */
+export interface ScenarioSpan {
+  name: string;
+  startMono: number;
+  endMono: number;
+  tid?: number;
+  pid?: number;
+  service?: string;
+  requestId?: string;
+  attributes?: Record<string, string | number | boolean>;
+}
+
+/** Store one trace's spans in DIR's span index (monotonic ns converted with the store's clock history); returns the trace id. */
+export async function putTrace(dir: string, spans: ScenarioSpan[]): Promise<string> {
+  const traceId = randomBytes(16).toString('hex');
+  const w = openStoreWriter(dir);
+  try {
+    const clock = w.reader.clockHistory();
+    const input: SpanInput[] = spans.map((s) => ({
+      traceId, spanId: randomBytes(8).toString('hex'), service: s.service ?? 'scenario', name: s.name,
+      startUnixNano: clock.toEpochNs(s.startMono), endUnixNano: clock.toEpochNs(s.endMono),
+      tid: s.tid ?? null, pid: s.pid ?? null, requestId: s.requestId ?? null, attributes: s.attributes ?? {},
+    }));
+    await w.reader.spans.putSpans(input);
+  } finally {
+    await w.close();
+  }
+  return traceId;
 }
