@@ -14,7 +14,7 @@ import {
   type ProbeOptions, type RecordBatch,
 } from './capture/index.js';
 import { formatStats, openStoreReader, recordIntoStore, storeStats, type RecordIntoStore } from './store/index.js';
-import { explainTrace, explainWindow, formatExplanation } from './correlator/index.js';
+import { explainTrace, explainWindow, formatExplanation, parseServiceProcess } from './correlator/index.js';
 import { cmdDemo } from './demo/index.js';
 import { startDaemon, type Daemon } from './daemon/index.js';
 import { DEFAULT_OTLP_GRPC_ADDR, DEFAULT_OTLP_HTTP_ADDR, type UpstreamProtocol } from './otel/index.js';
@@ -163,14 +163,12 @@ function nonNegative(v: string, name: string): number {
 }
 
 /** --service-process SERVICE=COMM (repeatable) -> the correlator's serviceProcess map */
-function parseServiceProcess(list: string[] | undefined): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const m of list ?? []) {
-    const i = m.indexOf('=');
-    if (i <= 0 || i === m.length - 1) throw new UsageError(`--service-process wants SERVICE=COMM, got "${m}"`);
-    out[m.slice(0, i)] = m.slice(i + 1).slice(0, 15); // the kernel keeps 15 characters of a comm
+function serviceProcessOpt(list: string[] | undefined): Record<string, string> {
+  try {
+    return parseServiceProcess(list);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
   }
-  return out;
 }
 
 async function cmdRun(argv: string[]): Promise<number> {
@@ -230,7 +228,7 @@ async function cmdRun(argv: string[]): Promise<number> {
     if (i <= 0) throw new UsageError(`--upstream-header wants KEY=VALUE, got "${h}"`);
     headers[h.slice(0, i).trim().toLowerCase()] = h.slice(i + 1);
   }
-  const serviceProcess = parseServiceProcess(o['service-process']);
+  const serviceProcess = serviceProcessOpt(o['service-process']);
   const durationS = o.duration !== undefined ? Number(o.duration) : undefined;
   if (durationS !== undefined && !(durationS > 0)) throw new UsageError(`--duration wants seconds > 0, got "${o.duration}"`);
   const statusS = o['status-interval'] !== undefined ? Number(o['status-interval']) : 10;
@@ -688,7 +686,7 @@ async function cmdExplain(argv: string[]): Promise<number> {
     process.stdout.write(HELP + '\n');
     return 0;
   }
-  const explainOpts = { serviceProcess: parseServiceProcess(o['service-process']), threadIdIsOsTid: o['thread-id-is-os-tid'] };
+  const explainOpts = { serviceProcess: serviceProcessOpt(o['service-process']), threadIdIsOsTid: o['thread-id-is-os-tid'] };
   const dir = o.data ?? process.env.KSPAN_DATA;
   if (!dir) throw new UsageError('--data DIR is required (or set KSPAN_DATA)');
   if (!existsSync(join(dir, 'data.mdb'))) throw new Error(`no kspan store in ${dir} (no data.mdb)`);

@@ -49,6 +49,22 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))];
 }
 
+/**
+ * `SERVICE=COMM` arguments (the CLI's repeatable --service-process) as
+ * ExplainOptions.serviceProcess; throws on a malformed one. COMM may be the
+ * full process name: the join compares its first 15 bytes, as the kernel
+ * keeps them.
+ */
+export function parseServiceProcess(list: readonly string[] | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const m of list ?? []) {
+    const i = m.indexOf('=');
+    if (i <= 0 || i === m.length - 1) throw new Error(`--service-process wants SERVICE=COMM, got "${m}"`);
+    out[m.slice(0, i)] = m.slice(i + 1);
+  }
+  return out;
+}
+
 /** A span as the store keeps it (SpanInput or StoredSpan). */
 export interface ExplainableSpan {
   traceId: string;

@@ -6,7 +6,9 @@
 //   const e = explainTrace(r, traceId, { serviceProcess: { 'vllm': 'VLLM::EngineCor' } });
 //   console.log(formatExplanation(e));   // or JSON.stringify(e)
 
-export { explainSpanGroups, explainSpans, explainTrace, explainWindow, severityOf, type ExplainableSpan } from './explain.js';
+export {
+  explainSpanGroups, explainSpans, explainTrace, explainWindow, parseServiceProcess, severityOf, type ExplainableSpan,
+} from './explain.js';
 export { formatExplanation } from './format.js';
 export type {
   Breakdown, Cause, CauseKind, ChainStep, Correlation, CorrelationMethod, Culprit, DataQuality, Evidence, ExplainOptions,

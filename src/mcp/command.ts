@@ -4,6 +4,7 @@
 import { createWriteStream, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { parseServiceProcess } from '../correlator/index.js';
 import { startMcpHttpServer } from './http.js';
 import { runStdioServer } from './server.js';
 
@@ -59,11 +60,11 @@ export async function cmdMcp(argv: string[]): Promise<number> {
     process.stderr.write(`kspan mcp: no kspan store in ${dir} (no data.mdb)\n`);
     return 1;
   }
-  const serviceProcess: Record<string, string> = {};
-  for (const sp of o['service-process'] ?? []) {
-    const i = sp.indexOf('=');
-    if (i <= 0 || i === sp.length - 1) return usage(`--service-process wants SERVICE=COMM, got "${sp}"`);
-    serviceProcess[sp.slice(0, i)] = sp.slice(i + 1);
+  let serviceProcess: Record<string, string>;
+  try {
+    serviceProcess = parseServiceProcess(o['service-process']);
+  } catch (e) {
+    return usage((e as Error).message);
   }
   let rate: { perSecond: number; burst: number } | undefined;
   if (o.rate !== undefined) {

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { CudaApi, OffcpuFlag, OwnerSrc, TaskEvent } from '../../src/capture/records.js';
-import { explainTrace, explainWindow, formatExplanation, severityOf, type Cause, type Explanation } from '../../src/correlator/index.js';
+import { explainTrace, explainWindow, formatExplanation, parseServiceProcess, severityOf, type Cause, type Explanation } from '../../src/correlator/index.js';
 import { ipv4Bytes } from '../helpers/frames.js';
 import { MS, NOW, W0, buildStore, epoch, span, sp, sum, tr } from './util.js';
 
@@ -388,4 +388,10 @@ test('cuda_sync remediation: a launch-latency tail only when it is long in absol
       st.cleanup();
     }
   }
+});
+
+test('parseServiceProcess: SERVICE=COMM arguments for the process join; malformed ones are refused', () => {
+  assert.deepEqual(parseServiceProcess(['vllm=VLLM::EngineCore', 'api=python3']), { vllm: 'VLLM::EngineCore', api: 'python3' });
+  assert.deepEqual(parseServiceProcess(undefined), {});
+  for (const bad of ['vllm', '=x', 'vllm=']) assert.throws(() => parseServiceProcess([bad]), /SERVICE=COMM/);
 });
