@@ -12,12 +12,10 @@
 import { CudaWatcher, ProbeProcess, errnoName, type CaptureSink, type ProbeOptions } from '../capture/index.js';
 import type { ExplainOptions } from '../correlator/index.js';
 import {
-  EnrichPipeline, OtlpReceiver, UpstreamExporter, defaultProtocol, type EmitMode, type KernelSide, type UpstreamProtocol,
+  EnrichPipeline, OtlpReceiver, UpstreamExporter, createOtlpTraceExporter, type EmitMode, type KernelSide, type UpstreamProtocol,
 } from '../otel/index.js';
 import { recordIntoStore, usedBytes, type RecordIntoStore } from '../store/index.js';
 import { startMcpHttpServer, type McpHttpHandle } from '../mcp/index.js';
-import { OTLPTraceExporter as OtlpGrpcTraceExporter } from '@opentelemetry/exporter-trace-otlp-grpc';
-import { OTLPTraceExporter as OtlpProtoTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { BasicTracerProvider, BatchSpanProcessor } from '@opentelemetry/sdk-trace-base';
 
@@ -169,9 +167,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   let tracing: BasicTracerProvider | null = null;
   if (o.mcpHttp) {
     if (o.upstream) {
-      const exporter = (o.upstream.protocol ?? defaultProtocol(o.upstream.url)) === 'grpc'
-        ? new OtlpGrpcTraceExporter({ url: /^[a-z]+:\/\//i.test(o.upstream.url) ? o.upstream.url : `http://${o.upstream.url}` })
-        : new OtlpProtoTraceExporter({ url: o.upstream.url });
+      const exporter = createOtlpTraceExporter(o.upstream);
       tracing = new BasicTracerProvider({
         resource: resourceFromAttributes({ 'service.name': 'kspan', 'process.pid': process.pid }),
         spanProcessors: [new BatchSpanProcessor(exporter)],

@@ -16,7 +16,7 @@ export {
 export { KEPT_ATTRIBUTES, StoreSpanConsumer, type SpanSink, type StoreSpanConsumerOptions } from './store-consumer.js';
 export { enrichSpan, hasKernelData, kspanAttributes, kspanChildSpan, kspanEvents, type EnrichOptions } from './enrich.js';
 export {
-  ResourceRef, UpstreamExporter, defaultProtocol, isRetryable, toReadableSpan,
+  ResourceRef, UpstreamExporter, createOtlpTraceExporter, defaultProtocol, isRetryable, toReadableSpan,
   type OutgoingSpan, type UpstreamCounters, type UpstreamOptions, type UpstreamProtocol,
 } from './upstream.js';
 export { EnrichPipeline, type EmitMode, type KernelSide, type PipelineCounters, type PipelineOptions } from './pipeline.js';

@@ -95,8 +95,6 @@ export class EnrichPipeline implements SpanConsumer {
     passed: { noKernelData: 0, kernelDown: 0, bufferFull: 0, short: 0, explainError: 0, shutdown: 0 },
     childSpans: 0, traces: 0, explainMs: 0,
   };
-  /** enrichment delay beyond the span's arrival, ms, for the last spans (bench/status) */
-  readonly recentDelaysMs: number[] = [];
   private readonly traces = new Map<string, TraceBuffer>();
   private readonly storeWrites = new Set<Promise<void>>();
   private buffered = 0;
@@ -233,17 +231,17 @@ export class EnrichPipeline implements SpanConsumer {
       spans += t.entries.length;
       // explain in chunks (one store snapshot each), yielding to the receivers when over budget
       if (spans >= 512) {
-        this.explainAndSend(ready, now);
+        this.explainAndSend(ready);
         ready = [];
         spans = 0;
         if (performance.now() - t0 > budget) break;
       }
     }
-    if (ready.length) this.explainAndSend(ready, now);
+    if (ready.length) this.explainAndSend(ready);
     this.counters.explainMs += performance.now() - t0;
   }
 
-  private explainAndSend(ready: [string, TraceBuffer][], now: number): void {
+  private explainAndSend(ready: [string, TraceBuffer][]): void {
     const reader = this.o.kernel.reader;
     if (!reader) { for (const [, t] of ready) this.passUnchanged(t.entries, 'kernelDown'); return; }
     let explained: Explanation[];
@@ -252,7 +250,7 @@ export class EnrichPipeline implements SpanConsumer {
     } catch (err) {
       // one bad trace must not cost the others their enrichment: retry one by one
       if (ready.length > 1) {
-        for (const r of ready) this.explainAndSend([r], now);
+        for (const r of ready) this.explainAndSend([r]);
         return;
       }
       this.rateLimitedLog(`explaining trace ${ready[0][0]} failed: ${(err as Error).stack ?? err}; its spans are forwarded unchanged`);
@@ -279,8 +277,6 @@ export class EnrichPipeline implements SpanConsumer {
           this.counters.childSpans++;
         }
       }
-      if (this.recentDelaysMs.length >= 4096) this.recentDelaysMs.shift();
-      this.recentDelaysMs.push(now - t.firstAtMs);
     });
     this.o.upstream?.send(out);
   }

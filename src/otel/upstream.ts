@@ -106,6 +106,30 @@ export function defaultProtocol(url: string): UpstreamProtocol {
   }
 }
 
+/**
+ * The OTel JS OTLP trace exporter for an upstream: gRPC (a bare host:port
+ * gets http://) or OTLP/HTTP protobuf, with gzip and headers/metadata.
+ * UpstreamExporter uses it; so does the daemon's own tracer (MCP calls).
+ */
+export function createOtlpTraceExporter(o: Pick<UpstreamOptions, 'url' | 'protocol' | 'timeoutMs' | 'compression' | 'headers'>): SpanExporter {
+  const timeoutMillis = o.timeoutMs ?? 10_000;
+  if ((o.protocol ?? defaultProtocol(o.url)) === 'grpc') {
+    const url = /^[a-z]+:\/\//i.test(o.url) ? o.url : `http://${o.url}`;
+    const cfg: ConstructorParameters<typeof OtlpGrpcTraceExporter>[0] = { url, timeoutMillis, concurrencyLimit: 4 };
+    if (o.compression) cfg.compression = 'gzip' as never;
+    if (o.headers) {
+      const md = new Metadata();
+      for (const [k, v] of Object.entries(o.headers)) md.set(k, v);
+      cfg.metadata = md;
+    }
+    return new OtlpGrpcTraceExporter(cfg);
+  }
+  const cfg: ConstructorParameters<typeof OtlpProtoTraceExporter>[0] = { url: o.url, timeoutMillis, concurrencyLimit: 4 };
+  if (o.compression) cfg.compression = 'gzip' as never;
+  if (o.headers) cfg.headers = o.headers;
+  return new OtlpProtoTraceExporter(cfg);
+}
+
 export class UpstreamExporter {
   readonly counters: UpstreamCounters = { queued: 0, exported: 0, failedAttempts: 0, dropped: { queueFull: 0, rejected: 0, shutdown: 0 } };
   readonly url: string;
@@ -135,27 +159,7 @@ export class UpstreamExporter {
     this.maxBatch = o.maxBatchSpans ?? 512;
     this.backoff = o.backoffMs ?? 500;
     this.log = o.log ?? ((m) => process.stderr.write(`kspan: ${m}\n`));
-    this.exporter = o.exporter ?? this.makeExporter();
-  }
-
-  private makeExporter(): SpanExporter {
-    const timeoutMillis = this.o.timeoutMs ?? 10_000;
-    if (this.protocol === 'grpc') {
-      let url = this.url;
-      if (!/^[a-z]+:\/\//i.test(url)) url = `http://${url}`;
-      const cfg: ConstructorParameters<typeof OtlpGrpcTraceExporter>[0] = { url, timeoutMillis, concurrencyLimit: 4 };
-      if (this.o.compression) cfg.compression = 'gzip' as never;
-      if (this.o.headers) {
-        const md = new Metadata();
-        for (const [k, v] of Object.entries(this.o.headers)) md.set(k, v);
-        cfg.metadata = md;
-      }
-      return new OtlpGrpcTraceExporter(cfg);
-    }
-    const cfg: ConstructorParameters<typeof OtlpProtoTraceExporter>[0] = { url: this.url, timeoutMillis, concurrencyLimit: 4 };
-    if (this.o.compression) cfg.compression = 'gzip' as never;
-    if (this.o.headers) cfg.headers = this.o.headers;
-    return new OtlpProtoTraceExporter(cfg);
+    this.exporter = o.exporter ?? createOtlpTraceExporter({ ...o, protocol: this.protocol });
   }
 
   /** Spans waiting (queued or in flight). */
