@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ClockHistory, Kind, groupName } from '../capture/index.js';
 import { DecodedBlockCache } from './block-cache.js';
-import { ByteReader, EventList, decodeBlock, decodeFutexBlock, type BlockHeader } from './codec.js';
+import { ByteReader, EventList, decodeBlock, decodeFutexBlock, readBlockHeader, type BlockHeader } from './codec.js';
 import {
   DEFAULT_PARTITION_NS, M, futexPrefix, futexRangeKey, getU64, metaKey, partitionDbName, pidMapKey,
   tidKey, type ClockSampleMeta, type DropsSample, type PartitionMeta, type SessionMeta, type StatusMeta,
@@ -167,12 +167,7 @@ export class StoreReader {
       const r = this.r;
       this.scanBlocks(db, startKey, endKey, (k, v) => {
         // header: skip blocks that end before a without decoding them
-        if (v[0] !== 1) return;
-        r.reset(v, 1);
-        r.varint();
-        r.varint();
-        const extent = r.varint();
-        if (getU64(k, 4) + extent < a) return;
+        if (!readBlockHeader(v, r, h) || getU64(k, 4) + h.extent < a) return;
         const cache = this.blockCache;
         if (!cache) {
           decodeBlock(v, tid, a, b, kindMask, out, r, h);
@@ -181,7 +176,7 @@ export class StoreReader {
         const ck = `${pm.idx}:${k.toString('latin1')}`;
         let all = cache.get(ck);
         if (!all) {
-          all = new EventList(Math.max(16, extent > 0 ? 64 : 16));
+          all = new EventList(Math.max(16, h.count));
           decodeBlock(v, tid, -Infinity, Infinity, 0, all, r, h);
           cache.set(ck, all);
         }
