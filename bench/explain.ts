@@ -51,19 +51,18 @@ async function main(): Promise<void> {
   await w.close();
 
   const r = openStoreReader(built.dir);
-  const now = EPOCH0 + 10n ** 15n;
   let t = performance.now();
-  let e = explainTrace(r, TRACE, { now });
+  let e = explainTrace(r, TRACE);
   const first = performance.now() - t;
   const causes = e.spans.reduce((a, x) => a + x.causes.length, 0);
   const evs = e.spans.reduce((a, x) => a + x.causes.reduce((b, c) => b + c.evidence.length, 0), 0);
   console.log(`first call (loads the clock/drops caches: ${r.clockSamples().length.toLocaleString('en-US')} clock samples): ${first.toFixed(1)} ms`);
   console.log(`trace: ${e.spans.length} spans (${JSON.stringify(e.data_quality.correlation)}), ${causes} causes, ${evs} evidence entries; ${e.summary.slice(0, 160)}`);
-  for (let i = 0; i < 20; i++) explainTrace(r, TRACE, { now });
+  for (let i = 0; i < 20; i++) explainTrace(r, TRACE);
   const lat: number[] = [];
   for (let i = 0; i < RUNS; i++) {
     t = performance.now();
-    e = explainTrace(r, TRACE, { now });
+    e = explainTrace(r, TRACE);
     lat.push(performance.now() - t);
   }
   if (e.spans.length !== 20) throw new Error('trace not found');

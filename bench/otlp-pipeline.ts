@@ -85,7 +85,7 @@ async function kspanRole(): Promise<void> {
   const pipeline = new EnrichPipeline({
     // --no-enrich: a kernel side that is down, so spans are stored and forwarded unchanged
     kernel: { reader: w.reader, watermarkUnixNano: () => (values['no-enrich'] ? null : EPOCH0 + 10n ** 15n) },
-    spanSink: w.reader.spans, upstream: up, explain: { now: EPOCH0 + 10n ** 15n }, maxBufferedSpans: 1_000_000,
+    spanSink: w.reader.spans, upstream: up, maxBufferedSpans: 1_000_000,
     log: (m) => console.error(m),
   });
   const rx = await OtlpReceiver.start({ consumer: pipeline, httpAddr: '127.0.0.1:0', grpcAddr: null });

@@ -16,7 +16,7 @@
 #ifndef KSPAN_H
 #define KSPAN_H
 
-#define KSPAN_ABI_VERSION 1
+#define KSPAN_ABI_VERSION 2
 #define KSPAN_REC_MAGIC 0xb5
 #define KSPAN_COMM_LEN 16
 #define KSPAN_MAX_STACK 64 /* frames per side (user, kernel) */
@@ -36,7 +36,8 @@ enum kspan_kind {
 	KSPAN_DROPS = 11,      /* native: cumulative per-ring counters */
 	KSPAN_STATUS = 12,     /* native: a probe group's attach result */
 	KSPAN_ACK = 13,        /* native: answer to a control command */
-	KSPAN_KIND_MAX = 14,
+	KSPAN_DRAINED = 14,    /* native: every record of an event before h.ts has been written */
+	KSPAN_KIND_MAX = 15,
 };
 
 /* 24 bytes. pid = tgid (process), tid = kernel pid (thread). */
@@ -284,6 +285,16 @@ struct kspan_ack {
 	__u32 seq;         /* the number the command line started with */
 	__s32 err;         /* 0 ok, -errno */
 	char msg[120];     /* NUL-terminated */
+};
+
+/* ---- KSPAN_DRAINED ---- (native) the ingest watermark
+ * Written after each drain of the rings. h.ts = CLOCK_MONOTONIC read just
+ * before the drain started: a record whose event time is before it was
+ * reserved and submitted inside one BPF program run (microseconds), so the
+ * drain found it. Readers treat time after the last h.ts as not yet seen.
+ */
+struct kspan_drained {
+	struct kspan_hdr h;
 };
 
 /* ---- loader <-> BPF configuration (not a record) ----

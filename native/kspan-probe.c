@@ -171,6 +171,17 @@ static void emit_ack(__u32 seq, int err, const char *fmt, ...)
 	out_flush();
 }
 
+/* The ingest watermark: everything before `before_drain` is in the stream. */
+static void emit_drained(__u64 before_drain)
+{
+	struct kspan_drained r;
+
+	memset(&r, 0, sizeof(r));
+	hdr(&r.h, KSPAN_DRAINED, sizeof(r));
+	r.h.ts = before_drain;
+	out_write(&r, sizeof(r));
+}
+
 /* Best of three (mono, real, mono) reads: the narrowest window wins. */
 static void emit_clock(bool stepped)
 {
@@ -662,7 +673,9 @@ static void handle_command(char *line)
 	if (!strcmp(cmd, "ping")) {
 		emit_ack(seq, 0, "pong");
 	} else if (!strcmp(cmd, "flush")) {
+		__u64 before = now_ns(CLOCK_MONOTONIC);
 		ring_buffer__consume(rings);
+		emit_drained(before);
 		emit_ack(seq, 0, "flushed");
 	} else if (!strcmp(cmd, "pid") && a1 && !strcmp(a1, "clear")) {
 		pid_clear();
@@ -907,7 +920,7 @@ int main(int argc, char **argv)
 	struct btf *vmlinux;
 	sigset_t mask;
 	bool any_attached = false;
-	__u64 cgid = 0, last_clock, last_drops;
+	__u64 cgid = 0, last_clock, last_drops, last_drained = 0;
 
 	while ((c = getopt_long(argc, argv, "p:", long_opts, NULL)) != -1) {
 		switch (c) {
@@ -1108,8 +1121,13 @@ int main(int argc, char **argv)
 				timerfd_settime(tfd, TFD_TIMER_ABSTIME | TFD_TIMER_CANCEL_ON_SET, &its, NULL);
 			}
 		}
-		ring_buffer__consume(rings);
 		now = now_ns(CLOCK_MONOTONIC);
+		ring_buffer__consume(rings);
+		/* at most every 10 ms: the watermark is read live by the daemon */
+		if (now - last_drained >= 10000000ull) {
+			emit_drained(now);
+			last_drained = now;
+		}
 		if (now - last_clock >= (__u64)opt.clock_ms * 1000000) {
 			emit_clock(false);
 			last_clock = now;
@@ -1120,7 +1138,11 @@ int main(int argc, char **argv)
 		}
 		out_flush();
 	}
-	ring_buffer__consume(rings);
+	{
+		__u64 before = now_ns(CLOCK_MONOTONIC);
+		ring_buffer__consume(rings);
+		emit_drained(before);
+	}
 	emit_drops();
 	out_flush();
 	if (out_broken)

@@ -5,7 +5,7 @@
 // Layout: little-endian, every record starts with the 24-byte header, hdr.size
 // is the whole record (multiple of 8). All times are CLOCK_MONOTONIC ns.
 
-export const ABI_VERSION = 1;
+export const ABI_VERSION = 2;
 export const REC_MAGIC = 0xb5;
 export const COMM_LEN = 16;
 export const MAX_STACK = 64;
@@ -27,13 +27,14 @@ export const Kind = {
   DROPS: 11,
   STATUS: 12,
   ACK: 13,
+  DRAINED: 14,
 } as const;
 export type KindNumber = (typeof Kind)[keyof typeof Kind];
-export const KIND_MAX = 14;
+export const KIND_MAX = 15;
 
 const KIND_NAMES: readonly string[] = [
   'unknown', 'hello', 'offcpu', 'futex_wait', 'futex_wake', 'block_io', 'tcp_retrans',
-  'cuda_call', 'task', 'stack', 'clock', 'drops', 'status', 'ack',
+  'cuda_call', 'task', 'stack', 'clock', 'drops', 'status', 'ack', 'drained',
 ];
 
 /** Short lower-case name of a record kind ("offcpu", "futex_wait", ...); "kind<N>" when unknown. */
@@ -111,6 +112,9 @@ export const STRUCTS = {
   kspan_ack: struct(152, {
     h: [0, 24], seq: [24, 4], err: [28, 4], msg: [32, 120],
   }),
+  kspan_drained: struct(24, {
+    h: [0, 24],
+  }),
   /** Not a record: loader <-> BPF configuration in the object's .bss (mirrored for the layout check). */
   kspan_cfg: struct(64, {
     offcpu_min_ns: [0, 8], futex_min_ns: [8, 8], stack_min_ns: [16, 8], cgroup_id: [24, 8], wake_bytes: [32, 8],
@@ -167,6 +171,7 @@ export const MIN_SIZE: Uint16Array = (() => {
   m[Kind.DROPS] = DROPS.SIZE;
   m[Kind.STATUS] = STATUS.SIZE;
   m[Kind.ACK] = ACK.SIZE;
+  m[Kind.DRAINED] = STRUCTS.kspan_drained.sizeof;
   return m;
 })();
 

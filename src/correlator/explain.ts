@@ -4,7 +4,7 @@
 // record; keep both in sync).
 
 import { Kind, OWNER_SRC_NAMES, OffcpuFlag, cudaApiName, fmtDur } from '../capture/index.js';
-import { EventList, F, type Coverage, type PartitionMeta, type StoreReader, type StoredSpan, type ThreadMeta } from '../store/index.js';
+import { EventList, F, incarnationAt, type Coverage, type PartitionMeta, type StoreReader, type StoredSpan, type ThreadMeta } from '../store/index.js';
 import { readerCaches, type ClockCache, type DropsCache } from './cache.js';
 import { buildTimeline, emptyBreakdown, runqueueCulprit, type Piece, type Timeline } from './timeline.js';
 import type {
@@ -15,6 +15,8 @@ import type {
 const MS = 1_000_000;
 const IRQ_FLAGS = OffcpuFlag.WAKER_HARDIRQ | OffcpuFlag.WAKER_SOFTIRQ;
 const ETIMEDOUT = -110;
+/** futex op flag: the word is private to one process (mm), so its owner is a thread of the waiter's process */
+const FUTEX_PRIVATE_FLAG = 128;
 /** Threads scanned at most when looking for competing I/O issuers / retransmits (no per-device / per-tuple index). */
 const MAX_SCAN_THREADS = 20_000;
 
@@ -106,7 +108,7 @@ function releaseLists(ls: Iterable<EventList>): void {
   for (const l of ls) if (POOL.length < 256) POOL.push(l);
 }
 
-/** Shared by the spans of one explain call. */
+/** Shared by the spans of one explain call; built and used inside one reader.snapshot(). */
 class TraceCtx {
   readonly clock: ClockCache;
   readonly drops: DropsCache;
@@ -121,6 +123,10 @@ class TraceCtx {
   /** capture coverage of the whole trace window (spans clip it) */
   cov: Coverage | null = null;
   covWindow: [number, number] = [0, 0];
+  /** how far the running capture is known (null: none running): later time is not seen yet */
+  readonly knownThrough: number | null;
+  /** kspan's own processes (probe and consumer): culprits among them are the observer */
+  readonly observers: Set<number>;
 
   constructor(readonly reader: StoreReader, readonly o: ExplainOptions) {
     const c = readerCaches(reader);
@@ -130,29 +136,26 @@ class TraceCtx {
     this.maxEvidence = o.maxEvidence ?? 20;
     this.parts = reader.partitions();
     this.sessions = reader.sessions();
-    reader.autoRefresh = false; // refreshed once above; every query of this call sees the same snapshot
+    this.knownThrough = reader.knownThroughNs();
+    this.observers = new Set<number>();
+    for (const s of this.sessions) {
+      if (s.probePid) this.observers.add(s.probePid);
+      for (const p of s.observerPids ?? []) this.observers.add(p);
+    }
   }
 
   epoch(mono: number): string {
     return this.clock.toEpoch(mono).toString();
   }
 
-  /** Same rule as StoreReader.threadAt (incarnation alive at t, name in force at t), cached per tid. */
+  /** The thread directory's rule (store/threads.ts), incarnations cached per tid. */
   threadAt(tid: number, t: number): ThreadMeta | null {
     let inc = this.incarnations.get(tid);
     if (!inc) {
       inc = this.reader.threadIncarnations(tid);
       this.incarnations.set(tid, inc);
     }
-    for (let k = inc.length - 1; k >= 0; k--) {
-      const m = inc[k];
-      if (m.startTime > t) continue;
-      if (m.exitTs !== null && m.exitTs < t) return null;
-      let comm = m.names.length ? m.names[0][1] : m.comm;
-      for (const [ts, c] of m.names) if (ts <= t) comm = c;
-      return { ...m, comm };
-    }
-    return null;
+    return incarnationAt(inc, t);
   }
 
   comm(tid: number, t: number): string {
@@ -163,9 +166,15 @@ class TraceCtx {
     return inc.length ? inc[inc.length - 1].comm : '';
   }
 
+  /**
+   * A culprit named at time t. A tid learned from memory (a lock word's owner
+   * field) comes with pid 0: its process is looked up in the thread directory.
+   */
   culprit(pid: number, tid: number, t: number): Culprit {
     if (!pid && tid) pid = this.threadAt(tid, t)?.pid ?? 0;
-    return { pid, tid, comm: this.comm(tid, t) };
+    const c: Culprit = { pid, tid, comm: this.comm(tid, t) };
+    if (pid && this.observers.has(pid)) c.observer = true;
+    return c;
   }
 
   /** reader.coverage(a, b), from one lookup over the trace window when it contains [a, b]. */
@@ -184,10 +193,6 @@ class TraceCtx {
     const span = b - a;
     const fraction = span <= 0 ? (ranges.length ? 1 : 0) : Math.min(1, len / span);
     return { covered: ranges.length === 1 && ranges[0][0] <= a && ranges[0][1] >= b, fraction, ranges };
-  }
-
-  finish(): void {
-    this.reader.autoRefresh = true;
   }
 }
 
@@ -210,8 +215,21 @@ class SpanCtx {
     this.ev.clear();
   }
 
+  /**
+   * Thread tid's timeline over [a, b] (clipped to the span). A thread with no
+   * events there counts as on CPU only when the thread directory shows it
+   * existed then (capture named it); otherwise its time is unknown.
+   */
   timeline(tid: number, pid: number, a: number, b: number): Timeline {
-    return buildTimeline(this.events(tid), tid, pid, Math.max(a, this.S), Math.min(b, this.E), this.covered);
+    const x = Math.max(a, this.S);
+    const y = Math.min(b, this.E);
+    const tl = buildTimeline(this.events(tid), tid, pid, x, y, this.covered);
+    if (tl.events === 0 && !this.t.threadAt(tid, x) && !this.t.threadAt(tid, y)) {
+      tl.bd.unknown += tl.bd.on_cpu;
+      tl.bd.on_cpu = 0;
+      tl.unseen = true;
+    }
+    return tl;
   }
 }
 
@@ -383,10 +401,13 @@ function cpuCause(ctx: SpanCtx, pieces: Piece[]): Draft | null {
       cpu_holder_pid: w.pid, cpu_holder_tid: w.tid, held_cpu: w.cpu,
     });
   });
-  const who = (g: { c: Culprit }): string => `pid ${g.c.pid} (${g.c.comm || '?'}, tid ${g.c.tid})`;
+  const who = (g: { c: Culprit }): string => `${g.c.observer ? 'kspan itself, ' : ''}pid ${g.c.pid} (${g.c.comm || '?'}, tid ${g.c.tid})`;
   const cpuList = (g: { cpus: Set<number> }): string => [...g.cpus].sort((a, b) => a - b).join(',');
   let remediation: string;
-  if (top) {
+  if (top?.c.observer) {
+    // the observer, not a neighbour: on a small host the capture's own consumer can take the app's CPU
+    remediation = `kspan's own capture (${who(top)}) took the CPU for ${fmtDur(top.t)} of this request on CPU ${cpuList(top)}: give kspan a CPU of its own (systemd CPUAffinity, a cpuset) or a lower priority (Nice=, CPUWeight=), or capture less (--groups, --pid).`;
+  } else if (top) {
     remediation = `${who(top)} took the CPU for ${fmtDur(top.t)} of this request on CPU ${cpuList(top)}: isolate it with cpusets/taskset (or move this thread to other CPUs), or lower its priority (nice, SCHED_IDLE/SCHED_BATCH).`;
   } else {
     remediation = 'The CPU was idle when this thread was picked to run: wakeup/migration latency. Check CPU idle states (C-states), frequency scaling and cross-CPU wakeups; pinning the thread near its wakers helps.';
@@ -394,7 +415,7 @@ function cpuCause(ctx: SpanCtx, pieces: Piece[]): Draft | null {
   return {
     kind: 'cpu_preemption', t: total, culprit: top?.c ?? null,
     culprits: groups.slice(0, 10).map((g) => ({ ...g.c, duration_ns: g.t, cpus: [...g.cpus].sort((a, b) => a - b) })),
-    chain: groups.slice(0, 5).map((g) => ({ step: 'preempted_by', depth: 0, pid: g.c.pid, tid: g.c.tid, comm: g.c.comm, duration_ns: g.t, cpu: cpuList(g) })),
+    chain: groups.slice(0, 5).map((g) => ({ step: 'preempted_by', depth: 0, pid: g.c.pid, tid: g.c.tid, comm: g.c.comm, duration_ns: g.t, cpu: cpuList(g), ...(g.c.observer ? { observer: true } : {}) })),
     evidence,
     summary: (d, share) => {
       let s = `Runnable but waiting for a CPU for ${fmtDur(d)} (${pct(share)} of the span) in ${groups.reduce((a, g) => a + g.pieces.length, 0)} interval(s)`;
@@ -452,7 +473,11 @@ function lockCulprit(ctx: SpanCtx, g: WaitGroup): LockCulprit | null {
     const owner = l.f[F.futexWait.ownerTid][g.wait];
     const src = l.f[F.futexWait.ownerSrc][g.wait];
     if (owner && src && owner !== self) {
-      return { ...ctx.t.culprit(g.tl.pid, owner, at), via: 'held_by', source: OWNER_SRC_NAMES[src] ?? `owner_src_${src}` };
+      // a tid read from the lock word: its process comes from the thread directory, not from the waiter
+      // (a process-shared mutex's holder lives in another process); a private futex's owner shares the waiter's
+      const priv = (l.f[F.futexWait.op][g.wait] & FUTEX_PRIVATE_FLAG) !== 0;
+      const pid = ctx.t.threadAt(owner, at)?.pid ?? (priv ? g.tl.pid : 0);
+      return { ...ctx.t.culprit(pid, owner, at), via: 'held_by', source: OWNER_SRC_NAMES[src] ?? `owner_src_${src}` };
     }
   }
   // the waker of the off-CPU interval that ended the wait
@@ -518,6 +543,7 @@ function lockChain(ctx: SpanCtx, g: WaitGroup, culprit: LockCulprit | null, dept
     step: 'timeline', depth: depth + 1, pid: culprit.pid, tid: culprit.tid, comm: culprit.comm, window_ns: win,
     on_cpu_ns: bd.on_cpu, runqueue_ns: bd.runqueue, futex_ns: bd.futex, io_ns: bd.io, sleep_ns: bd.sleep,
     cuda_sync_ns: bd.cuda_sync, unknown_ns: bd.unknown, events: sub.events,
+    ...(sub.unseen ? { unseen: true } : {}),
   });
   const minT = Math.max(1, 0.02 * win);
   for (const pg of preemptors(ctx, sub.pieces).slice(0, 3)) {
@@ -525,6 +551,7 @@ function lockChain(ctx: SpanCtx, g: WaitGroup, culprit: LockCulprit | null, dept
     steps.push({
       step: 'preempted_by', depth: depth + 1, pid: pg.c.pid, tid: pg.c.tid, comm: pg.c.comm, duration_ns: pg.t,
       cpu: [...pg.cpus].sort((a, b) => a - b).join(','),
+      ...(pg.c.observer ? { observer: true } : {}),
     });
   }
   const next = new Set(visited).add(culprit.tid);
@@ -933,7 +960,7 @@ function scaleBreakdown(sum: Breakdown, D: number): Breakdown {
   return out;
 }
 
-function explainOne(t: TraceCtx, s: SpanLike, nowEpoch: bigint): { e: SpanExplanation; dq: SpanDataQuality; S: number; E: number } {
+function explainOne(t: TraceCtx, s: SpanLike): { e: SpanExplanation; dq: SpanDataQuality; S: number; E: number } {
   const D = s.durationNs;
   const S = t.clock.toMono(s.startEpoch);
   const E = S + D;
@@ -947,9 +974,12 @@ function explainOne(t: TraceCtx, s: SpanLike, nowEpoch: bigint): { e: SpanExplan
     lost_events: drops.total, covered: cov.covered, coverage: cov.fraction, lost_known: drops.known,
     offcpu_threshold_ns: thr.length ? Math.max(...thr) : null, threads_joined: 0, notes,
   };
-  if (nowEpoch - (s.startEpoch + BigInt(D)) < BigInt(t.o.settleNs ?? 2e9)) {
+  if (t.knownThrough !== null && E > t.knownThrough) {
+    // past the running capture's watermark nothing is seen yet: coverage stops there, so it is unknown
+    const missing = Math.min(D, E - Math.max(S, t.knownThrough));
     dq.settling = true;
-    notes.push('the window ended moments ago: kernel data may still be arriving');
+    dq.not_ingested_ns = missing;
+    notes.push(`the last ${fmtDur(missing)} of the window were not yet ${t.reader.hasHead ? 'ingested' : 'committed to the store'} when explained: counted as unknown (kernel data for them may still arrive)`);
   }
   if (drops.total > 0) notes.push(`${drops.total} kernel record(s) were lost during the window: intervals may be missing`);
   if (!cov.covered) notes.push(`capture covered ${pct(cov.fraction)} of the window; the rest is "unknown"`);
@@ -970,7 +1000,8 @@ function explainOne(t: TraceCtx, s: SpanLike, nowEpoch: bigint): { e: SpanExplan
       tls = [ctx.timeline(join.c.tid!, join.c.pid ?? 0, S, E)];
       dq.threads_joined = 1;
       base.breakdown_ns = { ...tls[0].bd };
-      if (tls[0].events === 0 && cov.fraction > 0) notes.push(`no events of tid ${join.c.tid} in the window: either on CPU throughout or not traced (pid filter?)`);
+      if (tls[0].unseen) notes.push(`tid ${join.c.tid} had no events in the window and capture never saw it: its time is unknown (not traced, or a wrong linux.tid)`);
+      else if (tls[0].events === 0 && cov.fraction > 0) notes.push(`no events of tid ${join.c.tid} in the window: on CPU throughout, or not traced (pid filter?)`);
     } else {
       const pid = join.c.pid!;
       const all = t.reader.threadsOfProcess(pid, S, E, t.parts).map((tid) => ctx.timeline(tid, pid, S, E));
@@ -1037,10 +1068,6 @@ function explainOne(t: TraceCtx, s: SpanLike, nowEpoch: bigint): { e: SpanExplan
 // ---------------------------------------------------------------------------
 // public entry points
 
-function nowOf(o: ExplainOptions): bigint {
-  return o.now ?? BigInt(Date.now()) * 1_000_000n;
-}
-
 function assemble(traceId: string, spans: { e: SpanExplanation; dq: SpanDataQuality; S: number; E: number }[], t: TraceCtx): Explanation {
   const methods: Record<string, number> = {};
   for (const s of spans) methods[s.e.correlation.method] = (methods[s.e.correlation.method] ?? 0) + 1;
@@ -1079,14 +1106,16 @@ function assemble(traceId: string, spans: { e: SpanExplanation; dq: SpanDataQual
 /** Explain every span of a trace. found:false (and no spans) when the trace is not in the store. */
 export function explainTrace(reader: StoreReader, traceId: string, o: ExplainOptions = {}): Explanation {
   const id = traceId.toLowerCase();
-  const stored = /^[0-9a-f]{32}$/.test(id) ? reader.spans.getTrace(id) : [];
-  if (!stored.length) {
-    return {
-      trace_id: id, found: false, summary: `trace ${id} not found in the store`, spans: [],
-      data_quality: { lost_events: 0, covered: false, coverage: 0, lost_known: false, offcpu_threshold_ns: null, correlation: {}, threads_joined: 0, notes: ['trace not found'] },
-    };
-  }
-  return explainSpans(reader, id, stored, o);
+  return reader.snapshot(() => {
+    const stored = /^[0-9a-f]{32}$/.test(id) ? reader.spans.getTrace(id) : [];
+    if (!stored.length) {
+      return {
+        trace_id: id, found: false, summary: `trace ${id} not found in the store`, spans: [],
+        data_quality: { lost_events: 0, covered: false, coverage: 0, lost_known: false, offcpu_threshold_ns: null, correlation: {}, threads_joined: 0, notes: ['trace not found'] },
+      };
+    }
+    return explainSpans(reader, id, stored, o);
+  });
 }
 
 /**
@@ -1106,9 +1135,8 @@ export function explainSpans(reader: StoreReader, traceId: string, given: readon
 export function explainSpanGroups(
   reader: StoreReader, groups: readonly { traceId: string; spans: readonly ExplainableSpan[] }[], o: ExplainOptions = {},
 ): Explanation[] {
-  const t = new TraceCtx(reader, o);
-  const now = nowOf(o);
-  try {
+  return reader.snapshot(() => {
+    const t = new TraceCtx(reader, o);
     return groups.map((g) => {
       const spans = g.spans.map((sp): SpanLike => {
         const start = BigInt(sp.startUnixNano);
@@ -1131,21 +1159,23 @@ export function explainSpanGroups(
       t.retransWindow = spans.some((s) => peerOf(s)) ? [S, E] : [0, 0];
       t.cov = reader.coverage(S, E);
       t.covWindow = [S, E];
-      return assemble(g.traceId.toLowerCase(), spans.map((s) => explainOne(t, s, now)), t);
+      return assemble(g.traceId.toLowerCase(), spans.map((s) => explainOne(t, s)), t);
     });
-  } finally {
-    t.finish();
-  }
+  });
 }
 
 /** Explain a thread's (tid) or a process's (pid) window with no span: one pseudo-span, same shape. */
 export function explainWindow(
   reader: StoreReader, w: { tid?: number; pid?: number; fromUnixNano: bigint; toUnixNano: bigint }, o: ExplainOptions = {},
 ): Explanation {
-  const t = new TraceCtx(reader, o);
   const D = Number(w.toUnixNano - w.fromUnixNano);
   if (!(D > 0)) throw new Error('explainWindow: the window must end after it starts');
   if (!w.tid && !w.pid) throw new Error('explainWindow: give tid or pid');
+  return reader.snapshot(() => explainWindowIn(new TraceCtx(reader, o), w, D));
+}
+
+function explainWindowIn(t: TraceCtx, w: { tid?: number; pid?: number; fromUnixNano: bigint; toUnixNano: bigint }, D: number): Explanation {
+  const reader = t.reader;
   const S = t.clock.toMono(w.fromUnixNano);
   let forced: Correlation;
   if (w.tid) {
@@ -1162,9 +1192,5 @@ export function explainWindow(
     traceId: '', spanId: '0000000000000000', parentSpanId: null, name: w.tid ? `tid ${w.tid} window` : `pid ${w.pid} window`, service: '',
     startEpoch: w.fromUnixNano, durationNs: D, pid: forced.pid, tid: forced.tid, vllmProcessId: null, attributes: {}, forced,
   };
-  try {
-    return assemble('', [explainOne(t, s, nowOf(o))], t);
-  } finally {
-    t.finish();
-  }
+  return assemble('', [explainOne(t, s)], t);
 }

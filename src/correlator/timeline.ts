@@ -57,6 +57,8 @@ export interface Timeline {
   events: number;
   /** covered ranges, clipped to [a, b] */
   covered: [number, number][];
+  /** no events and the thread directory does not know the thread then: its covered time is unknown, not on_cpu */
+  unseen?: boolean;
 }
 
 const TASK_UNINTERRUPTIBLE = 0x2;

@@ -11,6 +11,8 @@ export interface Culprit {
   pid: number;
   tid: number;
   comm: string;
+  /** (added) the culprit is kspan itself (its probe or the process consuming it): the observer, not a neighbour */
+  observer?: true;
 }
 
 /** Exactly the seven parts of the contract; they add up to duration_ns. */
@@ -83,8 +85,14 @@ export interface SpanDataQuality {
   threads_joined: number;
   /** process join: threads with activity in the window whose time is summed into the breakdown */
   threads_active?: number;
-  /** the window ended less than ~settle time before `now`: data may still be arriving */
+  /**
+   * part of the window is after the running capture's watermark (ingested
+   * through, in the daemon; committed through, elsewhere): kernel data for it
+   * may still arrive. That part counts as `unknown`, never on-CPU.
+   */
   settling?: boolean;
+  /** (added) ns of the window after the watermark (not yet seen), when settling */
+  not_ingested_ns?: number;
   notes: string[];
 }
 
@@ -131,14 +139,6 @@ export interface ExplainOptions {
   maxDepth?: number;
   /** service.name -> process comm (as the kernel names it: 15 chars max), for the process join */
   serviceProcess?: Record<string, string>;
-  /**
-   * "now" as epoch ns (default: the wall clock). A window ending less than
-   * settleNs before it is flagged data_quality.settling (the probe drains
-   * every 50 ms and a thread's open block commits within ~1 s).
-   */
-  now?: bigint;
-  /** default 2 s */
-  settleNs?: number;
   /** evidence entries per cause, default 20 */
   maxEvidence?: number;
   /**

@@ -136,7 +136,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       if (!probe || !probe.running || captureState !== 'running') return null;
       const clock = probe.state.clock;
       if (!clock.size) return null;
-      return clock.toEpochNs(writer.watermarkNs);
+      return clock.toEpochNs(writer.ingestWatermarkNs);
     },
   };
 

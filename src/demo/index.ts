@@ -200,7 +200,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
     pipeline = new EnrichPipeline({
       kernel: {
         reader: writer.reader,
-        watermarkUnixNano: () => (probe?.running && probe.state.clock.size ? probe.state.clock.toEpochNs(writer.watermarkNs) : null),
+        watermarkUnixNano: () => (probe?.running && probe.state.clock.size ? probe.state.clock.toEpochNs(writer.ingestWatermarkNs) : null),
       },
       spanSink: writer.reader.spans, upstream, waitMs: 3000,
       explain: { serviceProcess: { vllm: ENGINE_COMM } },
@@ -362,8 +362,8 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
     for (const s of (done.spans as { trace_id: string; request_id: string; e2e_s: number; queue_s: number; ttft_s: number; tokens: number }[]) ?? []) {
       perWorkload.set(s.trace_id, { trace_id: s.trace_id, request_id: s.request_id, duration_ns: Math.round(s.e2e_s * 1e9), queue_ns: Math.round(s.queue_s * 1e9), ttft_ns: Math.round(s.ttft_s * 1e9), tokens: s.tokens, start_unix_nano: '' });
     }
-    // capture is over and flushed: nothing is still arriving (settleNs 0)
-    const explainOpts: ExplainOptions = { serviceProcess: { [info.service!]: ENGINE_COMM }, settleNs: 0 };
+    // capture is over and flushed: the session is closed, nothing is still arriving
+    const explainOpts: ExplainOptions = { serviceProcess: { [info.service!]: ENGINE_COMM } };
     const reader = openStoreReader(dir);
     let explanation: Explanation;
     let slowest: DemoRequest[];

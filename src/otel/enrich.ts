@@ -67,7 +67,10 @@ export function kspanAttributes(e: SpanExplanation): KeyValue[] {
   if (dq) {
     put(out, 'kspan.data.coverage', dq.coverage, true);
     put(out, 'kspan.data.lost_events', dq.lost_events);
-    if (dq.settling) put(out, 'kspan.data.settling', true);
+    if (dq.settling) {
+      put(out, 'kspan.data.settling', true);
+      put(out, 'kspan.data.not_ingested_ns', dq.not_ingested_ns ?? 0);
+    }
   }
   return out;
 }
@@ -92,6 +95,7 @@ export function kspanEvents(e: SpanExplanation, spanStart: bigint, o: EnrichOpti
       put(attributes, 'kspan.culprit.pid', c.culprit.pid);
       put(attributes, 'kspan.culprit.tid', c.culprit.tid);
       put(attributes, 'kspan.culprit.comm', c.culprit.comm);
+      if (c.culprit.observer) put(attributes, 'kspan.culprit.observer', true);
     }
     if (c.shared) put(attributes, 'kspan.shared', true);
     if (c.concurrent_spans !== undefined) put(attributes, 'kspan.concurrent_spans', c.concurrent_spans);

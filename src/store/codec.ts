@@ -746,6 +746,7 @@ export class FutexBuilder {
   count = 0;
   minStart = Infinity;
   maxEnd = -Infinity;
+  minEnd = Infinity;
   prevEnd = 0;
   prevTid = -1;
   openedAt = 0;
@@ -759,6 +760,7 @@ export class FutexBuilder {
     this.count = 0;
     this.minStart = Infinity;
     this.maxEnd = -Infinity;
+    this.minEnd = Infinity;
     this.prevEnd = 0;
     this.prevTid = -1;
     this.maxDur = 0;
@@ -782,6 +784,7 @@ export class FutexBuilder {
     this.count++;
     if (start < this.minStart) this.minStart = start;
     if (end > this.maxEnd) this.maxEnd = end;
+    if (end < this.minEnd) this.minEnd = end;
     if (end - start > this.maxDur) this.maxDur = end - start;
   }
 

@@ -18,6 +18,8 @@ export {
   type StoreConfig, type ThreadMeta,
 } from './schema.js';
 export { MAX_DBS_DEFAULT, StoreReader, openStoreReader, type Coverage, type DropsInWindow, type OpenOptions } from './reader.js';
+export { incarnationAt } from './threads.js';
+export type { HeadBlock, StoreHead } from './head.js';
 export { StoreWriter, usedBytes, type RetentionResult, type WriterCounters, type WriterOptions } from './writer.js';
 export { SpanIndex, type SlowSpanQuery, type SpanInput, type StoredSpan } from './spans.js';
 export { formatStats, statsOf, storeStats, type StoreStats } from './stats.js';

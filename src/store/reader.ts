@@ -1,7 +1,10 @@
 // StoreReader: queries over a kspan store. Works in any process, read-only
-// (`openStoreReader(dir)`) or on the writer's own environment. Call
-// `refresh()` (lmdb resetReadTxn) to see commits made by another process;
-// every query method does it unless `autoRefresh` is false.
+// (`openStoreReader(dir)`) or on the writer's own environment, where it also
+// reads the writer's head (ingested, not yet committed: head.ts).
+//
+// Every query method sees the latest commits (it renews the LMDB read
+// transaction) unless it runs inside `snapshot(fn)`, where all queries see
+// the one view taken when the snapshot began.
 
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { existsSync } from 'node:fs';
@@ -14,6 +17,8 @@ import {
   tidKey, type ClockSampleMeta, type DropsSample, type PartitionMeta, type SessionMeta, type StatusMeta,
   type StoreConfig, type ThreadMeta,
 } from './schema.js';
+import type { StoreHead } from './head.js';
+import { incarnationAt } from './threads.js';
 import { SpanIndex } from './spans.js';
 
 export interface OpenOptions {
@@ -53,7 +58,8 @@ export class StoreReader {
   readonly meta: Database;
   readonly spans: SpanIndex;
   config: StoreConfig;
-  autoRefresh = true;
+  private snapshotDepth = 0;
+  private head: StoreHead | null = null;
   private readonly parts = new Map<number, Database>();
   private readonly r = new ByteReader();
   private readonly h: BlockHeader = { count: 0, pid: 0, extent: 0, body: 0 };
@@ -71,13 +77,39 @@ export class StoreReader {
     return this.config.partitionNs;
   }
 
-  /** See the latest commits (of this or another process). */
+  /** See the latest commits (of this or another process). No effect inside a snapshot. */
   refresh(): void {
-    this.root.resetReadTxn();
+    if (this.snapshotDepth === 0) this.root.resetReadTxn();
+  }
+
+  /**
+   * Run `fn` on one consistent view of the store: the latest commits when it
+   * starts (plus, on the writer's reader, its head), the same for every query
+   * inside. Snapshots nest (the inner one joins the outer).
+   */
+  snapshot<T>(fn: () => T): T {
+    this.refresh();
+    this.snapshotDepth++;
+    try {
+      return fn();
+    } finally {
+      this.snapshotDepth--;
+    }
+  }
+
+  /** The writer's reader only: merge the writer's uncommitted data into every answer. */
+  attachHead(head: StoreHead): void {
+    if (this.readOnly) throw new Error('a read-only reader has no head');
+    this.head = head;
+  }
+
+  /** True when this reader merges a writer's head (the daemon's reader). */
+  get hasHead(): boolean {
+    return this.head !== null;
   }
 
   private auto(): void {
-    if (this.autoRefresh) this.root.resetReadTxn();
+    this.refresh();
   }
 
   /** Partition handle, or null when it does not exist (yet, or any more). */
@@ -154,6 +186,10 @@ export class StoreReader {
     const first = Math.floor(a / P);
     const prefix = tidKey(tid);
     const endKey = tidKey(tid, b + 1);
+    const head = this.head;
+    // head blocks that LMDB already shows (committed, callback not yet run) are read from LMDB only
+    const headSeqs = head?.sealedSeqs(tid) ?? null;
+    let seenSeqs: number[] | null = null;
     for (const pm of list) {
       if (pm.idx < first) continue; // every end there is < a
       const pStart = pm.idx * P;
@@ -166,6 +202,7 @@ export class StoreReader {
       const h = this.h;
       const r = this.r;
       this.scanBlocks(db, startKey, endKey, (k, v) => {
+        if (headSeqs !== null && headSeqs.includes(k.readUInt32BE(12))) (seenSeqs ??= []).push(k.readUInt32BE(12));
         // header: skip blocks that end before a without decoding them
         if (!readBlockHeader(v, r, h) || getU64(k, 4) + h.extent < a) return;
         const cache = this.blockCache;
@@ -187,6 +224,12 @@ export class StoreReader {
         }
       });
     }
+    if (head) {
+      head.threadBlocks(tid, (hb) => {
+        if (hb.part < first || (seenSeqs !== null && seenSeqs.includes(hb.seq))) return;
+        decodeBlock(hb.value, tid, a, b, kindMask, out, this.r, this.h);
+      });
+    }
     if (!append) out.sortByStart();
     return out;
   }
@@ -198,6 +241,10 @@ export class StoreReader {
       tids.add(tid);
       return true;
     }, parts);
+    this.head?.threads(a, b, (p, tid) => {
+      if (p === pid) tids.add(tid);
+      return true;
+    });
     // threads known from TASK records too (a thread may have had no events yet)
     for (const t of this.threadsOf(pid)) tids.add(t.tid);
     return [...tids].sort((x, y) => x - y);
@@ -207,14 +254,16 @@ export class StoreReader {
   threadsInWindow(a: number, b: number, limit = Infinity): [number, number][] {
     const seen = new Set<string>();
     const out: [number, number][] = [];
-    this.scanPidMap(a, b, pidMapKey(0, 0), pidMapKey(0xffffffff, 0xffffffff), (pid, tid) => {
+    const visit = (pid: number, tid: number): boolean => {
       const k = `${pid}/${tid}`;
       if (!seen.has(k)) {
         seen.add(k);
         out.push([pid, tid]);
       }
       return out.length < limit;
-    });
+    };
+    this.scanPidMap(a, b, pidMapKey(0, 0), pidMapKey(0xffffffff, 0xffffffff), visit);
+    if (out.length < limit) this.head?.threads(a, b, visit);
     return out;
   }
 
@@ -266,6 +315,9 @@ export class StoreReader {
     const first = Math.floor(a / P);
     const prefix = futexPrefix(pid, uaddr);
     const endKey = futexRangeKey(pid, uaddr, b + 1);
+    const head = this.head;
+    const headSeqs = head?.futexSealedSeqs(pid, uaddr) ?? null;
+    let seenSeqs: number[] | null = null;
     for (const pm of this.partitions()) {
       if (pm.idx < first) continue;
       const pStart = pm.idx * P;
@@ -273,10 +325,15 @@ export class StoreReader {
       const db = this.partitionDb(pm.idx);
       if (!db) continue;
       const ext = this.extent(db, prefix);
-      this.scanBlocks(db, futexRangeKey(pid, uaddr, Math.max(0, a - ext)), endKey, (_k, v) => {
+      this.scanBlocks(db, futexRangeKey(pid, uaddr, Math.max(0, a - ext)), endKey, (k, v) => {
+        if (headSeqs !== null && headSeqs.includes(k.readUInt32BE(24))) (seenSeqs ??= []).push(k.readUInt32BE(24));
         decodeFutexBlock(v, pid, uaddr, a, b, kindMask, out, this.r);
       });
     }
+    head?.futexBlocks(pid, uaddr, (hb) => {
+      if (hb.part < first || (seenSeqs !== null && seenSeqs.includes(hb.seq))) return;
+      decodeFutexBlock(hb.value, pid, uaddr, a, b, kindMask, out, this.r);
+    });
     out.sortByStart();
     return out;
   }
@@ -293,38 +350,37 @@ export class StoreReader {
    * or null; `comm` is the name in force at t (renames and execs tracked).
    */
   threadAt(tid: number, t: number): ThreadMeta | null {
-    this.auto();
-    for (const { value } of this.meta.getRange({
-      start: metaKey(M.THREAD, [tid, 4], [t, 8]), end: metaKey(M.THREAD, [tid, 4]), reverse: true, limit: 4, inclusiveEnd: true,
-    } as never)) {
-      const m = value as ThreadMeta;
-      if (m.tid !== tid || m.startTime > t) continue;
-      if (m.exitTs !== null && m.exitTs < t) return null;
-      let comm = m.names.length ? m.names[0][1] : m.comm;
-      for (const [ts, c] of m.names) if (ts <= t) comm = c;
-      return { ...m, comm };
-    }
-    return null;
+    return incarnationAt(this.threadIncarnations(tid), t);
   }
 
-  /** Every known incarnation of tid, oldest first. */
+  /** Every known incarnation of tid, oldest first (the head's newer metadata in place of the committed). */
   threadIncarnations(tid: number): ThreadMeta[] {
     this.auto();
+    const head = this.head;
     const out: ThreadMeta[] = [];
     for (const { value } of this.meta.getRange({ start: metaKey(M.THREAD, [tid, 4]), end: metaKey(M.THREAD, [tid + 1, 4]) })) {
-      out.push(value as ThreadMeta);
+      const m = value as ThreadMeta;
+      out.push(head?.threadMeta(m.tid, m.startTime) ?? m);
+    }
+    if (head) {
+      for (const m of head.newIncarnations(tid)) if (!out.some((o) => o.startTime === m.startTime)) out.push(m);
+      out.sort((x, y) => x.startTime - y.startTime);
     }
     return out;
   }
 
   /** Threads (all incarnations) recorded for process pid. */
   threadsOf(pid: number): ThreadMeta[] {
+    const head = this.head;
     const out: ThreadMeta[] = [];
     for (const { key } of this.meta.getRange({ start: metaKey(M.PROC, [pid, 4]), end: metaKey(M.PROC, [pid + 1, 4]) })) {
       const k = key as Buffer;
-      const m = this.meta.get(metaKey(M.THREAD, [k.readUInt32BE(5), 4], [getU64(k, 9), 8])) as ThreadMeta | undefined;
+      const tid = k.readUInt32BE(5);
+      const st = getU64(k, 9);
+      const m = head?.threadMeta(tid, st) ?? (this.meta.get(metaKey(M.THREAD, [tid, 4], [st, 8])) as ThreadMeta | undefined);
       if (m) out.push(m);
     }
+    if (head) for (const m of head.newThreadsOf(pid)) if (!out.some((o) => o.tid === m.tid && o.startTime === m.startTime)) out.push(m);
     return out;
   }
 
@@ -401,11 +457,37 @@ export class StoreReader {
     return { byRing, total, known };
   }
 
+  /**
+   * Capture sessions, oldest first. A session's endNs is how far it is known:
+   * committed through (other processes) or ingested through (the writer's
+   * reader, whose running session comes from the head).
+   */
   sessions(): SessionMeta[] {
     this.auto();
     const out: SessionMeta[] = [];
     for (const { value } of this.meta.getRange({ start: metaKey(M.SESSION), end: metaKey(M.SESSION + 1) })) out.push(value as SessionMeta);
+    const live = this.head?.session();
+    if (live) {
+      const i = out.findIndex((s) => s.startNs === live.startNs && s.startedAt === live.startedAt);
+      if (i >= 0) out[i] = live;
+      else out.push(live);
+    }
     return out;
+  }
+
+  /**
+   * Capture time up to which the running capture is known (ingested: the
+   * writer's reader; committed: other processes); null when no session is
+   * running. Time after it is not yet seen: unknown, never on-CPU.
+   */
+  knownThroughNs(): number | null {
+    if (this.head) {
+      const s = this.head.session();
+      return s ? this.head.ingestWatermarkNs() : null;
+    }
+    let w: number | null = null;
+    for (const s of this.sessions()) if (!s.closed && (w === null || s.endNs > w)) w = s.endNs;
+    return w;
   }
 
   statusRecords(): StatusMeta[] {

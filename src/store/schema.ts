@@ -160,6 +160,8 @@ export interface SessionMeta {
   closed: boolean;
   bootId: string | null;
   probePid: number | null;
+  /** kspan's own processes while capturing (the consumer; the probe is probePid): named as the observer when they are culprits */
+  observerPids?: number[];
   offcpuMinNs: number | null;
   /** wall clock of ingest start/stop (ISO) */
   startedAt: string;

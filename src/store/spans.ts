@@ -82,14 +82,15 @@ export class SpanIndex {
   readonly byTime: Database;
   readonly byDur: Database;
 
-  constructor(private readonly root: RootDatabase, private readonly owner: { refresh(): void; autoRefresh: boolean }) {
+  constructor(private readonly root: RootDatabase, private readonly owner: { refresh(): void }) {
     this.byId = root.openDB('spans', { keyEncoding: 'binary', encoding: 'msgpack' });
     this.byTime = root.openDB('spans_by_time', { keyEncoding: 'binary', encoding: 'binary' });
     this.byDur = root.openDB('spans_by_dur', { keyEncoding: 'binary', encoding: 'binary' });
   }
 
+  /** the latest commits, unless the owning reader is inside a snapshot */
   private auto(): void {
-    if (this.owner.autoRefresh) this.root.resetReadTxn();
+    this.owner.refresh();
   }
 
   /** Store spans (one transaction). Re-putting a span replaces it and its index entries. */

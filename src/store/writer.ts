@@ -13,6 +13,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import type { Database } from 'lmdb';
 import { HelloView, Kind, KIND_MAX, MIN_SIZE, groupName, type ClockHistory, type CaptureSink, type RecordBatch } from '../capture/index.js';
 import { BlockBuilder, FutexBuilder, KIND_SPECS } from './codec.js';
+import type { HeadBlock, StoreHead } from './head.js';
 import { StoreReader, openEnv, type OpenOptions } from './reader.js';
 import {
   DEFAULT_PARTITION_NS, M, SCHEMA_VERSION, blockKey, f64, futexBlockKey, futexPrefix, getU64, metaKey, pidMapKey,
@@ -68,7 +69,16 @@ interface Pending {
   key: Buffer;
   value: Buffer;
   events: number;
+  /** the head entry this put makes durable (removed from the head once committed) */
+  head: HeadBlock;
+  /** thread blocks: the tid; futex-index blocks: -1 */
+  tid: number;
+  /** futex-index blocks: `${pid}:${uaddr}` */
+  fx: string | null;
 }
+
+/** Events are ingested through the probe's DRAINED time less this (a record is reserved right after its time is read). */
+const DRAIN_SLOP_NS = 1_000_000;
 
 export class StoreWriter implements CaptureSink {
   readonly reader: StoreReader;
@@ -89,6 +99,15 @@ export class StoreWriter implements CaptureSink {
   private readonly pidTids = new Map<number, Set<number>>();
   private readonly threadMeta = new Map<string, ThreadMeta>();
   private readonly dirtyThreads = new Set<string>();
+  /** head: sealed blocks not yet confirmed committed, by tid / by lock word */
+  private readonly sealedThread = new Map<number, HeadBlock[]>();
+  private readonly sealedFutex = new Map<string, HeadBlock[]>();
+  /** head: thread incarnations first seen since the last commit round, by tid and by pid */
+  private readonly newByTid = new Map<number, ThreadMeta[]>();
+  private readonly newByPid = new Map<number, ThreadMeta[]>();
+  /** latest DRAINED marker of the probe (0: none seen; streams without markers use maxTs) */
+  private drainedNs = 0;
+  private readonly scratch = { buf: new Uint8Array(16384) };
   private pending: Pending[] = [];
   private pendingBytes = 0;
   private pendingMeta: [Buffer, unknown][] = [];
@@ -117,7 +136,7 @@ export class StoreWriter implements CaptureSink {
     if (!existsSync(dir)) mkdirSync(dir, { recursive: true });
     const root = openEnv(dir, false, opts);
     this.reader = new StoreReader(root, false);
-    this.reader.autoRefresh = false;
+    this.reader.attachHead(this.headView());
     const meta = this.reader.meta;
     let cfg = meta.get(metaKey(M.CONFIG)) as StoreConfig | undefined;
     if (!cfg) {
@@ -242,6 +261,11 @@ export class StoreWriter implements CaptureSink {
         case Kind.DROPS: this.onDrops(u32, w); break;
         case Kind.STATUS: this.onStatus(buf, u32, w, off); break;
         case Kind.ACK: break;
+        case Kind.DRAINED: {
+          const ts = u32[w + 3] * TWO32 + u32[w + 2];
+          if (ts > this.drainedNs) this.drainedNs = ts;
+          break;
+        }
         default: this.counters.unknownKind++;
       }
     }
@@ -323,7 +347,10 @@ export class StoreWriter implements CaptureSink {
       pt.add(pk);
       this.pendingMeta.push([Buffer.concat([Buffer.from([0xef]), partKey(idx), pidMapKey(bb.pid, bb.tid)]), null]);
     }
-    this.pending.push({ part: idx, key: blockKey(bb.tid, bb.minStart, this.seq++), value, events: bb.count });
+    const seq = this.seq++ >>> 0;
+    const head: HeadBlock = { seq, part: idx, pid: bb.pid, value };
+    pushTo(this.sealedThread, bb.tid, head);
+    this.pending.push({ part: idx, key: blockKey(bb.tid, bb.minStart, seq), value, events: bb.count, head, tid: bb.tid, fx: null });
     this.pendingBytes += n;
     this.counters.blocks++;
     this.counters.valueBytes += n;
@@ -348,7 +375,10 @@ export class StoreWriter implements CaptureSink {
       ex.set(ek, extent);
       this.pendingMeta.push([Buffer.concat([Buffer.from([0xee]), partKey(idx), futexPrefix(fb.pid, fb.uaddr)]), extent]);
     }
-    this.pending.push({ part: idx, key: futexBlockKey(fb.pid, fb.uaddr, fb.minStart, this.seq++), value: v.subarray(0, n), events: 0 });
+    const seq = this.seq++ >>> 0;
+    const head: HeadBlock = { seq, part: idx, pid: fb.pid, value: v.subarray(0, n) };
+    pushTo(this.sealedFutex, ek, head);
+    this.pending.push({ part: idx, key: futexBlockKey(fb.pid, fb.uaddr, fb.minStart, seq), value: head.value as Buffer, events: 0, head, tid: -1, fx: ek });
     this.pendingBytes += n;
     this.counters.futexBlocks++;
     fb.count = 0;
@@ -432,16 +462,27 @@ export class StoreWriter implements CaptureSink {
     }
     this.dirtyThreads.clear();
     if (this.session && this.sessionKey) {
-      if (this.maxTs > this.session.endNs) this.session.endNs = this.maxTs;
+      // other processes read the session's end as "captured and committed up to here"
+      const through = this.committedThroughNs;
+      if (through > this.session.endNs) this.session.endNs = through;
       last = meta.put(this.sessionKey, this.session);
     }
+    const newThreads = this.newByTid.size ? [...this.newByTid.values()].flat() : null;
     last = meta.put(metaKey(M.COUNTERS), { unknownKind: this.counters.unknownKind, badValue: this.counters.badValue, expired: this.counters.expired });
     this.outstandingBytes += bytes;
     this.counters.commitRounds++;
     const round = last.then(() => {
       this.outstandingBytes -= bytes;
       this.counters.committedEvents += events;
-      void pend; // keeps the slab alive until the commit
+      // committed: LMDB answers for these now (pend also keeps the slab alive until here)
+      for (const p of pend) {
+        if (p.fx === null) removeFrom(this.sealedThread, p.tid, p.head);
+        else removeFrom(this.sealedFutex, p.fx, p.head);
+      }
+      if (newThreads) for (const t of newThreads) {
+        removeFrom(this.newByTid, t.tid, t);
+        removeFrom(this.newByPid, t.pid, t);
+      }
     });
     this.lastRound = round;
     return round;
@@ -454,11 +495,69 @@ export class StoreWriter implements CaptureSink {
     await this.lastRound;
   }
 
-  /** Capture time up to which every ingested event is committed (the correlator's watermark). */
-  get watermarkNs(): number {
-    let w = this.maxTs;
+  /**
+   * Capture time before which every event has been ingested (readable through
+   * this writer's reader, the head included): the probe's latest DRAINED
+   * marker; for streams without markers (files, tests), the latest event time.
+   */
+  get ingestWatermarkNs(): number {
+    return this.drainedNs > 0 ? Math.max(0, this.drainedNs - DRAIN_SLOP_NS) : this.maxTs;
+  }
+
+  /** Capture time up to which every ingested event is in a sealed block (committed by the round under way). */
+  get committedThroughNs(): number {
+    let w = this.ingestWatermarkNs;
     for (const bb of this.threads.values()) if (bb.count > 0 && bb.minEnd - 1 < w) w = bb.minEnd - 1;
+    for (const m of this.futex.values()) for (const fb of m.values()) if (fb.count > 0 && fb.minEnd - 1 < w) w = fb.minEnd - 1;
     return w;
+  }
+
+  // ------------------------------------------------------------------
+  // StoreHead: what this writer holds that LMDB has not committed (see head.ts)
+
+  private headView(): StoreHead {
+    const P = this.partitionNs;
+    return {
+      sealedSeqs: (tid) => seqsOf(this.sealedThread.get(tid)),
+      threadBlocks: (tid, visit) => {
+        const l = this.sealedThread.get(tid);
+        if (l) for (const h of l) visit(h);
+        const bb = this.threads.get(tid);
+        if (bb && bb.count > 0) {
+          visit({ seq: -1, part: bb.partition, pid: bb.pid, value: this.sealScratch(bb.len + BlockBuilder.HEADER_MAX, (o) => bb.sealInto(o, 0)) });
+        }
+      },
+      futexSealedSeqs: (pid, uaddr) => seqsOf(this.sealedFutex.get(`${pid}:${uaddr}`)),
+      futexBlocks: (pid, uaddr, visit) => {
+        const l = this.sealedFutex.get(`${pid}:${uaddr}`);
+        if (l) for (const h of l) visit(h);
+        const fb = this.futex.get(pid)?.get(uaddr);
+        if (fb && fb.count > 0) visit({ seq: -1, part: fb.partition, pid, value: this.sealScratch(fb.len + 19, (o) => fb.sealInto(o, 0)) });
+      },
+      threads: (a, b, visit) => {
+        const first = Math.floor(a / P);
+        // the committed pid map's rule (reader.scanPidMap): partitions from a's on, not starting after b by more than their longest event
+        const can = (part: number, maxDur: number): boolean =>
+          part >= first && !(part * P > b && part * P - b > Math.max(maxDur, this.partMeta.get(part)?.maxDur ?? 0));
+        for (const [tid, l] of this.sealedThread) for (const h of l) if (can(h.part, 0) && !visit(h.pid, tid)) return;
+        for (const bb of this.threads.values()) if (bb.count > 0 && can(bb.partition, bb.maxDur) && !visit(bb.pid, bb.tid)) return;
+      },
+      threadMeta: (tid, startTime) => this.threadMeta.get(`${tid}:${startTime}`),
+      newIncarnations: (tid) => this.newByTid.get(tid) ?? NONE,
+      newThreadsOf: (pid) => this.newByPid.get(pid) ?? NONE,
+      session: () => {
+        const s = this.session;
+        return s ? { ...s, endNs: Math.max(s.startNs, s.endNs, this.ingestWatermarkNs) } : null;
+      },
+      ingestWatermarkNs: () => this.ingestWatermarkNs,
+    };
+  }
+
+  /** A head block encoded into a reused scratch buffer (valid until the next call). */
+  private sealScratch(max: number, seal: (out: Uint8Array) => number): Uint8Array {
+    if (this.scratch.buf.length < max) this.scratch.buf = new Uint8Array(Math.max(max, 2 * this.scratch.buf.length));
+    const n = seal(this.scratch.buf);
+    return this.scratch.buf.subarray(0, n);
   }
 
   /** Latest capture time seen. */
@@ -474,6 +573,7 @@ export class StoreWriter implements CaptureSink {
     if (this.session) this.endSession();
     this.session = {
       startNs, endNs: Math.max(startNs, this.maxTs), closed: false, bootId: info.bootId ?? null, probePid: info.probePid ?? null,
+      observerPids: info.observerPids ?? [process.pid],
       offcpuMinNs: info.offcpuMinNs ?? null, startedAt: new Date().toISOString(), stoppedAt: null, groups: {},
     };
     this.sessionKey = metaKey(M.SESSION, [startNs, 8], [this.seq++, 4]);
@@ -553,10 +653,16 @@ export class StoreWriter implements CaptureSink {
     const k = `${tid}:${startTime}`;
     let t = this.threadMeta.get(k);
     if (!t) {
-      t = (this.reader.meta.get(metaKey(M.THREAD, [tid, 4], [startTime, 8])) as ThreadMeta | undefined) ?? {
-        tid, pid, startTime, comm, pcomm, names: [[ts, comm]], firstSeen: ts, lastSeen: ts,
-        forkTs: null, parentPid: null, parentTid: null, execTs: null, exitTs: null, exitCode: null,
-      };
+      t = this.reader.meta.get(metaKey(M.THREAD, [tid, 4], [startTime, 8])) as ThreadMeta | undefined;
+      if (!t) {
+        t = {
+          tid, pid, startTime, comm, pcomm, names: [[ts, comm]], firstSeen: ts, lastSeen: ts,
+          forkTs: null, parentPid: null, parentTid: null, execTs: null, exitTs: null, exitCode: null,
+        };
+        // not in the store yet: the head serves it until the next commit round
+        pushTo(this.newByTid, tid, t);
+        pushTo(this.newByPid, pid, t);
+      }
       this.threadMeta.set(k, t);
       this.reader.meta.put(metaKey(M.PROC, [pid, 4], [tid, 4], [startTime, 8]), null);
       if (this.threadMeta.size > 100_000) {
@@ -647,6 +753,13 @@ export class StoreWriter implements CaptureSink {
     for (const bb of this.threads.values()) if (bb.count > 0 && bb.partition <= maxIdx) { bb.count = 0; bb.len = 0; }
     for (const m of this.futex.values()) for (const fb of m.values()) if (fb.count > 0 && fb.partition <= maxIdx) { fb.count = 0; fb.len = 0; }
     this.pending = this.pending.filter((p) => p.part > maxIdx);
+    for (const m of [this.sealedThread, this.sealedFutex] as Map<unknown, HeadBlock[]>[]) {
+      for (const [k, l] of m) {
+        const keep = l.filter((h) => h.part > maxIdx);
+        if (keep.length) m.set(k, keep);
+        else m.delete(k);
+      }
+    }
     this.pendingMeta = this.pendingMeta.filter(([k]) => k.readUInt32BE(1) > maxIdx);
     // commit what is outstanding first, so nothing re-creates a dropped db
     await this.lastRound;
@@ -705,6 +818,26 @@ export class StoreWriter implements CaptureSink {
     this.closed = true;
     await this.root.close();
   }
+}
+
+const NONE: readonly ThreadMeta[] = Object.freeze([]);
+
+function seqsOf(l: HeadBlock[] | undefined): readonly number[] | null {
+  return l && l.length ? l.map((h) => h.seq) : null;
+}
+
+function pushTo<K, V>(m: Map<K, V[]>, k: K, v: V): void {
+  const l = m.get(k);
+  if (l) l.push(v);
+  else m.set(k, [v]);
+}
+
+function removeFrom<K, V>(m: Map<K, V[]>, k: K, v: V): void {
+  const l = m.get(k);
+  if (!l) return;
+  const i = l.indexOf(v);
+  if (i >= 0) l.splice(i, 1);
+  if (!l.length) m.delete(k);
 }
 
 function partKey(idx: number): Buffer {

@@ -195,7 +195,7 @@ test('unknown kinds are skipped by size and counted, never a crash', () => {
   w.task({ ts: 1, tid: 1, event: 1 });
   w.raw(200, 64, { tid: 9 });
   w.raw(0, 24, { tid: 9 });
-  w.raw(Kind.ACK + 1, 4096, { tid: 9 }); // KIND_MAX: a future kind, max size
+  w.raw(Kind.DRAINED + 1, 4096, { tid: 9 }); // KIND_MAX: a future kind, max size
   w.task({ ts: 2, tid: 2, event: 1 });
   const buf = w.toBuffer();
   const r = decode([buf]);

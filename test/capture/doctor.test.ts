@@ -46,7 +46,7 @@ test('runDoctor with the real probe: every group attaches, a given CUDA library 
   for (const name of ['kernel', 'btf', 'privileges', 'probe binary', 'probe check']) {
     assert.equal(r.checks.find((c) => c.name === name)?.status, 'ok', name);
   }
-  assert.match(r.checks.find((c) => c.name === 'probe check')!.detail, /^attached: sched task futex block tcp cuda \(ABI 1\)$/);
+  assert.match(r.checks.find((c) => c.name === 'probe check')!.detail, /^attached: sched task futex block tcp cuda \(ABI 2\)$/);
   assert.ok(r.checks.some((c) => c.name === 'cuda lib' && c.status === 'ok' && c.detail === `${lib} (given)`), 'given library listed');
   const text = formatDoctor(r);
   assert.match(text, /\n {4}sched +ok +\d+ +0 *\n/);

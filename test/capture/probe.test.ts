@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { PROBE_EXIT, ProbeError, ProbeProcess, REPO_ROOT, probeArgs } from '../../src/capture/probe.js';
 import type { CaptureSink } from '../../src/capture/state.js';
 import { CudaWatcher } from '../../src/capture/cudawatch.js';
-import { Group, Kind, OffcpuFlag, STATUS_DETACHED, TaskEvent } from '../../src/capture/records.js';
+import { ABI_VERSION, Group, Kind, OffcpuFlag, STATUS_DETACHED, TaskEvent } from '../../src/capture/records.js';
 import { replayFile } from '../../src/capture/replay.js';
 import { RecordView } from '../../src/capture/decoder.js';
 import { Collector, GatedChild, KERNEL_KINDS, fixture, monoNs, requireLiveProbe, runChild, sleep, unprivilegedProbe, type Rec } from '../helpers/live.js';
@@ -72,7 +72,7 @@ test('HELLO and STATUS; a gated `sleep 0.3` is one ≥ 250 ms off-CPU record, de
   try {
     const hello = await p.ready;
     assert.ok(p.args.includes('--pid') && p.args.includes(String(g.pid)), p.args.join(' '));
-    assert.equal(hello.abiVersion, 1);
+    assert.equal(hello.abiVersion, ABI_VERSION);
     assert.equal(hello.ncpu, possibleCpus());
     assert.equal(hello.probePid, p.pid);
     assert.equal(hello.offcpuMinNs, 50_000);

@@ -11,7 +11,7 @@ const B = 102;
 const HOG = 900;
 const M1 = 0x7f00_0000_1000;
 const M2 = 0x7f00_0000_2000;
-const o = { now: NOW };
+const o = {};
 const cause = (e: Explanation, kind: string, i = 0): Cause | undefined => e.spans[i].causes.find((c) => c.kind === kind);
 
 test('breakdown: every part, intervals straddling both window edges, sums exactly to the duration', async () => {
@@ -218,12 +218,17 @@ test('pid reuse: a culprit tid is named after the incarnation alive at the time'
 test('pid reuse: events of another incarnation of the tid (other pid) are not joined', async () => {
   const W = W0;
   const st = await buildStore('tidreuse', (fw) => {
+    // A of process PID exists (capture named it) but has no events in the window: on CPU throughout
+    fw.task({ ts: W - 100 * MS, pid: PID, tid: A, event: TaskEvent.NAME, startTime: 1, comm: 'req', pcomm: 'app' });
     fw.offcpu({ ts: W + 20 * MS, pid: 555, tid: A, startNs: W + 10 * MS, flags: OffcpuFlag.PREEMPTED, preemptPid: HOG, preemptTid: HOG });
-  }, [span(1, W, W + 50 * MS, { tid: A, pid: PID })]);
+  }, [span(1, W, W + 50 * MS, { tid: A, pid: PID }), span(2, W, W + 50 * MS, { tid: B, pid: PID })]);
   try {
-    const s = explainTrace(st.reader, tr(1), o).spans[0];
+    const e = explainTrace(st.reader, tr(1), o);
+    const s = e.spans[0];
     assert.equal(s.breakdown_ns.runqueue, 0);
     assert.equal(s.breakdown_ns.on_cpu, 50 * MS);
+    // B: no events and never seen by capture: its time is unknown, not on CPU
+    assert.deepEqual(e.spans[1].breakdown_ns, { on_cpu: 0, runqueue: 0, futex: 0, io: 0, sleep: 0, cuda_sync: 0, unknown: 50 * MS });
   } finally {
     st.cleanup();
   }
@@ -360,9 +365,8 @@ test('explainWindow: a tid window and a pid window, same shape; unknown trace ->
     assert.equal(nf.found, false);
     assert.deepEqual(nf.spans, []);
     assert.match(formatExplanation(nf), /not found/);
-    // settling: a window that just ended
-    const fresh = explainWindow(st.reader, { tid: A, fromUnixNano: epoch(W), toUnixNano: epoch(W + 50 * MS) }, { now: epoch(W + 51 * MS) });
-    assert.equal(fresh.spans[0].data_quality!.settling, true);
+    // a finished capture (closed session) has nothing still arriving: never settling
+    assert.equal(p.spans[0].data_quality!.settling, undefined);
   } finally {
     st.cleanup();
   }

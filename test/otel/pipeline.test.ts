@@ -62,7 +62,7 @@ function request1(spans: Span[], service = 'svc'): DecodedTraceRequest {
 const kernelAt = (w: bigint | null): KernelSide => ({ reader: st.reader, watermarkUnixNano: () => w });
 const upstream = (url = sink.grpcUrl, o: Partial<ConstructorParameters<typeof UpstreamExporter>[0]> = {}) =>
   new UpstreamExporter({ url, timeoutMs: 1000, backoffMs: 100, maxBackoffMs: 400, log: () => {}, ...o });
-const opts = { explain: { now: NOW }, tickMs: 10, log: () => {} };
+const opts = { tickMs: 10, log: () => {} };
 
 test('span-events mode: the span goes out with its own ids, attributes and events plus kspan attributes and a kspan.cause event', async () => {
   const up = upstream();

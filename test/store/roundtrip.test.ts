@@ -190,7 +190,7 @@ test('corrupt and unknown records are skipped and counted, never a crash', async
     fw.offcpu({ ts: 1e9, pid: 1, tid: 5, startNs: 2e9 }); // end < start
     fw.futexWait({ ts: 3e9, pid: 1, tid: 5, startNs: 0 }); // start 0
     fw.cudaCall({ ts: 2n ** 60n, pid: 1, tid: 5, startNs: 1e9 }); // beyond 2^53
-    fw.raw(13 + 1, 48, { ts: 4e9, tid: 5 }); // KIND_MAX: unknown to the decoder
+    fw.raw(Kind.DRAINED + 1, 48, { ts: 4e9, tid: 5 }); // KIND_MAX: unknown to the decoder
     fw.raw(Kind.OFFCPU, 32, { ts: 4e9, tid: 5 }); // too short for its kind (decoder drops)
     const good = fw.toBuffer();
     const junk = Buffer.alloc(64, 0xb5); // garbage bytes in the stream
