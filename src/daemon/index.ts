@@ -54,10 +54,10 @@ export interface DaemonStatus {
   uptimeS: number;
   capture: 'running' | 'stopped' | 'off' | 'failed';
   captureError: string | null;
-  spans: { received: number; enriched: number; passed: number; stored: number; buffered: number };
+  spans: { received: number; enriched: number; enrichedPartial: number; passed: number; stored: number; buffered: number };
   upstream: { exported: number; queued: number; dropped: number; down: boolean } | null;
   events: { stored: number; lostInKernel: number };
-  /** how far the kernel data lags the wall clock, ms (null: no capture) */
+  /** how far the ingest watermark (kernel data readable by explain) lags the wall clock, ms (null: no capture) */
   lagMs: number | null;
   storeBytes: number;
 }
@@ -174,8 +174,9 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       });
     }
     try {
+      // the daemon's reader: MCP answers include what is ingested but not yet committed (the store's head)
       mcp = await startMcpHttpServer({
-        dataDir: o.dataDir, addr: o.mcpHttp.addr, tokenFile: o.mcpHttp.tokenFile, allowedHosts: o.mcpHttp.allowedHosts,
+        reader: writer.reader, dataDir: o.dataDir, addr: o.mcpHttp.addr, tokenFile: o.mcpHttp.tokenFile, allowedHosts: o.mcpHttp.allowedHosts,
         serviceProcess: o.explain?.serviceProcess, tracer: tracing?.getTracer('kspan-mcp'), diag: (m) => log(`mcp: ${m}`),
       });
       log(`MCP (Streamable HTTP) at ${mcp.url}${mcp.auth ? ' (bearer token required)' : ''}`);
@@ -200,7 +201,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       uptimeS: (Date.now() - t0) / 1000,
       capture: captureState,
       captureError,
-      spans: { received: c.received, enriched: c.enriched, passed, stored: c.stored, buffered: pipeline.bufferedSpans },
+      spans: { received: c.received, enriched: c.enriched, enrichedPartial: c.enrichedPartial, passed, stored: c.stored, buffered: pipeline.bufferedSpans },
       upstream: upstream ? {
         exported: upstream.counters.exported, queued: upstream.pending, down: upstream.down,
         dropped: upstream.counters.dropped.queueFull + upstream.counters.dropped.rejected + upstream.counters.dropped.shutdown,
@@ -223,7 +224,8 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       ? ` | upstream ${s.upstream.down ? 'DOWN' : 'ok'}: ${s.upstream.exported} sent, ${s.upstream.queued} queued, ${s.upstream.dropped} dropped`
       : ' | no upstream';
     const cap = s.capture === 'running' ? `lag ${s.lagMs === null ? '?' : Math.round(s.lagMs)} ms` : `capture ${s.capture}`;
-    return `spans ${spanRate.toFixed(0)}/s (${s.spans.received} in, ${s.spans.enriched} enriched, ${s.spans.passed} unchanged, ` +
+    const partial = s.spans.enrichedPartial ? ` (${s.spans.enrichedPartial} partial)` : '';
+    return `spans ${spanRate.toFixed(0)}/s (${s.spans.received} in, ${s.spans.enriched} enriched${partial}, ${s.spans.passed} unchanged, ` +
       `${s.spans.buffered} waiting) | events ${evRate.toFixed(0)}/s, ${s.events.lostInKernel} lost | ${cap}${up}`;
   };
   let statusTimer: NodeJS.Timeout | null = null;

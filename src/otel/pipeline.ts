@@ -3,11 +3,15 @@
 //   receive ─► span index (store) ─► per-trace buffer ─► explain ─► enrich ─► upstream
 //
 // A trace's spans wait in the buffer until the kernel events of their window
-// are ingested and committed (the store writer's watermark, converted to
-// epoch time, passes the latest span end plus the probe's drain lag) or until
-// the bounded wait passes, whichever is first. Then the correlator explains
-// them and each span with kernel data gets kspan's attributes and events
-// (span-events mode) or a `kspan` child span (child-spans mode).
+// are ingested (the store writer's ingest watermark — the probe's last
+// drain — converted to epoch time, passes the latest span end; the daemon's
+// reader reads ingested events before they are committed) or until the
+// bounded wait passes, whichever is first. Then the correlator explains them
+// and each span with kernel data gets kspan's attributes and events
+// (span-events mode) or a `kspan` child span (child-spans mode). A span
+// explained before its whole window was ingested (the wait expired) says so:
+// the missing part is `unknown` and `kspan.data.settling` is set; it is
+// counted as enriched-partial.
 //
 // No span is dropped here: when the kernel side is down, when a span has no
 // kernel data, when explaining fails, when the buffer is full, the span is
@@ -26,7 +30,7 @@ import { ResourceRef, type OutgoingSpan, type UpstreamExporter } from './upstrea
 export interface KernelSide {
   /** the store to explain from (null: no store, nothing is enriched) */
   readonly reader: StoreReader | null;
-  /** epoch ns up to which kernel events are ingested and committed; null when capture is not running */
+  /** epoch ns before which every kernel event is ingested and readable through `reader`; null when capture is not running */
   watermarkUnixNano(): bigint | null;
 }
 
@@ -42,7 +46,7 @@ export interface PipelineOptions {
   emit?: EmitMode;
   /** longest a span waits for the watermark, ms (default 1000) */
   waitMs?: number;
-  /** the probe's drain lag added to a span's end before the watermark counts it as covered, ms (default 150) */
+  /** margin added to a span's end before the watermark counts it as covered (clock conversion), ms (default 5) */
   lagMs?: number;
   /** spans held in the buffer at most (default 50,000); past it the oldest traces go out unchanged */
   maxBufferedSpans?: number;
@@ -67,6 +71,8 @@ export interface PipelineCounters {
   notStored: number;
   /** spans that got kspan's attributes/events (or a child span) */
   enriched: number;
+  /** of those, explained before their whole window was ingested (the wait expired): the rest is `unknown` */
+  enrichedPartial: number;
   /** spans forwarded unchanged, by reason */
   passed: { noKernelData: number; kernelDown: number; bufferFull: number; short: number; explainError: number; shutdown: number };
   /** child spans emitted (child-spans mode) */
@@ -91,7 +97,7 @@ interface TraceBuffer {
 
 export class EnrichPipeline implements SpanConsumer {
   readonly counters: PipelineCounters = {
-    received: 0, stored: 0, notStored: 0, enriched: 0,
+    received: 0, stored: 0, notStored: 0, enriched: 0, enrichedPartial: 0,
     passed: { noKernelData: 0, kernelDown: 0, bufferFull: 0, short: 0, explainError: 0, shutdown: 0 },
     childSpans: 0, traces: 0, explainMs: 0,
   };
@@ -114,7 +120,7 @@ export class EnrichPipeline implements SpanConsumer {
     this.log = o.log ?? ((m) => process.stderr.write(`kspan: ${m}\n`));
     this.emit = o.emit ?? 'span-events';
     this.waitMs = o.waitMs ?? 1000;
-    this.lagNs = BigInt(Math.round((o.lagMs ?? 150) * 1e6));
+    this.lagNs = BigInt(Math.round((o.lagMs ?? 5) * 1e6));
     this.maxBuffered = o.maxBufferedSpans ?? 50_000;
     this.minDurNs = BigInt(Math.round((o.minDurationMs ?? 0) * 1e6));
     // span events carry no evidence lists: keep the correlator from building long ones
@@ -269,6 +275,7 @@ export class EnrichPipeline implements SpanConsumer {
           continue;
         }
         this.counters.enriched++;
+        if (x.data_quality?.settling) this.counters.enrichedPartial++;
         if (this.emit === 'span-events') {
           enrichSpan(e.out.span, x, this.o.enrich);
           out.push(e.out);

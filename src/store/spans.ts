@@ -81,6 +81,8 @@ export class SpanIndex {
   readonly byId: Database;
   readonly byTime: Database;
   readonly byDur: Database;
+  /** spans written by this process and not yet committed, by trace id (the span index's head) */
+  private readonly pending = new Map<string, StoredSpan[]>();
 
   constructor(private readonly root: RootDatabase, private readonly owner: { refresh(): void }) {
     this.byId = root.openDB('spans', { keyEncoding: 'binary', encoding: 'msgpack' });
@@ -96,25 +98,44 @@ export class SpanIndex {
   /** Store spans (one transaction). Re-putting a span replaces it and its index entries. */
   async putSpans(spans: SpanInput[]): Promise<void> {
     if (!this.byId) throw new Error('spans index not open for writing');
+    const stored = spans.map((s): StoredSpan => ({
+      traceId: s.traceId, spanId: s.spanId, parentSpanId: s.parentSpanId ?? null, service: s.service, name: s.name,
+      startUnixNano: s.startUnixNano.toString(), endUnixNano: s.endUnixNano.toString(), durationNs: Math.max(0, Number(s.endUnixNano - s.startUnixNano)),
+      kind: s.kind ?? 0, statusCode: s.statusCode ?? 0, pid: s.pid ?? null, tid: s.tid ?? null,
+      vllmProcessId: s.vllmProcessId ?? null, requestId: s.requestId ?? null, attributes: s.attributes ?? {},
+    }));
+    // readable by getTrace in this process until the transaction commits
+    for (const st of stored) {
+      const l = this.pending.get(st.traceId);
+      if (l) l.push(st);
+      else this.pending.set(st.traceId, [st]);
+    }
+    try {
+      await this.commit(spans, stored);
+    } finally {
+      for (const st of stored) {
+        const l = this.pending.get(st.traceId);
+        const i = l ? l.indexOf(st) : -1;
+        if (i >= 0) l!.splice(i, 1);
+        if (l && !l.length) this.pending.delete(st.traceId);
+      }
+    }
+  }
+
+  private async commit(spans: SpanInput[], stored: StoredSpan[]): Promise<void> {
     await this.root.transaction(() => {
-      for (const s of spans) {
+      spans.forEach((s, k) => {
         const id = idBytes(s.traceId, s.spanId);
         const old = this.byId.get(id) as StoredSpan | undefined;
         if (old) this.removeIndex(old, id);
-        const dur = Number(s.endUnixNano - s.startUnixNano);
-        const st: StoredSpan = {
-          traceId: s.traceId, spanId: s.spanId, parentSpanId: s.parentSpanId ?? null, service: s.service, name: s.name,
-          startUnixNano: s.startUnixNano.toString(), endUnixNano: s.endUnixNano.toString(), durationNs: Math.max(0, dur),
-          kind: s.kind ?? 0, statusCode: s.statusCode ?? 0, pid: s.pid ?? null, tid: s.tid ?? null,
-          vllmProcessId: s.vllmProcessId ?? null, requestId: s.requestId ?? null, attributes: s.attributes ?? {},
-        };
+        const st = stored[k];
         this.byId.put(id, st);
         const p = svcPrefix(s.service);
         const durB = Buffer.alloc(8);
         durB.writeDoubleLE(st.durationNs);
         this.byTime.put(Buffer.concat([p, u64be(s.startUnixNano), id]), durB);
         this.byDur.put(Buffer.concat([p, u64be(BigInt(st.durationNs)), u64be(s.startUnixNano), id]), Buffer.alloc(0));
-      }
+      });
     });
   }
 
@@ -140,6 +161,12 @@ export class SpanIndex {
     while (i >= 0 && end[i] === 0xff) end[i--] = 0;
     const out: StoredSpan[] = [];
     for (const { value } of this.byId.getRange({ start: t, end: i < 0 ? undefined : (end[i]++, end) })) out.push(value as StoredSpan);
+    // the head: this process's puts not committed yet (a re-put replaces the committed copy)
+    for (const p of this.pending.get(traceId.toLowerCase()) ?? []) {
+      const k = out.findIndex((o) => o.spanId === p.spanId);
+      if (k >= 0) out[k] = p;
+      else out.push(p);
+    }
     out.sort((a, b) => (BigInt(a.startUnixNano) < BigInt(b.startUnixNano) ? -1 : BigInt(a.startUnixNano) > BigInt(b.startUnixNano) ? 1 : 0));
     return out;
   }
