@@ -209,6 +209,30 @@ export class SpanIndex {
     return out;
   }
 
+  /**
+   * Spans of `service` whose [start, end] overlaps [from, to] (epoch ns) and
+   * that `match` accepts; examines at most `maxExamined` candidates. The
+   * service's longest span bounds how far back an overlapping one can start.
+   */
+  countOverlapping(service: string, from: bigint, to: bigint, match: (s: StoredSpan) => boolean, maxExamined = 100_000): number {
+    this.auto();
+    const p = svcPrefix(service);
+    let maxDur = 0n;
+    for (const key of this.byDur.getKeys({ start: Buffer.concat([p, Buffer.alloc(8, 0xff)]), end: p, reverse: true, limit: 1 })) {
+      maxDur = (key as Buffer).readBigUInt64BE(p.length);
+    }
+    let n = 0;
+    let seen = 0;
+    for (const { key, value } of this.byTime.getRange({ start: Buffer.concat([p, u64be(from - maxDur)]), end: Buffer.concat([p, u64be(to + 1n)]) })) {
+      const k = key as Buffer;
+      if (k.readBigUInt64BE(p.length) + BigInt(Math.round((value as Buffer).readDoubleLE(0))) < from) continue;
+      if (++seen > maxExamined) break;
+      const sp = this.byId.get(Buffer.from(k.subarray(p.length + 8))) as StoredSpan | undefined;
+      if (sp && match(sp)) n++;
+    }
+    return n;
+  }
+
   /** Delete spans that started before `beforeUnixNano` (row deletes; spans are few next to kernel events). */
   async expireBefore(beforeUnixNano: bigint, max = 100_000): Promise<number> {
     let n = 0;

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { CudaApi, OffcpuFlag, OwnerSrc, TaskEvent } from '../../src/capture/records.js';
 import { explainTrace, explainWindow, formatExplanation, parseServiceProcess, severityOf, type Cause, type Explanation } from '../../src/correlator/index.js';
 import { ipv4Bytes } from '../helpers/frames.js';
-import { MS, NOW, W0, buildStore, epoch, span, sp, sum, tr } from './util.js';
+import { MS, W0, buildStore, epoch, span, sp, sum, tr } from './util.js';
 
 const PID = 100;
 const A = 101;

@@ -11,7 +11,7 @@ import { CudaApi, OffcpuFlag, OwnerSrc, REPO_ROOT, TaskEvent } from '../../src/c
 import { ExportClock, dayBaseNs, epochNsToUs, perfettoTraceJson, usText, writePerfettoTrace } from '../../src/perfetto/index.js';
 import type { FrameWriter } from '../helpers/frames.js';
 import { run } from '../kernel/harness.js';
-import { EPOCH0, MS, W0, buildStore, epoch, span, tr } from '../correlator/util.js';
+import { MS, W0, buildStore, epoch, span, tr } from '../correlator/util.js';
 import { trackName, validateTrace, type TraceDoc, type TraceEvent } from './util.js';
 
 const PID = 100;

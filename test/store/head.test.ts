@@ -8,7 +8,7 @@ import { FrameWriter } from '../helpers/frames.js';
 import { Kind, OffcpuFlag, OwnerSrc, TaskEvent } from '../../src/capture/records.js';
 import { explainTrace } from '../../src/correlator/index.js';
 import { openStoreReader, openStoreWriter, type StoreWriter } from '../../src/store/index.js';
-import { EPOCH0, MS, T0, W0, epoch, span, sum, tr } from '../correlator/util.js';
+import { EPOCH0, MS, T0, W0, span, sum, tr } from '../correlator/util.js';
 import { feed, tempDir } from './util.js';
 
 const PID = 100;

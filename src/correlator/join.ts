@@ -1,0 +1,100 @@
+// The join: which kernel threads a span's time is read from (DESIGN §4):
+// the thread (linux.tid + process.pid), else the process (a service mapped
+// to a process name, process.pid, vllm.process_id), else none.
+
+import type { StoreReader } from '../store/index.js';
+import type { ExplainSession, SpanLike } from './session.js';
+import type { Correlation } from './types.js';
+import { MAX_SCAN_THREADS } from './util.js';
+
+/**
+ * `SERVICE=COMM` arguments (the CLI's repeatable --service-process) as
+ * ExplainOptions.serviceProcess; throws on a malformed one. COMM may be the
+ * full process name: the join compares its first 15 bytes, as the kernel
+ * keeps them.
+ */
+export function parseServiceProcess(list: readonly string[] | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const m of list ?? []) {
+    const i = m.indexOf('=');
+    if (i <= 0 || i === m.length - 1) throw new Error(`--service-process wants SERVICE=COMM, got "${m}"`);
+    out[m.slice(0, i)] = m.slice(i + 1);
+  }
+  return out;
+}
+
+
+export function numAttr(attrs: Record<string, string | number | boolean>, ...names: string[]): number | null {
+  for (const n of names) {
+    const v = attrs[n];
+    if (typeof v === 'number' && Number.isInteger(v) && v > 0) return v;
+    if (typeof v === 'string' && /^\d+$/.test(v) && Number(v) > 0) return Number(v);
+  }
+  return null;
+}
+
+/** pids whose process comm (leader comm, 15 chars) is `name`, with events in [a, b]; most threads first. */
+function pidsByComm(reader: StoreReader, name: string, a: number, b: number): number[] {
+  const want = name.slice(0, 15);
+  const tids = new Map<number, number[]>();
+  for (const [pid, tid] of reader.threadsInWindow(a, b, MAX_SCAN_THREADS)) (tids.get(pid) ?? tids.set(pid, []).get(pid)!).push(tid);
+  const out: [number, number][] = [];
+  for (const [pid, ts] of tids) {
+    // the process comm: the leader's metadata, else any of its threads' pcomm
+    let pcomm = '';
+    for (const tid of [pid, ...ts.slice(0, 8)]) {
+      const m = reader.threadAt(tid, a) ?? reader.threadAt(tid, b);
+      if (m && m.pid === pid) pcomm = m.pcomm || (tid === pid ? m.comm : '');
+      if (pcomm) break;
+    }
+    if (pcomm === want || pcomm === name) out.push([pid, ts.length]);
+  }
+  return out.sort((x, y) => y[1] - x[1]).map((x) => x[0]);
+}
+
+export interface Join {
+  c: Correlation;
+}
+
+export function resolveJoin(t: ExplainSession, s: SpanLike, S: number, E: number): Join {
+  if (s.forced) return { c: s.forced };
+  const A = s.attributes ?? {};
+  const tid = s.tid ?? (t.o.threadIdIsOsTid ? numAttr(A, 'linux.tid', 'thread.id') : numAttr(A, 'linux.tid'));
+  let pid = s.pid ?? numAttr(A, 'process.pid');
+  if (tid) {
+    let reason = s.tid ? 'span carries linux.tid and process.pid' : (t.o.threadIdIsOsTid ? 'span attribute linux.tid/thread.id (declared to be the OS thread id)' : 'span attribute linux.tid');
+    if (!pid) {
+      const m = t.threadAt(tid, S) ?? t.threadAt(tid, E);
+      if (m) {
+        pid = m.pid;
+        reason += '; pid from the thread metadata';
+      } else {
+        const l = t.reader.eventsOnThread(tid, S, E);
+        if (l.count) {
+          pid = l.pid[0];
+          reason += '; pid from the thread\'s events';
+        }
+      }
+    }
+    if (pid) return { c: { method: 'thread', pid, tid, reason } };
+  }
+  const mapped = t.o.serviceProcess?.[s.service];
+  if (mapped) {
+    const pids = pidsByComm(t.reader, mapped, S, E);
+    if (pids.length) {
+      return { c: { method: 'process', pid: pids[0], tid: null, reason: `service "${s.service}" mapped to process "${mapped}"${pids.length > 1 ? ` (${pids.length} such processes; the one with most threads)` : ''}` } };
+    }
+  }
+  if (pid) return { c: { method: 'process', pid, tid: null, reason: 'span carries process.pid only' } };
+  const vp = s.vllmProcessId ?? (typeof A['vllm.process_id'] === 'string' || typeof A['vllm.process_id'] === 'number' ? String(A['vllm.process_id']) : null);
+  if (vp && /^\d+$/.test(vp) && Number(vp) > 0) {
+    return { c: { method: 'process', pid: Number(vp), tid: null, reason: 'vllm.process_id' } };
+  }
+  return {
+    c: {
+      method: 'none', pid: null, tid: null,
+      reason: mapped ? `no process named "${mapped}" had events in the window` : 'the span carries no linux.tid, process.pid or vllm.process_id, and its service has no process mapping',
+    },
+  };
+}
+

@@ -1,0 +1,161 @@
+// ExplainSession: what the spans of one explain call share (one store
+// snapshot: clock and drops caches, thread directory lookups, sessions and
+// coverage, the observer's pids, the retransmit scan), and SpanCtx: one
+// span's window with each thread's events fetched once.
+
+import { incarnationAt, EventList, type Coverage, type PartitionMeta, type StoreReader, type ThreadMeta } from '../store/index.js';
+import { readerCaches, type ClockCache, type DropsCache } from './cache.js';
+import { buildTimeline, type Timeline } from './timeline.js';
+import type { Correlation, Culprit, ExplainOptions } from './types.js';
+
+/** A span as the correlator works on it (epoch start, ns duration). */
+export interface SpanLike {
+  traceId: string;
+  spanId: string;
+  parentSpanId: string | null;
+  name: string;
+  service: string;
+  startEpoch: bigint;
+  durationNs: number;
+  pid: number | null;
+  tid: number | null;
+  vllmProcessId: string | null;
+  attributes: Record<string, string | number | boolean>;
+  /** explainWindow: the join is given */
+  forced?: Correlation;
+}
+
+/** EventLists reused across spans and calls (explain is synchronous; lists are released when a span is done). */
+const POOL: EventList[] = [];
+function takeList(): EventList {
+  return POOL.pop()?.clear() ?? new EventList(1024);
+}
+function releaseLists(ls: Iterable<EventList>): void {
+  for (const l of ls) if (POOL.length < 256) POOL.push(l);
+}
+
+/** Shared by the spans of one explain call; built and used inside one reader.snapshot(). */
+export class ExplainSession {
+  readonly clock: ClockCache;
+  readonly drops: DropsCache;
+  readonly incarnations = new Map<number, ThreadMeta[]>();
+  /** tcp retransmits in the trace window (lazy; no per-tuple index in the store) */
+  retrans: EventList | null = null;
+  retransWindow: [number, number] = [0, 0];
+  readonly maxDepth: number;
+  readonly maxEvidence: number;
+  readonly parts: PartitionMeta[];
+  readonly sessions: ReturnType<StoreReader['sessions']>;
+  /** capture coverage of the whole trace window (spans clip it) */
+  cov: Coverage | null = null;
+  covWindow: [number, number] = [0, 0];
+  /** how far the running capture is known (null: none running): later time is not seen yet */
+  readonly knownThrough: number | null;
+  /** kspan's own processes (probe and consumer): culprits among them are the observer */
+  readonly observers: Set<number>;
+
+  constructor(readonly reader: StoreReader, readonly o: ExplainOptions) {
+    const c = readerCaches(reader);
+    this.clock = c.clock;
+    this.drops = c.drops;
+    this.maxDepth = o.maxDepth ?? 3;
+    this.maxEvidence = o.maxEvidence ?? 20;
+    this.parts = reader.partitions();
+    this.sessions = reader.sessions();
+    this.knownThrough = reader.knownThroughNs();
+    this.observers = new Set<number>();
+    for (const s of this.sessions) {
+      if (s.probePid) this.observers.add(s.probePid);
+      for (const p of s.observerPids ?? []) this.observers.add(p);
+    }
+  }
+
+  epoch(mono: number): string {
+    return this.clock.toEpoch(mono).toString();
+  }
+
+  /** The thread directory's rule (store/threads.ts), incarnations cached per tid. */
+  threadAt(tid: number, t: number): ThreadMeta | null {
+    let inc = this.incarnations.get(tid);
+    if (!inc) {
+      inc = this.reader.threadIncarnations(tid);
+      this.incarnations.set(tid, inc);
+    }
+    return incarnationAt(inc, t);
+  }
+
+  comm(tid: number, t: number): string {
+    if (tid === 0) return 'swapper';
+    const m = this.threadAt(tid, t);
+    if (m) return m.comm;
+    const inc = this.incarnations.get(tid)!;
+    return inc.length ? inc[inc.length - 1].comm : '';
+  }
+
+  /**
+   * A culprit named at time t. A tid learned from memory (a lock word's owner
+   * field) comes with pid 0: its process is looked up in the thread directory.
+   */
+  culprit(pid: number, tid: number, t: number): Culprit {
+    if (!pid && tid) pid = this.threadAt(tid, t)?.pid ?? 0;
+    const c: Culprit = { pid, tid, comm: this.comm(tid, t) };
+    if (pid && this.observers.has(pid)) c.observer = true;
+    return c;
+  }
+
+  /** reader.coverage(a, b), from one lookup over the trace window when it contains [a, b]. */
+  coverage(a: number, b: number): Coverage {
+    if (!this.cov || a < this.covWindow[0] || b > this.covWindow[1]) return this.reader.coverage(a, b);
+    const ranges: [number, number][] = [];
+    let len = 0;
+    for (const [p, q] of this.cov.ranges) {
+      const x = Math.max(p, a);
+      const y = Math.min(q, b);
+      if (y >= x) {
+        ranges.push([x, y]);
+        len += y - x;
+      }
+    }
+    const span = b - a;
+    const fraction = span <= 0 ? (ranges.length ? 1 : 0) : Math.min(1, len / span);
+    return { covered: ranges.length === 1 && ranges[0][0] <= a && ranges[0][1] >= b, fraction, ranges };
+  }
+}
+
+/** Per span: the window, its coverage, and each thread's events over it (fetched once). */
+export class SpanCtx {
+  readonly ev = new Map<number, EventList>();
+  constructor(readonly t: ExplainSession, readonly S: number, readonly E: number, readonly covered: [number, number][]) {}
+
+  events(tid: number): EventList {
+    let l = this.ev.get(tid);
+    if (!l) {
+      l = this.t.reader.eventsOnThread(tid, this.S, this.E, takeList(), 0, this.t.parts);
+      this.ev.set(tid, l);
+    }
+    return l;
+  }
+
+  release(): void {
+    releaseLists(this.ev.values());
+    this.ev.clear();
+  }
+
+  /**
+   * Thread tid's timeline over [a, b] (clipped to the span). A thread with no
+   * events there counts as on CPU only when the thread directory shows it
+   * existed then (capture named it); otherwise its time is unknown.
+   */
+  timeline(tid: number, pid: number, a: number, b: number): Timeline {
+    const x = Math.max(a, this.S);
+    const y = Math.min(b, this.E);
+    const tl = buildTimeline(this.events(tid), tid, pid, x, y, this.covered);
+    if (tl.events === 0 && !this.t.threadAt(tid, x) && !this.t.threadAt(tid, y)) {
+      tl.bd.unknown += tl.bd.on_cpu;
+      tl.bd.on_cpu = 0;
+      tl.unseen = true;
+    }
+    return tl;
+  }
+}
+
