@@ -30,7 +30,7 @@ export {
   PROBE_EXIT, ProbeError, ProbeProcess, REPO_ROOT, probeArgs, probePath, runProbeCheck,
   type ControlResult, type ProbeExit, type ProbeOptions,
 } from './probe.js';
-export { replayBuffer, replayFile, replayStream, type ReplayOptions, type ReplayResult } from './replay.js';
+export { replayFile, replayStream, type ReplayOptions, type ReplayResult } from './replay.js';
 export { TaskNames } from './names.js';
 export {
   errnoName, fmtDur, formatAddr, isoNs, jsonToText, recordToJson, recordToText, type JsonRecord,

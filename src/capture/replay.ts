@@ -37,11 +37,3 @@ export async function replayStream(stream: Readable | AsyncIterable<Buffer>, sin
   return { state, counters: decoder.counters };
 }
 
-/** Replay a whole in-memory buffer (tests). */
-export async function replayBuffer(buf: Buffer, sink: CaptureSink | null, opts: ReplayOptions = {}): Promise<ReplayResult> {
-  const size = opts.chunkBytes ?? 64 * 1024;
-  async function* chunks(): AsyncGenerator<Buffer> {
-    for (let i = 0; i < buf.length; i += size) yield buf.subarray(i, i + size);
-  }
-  return replayStream(chunks(), sink, opts);
-}

@@ -217,23 +217,16 @@ export function explainTrace(reader: StoreReader, traceId: string, o: ExplainOpt
         data_quality: { lost_events: 0, covered: false, coverage: 0, lost_known: false, offcpu_threshold_ns: null, correlation: {}, threads_joined: 0, notes: ['trace not found'] },
       };
     }
-    return explainSpans(reader, id, stored, o);
+    return explainSpanGroups(reader, [{ traceId: id, spans: stored }], o)[0];
   });
 }
 
 /**
- * Explain the given spans of one trace (all of it, or the part the OTel
- * pipeline holds) without reading them from the span index. Spans in the
+ * Explain the given spans of several traces (all of each, or the part the
+ * OTel pipeline holds) without reading them from the span index, sharing one
+ * snapshot of the store and its caches (thread names, clock, drops): what the
+ * OTel pipeline does with the traces that became ready together. Spans in the
  * store shape (SpanInput or StoredSpan): epoch-ns start and end.
- */
-export function explainSpans(reader: StoreReader, traceId: string, given: readonly ExplainableSpan[], o: ExplainOptions = {}): Explanation {
-  return explainSpanGroups(reader, [{ traceId, spans: given }], o)[0];
-}
-
-/**
- * explainSpans for several traces at once, sharing one snapshot of the store
- * and its caches (thread names, clock, drops): what the OTel pipeline does
- * with the traces that became ready together.
  */
 export function explainSpanGroups(
   reader: StoreReader, groups: readonly { traceId: string; spans: readonly ExplainableSpan[] }[], o: ExplainOptions = {},

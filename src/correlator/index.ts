@@ -7,7 +7,7 @@
 //   console.log(formatExplanation(e));   // or JSON.stringify(e)
 
 export {
-  explainSpanGroups, explainSpans, explainTrace, explainWindow, parseServiceProcess, severityOf, type ExplainableSpan,
+  explainSpanGroups, explainTrace, explainWindow, parseServiceProcess, severityOf, type ExplainableSpan,
 } from './explain.js';
 export { formatExplanation } from './format.js';
 export type {

@@ -69,8 +69,15 @@ const PARTS: [keyof Breakdown, string][] = [
 function injected(c: Cause, d: DemoInfo): string {
   if (c.kind === 'cpu_preemption' && d.neighbour_pid !== null && c.culprit?.pid === d.neighbour_pid) return '← injected: the CPU neighbour';
   if (c.kind === 'lock_contention' && c.culprit?.tid === d.tokenizer_tid) return '← injected: the tokenizer\'s lock';
-  if (c.kind === 'cuda_sync') return '← injected: queued GPU work';
+  if (c.kind === 'cuda_sync' && isEngineSync(c, d)) return '← injected: queued GPU work';
   return '';
+}
+
+/** The engine thread's cudaStreamSynchronize calls on the stand-in library, as the workload injects them. */
+function isEngineSync(c: Cause, d: DemoInfo): boolean {
+  const calls = c.details?.calls as Record<string, { calls: number }> | undefined;
+  if (!calls || !(calls.cudaStreamSynchronize?.calls > 0)) return false;
+  return c.evidence.some((e) => e.kind === 'cuda_call' && e.api === 'cudaStreamSynchronize' && e.pid === d.engine_pid);
 }
 
 function culpritText(c: Cause): string {

@@ -127,11 +127,6 @@ KIND_SPECS[Kind.STACK] = spec(Kind.STACK, 'stack', false, [
   ['startNs', Col.REL, 24], ['nUser', Col.ID, 32], ['nKernel', Col.ID, 36],
 ], true);
 
-/** Record kinds that go into the per-thread event index. */
-export function isThreadEventKind(kind: number): boolean {
-  return kind < KIND_SPECS.length && KIND_SPECS[kind] !== undefined;
-}
-
 /** Column index (into EventList.f) of a numeric field of a kind, e.g. col(Kind.OFFCPU, 'wakerTid'). */
 export function fieldIndex(kind: number, name: string): number {
   const s = KIND_SPECS[kind];

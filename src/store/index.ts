@@ -9,7 +9,7 @@
 //   const ev = r.eventsOnThread(tid, a, b);      // EventList: columns, ev.count, ev.toObjects()
 
 export {
-  BLOCK_VERSION, Col, EventList, F, KIND_SPECS, NUM_FIELDS, fieldIndex, isThreadEventKind,
+  BLOCK_VERSION, Col, EventList, F, KIND_SPECS, NUM_FIELDS,
   type EventObject, type KindSpec,
 } from './codec.js';
 export {

@@ -97,7 +97,6 @@ export class SpanIndex {
 
   /** Store spans (one transaction). Re-putting a span replaces it and its index entries. */
   async putSpans(spans: SpanInput[]): Promise<void> {
-    if (!this.byId) throw new Error('spans index not open for writing');
     const stored = spans.map((s): StoredSpan => ({
       traceId: s.traceId, spanId: s.spanId, parentSpanId: s.parentSpanId ?? null, service: s.service, name: s.name,
       startUnixNano: s.startUnixNano.toString(), endUnixNano: s.endUnixNano.toString(), durationNs: Math.max(0, Number(s.endUnixNano - s.startUnixNano)),
