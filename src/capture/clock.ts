@@ -27,6 +27,9 @@ export class ClockHistory {
   private errors: number[] = [];
   private offSecMs: number[] = [];
   private offRemNs: number[] = [];
+  /** realtime of each sample (mono + offset); sorted unless the realtime clock was stepped back */
+  private reals: bigint[] = [];
+  private realSorted = true;
   /** index of the last lookup: conversions mostly move forward in time */
   private last = 0;
 
@@ -49,12 +52,15 @@ export class ClockHistory {
     this.errors.splice(i, 0, errorNs);
     this.offSecMs.splice(i, 0, 0);
     this.offRemNs.splice(i, 0, 0);
+    this.reals.splice(i, 0, 0n);
     this.setAt(i, offset, errorNs);
   }
 
   private setAt(i: number, offset: bigint, errorNs: number): void {
     this.offsets[i] = offset;
     this.errors[i] = errorNs;
+    this.reals[i] = BigInt(Math.trunc(this.monos[i])) + offset;
+    if ((i > 0 && this.reals[i] < this.reals[i - 1]) || (i + 1 < this.reals.length && this.reals[i + 1] < this.reals[i])) this.realSorted = false;
     // floor division so the remainder is in [0, 1e9)
     let sec = offset / NS_PER_S;
     let rem = offset - sec * NS_PER_S;
@@ -118,16 +124,31 @@ export class ClockHistory {
     // realtime of each sample is increasing unless the clock was stepped back;
     // pick the latest sample whose own realtime is <= epochNs.
     let best = 0;
-    for (let i = 0; i < n; i++) {
-      if (BigInt(Math.trunc(this.monos[i])) + this.offsets[i] <= epochNs) best = i;
+    const r = this.reals;
+    if (this.realSorted) {
+      let lo = 0;
+      let hi = n - 1;
+      while (lo < hi) {
+        const mid = (lo + hi + 1) >>> 1;
+        if (r[mid] <= epochNs) lo = mid;
+        else hi = mid - 1;
+      }
+      best = r[lo] <= epochNs ? lo : 0;
+    } else {
+      for (let i = 0; i < n; i++) if (r[i] <= epochNs) best = i;
     }
     return Number(epochNs - this.offsets[best]);
+  }
+
+  /** monotonic ns of the latest sample (-1: none) */
+  get lastMonoNs(): number {
+    return this.monos.length ? this.monos[this.monos.length - 1] : -1;
   }
 
   samples(): ClockSample[] {
     return this.monos.map((monoNs, i) => ({
       monoNs,
-      realtimeNs: BigInt(Math.trunc(monoNs)) + this.offsets[i],
+      realtimeNs: this.reals[i],
       offsetNs: this.offsets[i],
       errorNs: this.errors[i],
     }));

@@ -1,69 +1,11 @@
 // Per-reader caches of the time-keyed metadata the correlator needs on every
-// call. StoreReader.clockHistory() and dropsIn() read the whole history each
-// time (a busy capture writes a clock sample per drain and one drops sample per
-// ring per drain: hundreds of thousands per day), and ClockHistory.toMonoNs is
-// a linear scan. Here the samples are loaded once per reader and then
-// incrementally (StoreReader.clockSamples(afterMono) / dropSamples(ring,
+// call: the store's clock (store/clock.ts) and the kernel drop counters. A
+// busy capture writes one drops sample per ring per second: they are loaded
+// once per reader and then incrementally (StoreReader.dropSamples(ring,
 // afterTs)), and lookups are binary searches.
 
-import type { StoreReader } from '../store/index.js';
-
-export class ClockCache {
-  monos: number[] = [];
-  offsets: bigint[] = [];
-  /** realtime of each sample; sorted unless the clock was stepped back */
-  reals: bigint[] = [];
-  realSorted = true;
-  private lastMono = -1;
-
-  refresh(r: StoreReader): void {
-    for (const s of r.clockSamples(this.lastMono < 0 ? undefined : this.lastMono)) {
-      const mono = Math.trunc(s.monoNs);
-      const real = BigInt(s.realtimeNs);
-      if (this.monos.length && mono <= this.monos[this.monos.length - 1]) continue;
-      if (this.reals.length && real < this.reals[this.reals.length - 1]) this.realSorted = false;
-      this.monos.push(mono);
-      this.reals.push(real);
-      this.offsets.push(real - BigInt(mono));
-      this.lastMono = mono;
-    }
-  }
-
-  /** Same rule as ClockHistory.toEpochNs: the latest sample at or before mono, else the first. */
-  toEpoch(mono: number): bigint {
-    const m = this.monos;
-    if (!m.length) return BigInt(Math.trunc(mono));
-    let lo = 0;
-    let hi = m.length - 1;
-    if (mono < m[0]) return BigInt(Math.trunc(mono)) + this.offsets[0];
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >>> 1;
-      if (m[mid] <= mono) lo = mid;
-      else hi = mid - 1;
-    }
-    return BigInt(Math.trunc(mono)) + this.offsets[lo];
-  }
-
-  /** Same rule as ClockHistory.toMonoNs: the latest sample whose own realtime is <= epoch. */
-  toMono(epoch: bigint): number {
-    const n = this.monos.length;
-    if (!n) return Number(epoch);
-    let best = 0;
-    if (this.realSorted) {
-      let lo = 0;
-      let hi = n - 1;
-      while (lo < hi) {
-        const mid = (lo + hi + 1) >>> 1;
-        if (this.reals[mid] <= epoch) lo = mid;
-        else hi = mid - 1;
-      }
-      best = this.reals[lo] <= epoch ? lo : 0;
-    } else {
-      for (let i = 0; i < n; i++) if (this.reals[i] <= epoch) best = i;
-    }
-    return Number(epoch - this.offsets[best]);
-  }
-}
+import type { ClockHistory } from '../capture/index.js';
+import { storeClock, type StoreReader } from '../store/index.js';
 
 const RINGS = 3;
 const RING_NAMES = ['sched', 'task', 'cuda'];
@@ -124,7 +66,7 @@ export class DropsCache {
 }
 
 interface ReaderCaches {
-  clock: ClockCache;
+  clock: ClockHistory;
   drops: DropsCache;
 }
 const caches = new WeakMap<StoreReader, ReaderCaches>();
@@ -133,11 +75,11 @@ const caches = new WeakMap<StoreReader, ReaderCaches>();
 export function readerCaches(r: StoreReader): ReaderCaches {
   let c = caches.get(r);
   if (!c) {
-    c = { clock: new ClockCache(), drops: new DropsCache() };
+    c = { clock: storeClock(r), drops: new DropsCache() };
     caches.set(r, c);
   }
   r.refresh();
-  c.clock.refresh(r);
+  c.clock = storeClock(r);
   c.drops.refresh(r);
   return c;
 }

@@ -80,7 +80,7 @@ function scaleBreakdown(sum: Breakdown, D: number): Breakdown {
 
 function explainOne(t: ExplainSession, s: SpanLike): { e: SpanExplanation; dq: SpanDataQuality; S: number; E: number } {
   const D = s.durationNs;
-  const S = t.clock.toMono(s.startEpoch);
+  const S = t.clock.toMonoNs(s.startEpoch);
   const E = S + D;
   const join = resolveJoin(t, s, S, E);
   const cov = t.coverage(S, E);
@@ -247,7 +247,7 @@ export function explainSpanGroups(
       let S = Infinity;
       let E = -Infinity;
       for (const s of spans) {
-        const m = t.clock.toMono(s.startEpoch);
+        const m = t.clock.toMonoNs(s.startEpoch);
         if (m < S) S = m;
         if (m + s.durationNs > E) E = m + s.durationNs;
       }
@@ -272,7 +272,7 @@ export function explainWindow(
 
 function explainWindowIn(t: ExplainSession, w: { tid?: number; pid?: number; fromUnixNano: bigint; toUnixNano: bigint }, D: number): Explanation {
   const reader = t.reader;
-  const S = t.clock.toMono(w.fromUnixNano);
+  const S = t.clock.toMonoNs(w.fromUnixNano);
   let forced: Correlation;
   if (w.tid) {
     let pid = w.pid ?? reader.threadAt(w.tid, S)?.pid ?? reader.threadAt(w.tid, S + D)?.pid ?? null;

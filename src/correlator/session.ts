@@ -4,7 +4,8 @@
 // span's window with each thread's events fetched once.
 
 import { incarnationAt, EventList, type Coverage, type PartitionMeta, type StoreReader, type ThreadMeta } from '../store/index.js';
-import { readerCaches, type ClockCache, type DropsCache } from './cache.js';
+import type { ClockHistory } from '../capture/index.js';
+import { readerCaches, type DropsCache } from './cache.js';
 import { buildTimeline, type Timeline } from './timeline.js';
 import type { Correlation, Culprit, ExplainOptions } from './types.js';
 
@@ -36,7 +37,7 @@ function releaseLists(ls: Iterable<EventList>): void {
 
 /** Shared by the spans of one explain call; built and used inside one reader.snapshot(). */
 export class ExplainSession {
-  readonly clock: ClockCache;
+  readonly clock: ClockHistory;
   readonly drops: DropsCache;
   readonly incarnations = new Map<number, ThreadMeta[]>();
   /** tcp retransmits in the trace window (lazy; no per-tuple index in the store) */
@@ -71,7 +72,7 @@ export class ExplainSession {
   }
 
   epoch(mono: number): string {
-    return this.clock.toEpoch(mono).toString();
+    return this.clock.toEpochNs(mono).toString();
   }
 
   /** The thread directory's rule (store/threads.ts), incarnations cached per tid. */

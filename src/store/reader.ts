@@ -9,7 +9,7 @@
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { ClockHistory, Kind, groupName } from '../capture/index.js';
+import { Kind, groupName, type ClockHistory } from '../capture/index.js';
 import { DecodedBlockCache } from './block-cache.js';
 import { ByteReader, EventList, decodeBlock, decodeFutexBlock, readBlockHeader, type BlockHeader } from './codec.js';
 import {
@@ -17,6 +17,7 @@ import {
   tidKey, type ClockSampleMeta, type DropsSample, type PartitionMeta, type SessionMeta, type StatusMeta,
   type StoreConfig, type ThreadMeta,
 } from './schema.js';
+import { storeClock } from './clock.js';
 import type { StoreHead } from './head.js';
 import { incarnationAt } from './threads.js';
 import { SpanIndex } from './spans.js';
@@ -399,11 +400,9 @@ export class StoreReader {
     return out;
   }
 
-  /** The stored clock-offset history as a ClockHistory (epoch <-> monotonic). */
+  /** The stored clock-offset history (epoch <-> monotonic): this reader's store clock (clock.ts), up to date. */
   clockHistory(): ClockHistory {
-    const c = new ClockHistory();
-    for (const s of this.clockSamples()) c.add(s.monoNs, BigInt(s.realtimeNs), s.errorNs);
-    return c;
+    return storeClock(this);
   }
 
   /** DROPS samples (all rings, or one); with `afterTs` (one ring only), only those after it. */
