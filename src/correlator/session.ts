@@ -3,7 +3,7 @@
 // coverage, the observer's pids, the retransmit scan), and SpanCtx: one
 // span's window with each thread's events fetched once.
 
-import { incarnationAt, EventList, type Coverage, type PartitionMeta, type StoreReader, type ThreadMeta } from '../store/index.js';
+import { incarnationAt, incarnationNear, EventList, type Coverage, type PartitionMeta, type StoreReader, type ThreadMeta } from '../store/index.js';
 import type { ClockHistory } from '../capture/index.js';
 import { readerCaches, type DropsCache } from './cache.js';
 import { buildTimeline, type Timeline } from './timeline.js';
@@ -87,10 +87,8 @@ export class ExplainSession {
 
   comm(tid: number, t: number): string {
     if (tid === 0) return 'swapper';
-    const m = this.threadAt(tid, t);
-    if (m) return m.comm;
-    const inc = this.incarnations.get(tid)!;
-    return inc.length ? inc[inc.length - 1].comm : '';
+    this.threadAt(tid, t); // loads the incarnations
+    return incarnationNear(this.incarnations.get(tid)!, t)?.comm ?? '';
   }
 
   /**

@@ -1,10 +1,10 @@
-// Monotonic <-> epoch for the export, from the store's clock samples with the
-// same rule as ClockHistory (and the correlator's cache): the sample in force
+// Monotonic <-> epoch for the export, from the store clock's samples with the
+// same rule as ClockHistory (store/clock.ts): the sample in force
 // at a monotonic time is the latest one at or before it, else the first.
 // Output is trace-event microseconds as exact decimal text (epoch µs do not fit
 // a double with ns precision), computed without BigInt per event.
 
-import type { StoreReader } from '../store/index.js';
+import { storeClock, type StoreReader } from '../store/index.js';
 
 const pad3 = (r: number): string => (r < 10 ? '00' + r : r < 100 ? '0' + r : String(r));
 /**
@@ -56,10 +56,11 @@ export class ExportClock {
   private baseUs = 0;
 
   constructor(reader: StoreReader) {
-    for (const s of reader.clockSamples()) {
+    // the store clock's samples (one rule for which samples count: store/clock.ts)
+    for (const s of storeClock(reader).samples()) {
       const mono = Math.trunc(s.monoNs);
       if (this.monos.length && mono <= this.monos[this.monos.length - 1]) continue;
-      const real = BigInt(s.realtimeNs);
+      const real = s.realtimeNs;
       const off = real - BigInt(mono);
       let sec = off / 1_000_000_000n;
       let rem = off - sec * 1_000_000_000n;

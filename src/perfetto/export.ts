@@ -9,7 +9,7 @@ import {
   devMajor, devMinor, errnoName, flagNames, formatAddr, futexOpName, IoFlag, stateLetters,
 } from '../capture/index.js';
 import { explainTrace, type ExplainOptions, type Explanation } from '../correlator/index.js';
-import { EventList, F, type StoreReader, type StoredSpan, type ThreadMeta } from '../store/index.js';
+import { EventList, F, incarnationNear, type StoreReader, type StoredSpan, type ThreadMeta } from '../store/index.js';
 import { ExportClock, dayBaseNs, epochNsToUs, usText } from './clock.js';
 
 /** What to export: a stored trace (its spans' window and the threads they join to), or a process/thread window. */
@@ -194,28 +194,19 @@ class Exporter {
 
   // ---- names ----
 
+  /** The thread to label tid with at t (store/threads.ts incarnationNear), incarnations cached per tid. */
   threadAt(tid: number, t: number): ThreadMeta | null {
     let inc = this.incs.get(tid);
     if (!inc) {
       inc = this.reader.threadIncarnations(tid);
       this.incs.set(tid, inc);
     }
-    for (let k = inc.length - 1; k >= 0; k--) {
-      const m = inc[k];
-      if (m.startTime > t) continue;
-      if (m.exitTs !== null && m.exitTs < t) return k === inc.length - 1 ? m : null;
-      return m;
-    }
-    return inc[0] ?? null;
+    return incarnationNear(inc, t);
   }
 
   comm(tid: number, t: number): string {
     if (tid === 0) return 'swapper';
-    const m = this.threadAt(tid, t);
-    if (!m) return '';
-    let c = m.names.length ? m.names[0][1] : m.comm;
-    for (const [ts, n] of m.names) if (ts <= t) c = n;
-    return c;
+    return this.threadAt(tid, t)?.comm ?? '';
   }
 
   addThread(tid: number, pid: number, role: number, named = false): void {

@@ -18,7 +18,7 @@ export {
   type StoreConfig, type ThreadMeta,
 } from './schema.js';
 export { MAX_DBS_DEFAULT, StoreReader, openStoreReader, type Coverage, type DropsInWindow, type OpenOptions } from './reader.js';
-export { incarnationAt } from './threads.js';
+export { incarnationAt, incarnationNear } from './threads.js';
 export { storeClock } from './clock.js';
 export type { HeadBlock, StoreHead } from './head.js';
 export { StoreWriter, usedBytes, type RetentionResult, type WriterCounters, type WriterOptions } from './writer.js';

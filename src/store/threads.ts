@@ -1,6 +1,8 @@
-// The thread directory's one rule: which incarnation of a tid was alive at
-// monotonic time t, and under which name. Used by the reader, the correlator
-// and every tool that names a thread, so they all agree.
+// The thread directory's rules: which incarnation of a tid was alive at
+// monotonic time t, and under which name (incarnationAt); and which one to
+// name a tid by when none was alive (incarnationNear: culprit names, track
+// labels). Used by the reader, the correlator, the Perfetto export and the
+// MCP tools, so they all agree.
 //
 //   - the incarnation is the latest one that started at or before t
 //     (tids are reused: (tid, startTime) identifies a thread);
@@ -20,4 +22,22 @@ export function incarnationAt(incarnations: readonly ThreadMeta[], t: number): T
     return { ...m, comm };
   }
   return null;
+}
+
+/**
+ * The incarnation to name tid by at t when a name is better than none (a
+ * culprit or a track label): the one alive at t; else the latest that had
+ * started by t (it exited before t); else the first one known. Its `comm` is
+ * the name in force at t, or its first / last name outside its lifetime.
+ */
+export function incarnationNear(incarnations: readonly ThreadMeta[], t: number): ThreadMeta | null {
+  if (!incarnations.length) return null;
+  const alive = incarnationAt(incarnations, t);
+  if (alive) return alive;
+  for (let k = incarnations.length - 1; k >= 0; k--) {
+    const m = incarnations[k];
+    if (m.startTime <= t) return { ...m, comm: m.names.length ? m.names[m.names.length - 1][1] : m.comm };
+  }
+  const m = incarnations[0];
+  return { ...m, comm: m.names.length ? m.names[0][1] : m.comm };
 }
