@@ -9,9 +9,9 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import {
-  CudaWatcher, Kind, ProbeError, ProbeProcess, TASK, TaskEvent, REPO_ROOT, RecordView, SummarySink, TaskNames, formatDoctor,
-  errnoName, kindFromName, recordToJson, recordToText, replayFile, runDoctor, type CaptureSink, type ClockHistory,
-  type ProbeOptions, type RecordBatch,
+  Kind, ProbeError, TASK, TaskEvent, REPO_ROOT, RecordView, SummarySink, TaskNames, formatDoctor,
+  kindFromName, recordToJson, recordToText, replayFile, runDoctor, startCapture, type CaptureSession, type CaptureSink, type ClockHistory,
+  type ProbeOptions, type ProbeProcess, type RecordBatch,
 } from './capture/index.js';
 import { formatStats, openStoreReader, recordIntoStore, storeStats, type RecordIntoStore } from './store/index.js';
 import { explainTrace, explainWindow, formatExplanation, parseServiceProcess } from './correlator/index.js';
@@ -377,7 +377,7 @@ async function cmdRecord(argv: string[]): Promise<number> {
 
   let child: ChildProcess | null = null;
   let childExit: Promise<number> | null = null;
-  let probe: ProbeProcess;
+  let firstCommand: string | undefined;
   const t0 = process.hrtime.bigint();
 
   if (cmd.length) {
@@ -399,56 +399,37 @@ async function cmdRecord(argv: string[]): Promise<number> {
       throw new Error(`could not start ${cmd[0]} stopped`);
     }
     probeOpts.pids = [pid, ...pids];
-    probe = ProbeProcess.start(probeOpts, sink);
-    try {
-      await probe.ready;
-      // ACK = the filter map holds pid and the probe is past attaching
-      await probe.command(`pid add ${pid}`);
-    } catch (e) {
-      c.kill('SIGKILL');
+    // the filter holds CMD (stopped) before its first instruction: `pid add` is answered after attaching
+    firstCommand = `pid add ${pid}`;
+  }
+  for (const p of probeOpts.pids ?? []) tracker?.pids.add(p);
+  let capture: CaptureSession;
+  try {
+    capture = await startCapture(probeOpts, sink, {
+      log: (m) => progress.message(`kspan record: ${m}`), firstCommand,
+      // CUDA libraries loaded after the probe started (CMD has not even exec'd yet)
+      cudaWatch: { pids: tracker ? () => tracker.pids : null, intervalMs: tracker ? 500 : 5000, ...(child ? { fastMs: 10, fastForMs: 3000 } : {}) },
+    });
+  } catch (e) {
+    if (child) {
+      child.kill('SIGKILL');
       await childExit;
-      progress.done();
-      await store?.close();
-      return reportProbeError(e);
     }
-    process.kill(pid, 'SIGCONT');
-  } else {
-    probe = ProbeProcess.start(probeOpts, sink);
-    try {
-      await probe.ready;
-      await probe.control('ping'); // answered once attaching is over
-    } catch (e) {
-      progress.done();
-      await store?.close();
-      return reportProbeError(e);
-    }
+    progress.done();
+    await store?.close();
+    return reportProbeError(e);
   }
-  for (const s of probe.state.status) {
-    if (s.err < 0) progress.message(`kspan record: probe group ${s.name} not attached: ${errnoName(s.err)}${s.detail ? ` (${s.detail})` : ''}`);
-  }
-  // CUDA libraries loaded after the probe started (CMD has not even exec'd yet)
-  let cudaWatch: CudaWatcher | null = null;
-  if (!probeOpts.groups || probeOpts.groups.includes('cuda')) {
-    for (const p of probeOpts.pids ?? []) tracker?.pids.add(p);
-    cudaWatch = new CudaWatcher(probe, {
-      pids: tracker ? () => tracker.pids : null,
-      intervalMs: tracker ? 500 : 5000,
-      ...(child ? { fastMs: 10, fastForMs: 3000 } : {}),
-      onAttach: (path, err, msg) => progress.message(`kspan record: CUDA uprobes ${err ? 'failed' : 'attached'}: ${path}${err ? ` (${msg})` : ''}`),
-    }).start();
-  }
+  if (child) process.kill(child.pid!, 'SIGCONT');
+  const probe = capture.probe;
 
   progress.start(probe);
   const stopReason = await waitForStop(probe, durationS, child, childExit);
 
-  cudaWatch?.stop();
   let failure: unknown = null;
-  if (probe.running) {
-    // everything produced before now reaches the summary / the file
-    await probe.control('flush').catch(() => undefined);
-  }
+  // everything produced before now reaches the summary / the file
+  await capture.flush();
   try {
-    await probe.stop();
+    await capture.stop();
   } catch (e) {
     failure = e;
   }

@@ -37,6 +37,7 @@ export {
 } from './json.js';
 export { Samples, SummarySink } from './summary.js';
 export { CudaWatcher, cudaLibsOf, type CudaWatcherOptions } from './cudawatch.js';
+export { startCapture, type CaptureOptions, type CaptureSession } from './session.js';
 export {
   effectiveCaps, findCudaLibs, formatDoctor, hasCap, runDoctor, type Check, type CudaLib, type DoctorOptions,
   type DoctorReport,

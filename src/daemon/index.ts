@@ -9,7 +9,7 @@
 // Capture failing to start (no privileges, no BTF) does not stop the daemon:
 // spans keep flowing through unchanged, and the status line says why.
 
-import { CudaWatcher, ProbeProcess, errnoName, type CaptureSink, type ProbeOptions } from '../capture/index.js';
+import { startCapture, type CaptureSession, type CaptureSink, type ProbeOptions, type ProbeProcess } from '../capture/index.js';
 import type { ExplainOptions } from '../correlator/index.js';
 import {
   EnrichPipeline, OtlpReceiver, UpstreamExporter, createOtlpTraceExporter, type EmitMode, type KernelSide, type UpstreamProtocol,
@@ -87,34 +87,22 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   }
 
   // --- capture
-  let probe: ProbeProcess | null = null;
+  let capture: CaptureSession | null = null;
   let captureState: DaemonStatus['capture'] = o.capture ? 'running' : 'off';
   let captureError: string | null = null;
-  let cudaWatch: CudaWatcher | null = null;
   if (o.capture) {
     const sink: CaptureSink = { onBatch: (b, c) => store.sink.onBatch(b, c) };
-    const opts: ProbeOptions = { ...o.capture, onStderr: (line) => log(line.startsWith('kspan-probe') ? line : `kspan-probe: ${line}`) };
-    probe = ProbeProcess.start(opts, sink);
     try {
-      await probe.ready;
-      await probe.control('ping');
-      for (const s of probe.state.status) {
-        if (s.err < 0) log(`probe group ${s.name} not attached: ${errnoName(s.err)}${s.detail ? ` (${s.detail})` : ''}`);
-      }
-      if (!o.capture.groups || o.capture.groups.includes('cuda')) {
-        cudaWatch = new CudaWatcher(probe, {
-          pids: o.capture.pids?.length ? () => new Set(o.capture!.pids) : null,
-          intervalMs: 5000,
-          onAttach: (path, err, msg) => log(`CUDA uprobes ${err ? 'failed' : 'attached'}: ${path}${err ? ` (${msg})` : ''}`),
-        }).start();
-      }
+      capture = await startCapture({ ...o.capture, onStderr: (line) => log(line.startsWith('kspan-probe') ? line : `kspan-probe: ${line}`) }, sink, {
+        log, cudaWatch: { pids: o.capture.pids?.length ? () => new Set(o.capture!.pids) : null },
+      });
       const onExit = (why: string): void => {
         if (captureState !== 'running') return;
         captureState = 'stopped';
         captureError = why;
         log(`capture stopped: ${why}; spans are forwarded unchanged from now on`);
       };
-      probe.done.then(
+      capture.probe.done.then(
         (exit) => onExit(`kspan-probe exited (${exit.signal ?? `code ${exit.code}`})`),
         (e: Error) => onExit(e.message),
       );
@@ -123,9 +111,9 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       captureError = (e as Error).message;
       log(`capture could not start: ${captureError}`);
       log('spans will be stored and forwarded unchanged (see `kspan doctor`)');
-      probe = null;
     }
   }
+  const probe = capture?.probe ?? null;
 
   const writer = store.writer;
   // the pipeline explains recent windows of the same threads again and again
@@ -133,10 +121,8 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const kernel: KernelSide = {
     reader: writer.reader,
     watermarkUnixNano(): bigint | null {
-      if (!probe || !probe.running || captureState !== 'running') return null;
-      const clock = probe.state.clock;
-      if (!clock.size) return null;
-      return clock.toEpochNs(writer.ingestWatermarkNs);
+      if (!capture?.running || captureState !== 'running') return null;
+      return capture.toEpochNs(writer.ingestWatermarkNs);
     },
   };
 
@@ -154,8 +140,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   } catch (e) {
     await pipeline.close();
     await upstream?.close(1000);
-    cudaWatch?.stop();
-    await probe?.stop().catch(() => undefined);
+    await capture?.stop().catch(() => undefined);
     await store.close();
     throw e;
   }
@@ -185,8 +170,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       await pipeline.close();
       await upstream?.close(1000);
       await tracing?.shutdown();
-      cudaWatch?.stop();
-      await probe?.stop().catch(() => undefined);
+      await capture?.stop().catch(() => undefined);
       await store.close();
       throw new Error(`MCP over HTTP: ${(e as Error).message}`);
     }
@@ -242,14 +226,13 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       await tracing?.shutdown().catch(() => undefined);
       await receiver.close();
       // kernel data for the last spans: drain the probe, commit, then enrich
-      if (probe?.running) await probe.control('flush').catch(() => undefined);
+      await capture?.flush();
       await writer.flush().catch(() => undefined);
       await pipeline.close();
       if (upstream) await upstream.close(10_000);
-      cudaWatch?.stop();
-      if (probe) {
+      if (capture) {
         captureState = 'stopped';
-        await probe.stop().catch((e: Error) => log(`capture: ${e.message}`));
+        await capture.stop().catch((e: Error) => log(`capture: ${e.message}`));
       }
       final = status();
       final.capture = captureState;

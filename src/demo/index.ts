@@ -20,7 +20,7 @@ import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { Readable, Writable } from 'node:stream';
-import { ProbeError, ProbeProcess, REPO_ROOT, errnoName, runDoctor, type CaptureSink } from '../capture/index.js';
+import { ProbeError, REPO_ROOT, runDoctor, startCapture, type CaptureSession, type CaptureSink } from '../capture/index.js';
 import { explainTrace, type ExplainOptions, type Explanation } from '../correlator/index.js';
 import { EnrichPipeline, OtlpReceiver, UpstreamExporter, findAttr, type AnyValue, type Span } from '../otel/index.js';
 import { perfettoTraceJson } from '../perfetto/index.js';
@@ -163,7 +163,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
   let pipeline: EnrichPipeline | null = null;
   let rx: OtlpReceiver | null = null;
   let workload: Workload | null = null;
-  let probe: ProbeProcess | null = null;
+  let capture: CaptureSession | null = null;
   let storeClosed = false;
   let interrupted: string | null = null;
   let removeSignals = (): void => undefined;
@@ -174,7 +174,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
         process.kill(-workload.pid!, 'SIGKILL'); // its process group: engine and neighbour too
       } catch { /* gone */ }
     }
-    if (probe?.running) await probe.stop().catch(() => undefined);
+    if (capture?.running) await capture.stop().catch(() => undefined);
     await rx?.close().catch(() => undefined);
     await pipeline?.close().catch(() => undefined);
     await upstream?.close(2000).catch(() => undefined);
@@ -200,7 +200,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
     pipeline = new EnrichPipeline({
       kernel: {
         reader: writer.reader,
-        watermarkUnixNano: () => (probe?.running && probe.state.clock.size ? probe.state.clock.toEpochNs(writer.ingestWatermarkNs) : null),
+        watermarkUnixNano: () => (capture?.running ? capture.toEpochNs(writer.ingestWatermarkNs) : null),
       },
       spanSink: writer.reader.spans, upstream, waitMs: 3000,
       explain: { serviceProcess: { vllm: ENGINE_COMM } },
@@ -297,15 +297,11 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
 
     // 2. capture: the workload and everything it forks, CUDA uprobes on the example's libcudart
     const sink: CaptureSink = { onBatch: (b, c) => store.sink.onBatch(b, c) };
-    probe = ProbeProcess.start({
+    capture = await startCapture({
       pids: [wpid], follow: true, cudaLibs: [cudaLib],
       onStderr: (line) => say(line.startsWith('kspan-probe') ? line : `kspan-probe: ${line}`),
-    }, sink);
-    await probe.ready;
-    await probe.control('ping'); // answered once attaching is over
-    for (const s of probe.state.status) {
-      if (s.err < 0) say(`kspan demo: probe group ${s.name} not attached: ${errnoName(s.err)}${s.detail ? ` (${s.detail})` : ''}`);
-    }
+    }, sink, { log: (m) => say(`kspan demo: ${m}`), cudaWatch: false });
+    const probe = capture.probe;
     say(`kspan demo: ${el()}  capture running (pid ${wpid} and its children; CUDA uprobes on ${cudaLib}); load for ${durationS} s`);
     w.stdin.write('go\n');
 
@@ -339,7 +335,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
     say(`kspan demo: ${el()}  workload done: ${done.sent} requests, ${doneCount} finished, ${consumer.counters.received} spans received; stopping capture`);
 
     // 4. stop capture, commit everything, enrich and forward what is still buffered
-    await probe.control('flush').catch(() => undefined);
+    await capture.flush();
     await rx.close();
     rx = null;
     await store.writer.flush();
@@ -348,7 +344,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
     upstream = null;
     const bridge = { ...consumer.counters, passed: Object.values(consumer.counters.passed).reduce((a, b) => a + b, 0) };
     pipeline = null;
-    await probe.stop();
+    await capture.stop();
     const lost = probe.state.totalLost;
     const records = probe.decoder.records;
     await store.writer.flush();
