@@ -4,13 +4,24 @@
 // and scope; also used by tests and bench/otlp-decode.ts). Default-valued
 // fields are omitted, as proto3 does.
 
-import type { AnyValue, DecodedTraceRequest, KeyValue } from './types.js';
+import type { AnyValue, DecodedTraceRequest, InstrumentationScope, KeyValue, Span } from './types.js';
+
+/** Bytes a varint of `v` (0 <= v < 2^53) takes. */
+export function varintSize(v: number): number {
+  let n = 1;
+  while (v > 0x7f) { v = Math.floor(v / 128); n++; }
+  return n;
+}
 
 /** Growable protobuf writer. Nested messages: fork() ... join(field). */
 export class PbWriter {
-  private buf = Buffer.allocUnsafe(1024);
+  private buf: Buffer;
   private pos = 0;
   private stack: number[] = [];
+
+  constructor(initialSize = 1024) {
+    this.buf = Buffer.allocUnsafe(initialSize);
+  }
 
   private ensure(n: number): void {
     if (this.pos + n <= this.buf.length) return;
@@ -97,18 +108,43 @@ export class PbWriter {
     const start = this.stack.pop()!;
     const bodyStart = start + 5;
     const len = this.pos - bodyStart;
-    // tag + length, then move the body down over the reserved gap
-    const hdr = new PbWriter();
-    hdr.tag(field, 2);
-    hdr.varint(len);
-    const h = hdr.finish();
-    const shift = 5 - h.length; // may be negative for huge tags; handle generally
-    if (shift !== 0) {
-      this.ensure(Math.max(0, -shift));
-      this.buf.copy(this.buf, bodyStart - shift, bodyStart, this.pos);
-    }
-    h.copy(this.buf, start);
+    // tag + length go in front of the body, which moves down over what is left of the 5 reserved bytes
+    const tag = field * 8 + 2;
+    const hl = varintSize(tag) + varintSize(len);
+    const shift = 5 - hl;
+    if (shift < 0) this.ensure(-shift);
+    if (shift !== 0 && len > 0) this.buf.copy(this.buf, bodyStart - shift, bodyStart, this.pos);
+    let p = start;
+    for (let v = tag; ; ) { if (v <= 0x7f) { this.buf[p++] = v; break; } this.buf[p++] = (v % 128) | 0x80; v = Math.floor(v / 128); }
+    for (let v = len; ; ) { if (v <= 0x7f) { this.buf[p++] = v; break; } this.buf[p++] = (v % 128) | 0x80; v = Math.floor(v / 128); }
     this.pos -= shift;
+  }
+
+  /** bytes written so far, unframed (e.g. a pre-encoded message body) */
+  raw(b: Uint8Array): void {
+    this.ensure(b.length);
+    this.buf.set(b, this.pos);
+    this.pos += b.length;
+  }
+
+  /** an int32 (enum) field value: negative numbers take 10 bytes, as protobuf's int32 does */
+  int32(v: number): void {
+    if (v >= 0) this.varint(v);
+    else this.varint64(BigInt(v));
+  }
+
+  get capacity(): number {
+    return this.buf.length;
+  }
+
+  get length(): number {
+    return this.pos;
+  }
+
+  /** forget what was written (keeps the buffer) */
+  reset(): void {
+    this.pos = 0;
+    this.stack.length = 0;
   }
 
   finish(): Buffer {
@@ -148,62 +184,88 @@ function str(w: PbWriter, field: number, s: string): void {
   if (s !== '') w.string(field, s);
 }
 
-/** Encode a DecodedTraceRequest as protobuf ExportTraceServiceRequest bytes. */
+/** The fields of a Span message (no tag or length: the caller frames it, e.g. fork() ... join(2)). */
+export function writeSpanFields(w: PbWriter, s: Span): void {
+  w.hex(1, s.traceId);
+  w.hex(2, s.spanId);
+  str(w, 3, s.traceState);
+  w.hex(4, s.parentSpanId);
+  str(w, 5, s.name);
+  if (s.kind !== 0) { w.tag(6, 0); w.int32(s.kind); }
+  if (s.startTimeUnixNano !== 0n) w.fixed64(7, s.startTimeUnixNano);
+  if (s.endTimeUnixNano !== 0n) w.fixed64(8, s.endTimeUnixNano);
+  writeAttrs(w, 9, s.attributes);
+  u32(w, 10, s.droppedAttributesCount);
+  for (const ev of s.events) {
+    w.fork();
+    if (ev.timeUnixNano !== 0n) w.fixed64(1, ev.timeUnixNano);
+    str(w, 2, ev.name);
+    writeAttrs(w, 3, ev.attributes);
+    u32(w, 4, ev.droppedAttributesCount);
+    w.join(11);
+  }
+  u32(w, 12, s.droppedEventsCount);
+  for (const l of s.links) {
+    w.fork();
+    w.hex(1, l.traceId);
+    w.hex(2, l.spanId);
+    str(w, 3, l.traceState);
+    writeAttrs(w, 4, l.attributes);
+    u32(w, 5, l.droppedAttributesCount);
+    if (l.flags !== 0) w.fixed32(6, l.flags);
+    w.join(13);
+  }
+  u32(w, 14, s.droppedLinksCount);
+  if (s.status.code !== 0 || s.status.message !== '') {
+    w.fork();
+    str(w, 2, s.status.message);
+    if (s.status.code !== 0) { w.tag(3, 0); w.int32(s.status.code); }
+    w.join(15);
+  }
+  if (s.flags !== 0) w.fixed32(16, s.flags);
+}
+
+/** The fields of a Resource message. */
+export function writeResourceFields(w: PbWriter, attributes: KeyValue[], droppedAttributesCount: number): void {
+  writeAttrs(w, 1, attributes);
+  u32(w, 2, droppedAttributesCount);
+}
+
+/** The fields of an InstrumentationScope message. */
+export function writeScopeFields(w: PbWriter, sc: InstrumentationScope): void {
+  str(w, 1, sc.name);
+  str(w, 2, sc.version);
+  writeAttrs(w, 3, sc.attributes);
+  u32(w, 4, sc.droppedAttributesCount);
+}
+
+/** A string field, omitted when empty (proto3 default). */
+export function writeStringField(w: PbWriter, field: number, s: string): void {
+  str(w, field, s);
+}
+
+/**
+ * Encode a DecodedTraceRequest as protobuf ExportTraceServiceRequest bytes.
+ * Exact: decodeTraceRequestProtobuf(encodeTraceRequest(x)) deep-equals x
+ * (ids, flags, trace state, kind, 64-bit times, every AnyValue type with
+ * double and int64 kept apart, dropped counts, events, links, status,
+ * resource, scope, schema URLs).
+ */
 export function encodeTraceRequest(req: DecodedTraceRequest): Buffer {
   const w = new PbWriter();
   for (const rs of req.resourceSpans) {
     w.fork();
     w.fork();
-    writeAttrs(w, 1, rs.resource.attributes);
-    u32(w, 2, rs.resource.droppedAttributesCount);
+    writeResourceFields(w, rs.resource.attributes, rs.resource.droppedAttributesCount);
     w.join(1);
     for (const ss of rs.scopeSpans) {
       w.fork();
       w.fork();
-      str(w, 1, ss.scope.name);
-      str(w, 2, ss.scope.version);
-      writeAttrs(w, 3, ss.scope.attributes);
-      u32(w, 4, ss.scope.droppedAttributesCount);
+      writeScopeFields(w, ss.scope);
       w.join(1);
       for (const s of ss.spans) {
         w.fork();
-        w.hex(1, s.traceId);
-        w.hex(2, s.spanId);
-        str(w, 3, s.traceState);
-        w.hex(4, s.parentSpanId);
-        str(w, 5, s.name);
-        if (s.kind !== 0) { w.tag(6, 0); w.varint(s.kind); }
-        if (s.startTimeUnixNano !== 0n) w.fixed64(7, s.startTimeUnixNano);
-        if (s.endTimeUnixNano !== 0n) w.fixed64(8, s.endTimeUnixNano);
-        writeAttrs(w, 9, s.attributes);
-        u32(w, 10, s.droppedAttributesCount);
-        for (const ev of s.events) {
-          w.fork();
-          if (ev.timeUnixNano !== 0n) w.fixed64(1, ev.timeUnixNano);
-          str(w, 2, ev.name);
-          writeAttrs(w, 3, ev.attributes);
-          u32(w, 4, ev.droppedAttributesCount);
-          w.join(11);
-        }
-        u32(w, 12, s.droppedEventsCount);
-        for (const l of s.links) {
-          w.fork();
-          w.hex(1, l.traceId);
-          w.hex(2, l.spanId);
-          str(w, 3, l.traceState);
-          writeAttrs(w, 4, l.attributes);
-          u32(w, 5, l.droppedAttributesCount);
-          if (l.flags !== 0) w.fixed32(6, l.flags);
-          w.join(13);
-        }
-        u32(w, 14, s.droppedLinksCount);
-        if (s.status.code !== 0 || s.status.message !== '') {
-          w.fork();
-          str(w, 2, s.status.message);
-          if (s.status.code !== 0) { w.tag(3, 0); w.varint(s.status.code >>> 0); }
-          w.join(15);
-        }
-        if (s.flags !== 0) w.fixed32(16, s.flags);
+        writeSpanFields(w, s);
         w.join(2);
       }
       str(w, 3, ss.schemaUrl);
@@ -227,13 +289,32 @@ export function encodeTraceResponse(rejectedSpans: number, message?: string): Bu
   return Buffer.from(w.finish());
 }
 
-/** google.rpc.Status { code, message } (gRPC code numbers: 3 INVALID_ARGUMENT, 14 UNAVAILABLE, ...). */
-export function encodeRpcStatus(code: number, message: string): Buffer {
+/**
+ * google.rpc.Status { code, message, details } (gRPC code numbers: 3 INVALID_ARGUMENT, 14 UNAVAILABLE, ...).
+ * `retryDelayMs` adds a google.rpc.RetryInfo detail: how long the client should wait before retrying.
+ */
+export function encodeRpcStatus(code: number, message: string, retryDelayMs?: number): Buffer {
   const w = new PbWriter();
-  if (code !== 0) { w.tag(1, 0); w.varint(code); }
+  if (code !== 0) { w.tag(1, 0); w.int32(code); }
   if (message) w.string(2, message);
+  if (retryDelayMs !== undefined) {
+    w.fork(); // google.protobuf.Any
+    w.string(1, RETRY_INFO_TYPE_URL);
+    w.fork(); // value: RetryInfo
+    w.fork(); // retry_delay: google.protobuf.Duration
+    const ms = Math.max(0, Math.round(retryDelayMs));
+    const seconds = Math.floor(ms / 1000);
+    const nanos = (ms % 1000) * 1_000_000;
+    if (seconds) { w.tag(1, 0); w.varint(seconds); }
+    if (nanos) { w.tag(2, 0); w.varint(nanos); }
+    w.join(1);
+    w.join(2);
+    w.join(3);
+  }
   return Buffer.from(w.finish());
 }
+
+export const RETRY_INFO_TYPE_URL = 'type.googleapis.com/google.rpc.RetryInfo';
 
 /** OTLP/JSON ExportTraceServiceResponse body. */
 export function jsonTraceResponse(rejectedSpans: number, message?: string): string {
