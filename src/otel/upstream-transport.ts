@@ -93,9 +93,8 @@ export class GrpcTransport implements ExportTransport {
       'grpc.default_compression_algorithm': o.compression ? grpc.compressionAlgorithms.gzip : grpc.compressionAlgorithms.identity,
       'grpc.max_send_message_length': -1,
       'grpc.max_receive_message_length': MAX_RESPONSE_BYTES,
-      // detect a dead connection while idle between exports
-      'grpc.keepalive_time_ms': 30_000,
-      'grpc.keepalive_timeout_ms': 10_000,
+      // no keepalive pings: servers (grpc-go: one per 5 min) answer frequent ones with GOAWAY;
+      // a dead connection shows up as the next call's deadline
     });
     this.metadata = new grpc.Metadata();
     for (const [k, v] of Object.entries(o.headers ?? {})) this.metadata.set(k.toLowerCase(), v);

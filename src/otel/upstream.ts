@@ -136,7 +136,7 @@ function encodeEntries(spans: OutgoingSpan[]): Entry[] {
 interface ScopeGroup { scope: InstrumentationScope; schemaUrl: string; entries: Entry[] }
 
 /** ExportTraceServiceRequest for a batch: spans grouped by resource, then scope, in first-seen order. */
-export function encodeBatch(batch: readonly Entry[]): Buffer {
+function encodeBatch(batch: readonly Entry[]): Buffer {
   const groups = new Map<ResourceRef, ScopeGroup[]>();
   let size = 256;
   for (const e of batch) {
