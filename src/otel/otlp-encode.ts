@@ -13,7 +13,16 @@ export function varintSize(v: number): number {
   return n;
 }
 
-/** Growable protobuf writer. Nested messages: fork() ... join(field). */
+const HEX_NIBBLE = new Int8Array(128).fill(0);
+for (let i = 0; i < 10; i++) HEX_NIBBLE[48 + i] = i;
+for (let i = 0; i < 6; i++) { HEX_NIBBLE[97 + i] = 10 + i; HEX_NIBBLE[65 + i] = 10 + i; }
+
+/**
+ * Growable protobuf writer. Nested messages: fork() ... join(field). fork()
+ * reserves two bytes (a one-byte tag and a one-byte length); join() writes
+ * them, moving the body only when the header needs more (a body of 128 bytes
+ * or more, or a field number above 15).
+ */
 export class PbWriter {
   private buf: Buffer;
   private pos = 0;
@@ -85,39 +94,66 @@ export class PbWriter {
 
   string(field: number, s: string): void {
     this.tag(field, 2);
+    const len = s.length;
+    if (len < 128) {
+      // short strings, ASCII by far the most: one pass, no native call
+      this.ensure(len + 1);
+      const b = this.buf;
+      const start = this.pos;
+      let p = start + 1;
+      let i = 0;
+      for (; i < len; i++) {
+        const c = s.charCodeAt(i);
+        if (c >= 0x80) break;
+        b[p++] = c;
+      }
+      if (i === len) { b[start] = len; this.pos = p; return; }
+    }
     const n = Buffer.byteLength(s);
     this.varint(n);
     this.ensure(n);
     this.pos += this.buf.write(s, this.pos, 'utf8');
   }
 
+  /** an id given as hex (lowercase or uppercase), written as bytes; omitted when empty */
   hex(field: number, h: string): void {
     if (h === '') return;
-    this.bytesField(field, Buffer.from(h, 'hex'));
+    const n = h.length >>> 1;
+    this.tag(field, 2);
+    this.varint(n);
+    this.ensure(n);
+    const b = this.buf;
+    let p = this.pos;
+    for (let i = 0; i < n; i++) b[p++] = (HEX_NIBBLE[h.charCodeAt(2 * i) & 0x7f] << 4) | HEX_NIBBLE[h.charCodeAt(2 * i + 1) & 0x7f];
+    this.pos = p;
   }
 
-  /** start a nested message: reserve 5 bytes for its length */
+  /** start a nested message: reserve 2 bytes for its tag and length */
   fork(): void {
-    this.ensure(5);
+    this.ensure(2);
     this.stack.push(this.pos);
-    this.pos += 5;
+    this.pos += 2;
   }
 
   /** finish the nested message started by fork() as field `field` */
   join(field: number): void {
     const start = this.stack.pop()!;
-    const bodyStart = start + 5;
+    const bodyStart = start + 2;
     const len = this.pos - bodyStart;
-    // tag + length go in front of the body, which moves down over what is left of the 5 reserved bytes
     const tag = field * 8 + 2;
-    const hl = varintSize(tag) + varintSize(len);
-    const shift = 5 - hl;
-    if (shift < 0) this.ensure(-shift);
-    if (shift !== 0 && len > 0) this.buf.copy(this.buf, bodyStart - shift, bodyStart, this.pos);
+    if (tag < 128 && len < 128) {
+      this.buf[start] = tag;
+      this.buf[start + 1] = len;
+      return;
+    }
+    // the header needs more than the 2 reserved bytes: move the body up
+    const extra = varintSize(tag) + varintSize(len) - 2;
+    this.ensure(extra);
+    this.buf.copyWithin(bodyStart + extra, bodyStart, this.pos);
     let p = start;
     for (let v = tag; ; ) { if (v <= 0x7f) { this.buf[p++] = v; break; } this.buf[p++] = (v % 128) | 0x80; v = Math.floor(v / 128); }
     for (let v = len; ; ) { if (v <= 0x7f) { this.buf[p++] = v; break; } this.buf[p++] = (v % 128) | 0x80; v = Math.floor(v / 128); }
-    this.pos -= shift;
+    this.pos += extra;
   }
 
   /** bytes written so far, unframed (e.g. a pre-encoded message body) */

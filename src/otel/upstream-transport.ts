@@ -93,6 +93,9 @@ export class GrpcTransport implements ExportTransport {
       'grpc.default_compression_algorithm': o.compression ? grpc.compressionAlgorithms.gzip : grpc.compressionAlgorithms.identity,
       'grpc.max_send_message_length': -1,
       'grpc.max_receive_message_length': MAX_RESPONSE_BYTES,
+      // the queue retries (and splits) itself; grpc-js's own retry buffering would only copy each message
+      'grpc.enable_retries': 0,
+      'grpc.enable_channelz': 0,
       // no keepalive pings: servers (grpc-go: one per 5 min) answer frequent ones with GOAWAY;
       // a dead connection shows up as the next call's deadline
     });
