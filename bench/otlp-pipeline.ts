@@ -3,7 +3,8 @@
 //
 //   driver (CPU 0) ──HTTP protobuf──► kspan pipeline (CPU 1) ──gRPC──► sink (CPU 0)
 //
-// The kspan process runs EnrichPipeline + OtlpReceiver + UpstreamExporter on
+// The kspan process runs EnrichPipeline + OtlpReceiver + UpstreamExporter (kspan's
+// own encoder over grpc-js) on
 // a copy of the synthetic store of bench:query (1,000 threads, ~1 M events
 // per second of capture time), its watermark past every span (so the
 // configured wait never applies: what is measured is the work). Spans: 1-20 ms
@@ -90,10 +91,13 @@ async function kspanRole(): Promise<void> {
   });
   const rx = await OtlpReceiver.start({ consumer: pipeline, httpAddr: '127.0.0.1:0', grpcAddr: null });
   const cpu0 = process.cpuUsage();
+  let rssPeak = 0;
+  setInterval(() => { rssPeak = Math.max(rssPeak, process.memoryUsage.rss()); }, 50).unref();
   process.on('message', async (m: { cmd: string }) => {
     if (m.cmd === 'stats') {
       const c = process.cpuUsage(cpu0);
-      send({ counters: pipeline.counters, upstream: up.counters, cpuS: (c.user + c.system) / 1e6, buffered: pipeline.bufferedSpans, pending: up.pending });
+      send({ counters: pipeline.counters, upstream: up.counters, cpuS: (c.user + c.system) / 1e6, buffered: pipeline.bufferedSpans, pending: up.pending, rssPeakMb: rssPeak / 1048576 });
+      rssPeak = 0;
     }
     if (m.cmd === 'stop') {
       await rx.close();
@@ -225,11 +229,12 @@ async function driver(): Promise<void> {
     await Promise.all([worker(), worker(), worker(), worker()]);
     const got = (await waitCount(sink.cp, before + total, 120_000)) - before;
     const el = (performance.now() - t0) / 1000;
-    const st1 = await ask<{ cpuS: number; counters: { enriched: number; passed: Record<string, number>; explainMs: number }; upstream: { exported: number } }>(ks.cp, 'stats');
+    const st1 = await ask<{ cpuS: number; rssPeakMb: number; counters: { enriched: number; passed: Record<string, number>; explainMs: number }; upstream: { exported: number } }>(ks.cp, 'stats');
     const rate = got / el;
     const cpu = st1.cpuS - st0.cpuS;
     console.log(`phase 1: ${got.toLocaleString('en-US')} / ${total.toLocaleString('en-US')} spans through in ${el.toFixed(2)} s = ${Math.round(rate).toLocaleString('en-US')} spans/s; ` +
-      `kspan used ${cpu.toFixed(2)} CPU-s (${(100 * cpu / el).toFixed(0)}% of one core); ${st1.counters.enriched} enriched in total, passed ${JSON.stringify(st1.counters.passed)}`);
+      `kspan used ${cpu.toFixed(2)} CPU-s (${(100 * cpu / el).toFixed(0)}% of one core; ${Math.round(got / cpu).toLocaleString('en-US')} spans per kspan CPU-s; peak RSS ${st1.rssPeakMb.toFixed(0)} MB); ` +
+      `${st1.counters.enriched} enriched in total, passed ${JSON.stringify(st1.counters.passed)}`);
 
     // phase 2: latency at a steady 2,000 spans/s
     const secs = quick ? 3 : 8;
@@ -255,6 +260,8 @@ async function driver(): Promise<void> {
     await Promise.all([new Promise((r) => ks.cp.once('exit', r)), new Promise((r) => sink.cp.once('exit', r))]);
     console.log(`RESULT pipeline_spans_per_s ${Math.round(rate)} spans/s`);
     console.log(`RESULT pipeline_cpu_share ${(cpu / el).toFixed(2)} cores`);
+    console.log(`RESULT pipeline_spans_per_cpu_s ${Math.round(got / cpu)} spans per kspan CPU-s`);
+    console.log(`RESULT pipeline_rss_peak_mb ${st1.rssPeakMb.toFixed(0)} MB (phase 1)`);
     console.log(`RESULT pipeline_added_latency_p50_ms ${pct(lat, 0.5).toFixed(1)} ms`);
     console.log(`RESULT pipeline_added_latency_p99_ms ${pct(lat, 0.99).toFixed(1)} ms`);
   } finally {

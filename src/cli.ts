@@ -54,6 +54,7 @@ commands:
                           none: enrich and store only
       --upstream-protocol grpc|http/protobuf    --upstream-gzip    --upstream-header K=V (repeatable)
       --queue-spans N     spans held while upstream is down (default 100000; past it the oldest are dropped)
+      --queue-bytes SIZE  bytes held while upstream is down (default 256M; past it the oldest are dropped)
       --emit MODE         span-events (default: the span itself gets kspan.* events and attributes) or
                           child-spans (a \`kspan\` child span; for spans already exported elsewhere)
       --wait MS           longest a span waits for the kernel data of its window (default 1000)
@@ -181,6 +182,7 @@ async function cmdRun(argv: string[]): Promise<number> {
     'upstream-gzip': { type: 'boolean' },
     'upstream-header': { type: 'string', multiple: true },
     'queue-spans': { type: 'string' },
+    'queue-bytes': { type: 'string' },
     emit: { type: 'string' },
     wait: { type: 'string' },
     'buffer-spans': { type: 'string' },
@@ -211,8 +213,8 @@ async function cmdRun(argv: string[]): Promise<number> {
   if (protocol !== undefined && protocol !== 'grpc' && protocol !== 'http/protobuf') {
     throw new UsageError(`--upstream-protocol wants grpc or http/protobuf, got "${protocol}"`);
   }
-  if ((protocol || o['upstream-gzip'] || o['upstream-header'] || o['queue-spans']) && !o.upstream) {
-    throw new UsageError('--upstream-protocol, --upstream-gzip, --upstream-header and --queue-spans apply to --upstream');
+  if ((protocol || o['upstream-gzip'] || o['upstream-header'] || o['queue-spans'] || o['queue-bytes']) && !o.upstream) {
+    throw new UsageError('--upstream-protocol, --upstream-gzip, --upstream-header, --queue-spans and --queue-bytes apply to --upstream');
   }
   if (o.upstream) {
     try {
@@ -248,6 +250,7 @@ async function cmdRun(argv: string[]): Promise<number> {
       upstream: o.upstream ? {
         url: o.upstream, protocol: protocol as UpstreamProtocol | undefined, compression: o['upstream-gzip'],
         headers: Object.keys(headers).length ? headers : undefined, maxQueueSpans: intOpt(o['queue-spans'], 'queue-spans', 1),
+        maxQueueBytes: o['queue-bytes'] !== undefined ? parseSize(o['queue-bytes'], 'queue-bytes') : undefined,
       } : null,
       emit,
       waitMs: intOpt(o.wait, 'wait'),

@@ -31,7 +31,7 @@ export interface DaemonOptions {
   /** where spans go after enrichment; null: enrich and store only */
   upstream: {
     url: string; protocol?: UpstreamProtocol; headers?: Record<string, string>; compression?: boolean;
-    maxQueueSpans?: number; timeoutMs?: number;
+    maxQueueSpans?: number; maxQueueBytes?: number; timeoutMs?: number;
   } | null;
   emit?: EmitMode;
   /** longest a span waits for the kernel data of its window, ms */

@@ -7,17 +7,23 @@
 //   const receiver = await OtlpReceiver.start({ consumer: pipeline });
 
 export * from './types.js';
-export { OtlpDecodeError, decodeTraceRequestJson, decodeTraceRequestProtobuf, type OtlpDecodeErrorKind } from './otlp-decode.js';
+export {
+  DEFAULT_DECODE_LIMITS, OtlpDecodeError, OtlpLimitError, decodeRpcStatus, decodeTraceRequestJson, decodeTraceRequestProtobuf, decodeTraceResponse,
+  scanTraceRequestProtobuf, type DecodeLimits, type OtlpDecodeErrorKind, type RequestScan,
+} from './otlp-decode.js';
 export { PbWriter, encodeRpcStatus, encodeTraceRequest, encodeTraceResponse, jsonTraceResponse } from './otlp-encode.js';
 export {
-  DEFAULT_MAX_BODY_BYTES, DEFAULT_OTLP_GRPC_ADDR, DEFAULT_OTLP_HTTP_ADDR, OtlpReceiver, TRACES_PATH, parseAddr,
+  DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_INFLIGHT_BYTES, DEFAULT_OTLP_GRPC_ADDR, DEFAULT_OTLP_HTTP_ADDR, OtlpReceiver, TRACES_PATH, parseAddr,
   type ReceiverCounters, type ReceiverOptions,
 } from './receiver.js';
 export { KEPT_ATTRIBUTES, StoreSpanConsumer, type SpanSink, type StoreSpanConsumerOptions } from './store-consumer.js';
 export { enrichSpan, hasKernelData, kspanAttributes, kspanChildSpan, kspanEvents, type EnrichOptions } from './enrich.js';
 export {
-  ResourceRef, UpstreamExporter, createOtlpTraceExporter, defaultProtocol, isRetryable, toReadableSpan,
-  type OutgoingSpan, type UpstreamCounters, type UpstreamOptions, type UpstreamProtocol,
+  ResourceRef, UpstreamExporter, defaultProtocol, type OutgoingSpan, type UpstreamCounters, type UpstreamOptions, type UpstreamProtocol,
 } from './upstream.js';
+export {
+  GrpcTransport, HttpTransport, classifyGrpc, classifyHttp, parseRetryAfter, type ExportOutcome, type ExportTransport,
+} from './upstream-transport.js';
+export { createOtlpTraceExporter } from './sdk-exporter.js';
 export { EnrichPipeline, type EmitMode, type KernelSide, type PipelineCounters, type PipelineOptions } from './pipeline.js';
 export { ATTR_LINUX_TID, ATTR_PROCESS_PID, LinuxThreadIdSpanProcessor, linuxTid, parseThreadSelf } from './thread-id-processor.js';

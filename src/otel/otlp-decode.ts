@@ -89,6 +89,15 @@ class Reader {
     return this.fail('malformed', 'varint longer than 10 bytes');
   }
 
+  /** an int32 (enum) value: negative numbers come as 10-byte (sign-extended) varints */
+  int32(end: number): number {
+    const start = this.pos;
+    const x = this.varint(end);
+    if (x <= 0x7fffffff) return x;
+    this.pos = start;
+    return Number(BigInt.asIntN(32, this.varint64(end)));
+  }
+
   fixed64(end: number): bigint {
     if (this.pos + 8 > end) this.fail('truncated', 'fixed64 runs past the end');
     const v = this.buf.readBigUInt64LE(this.pos);
@@ -294,7 +303,7 @@ function pbStatus(r: Reader, end: number): SpanStatus {
     const t = r.tag(end);
     const f = t >>> 3, wt = t & 7;
     if (f === 2) { r.expect(wt, WT_LEN, 'Status.message'); s.message = r.string(end); }
-    else if (f === 3) { r.expect(wt, WT_VARINT, 'Status.code'); s.code = r.varint(end) | 0; }
+    else if (f === 3) { r.expect(wt, WT_VARINT, 'Status.code'); s.code = r.int32(end); }
     else r.skip(wt, end);
   }
   return s;
@@ -315,7 +324,7 @@ function pbSpan(r: Reader, end: number): Span {
       case 3: r.expect(wt, WT_LEN, 'Span.trace_state'); s.traceState = r.string(end); break;
       case 4: r.expect(wt, WT_LEN, 'Span.parent_span_id'); s.parentSpanId = r.id(end, 8, 'Span.parent_span_id'); break;
       case 5: r.expect(wt, WT_LEN, 'Span.name'); s.name = r.string(end); break;
-      case 6: r.expect(wt, WT_VARINT, 'Span.kind'); s.kind = r.varint(end) | 0; break;
+      case 6: r.expect(wt, WT_VARINT, 'Span.kind'); s.kind = r.int32(end); break;
       case 7: r.expect(wt, WT_I64, 'Span.start_time_unix_nano'); s.startTimeUnixNano = r.fixed64(end); break;
       case 8: r.expect(wt, WT_I64, 'Span.end_time_unix_nano'); s.endTimeUnixNano = r.fixed64(end); break;
       case 9: pbAttr(r, wt, end, s.attributes, 'Span.attributes'); break;
@@ -378,6 +387,278 @@ export function decodeTraceRequestProtobuf(bytes: Uint8Array): DecodedTraceReque
     } else r.skip(wt, end);
   }
   return out;
+}
+
+// ---------------------------------------------------------------- limits
+
+/**
+ * Per-request bounds on what decoding may build. A protobuf request is
+ * scanned first (scanTraceRequestProtobuf: no allocation, stops at the first
+ * bound crossed), so a small body that would expand into millions of objects
+ * is refused before any of them exists.
+ */
+export interface DecodeLimits {
+  /** spans per request (default 100,000) */
+  maxSpans: number;
+  /** span events per request, over all spans (default 500,000) */
+  maxEvents: number;
+  /** span links per request (default 500,000) */
+  maxLinks: number;
+  /** attribute values per request: key/values at any level (resource, scope, span, event, link, nested kvlists) plus array elements (default 1,000,000) */
+  maxAttributes: number;
+  /** estimated memory of the decoded request, bytes (default 128 MiB) */
+  maxDecodedBytes: number;
+}
+
+export const DEFAULT_DECODE_LIMITS: Readonly<DecodeLimits> = Object.freeze({
+  maxSpans: 100_000, maxEvents: 500_000, maxLinks: 500_000, maxAttributes: 1_000_000, maxDecodedBytes: 128 * 1024 * 1024,
+});
+
+/** A request over one of the DecodeLimits (not malformed: too big to take in one piece). */
+export class OtlpLimitError extends Error {
+  override readonly name = 'OtlpLimitError';
+  constructor(readonly limit: keyof DecodeLimits, readonly max: number, what: string) {
+    super(`request over the ${limit} limit of ${max}: ${what}`);
+  }
+}
+
+/** What a request holds, from a scan (before decoding). */
+export interface RequestScan {
+  spans: number;
+  events: number;
+  links: number;
+  attributes: number;
+  /** estimated memory of the decoded request, bytes */
+  estimatedBytes: number;
+}
+
+// Decoded size per object (V8, measured on Node 20 with empty objects; strings
+// and bytes are covered by adding the body's length).
+const EST_SPAN = 300;
+const EST_EVENT = 100;
+const EST_LINK = 120;
+const EST_ATTR = 120;
+
+class Scan implements RequestScan {
+  spans = 0;
+  events = 0;
+  links = 0;
+  attributes = 0;
+  estimatedBytes = 0;
+  constructor(readonly lim: DecodeLimits) {}
+  attr(): void {
+    if (++this.attributes > this.lim.maxAttributes) throw new OtlpLimitError('maxAttributes', this.lim.maxAttributes, `more than ${this.lim.maxAttributes} attribute values`);
+  }
+}
+
+function scAttrs(r: Reader, end: number, sc: Scan, depth: number): void {
+  // one KeyValue: field 2 is the AnyValue
+  while (r.pos < end) {
+    const t = r.tag(end);
+    if (t === 0x12) { const e = r.len(end); scAnyValue(r, e, sc, depth); r.pos = e; } else r.skip(t & 7, end);
+  }
+}
+
+function scAnyValue(r: Reader, end: number, sc: Scan, depth: number): void {
+  if (depth > MAX_VALUE_DEPTH) r.fail('malformed', `AnyValue nested deeper than ${MAX_VALUE_DEPTH}`);
+  while (r.pos < end) {
+    const t = r.tag(end);
+    if (t === 0x2a || t === 0x32) { // array_value (5) / kvlist_value (6): field 1 holds the elements
+      const e = r.len(end);
+      while (r.pos < e) {
+        const t2 = r.tag(e);
+        if (t2 === 0x0a) {
+          const e2 = r.len(e);
+          sc.attr();
+          if (t === 0x2a) scAnyValue(r, e2, sc, depth + 1); else scAttrs(r, e2, sc, depth + 1);
+          r.pos = e2;
+        } else r.skip(t2 & 7, e);
+      }
+    } else r.skip(t & 7, end);
+  }
+}
+
+/** a message whose field `attrField` is repeated KeyValue; other fields skipped */
+function scWithAttrs(r: Reader, end: number, sc: Scan, attrTag: number): void {
+  while (r.pos < end) {
+    const t = r.tag(end);
+    if (t === attrTag) { const e = r.len(end); sc.attr(); scAttrs(r, e, sc, 0); r.pos = e; } else r.skip(t & 7, end);
+  }
+}
+
+function scSpan(r: Reader, end: number, sc: Scan): void {
+  const lim = sc.lim;
+  while (r.pos < end) {
+    const t = r.tag(end);
+    switch (t) {
+      case 0x4a: { const e = r.len(end); sc.attr(); scAttrs(r, e, sc, 0); r.pos = e; break; } // attributes (9)
+      case 0x5a: { // events (11)
+        if (++sc.events > lim.maxEvents) throw new OtlpLimitError('maxEvents', lim.maxEvents, `more than ${lim.maxEvents} span events`);
+        const e = r.len(end); scWithAttrs(r, e, sc, 0x1a); r.pos = e; break;
+      }
+      case 0x6a: { // links (13)
+        if (++sc.links > lim.maxLinks) throw new OtlpLimitError('maxLinks', lim.maxLinks, `more than ${lim.maxLinks} span links`);
+        const e = r.len(end); scWithAttrs(r, e, sc, 0x22); r.pos = e; break;
+      }
+      default: r.skip(t & 7, end);
+    }
+  }
+}
+
+/**
+ * Count what an ExportTraceServiceRequest would decode to, without building
+ * it, and check the limits: throws OtlpLimitError at the first bound crossed
+ * (so a body of millions of tiny objects costs a short scan), or
+ * OtlpDecodeError where the structure it walks is broken. Fields of the wrong
+ * wire type are skipped here; the decoder reports them.
+ */
+export function scanTraceRequestProtobuf(bytes: Uint8Array, limits: DecodeLimits = DEFAULT_DECODE_LIMITS): RequestScan {
+  const r = new Reader(asBuffer(bytes));
+  const sc = new Scan(limits);
+  const end = r.buf.length;
+  while (r.pos < end) {
+    const t = r.tag(end);
+    if (t !== 0x0a) { r.skip(t & 7, end); continue; }
+    const e1 = r.len(end); // ResourceSpans
+    while (r.pos < e1) {
+      const t1 = r.tag(e1);
+      if (t1 === 0x0a) { const e = r.len(e1); scWithAttrs(r, e, sc, 0x0a); r.pos = e; } // resource
+      else if (t1 === 0x12) { // ScopeSpans
+        const e2 = r.len(e1);
+        while (r.pos < e2) {
+          const t2 = r.tag(e2);
+          if (t2 === 0x0a) { const e = r.len(e2); scWithAttrs(r, e, sc, 0x1a); r.pos = e; } // scope
+          else if (t2 === 0x12) {
+            if (++sc.spans > limits.maxSpans) throw new OtlpLimitError('maxSpans', limits.maxSpans, `more than ${limits.maxSpans} spans`);
+            const e = r.len(e2); scSpan(r, e, sc); r.pos = e;
+          } else r.skip(t2 & 7, e2);
+        }
+      } else r.skip(t1 & 7, e1);
+    }
+  }
+  sc.estimatedBytes = end + sc.spans * EST_SPAN + sc.events * EST_EVENT + sc.links * EST_LINK + sc.attributes * EST_ATTR;
+  if (sc.estimatedBytes > limits.maxDecodedBytes) {
+    throw new OtlpLimitError('maxDecodedBytes', limits.maxDecodedBytes, `would decode to ~${Math.round(sc.estimatedBytes / 1048576)} MiB`);
+  }
+  return { spans: sc.spans, events: sc.events, links: sc.links, attributes: sc.attributes, estimatedBytes: sc.estimatedBytes };
+}
+
+// JSON.parse builds every object of the body, so an OTLP/JSON body is bounded
+// before parsing by its structure: objects, arrays and values are counted by
+// one pass over the bytes (outside strings).
+const EST_JSON_OBJECT = 160;
+const EST_JSON_VALUE = 16;
+
+/** Estimated memory of an OTLP/JSON body once parsed and decoded; throws OtlpLimitError over maxDecodedBytes. */
+export function scanTraceRequestJson(bytes: Uint8Array, limits: DecodeLimits = DEFAULT_DECODE_LIMITS): number {
+  let objects = 0;
+  let values = 0;
+  let inStr = false;
+  const n = bytes.length;
+  for (let i = 0; i < n; i++) {
+    const c = bytes[i];
+    if (inStr) {
+      if (c === 0x5c) i++; // backslash: skip the escaped byte
+      else if (c === 0x22) inStr = false;
+    } else if (c === 0x22) inStr = true;
+    else if (c === 0x7b || c === 0x5b) objects++; // { [
+    else if (c === 0x2c) values++; // ,
+  }
+  const est = 2 * n + objects * EST_JSON_OBJECT + values * EST_JSON_VALUE;
+  if (est > limits.maxDecodedBytes) {
+    throw new OtlpLimitError('maxDecodedBytes', limits.maxDecodedBytes, `would decode to ~${Math.round(est / 1048576)} MiB (${objects} objects)`);
+  }
+  return est;
+}
+
+/** Counts of a decoded request against the limits (for JSON, which is not scanned for them before parsing). */
+export function checkDecodedLimits(req: DecodedTraceRequest, limits: DecodeLimits = DEFAULT_DECODE_LIMITS): RequestScan {
+  const sc = new Scan(limits);
+  const attrs = (kvs: KeyValue[]): void => { for (const kv of kvs) { sc.attr(); value(kv.value); } };
+  const value = (v: AnyValue): void => {
+    if (v.type === 'array') for (const x of v.value) { sc.attr(); value(x); }
+    else if (v.type === 'kvlist') attrs(v.value);
+  };
+  for (const rs of req.resourceSpans) {
+    attrs(rs.resource.attributes);
+    for (const ss of rs.scopeSpans) {
+      attrs(ss.scope.attributes);
+      if ((sc.spans += ss.spans.length) > limits.maxSpans) throw new OtlpLimitError('maxSpans', limits.maxSpans, `more than ${limits.maxSpans} spans`);
+      for (const s of ss.spans) {
+        attrs(s.attributes);
+        if ((sc.events += s.events.length) > limits.maxEvents) throw new OtlpLimitError('maxEvents', limits.maxEvents, `more than ${limits.maxEvents} span events`);
+        if ((sc.links += s.links.length) > limits.maxLinks) throw new OtlpLimitError('maxLinks', limits.maxLinks, `more than ${limits.maxLinks} span links`);
+        for (const e of s.events) attrs(e.attributes);
+        for (const l of s.links) attrs(l.attributes);
+      }
+    }
+  }
+  sc.estimatedBytes = sc.spans * EST_SPAN + sc.events * EST_EVENT + sc.links * EST_LINK + sc.attributes * EST_ATTR;
+  return { spans: sc.spans, events: sc.events, links: sc.links, attributes: sc.attributes, estimatedBytes: sc.estimatedBytes };
+}
+
+// ---------------------------------------------------------------- responses (kspan as a client)
+
+/** ExportTraceServiceResponse.partial_success; zeros / '' when absent. */
+export function decodeTraceResponse(bytes: Uint8Array): { rejectedSpans: number; errorMessage: string } {
+  const r = new Reader(asBuffer(bytes));
+  const out = { rejectedSpans: 0, errorMessage: '' };
+  const end = r.buf.length;
+  while (r.pos < end) {
+    const t = r.tag(end);
+    if (t !== 0x0a) { r.skip(t & 7, end); continue; }
+    const e = r.len(end);
+    while (r.pos < e) {
+      const t2 = r.tag(e);
+      if (t2 === 0x08) out.rejectedSpans = Number(BigInt.asIntN(64, r.varint64(e)));
+      else if (t2 === 0x12) out.errorMessage = r.string(e);
+      else r.skip(t2 & 7, e);
+    }
+  }
+  return out;
+}
+
+/** google.rpc.Status { code, message, details }, with a google.rpc.RetryInfo detail's delay in ms when there is one. */
+export function decodeRpcStatus(bytes: Uint8Array): { code: number; message: string; retryDelayMs?: number } {
+  const r = new Reader(asBuffer(bytes));
+  const out: { code: number; message: string; retryDelayMs?: number } = { code: 0, message: '' };
+  const end = r.buf.length;
+  while (r.pos < end) {
+    const t = r.tag(end);
+    if (t === 0x08) out.code = r.int32(end);
+    else if (t === 0x12) out.message = r.string(end);
+    else if (t === 0x1a) { // details: google.protobuf.Any { type_url = 1, value = 2 }
+      const e = r.len(end);
+      let typeUrl = '';
+      let value: Buffer | null = null;
+      while (r.pos < e) {
+        const t2 = r.tag(e);
+        if (t2 === 0x0a) typeUrl = r.string(e);
+        else if (t2 === 0x12) value = r.bytes(e);
+        else r.skip(t2 & 7, e);
+      }
+      if (value && typeUrl.endsWith('/google.rpc.RetryInfo')) out.retryDelayMs = retryInfoMs(value);
+    } else r.skip(t & 7, end);
+  }
+  return out;
+}
+
+/** google.rpc.RetryInfo { retry_delay: google.protobuf.Duration { seconds = 1, nanos = 2 } } in ms */
+function retryInfoMs(b: Buffer): number {
+  const r = new Reader(b);
+  let ms = 0;
+  while (r.pos < b.length) {
+    const t = r.tag(b.length);
+    if (t !== 0x0a) { r.skip(t & 7, b.length); continue; }
+    const e = r.len(b.length);
+    while (r.pos < e) {
+      const t2 = r.tag(e);
+      if (t2 === 0x08) ms += Number(BigInt.asIntN(64, r.varint64(e))) * 1000;
+      else if (t2 === 0x10) ms += r.int32(e) / 1e6;
+      else r.skip(t2 & 7, e);
+    }
+  }
+  return Math.max(0, ms);
 }
 
 // ---------------------------------------------------------------- JSON

@@ -4,13 +4,33 @@
 // and scope; also used by tests and bench/otlp-decode.ts). Default-valued
 // fields are omitted, as proto3 does.
 
-import type { AnyValue, DecodedTraceRequest, KeyValue } from './types.js';
+import type { AnyValue, DecodedTraceRequest, InstrumentationScope, KeyValue, Span } from './types.js';
 
-/** Growable protobuf writer. Nested messages: fork() ... join(field). */
+/** Bytes a varint of `v` (0 <= v < 2^53) takes. */
+export function varintSize(v: number): number {
+  let n = 1;
+  while (v > 0x7f) { v = Math.floor(v / 128); n++; }
+  return n;
+}
+
+const HEX_NIBBLE = new Int8Array(128).fill(0);
+for (let i = 0; i < 10; i++) HEX_NIBBLE[48 + i] = i;
+for (let i = 0; i < 6; i++) { HEX_NIBBLE[97 + i] = 10 + i; HEX_NIBBLE[65 + i] = 10 + i; }
+
+/**
+ * Growable protobuf writer. Nested messages: fork() ... join(field). fork()
+ * reserves two bytes (a one-byte tag and a one-byte length); join() writes
+ * them, moving the body only when the header needs more (a body of 128 bytes
+ * or more, or a field number above 15).
+ */
 export class PbWriter {
-  private buf = Buffer.allocUnsafe(1024);
+  private buf: Buffer;
   private pos = 0;
   private stack: number[] = [];
+
+  constructor(initialSize = 1024) {
+    this.buf = Buffer.allocUnsafe(initialSize);
+  }
 
   private ensure(n: number): void {
     if (this.pos + n <= this.buf.length) return;
@@ -74,41 +94,93 @@ export class PbWriter {
 
   string(field: number, s: string): void {
     this.tag(field, 2);
+    const len = s.length;
+    if (len < 128) {
+      // short strings, ASCII by far the most: one pass, no native call
+      this.ensure(len + 1);
+      const b = this.buf;
+      const start = this.pos;
+      let p = start + 1;
+      let i = 0;
+      for (; i < len; i++) {
+        const c = s.charCodeAt(i);
+        if (c >= 0x80) break;
+        b[p++] = c;
+      }
+      if (i === len) { b[start] = len; this.pos = p; return; }
+    }
     const n = Buffer.byteLength(s);
     this.varint(n);
     this.ensure(n);
     this.pos += this.buf.write(s, this.pos, 'utf8');
   }
 
+  /** an id given as hex (lowercase or uppercase), written as bytes; omitted when empty */
   hex(field: number, h: string): void {
     if (h === '') return;
-    this.bytesField(field, Buffer.from(h, 'hex'));
+    const n = h.length >>> 1;
+    this.tag(field, 2);
+    this.varint(n);
+    this.ensure(n);
+    const b = this.buf;
+    let p = this.pos;
+    for (let i = 0; i < n; i++) b[p++] = (HEX_NIBBLE[h.charCodeAt(2 * i) & 0x7f] << 4) | HEX_NIBBLE[h.charCodeAt(2 * i + 1) & 0x7f];
+    this.pos = p;
   }
 
-  /** start a nested message: reserve 5 bytes for its length */
+  /** start a nested message: reserve 2 bytes for its tag and length */
   fork(): void {
-    this.ensure(5);
+    this.ensure(2);
     this.stack.push(this.pos);
-    this.pos += 5;
+    this.pos += 2;
   }
 
   /** finish the nested message started by fork() as field `field` */
   join(field: number): void {
     const start = this.stack.pop()!;
-    const bodyStart = start + 5;
+    const bodyStart = start + 2;
     const len = this.pos - bodyStart;
-    // tag + length, then move the body down over the reserved gap
-    const hdr = new PbWriter();
-    hdr.tag(field, 2);
-    hdr.varint(len);
-    const h = hdr.finish();
-    const shift = 5 - h.length; // may be negative for huge tags; handle generally
-    if (shift !== 0) {
-      this.ensure(Math.max(0, -shift));
-      this.buf.copy(this.buf, bodyStart - shift, bodyStart, this.pos);
+    const tag = field * 8 + 2;
+    if (tag < 128 && len < 128) {
+      this.buf[start] = tag;
+      this.buf[start + 1] = len;
+      return;
     }
-    h.copy(this.buf, start);
-    this.pos -= shift;
+    // the header needs more than the 2 reserved bytes: move the body up
+    const extra = varintSize(tag) + varintSize(len) - 2;
+    this.ensure(extra);
+    this.buf.copyWithin(bodyStart + extra, bodyStart, this.pos);
+    let p = start;
+    for (let v = tag; ; ) { if (v <= 0x7f) { this.buf[p++] = v; break; } this.buf[p++] = (v % 128) | 0x80; v = Math.floor(v / 128); }
+    for (let v = len; ; ) { if (v <= 0x7f) { this.buf[p++] = v; break; } this.buf[p++] = (v % 128) | 0x80; v = Math.floor(v / 128); }
+    this.pos += extra;
+  }
+
+  /** bytes written so far, unframed (e.g. a pre-encoded message body) */
+  raw(b: Uint8Array): void {
+    this.ensure(b.length);
+    this.buf.set(b, this.pos);
+    this.pos += b.length;
+  }
+
+  /** an int32 (enum) field value: negative numbers take 10 bytes, as protobuf's int32 does */
+  int32(v: number): void {
+    if (v >= 0) this.varint(v);
+    else this.varint64(BigInt(v));
+  }
+
+  get capacity(): number {
+    return this.buf.length;
+  }
+
+  get length(): number {
+    return this.pos;
+  }
+
+  /** forget what was written (keeps the buffer) */
+  reset(): void {
+    this.pos = 0;
+    this.stack.length = 0;
   }
 
   finish(): Buffer {
@@ -148,62 +220,88 @@ function str(w: PbWriter, field: number, s: string): void {
   if (s !== '') w.string(field, s);
 }
 
-/** Encode a DecodedTraceRequest as protobuf ExportTraceServiceRequest bytes. */
+/** The fields of a Span message (no tag or length: the caller frames it, e.g. fork() ... join(2)). */
+export function writeSpanFields(w: PbWriter, s: Span): void {
+  w.hex(1, s.traceId);
+  w.hex(2, s.spanId);
+  str(w, 3, s.traceState);
+  w.hex(4, s.parentSpanId);
+  str(w, 5, s.name);
+  if (s.kind !== 0) { w.tag(6, 0); w.int32(s.kind); }
+  if (s.startTimeUnixNano !== 0n) w.fixed64(7, s.startTimeUnixNano);
+  if (s.endTimeUnixNano !== 0n) w.fixed64(8, s.endTimeUnixNano);
+  writeAttrs(w, 9, s.attributes);
+  u32(w, 10, s.droppedAttributesCount);
+  for (const ev of s.events) {
+    w.fork();
+    if (ev.timeUnixNano !== 0n) w.fixed64(1, ev.timeUnixNano);
+    str(w, 2, ev.name);
+    writeAttrs(w, 3, ev.attributes);
+    u32(w, 4, ev.droppedAttributesCount);
+    w.join(11);
+  }
+  u32(w, 12, s.droppedEventsCount);
+  for (const l of s.links) {
+    w.fork();
+    w.hex(1, l.traceId);
+    w.hex(2, l.spanId);
+    str(w, 3, l.traceState);
+    writeAttrs(w, 4, l.attributes);
+    u32(w, 5, l.droppedAttributesCount);
+    if (l.flags !== 0) w.fixed32(6, l.flags);
+    w.join(13);
+  }
+  u32(w, 14, s.droppedLinksCount);
+  if (s.status.code !== 0 || s.status.message !== '') {
+    w.fork();
+    str(w, 2, s.status.message);
+    if (s.status.code !== 0) { w.tag(3, 0); w.int32(s.status.code); }
+    w.join(15);
+  }
+  if (s.flags !== 0) w.fixed32(16, s.flags);
+}
+
+/** The fields of a Resource message. */
+export function writeResourceFields(w: PbWriter, attributes: KeyValue[], droppedAttributesCount: number): void {
+  writeAttrs(w, 1, attributes);
+  u32(w, 2, droppedAttributesCount);
+}
+
+/** The fields of an InstrumentationScope message. */
+export function writeScopeFields(w: PbWriter, sc: InstrumentationScope): void {
+  str(w, 1, sc.name);
+  str(w, 2, sc.version);
+  writeAttrs(w, 3, sc.attributes);
+  u32(w, 4, sc.droppedAttributesCount);
+}
+
+/** A string field, omitted when empty (proto3 default). */
+export function writeStringField(w: PbWriter, field: number, s: string): void {
+  str(w, field, s);
+}
+
+/**
+ * Encode a DecodedTraceRequest as protobuf ExportTraceServiceRequest bytes.
+ * Exact: decodeTraceRequestProtobuf(encodeTraceRequest(x)) deep-equals x
+ * (ids, flags, trace state, kind, 64-bit times, every AnyValue type with
+ * double and int64 kept apart, dropped counts, events, links, status,
+ * resource, scope, schema URLs).
+ */
 export function encodeTraceRequest(req: DecodedTraceRequest): Buffer {
   const w = new PbWriter();
   for (const rs of req.resourceSpans) {
     w.fork();
     w.fork();
-    writeAttrs(w, 1, rs.resource.attributes);
-    u32(w, 2, rs.resource.droppedAttributesCount);
+    writeResourceFields(w, rs.resource.attributes, rs.resource.droppedAttributesCount);
     w.join(1);
     for (const ss of rs.scopeSpans) {
       w.fork();
       w.fork();
-      str(w, 1, ss.scope.name);
-      str(w, 2, ss.scope.version);
-      writeAttrs(w, 3, ss.scope.attributes);
-      u32(w, 4, ss.scope.droppedAttributesCount);
+      writeScopeFields(w, ss.scope);
       w.join(1);
       for (const s of ss.spans) {
         w.fork();
-        w.hex(1, s.traceId);
-        w.hex(2, s.spanId);
-        str(w, 3, s.traceState);
-        w.hex(4, s.parentSpanId);
-        str(w, 5, s.name);
-        if (s.kind !== 0) { w.tag(6, 0); w.varint(s.kind); }
-        if (s.startTimeUnixNano !== 0n) w.fixed64(7, s.startTimeUnixNano);
-        if (s.endTimeUnixNano !== 0n) w.fixed64(8, s.endTimeUnixNano);
-        writeAttrs(w, 9, s.attributes);
-        u32(w, 10, s.droppedAttributesCount);
-        for (const ev of s.events) {
-          w.fork();
-          if (ev.timeUnixNano !== 0n) w.fixed64(1, ev.timeUnixNano);
-          str(w, 2, ev.name);
-          writeAttrs(w, 3, ev.attributes);
-          u32(w, 4, ev.droppedAttributesCount);
-          w.join(11);
-        }
-        u32(w, 12, s.droppedEventsCount);
-        for (const l of s.links) {
-          w.fork();
-          w.hex(1, l.traceId);
-          w.hex(2, l.spanId);
-          str(w, 3, l.traceState);
-          writeAttrs(w, 4, l.attributes);
-          u32(w, 5, l.droppedAttributesCount);
-          if (l.flags !== 0) w.fixed32(6, l.flags);
-          w.join(13);
-        }
-        u32(w, 14, s.droppedLinksCount);
-        if (s.status.code !== 0 || s.status.message !== '') {
-          w.fork();
-          str(w, 2, s.status.message);
-          if (s.status.code !== 0) { w.tag(3, 0); w.varint(s.status.code >>> 0); }
-          w.join(15);
-        }
-        if (s.flags !== 0) w.fixed32(16, s.flags);
+        writeSpanFields(w, s);
         w.join(2);
       }
       str(w, 3, ss.schemaUrl);
@@ -227,13 +325,32 @@ export function encodeTraceResponse(rejectedSpans: number, message?: string): Bu
   return Buffer.from(w.finish());
 }
 
-/** google.rpc.Status { code, message } (gRPC code numbers: 3 INVALID_ARGUMENT, 14 UNAVAILABLE, ...). */
-export function encodeRpcStatus(code: number, message: string): Buffer {
+/**
+ * google.rpc.Status { code, message, details } (gRPC code numbers: 3 INVALID_ARGUMENT, 14 UNAVAILABLE, ...).
+ * `retryDelayMs` adds a google.rpc.RetryInfo detail: how long the client should wait before retrying.
+ */
+export function encodeRpcStatus(code: number, message: string, retryDelayMs?: number): Buffer {
   const w = new PbWriter();
-  if (code !== 0) { w.tag(1, 0); w.varint(code); }
+  if (code !== 0) { w.tag(1, 0); w.int32(code); }
   if (message) w.string(2, message);
+  if (retryDelayMs !== undefined) {
+    w.fork(); // google.protobuf.Any
+    w.string(1, RETRY_INFO_TYPE_URL);
+    w.fork(); // value: RetryInfo
+    w.fork(); // retry_delay: google.protobuf.Duration
+    const ms = Math.max(0, Math.round(retryDelayMs));
+    const seconds = Math.floor(ms / 1000);
+    const nanos = (ms % 1000) * 1_000_000;
+    if (seconds) { w.tag(1, 0); w.varint(seconds); }
+    if (nanos) { w.tag(2, 0); w.varint(nanos); }
+    w.join(1);
+    w.join(2);
+    w.join(3);
+  }
   return Buffer.from(w.finish());
 }
+
+export const RETRY_INFO_TYPE_URL = 'type.googleapis.com/google.rpc.RetryInfo';
 
 /** OTLP/JSON ExportTraceServiceResponse body. */
 export function jsonTraceResponse(rejectedSpans: number, message?: string): string {

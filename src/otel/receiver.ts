@@ -7,15 +7,27 @@
 //   rx.httpPort, rx.grpcPort, rx.counters ... await rx.close();
 //
 // Responses (see src/otel/README.md): 200 + ExportTraceServiceResponse (partial
-// success when the consumer rejects spans), 400 malformed, 413 too large, 415
-// content type/encoding, 404/405, 503 when the consumer fails (retryable);
-// gRPC INVALID_ARGUMENT / RESOURCE_EXHAUSTED / UNAVAILABLE.
+// success when spans are rejected: empty or all-zero ids, or by the consumer),
+// 400 malformed, 413 too large (body, or more objects than DecodeLimits), 415
+// content type/encoding, 404/405, 503 when busy (the in-flight memory budget)
+// or when the consumer fails (retryable); gRPC INVALID_ARGUMENT /
+// RESOURCE_EXHAUSTED (with RetryInfo when busy) / UNAVAILABLE.
+//
+// Memory: a protobuf body is scanned before it is decoded (scanTraceRequestProtobuf:
+// counts spans, events, links, attribute values and the decoded size without
+// building anything), so a small body that would expand into millions of
+// objects is refused up front; requests in progress share a byte budget
+// (body + decompressed body + estimated decoded size), past which new ones get
+// a retryable 503 / RESOURCE_EXHAUSTED.
 
 import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { gunzip } from 'node:zlib';
 import * as grpc from '@grpc/grpc-js';
-import { decodeTraceRequestJson, decodeTraceRequestProtobuf, OtlpDecodeError } from './otlp-decode.js';
+import {
+  checkDecodedLimits, decodeTraceRequestJson, decodeTraceRequestProtobuf, DEFAULT_DECODE_LIMITS, OtlpDecodeError, OtlpLimitError,
+  scanTraceRequestJson, scanTraceRequestProtobuf, type DecodeLimits,
+} from './otlp-decode.js';
 import { encodeRpcStatus, encodeTraceResponse, jsonTraceResponse } from './otlp-encode.js';
 import { countSpans, type ConsumeMeta, type DecodedTraceRequest, type SpanConsumer } from './types.js';
 
@@ -25,6 +37,12 @@ export const DEFAULT_OTLP_GRPC_ADDR = '127.0.0.1:4317';
 export const DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024;
 export const TRACES_PATH = '/v1/traces';
 export const EXPORT_METHOD_PATH = '/opentelemetry.proto.collector.trace.v1.TraceService/Export';
+/** Requests in progress share this much memory (body, decompressed body, estimated decoded size). */
+export const DEFAULT_MAX_INFLIGHT_BYTES = 256 * 1024 * 1024;
+/** What a busy receiver tells clients to wait before retrying, ms (Retry-After / RetryInfo). */
+const BUSY_RETRY_MS = 1000;
+const ZERO_TRACE_ID = '0'.repeat(32);
+const ZERO_SPAN_ID = '0'.repeat(16);
 
 export interface ReceiverOptions {
   consumer: SpanConsumer;
@@ -34,6 +52,10 @@ export interface ReceiverOptions {
   grpcAddr?: string | null;
   /** max request body, compressed and decompressed (default 16 MiB) */
   maxBodyBytes?: number;
+  /** per-request bounds on decoded objects (defaults: DEFAULT_DECODE_LIMITS — 100,000 spans, 500,000 events, 500,000 links, 1,000,000 attribute values, 128 MiB decoded) */
+  limits?: Partial<DecodeLimits>;
+  /** memory shared by the requests in progress (default 256 MiB); past it new requests get 503 / RESOURCE_EXHAUSTED (retryable) */
+  maxInflightBytes?: number;
   /** diagnostics (bad requests, consumer failures); default: none */
   log?: (msg: string) => void;
 }
@@ -50,7 +72,18 @@ export interface ReceiverCounters {
   unsupported: number;
   /** consumer threw: 503 / UNAVAILABLE */
   consumerErrors: number;
+  /** spans refused for an empty or all-zero trace/span id (partial success; also in spansRejected) */
+  invalidIds: number;
+  /** requests over the DecodeLimits (spans, events, links, attribute values, decoded size): 413 / INVALID_ARGUMENT */
+  overLimits: number;
+  /** requests refused while the in-flight budget was used up: 503 / RESOURCE_EXHAUSTED with RetryInfo (retryable) */
+  busy: number;
 }
+
+/** Memory reserved by one request in progress, against the receiver's in-flight budget. */
+interface Reservation { bytes: number }
+
+class BusyError extends Error {}
 
 /** gRPC status codes used here (google.rpc.Code). */
 const GRPC_INVALID_ARGUMENT = 3;
@@ -69,6 +102,10 @@ export function parseAddr(addr: string): { host: string; port: number } {
 type Outcome =
   | { ok: true; rejectedSpans: number; message?: string }
   | { ok: false; kind: 'malformed' | 'tooLarge' | 'unavailable'; message: string };
+
+function validIds(traceId: string, spanId: string): boolean {
+  return traceId.length === 32 && spanId.length === 16 && traceId !== ZERO_TRACE_ID && spanId !== ZERO_SPAN_ID;
+}
 
 class HttpError extends Error {
   constructor(readonly status: number, message: string) { super(message); }
@@ -92,8 +129,14 @@ export const TRACE_SERVICE_DEFINITION: grpc.ServiceDefinition = {
 export class OtlpReceiver {
   readonly counters: ReceiverCounters = {
     requests: 0, spansReceived: 0, spansRejected: 0, malformed: 0, tooLarge: 0, unsupported: 0, consumerErrors: 0,
+    invalidIds: 0, overLimits: 0, busy: 0,
   };
   readonly maxBodyBytes: number;
+  readonly limits: DecodeLimits;
+  readonly maxInflightBytes: number;
+  /** bytes reserved by the requests in progress */
+  private inflightBytes = 0;
+  private lastBusyLog = 0;
   private http: HttpServer | null = null;
   private grpcServer: grpc.Server | null = null;
   httpPort = 0;
@@ -102,6 +145,8 @@ export class OtlpReceiver {
 
   private constructor(private readonly o: ReceiverOptions) {
     this.maxBodyBytes = o.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+    this.limits = { ...DEFAULT_DECODE_LIMITS, ...o.limits };
+    this.maxInflightBytes = o.maxInflightBytes ?? DEFAULT_MAX_INFLIGHT_BYTES;
     this.log = o.log ?? (() => {});
   }
 
@@ -137,25 +182,80 @@ export class OtlpReceiver {
 
   // ------------------------------------------------------------ shared
 
+  /** Memory in use for requests in progress (bytes reserved against maxInflightBytes). */
+  get inflight(): number {
+    return this.inflightBytes;
+  }
+
+  /**
+   * Reserve `n` more bytes for a request in progress. Refused (false) when
+   * other requests hold the budget; a request alone is always let through,
+   * whatever its size (the per-request limits bound it).
+   */
+  private grow(r: Reservation, n: number): boolean {
+    if (this.inflightBytes - r.bytes > 0 && this.inflightBytes + n > this.maxInflightBytes) return false;
+    this.inflightBytes += n;
+    r.bytes += n;
+    return true;
+  }
+
+  private release(r: Reservation): void {
+    this.inflightBytes -= r.bytes;
+    r.bytes = 0;
+  }
+
+  private busyMessage(transport: string): string {
+    this.counters.busy++;
+    const m = `kspan is busy: requests in progress hold ${Math.round(this.inflightBytes / 1048576)} MiB of the ${Math.round(this.maxInflightBytes / 1048576)} MiB budget; retry later`;
+    const now = Date.now();
+    if (now - this.lastBusyLog > 10_000) {
+      this.lastBusyLog = now;
+      this.log(`otlp ${transport}: ${m} (${this.counters.busy} refused so far)`);
+    }
+    return m;
+  }
+
+  /** Scan (protobuf) or bound (JSON) the body, reserve its decoded size, decode. Throws OtlpDecodeError, OtlpLimitError, BusyError. */
+  private decodeBounded(body: Buffer, encoding: 'protobuf' | 'json', r: Reservation): DecodedTraceRequest {
+    const est = encoding === 'protobuf' ? scanTraceRequestProtobuf(body, this.limits).estimatedBytes : scanTraceRequestJson(body, this.limits);
+    if (!this.grow(r, est)) throw new BusyError();
+    const req = encoding === 'protobuf' ? decodeTraceRequestProtobuf(body) : decodeTraceRequestJson(body);
+    if (encoding === 'json') checkDecodedLimits(req, this.limits);
+    return req;
+  }
+
   private async handle(req: DecodedTraceRequest, meta: Omit<ConsumeMeta, 'spanCount'>): Promise<Outcome> {
-    const spanCount = countSpans(req);
+    let spanCount = countSpans(req);
     this.counters.spansReceived += spanCount;
-    if (spanCount === 0) return { ok: true, rejectedSpans: 0 };
+    // OTLP: a span with an empty or all-zero trace or span id is invalid. Refused (partial success), not forwarded.
+    let invalid = 0;
+    for (const rs of req.resourceSpans) {
+      for (const ss of rs.scopeSpans) {
+        let bad = 0;
+        for (const s of ss.spans) if (!validIds(s.traceId, s.spanId)) bad++;
+        if (bad) { ss.spans = ss.spans.filter((s) => validIds(s.traceId, s.spanId)); invalid += bad; }
+      }
+    }
+    let invalidMsg: string | undefined;
+    if (invalid) {
+      spanCount -= invalid;
+      this.counters.invalidIds += invalid;
+      this.counters.spansRejected += invalid;
+      invalidMsg = `${invalid} span(s) rejected: invalid trace id or span id (empty or all zeros)`;
+    }
+    if (spanCount === 0) return { ok: true, rejectedSpans: invalid, message: invalidMsg };
     try {
       const r = await this.o.consumer.consume(req, { ...meta, spanCount });
       const rejected = Math.max(0, Math.min(spanCount, r.rejectedSpans | 0));
       this.counters.spansRejected += rejected;
-      return { ok: true, rejectedSpans: rejected, message: r.message };
+      const message = [invalidMsg, r.message].filter(Boolean).join('; ') || undefined;
+      return { ok: true, rejectedSpans: rejected + invalid, message };
     } catch (e) {
       this.counters.consumerErrors++;
       const message = `kspan could not accept spans now: ${(e as Error).message}`;
       this.log(`otlp ${meta.transport}: ${message}`);
       return { ok: false, kind: 'unavailable', message };
     }
-  }
-
-  private decode(body: Buffer, encoding: 'protobuf' | 'json'): DecodedTraceRequest {
-    return encoding === 'protobuf' ? decodeTraceRequestProtobuf(body) : decodeTraceRequestJson(body);
   }
 
   // ------------------------------------------------------------ HTTP
@@ -194,20 +294,34 @@ export class OtlpReceiver {
     const ce = (req.headers['content-encoding'] ?? 'identity').trim().toLowerCase();
     if (ce !== 'identity' && ce !== 'gzip' && ce !== '') return plain(415, `unsupported Content-Encoding ${JSON.stringify(ce)}; use gzip or none`);
     this.counters.requests++;
+    const resv: Reservation = { bytes: 0 };
+    try {
+      await this.onHttpTraces(req, res, encoding, ce, resv);
+    } finally {
+      this.release(resv);
+    }
+  }
 
-    const fail = (status: number, grpcCode: number, message: string): void => {
+  private async onHttpTraces(req: IncomingMessage, res: ServerResponse, encoding: 'protobuf' | 'json', ce: string, resv: Reservation): Promise<void> {
+    const fail = (status: number, grpcCode: number, message: string, retryAfterMs?: number): void => {
       if (status === 400) this.counters.malformed++;
       else if (status === 413) this.counters.tooLarge++;
-      this.log(`otlp http: ${status} ${message}`);
+      if (status !== 503 || retryAfterMs === undefined) this.log(`otlp http: ${status} ${message}`); // busy is logged by busyMessage, rate-limited
       const headers: Record<string, string> = {};
-      if (status === 413) headers.Connection = 'close';
+      // the body may not have been read: don't keep the connection
+      if (status === 413 || retryAfterMs !== undefined) headers.Connection = 'close';
+      if (retryAfterMs !== undefined) headers['Retry-After'] = String(Math.ceil(retryAfterMs / 1000));
       if (encoding === 'protobuf') {
         res.writeHead(status, { 'Content-Type': 'application/x-protobuf', ...headers });
-        res.end(encodeRpcStatus(grpcCode, message));
+        res.end(encodeRpcStatus(grpcCode, message, retryAfterMs));
       } else {
         res.writeHead(status, { 'Content-Type': 'application/json', ...headers });
         res.end(JSON.stringify({ code: grpcCode, message }));
       }
+    };
+    const busy = (): void => {
+      req.resume();
+      fail(503, GRPC_RESOURCE_EXHAUSTED, this.busyMessage('http'), BUSY_RETRY_MS);
     };
 
     const max = this.maxBodyBytes;
@@ -216,10 +330,13 @@ export class OtlpReceiver {
       req.resume();
       return fail(413, GRPC_RESOURCE_EXHAUSTED, `request body of ${declared} bytes exceeds the limit of ${max} bytes`);
     }
+    if (declared > 0 && !this.grow(resv, declared)) return busy();
     let wire: Buffer;
     try {
-      wire = await readBody(req, max);
+      // a chunked body (no Content-Length) reserves its bytes as they come
+      wire = await readBody(req, max, declared > 0 ? null : (n) => this.grow(resv, n));
     } catch (e) {
+      if (e instanceof BusyError) return busy();
       if (e instanceof HttpError) return fail(e.status, e.status === 413 ? GRPC_RESOURCE_EXHAUSTED : GRPC_INVALID_ARGUMENT, e.message);
       throw e;
     }
@@ -232,12 +349,15 @@ export class OtlpReceiver {
         if (err.code === 'ERR_BUFFER_TOO_LARGE' || err instanceof RangeError) return fail(413, GRPC_RESOURCE_EXHAUSTED, `decompressed request body exceeds the limit of ${max} bytes`);
         return fail(400, GRPC_INVALID_ARGUMENT, `invalid gzip body: ${err.message}`);
       }
+      if (!this.grow(resv, body.length)) return busy();
     }
     let decoded: DecodedTraceRequest;
     try {
-      decoded = this.decode(body, encoding);
+      decoded = this.decodeBounded(body, encoding, resv);
     } catch (e) {
       if (e instanceof OtlpDecodeError) return fail(400, GRPC_INVALID_ARGUMENT, e.message);
+      if (e instanceof OtlpLimitError) { this.counters.overLimits++; return fail(413, GRPC_RESOURCE_EXHAUSTED, e.message); }
+      if (e instanceof BusyError) return busy();
       throw e;
     }
     const out = await this.handle(decoded, {
@@ -280,16 +400,31 @@ export class OtlpReceiver {
 
   private async onGrpc(call: grpc.ServerUnaryCall<Buffer, Buffer>): Promise<{ err: grpc.ServiceError | null; resp?: Buffer }> {
     this.counters.requests++;
+    const resv: Reservation = { bytes: 0 };
+    try {
+      return await this.onGrpcTraces(call, resv);
+    } finally {
+      this.release(resv);
+    }
+  }
+
+  private async onGrpcTraces(call: grpc.ServerUnaryCall<Buffer, Buffer>, resv: Reservation): Promise<{ err: grpc.ServiceError | null; resp?: Buffer }> {
     const body = call.request;
-    const err = (code: grpc.status, details: string): { err: grpc.ServiceError } => {
-      this.log(`otlp grpc: ${grpc.status[code]} ${details}`);
-      return { err: Object.assign(new Error(details), { code, details, metadata: new grpc.Metadata() }) };
+    const err = (code: grpc.status, details: string, retryAfterMs?: number): { err: grpc.ServiceError } => {
+      if (retryAfterMs === undefined) this.log(`otlp grpc: ${grpc.status[code]} ${details}`);
+      const metadata = new grpc.Metadata();
+      // RESOURCE_EXHAUSTED is retryable for OTLP clients only with a RetryInfo detail
+      if (retryAfterMs !== undefined) metadata.set('grpc-status-details-bin', encodeRpcStatus(code, details, retryAfterMs));
+      return { err: Object.assign(new Error(details), { code, details, metadata }) };
     };
+    if (!this.grow(resv, body.length)) return err(grpc.status.RESOURCE_EXHAUSTED, this.busyMessage('grpc'), BUSY_RETRY_MS);
     let decoded: DecodedTraceRequest;
     try {
-      decoded = decodeTraceRequestProtobuf(body);
+      decoded = this.decodeBounded(body, 'protobuf', resv);
     } catch (e) {
       if (e instanceof OtlpDecodeError) { this.counters.malformed++; return err(grpc.status.INVALID_ARGUMENT, e.message); }
+      if (e instanceof OtlpLimitError) { this.counters.overLimits++; return err(grpc.status.INVALID_ARGUMENT, e.message); }
+      if (e instanceof BusyError) return err(grpc.status.RESOURCE_EXHAUSTED, this.busyMessage('grpc'), BUSY_RETRY_MS);
       throw e;
     }
     const out = await this.handle(decoded, {
@@ -301,8 +436,12 @@ export class OtlpReceiver {
   }
 }
 
-/** Reads a request body, failing with 413 past `max` bytes (the rest is drained, not kept). */
-function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
+/**
+ * Reads a request body, failing with 413 past `max` bytes (the rest is drained,
+ * not kept). `reserve(n)`, when given, is asked before each chunk is kept;
+ * false fails the read with BusyError.
+ */
+function readBody(req: IncomingMessage, max: number, reserve: ((n: number) => boolean) | null): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let n = 0;
@@ -314,6 +453,12 @@ function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
         over = true;
         chunks.length = 0;
         reject(new HttpError(413, `request body exceeds the limit of ${max} bytes`));
+        return;
+      }
+      if (reserve && !reserve(c.length)) {
+        over = true;
+        chunks.length = 0;
+        reject(new BusyError());
         return;
       }
       chunks.push(c);

@@ -1,29 +1,29 @@
-// Forwarding spans upstream (the backend or the next collector) with the
-// OpenTelemetry JS OTLP exporters: OTLP/gRPC (`@opentelemetry/exporter-trace-otlp-grpc`,
-// the default) or OTLP/HTTP protobuf (`@opentelemetry/exporter-trace-otlp-proto`).
+// Forwarding spans upstream (the backend or the next collector), byte-exact:
+// each span is encoded with kspan's own OTLP encoder (otlp-encode.ts) when it
+// is queued, and batches of those bytes go out as ExportTraceServiceRequests
+// over OTLP/gRPC (default) or OTLP/HTTP protobuf (upstream-transport.ts).
+// Nothing is converted on the way: ids, flags, trace state, kind, 64-bit
+// times, every attribute type (a double 1.0 stays a double, int64 stays
+// exact), dropped counts, events, links, status, resource, scope and schema
+// URLs go out as they were decoded.
 //
-// Spans keep their original trace/span/parent ids, flags, trace state, times,
-// attributes, events, links, status, resource and scope: each decoded span is
-// presented to the exporter as a ReadableSpan. The exporter's own encoder
-// decides two details: an integral double goes out as an int, and ints past
-// 2^53 lose precision (JS numbers); resource/scope dropped-attribute counts
-// are not carried.
-//
-// A bounded queue sits in front of the exporter; one export call at a time
-// takes up to maxBatchSpans from its head. A failed export (upstream down,
-// retryable status) keeps its batch and is retried with exponential backoff;
-// the exporter's own retries run inside each attempt.
-// When the queue is full the oldest spans are dropped, counted and logged.
-// A permanent rejection (e.g. INVALID_ARGUMENT) drops that batch, counted.
+// A queue bounded by spans and by bytes sits in front; one export call at a
+// time takes up to maxBatchSpans / maxBatchBytes from its head.
+//   - upstream down / overloaded / slow (retryable): the batch is kept and
+//     retried with exponential backoff (or the server's RetryInfo/Retry-After);
+//   - the data refused (INVALID_ARGUMENT, RESOURCE_EXHAUSTED for size, HTTP
+//     400/413): the batch is split in halves and retried; a single span still
+//     refused is dropped (counted, logged with its ids), so one bad span never
+//     blocks the ones after it;
+//   - refused for good (UNAUTHENTICATED, UNIMPLEMENTED, ...): the batch is
+//     dropped, counted;
+//   - queue over its bounds: the oldest waiting spans are dropped, counted.
+// Delivery is at least once: a batch whose answer never came (timeout) is sent
+// again, and the upstream may have taken it the first time.
 
-import { Metadata } from '@grpc/grpc-js';
-import type { HrTime, Link, SpanContext, SpanKind, SpanStatus, Attributes, AttributeValue } from '@opentelemetry/api';
-import { ExportResultCode, TraceState, type ExportResult } from '@opentelemetry/core';
-import { resourceFromAttributes, type Resource } from '@opentelemetry/resources';
-import type { ReadableSpan, SpanExporter, TimedEvent } from '@opentelemetry/sdk-trace-base';
-import { OTLPTraceExporter as OtlpGrpcTraceExporter } from '@opentelemetry/exporter-trace-otlp-grpc';
-import { OTLPTraceExporter as OtlpProtoTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto';
-import type { AnyValue, InstrumentationScope, KeyValue, ResourceSpans, Span } from './types.js';
+import { PbWriter, writeResourceFields, writeScopeFields, writeSpanFields, writeStringField } from './otlp-encode.js';
+import { GrpcTransport, HttpTransport, type ExportOutcome, type ExportTransport } from './upstream-transport.js';
+import type { InstrumentationScope, KeyValue, ResourceSpans, Span } from './types.js';
 
 export type UpstreamProtocol = 'grpc' | 'http/protobuf';
 
@@ -34,9 +34,13 @@ export interface UpstreamOptions {
   protocol?: UpstreamProtocol;
   /** spans held while upstream is slow or down (default 100,000); past it the oldest are dropped */
   maxQueueSpans?: number;
+  /** bytes held (encoded spans plus ~100 B each for bookkeeping; default 256 MiB); past it the oldest are dropped */
+  maxQueueBytes?: number;
   /** spans per export call (default 512) */
   maxBatchSpans?: number;
-  /** one export attempt, including the exporter's own retries (default 10 s) */
+  /** encoded bytes per export call (default 3 MiB, under the 4 MiB gRPC receive limit of collectors); a larger single span goes alone */
+  maxBatchBytes?: number;
+  /** one export attempt: gRPC deadline / HTTP request timeout (default 10 s) */
   timeoutMs?: number;
   /** backoff between failed attempts: first and largest (default 500 ms, 30 s) */
   backoffMs?: number;
@@ -46,8 +50,8 @@ export interface UpstreamOptions {
   /** headers (HTTP) / metadata (gRPC), e.g. an auth token */
   headers?: Record<string, string>;
   log?: (msg: string) => void;
-  /** inject an exporter (tests); default: built from url/protocol */
-  exporter?: SpanExporter;
+  /** inject a transport (tests); default: gRPC or HTTP from url/protocol */
+  transport?: ExportTransport;
 }
 
 export interface UpstreamCounters {
@@ -55,8 +59,16 @@ export interface UpstreamCounters {
   queued: number;
   /** spans the upstream acknowledged */
   exported: number;
-  /** export attempts that failed (each is retried) */
+  /** export attempts that failed with a retryable error (each is retried) */
   failedAttempts: number;
+  /** batches split in halves after the upstream refused the data */
+  splits: number;
+  /**
+   * queueFull: oldest spans dropped past maxQueueSpans / maxQueueBytes;
+   * rejected: refused by the upstream (a single span still refused after
+   * splitting, a batch refused for good, or partial_success.rejected_spans);
+   * shutdown: still queued at close()
+   */
   dropped: { queueFull: number; rejected: number; shutdown: number };
 }
 
@@ -68,34 +80,12 @@ export interface OutgoingSpan {
   scopeSchemaUrl: string;
 }
 
-/**
- * A received resource, converted once per request for the exporter (which
- * groups spans by resource object identity).
- */
+/** A received resource, shared by the spans of one ResourceSpans (batches group spans by it). */
 export class ResourceRef {
-  private sdk: Resource | null = null;
-  constructor(readonly attributes: KeyValue[], readonly schemaUrl: string) {}
+  constructor(readonly attributes: KeyValue[], readonly schemaUrl: string, readonly droppedAttributesCount = 0) {}
   static of(rs: ResourceSpans): ResourceRef {
-    return new ResourceRef(rs.resource.attributes, rs.schemaUrl);
+    return new ResourceRef(rs.resource.attributes, rs.schemaUrl, rs.resource.droppedAttributesCount);
   }
-  toSdk(): Resource {
-    if (!this.sdk) this.sdk = resourceFromAttributes(toAttributes(this.attributes), this.schemaUrl ? { schemaUrl: this.schemaUrl } : undefined);
-    return this.sdk;
-  }
-}
-
-const RETRYABLE_GRPC = new Set([1, 4, 8, 10, 11, 14, 15]); // CANCELLED DEADLINE_EXCEEDED RESOURCE_EXHAUSTED ABORTED OUT_OF_RANGE UNAVAILABLE DATA_LOSS
-const RETRYABLE_HTTP = new Set([429, 502, 503, 504]);
-
-/** Is an export error worth retrying (upstream down or overloaded) rather than a rejection of the data? */
-export function isRetryable(err: unknown): boolean {
-  if (!err || typeof err !== 'object') return true;
-  const code = (err as { code?: unknown }).code;
-  if (typeof code === 'number') {
-    if (code >= 100) return RETRYABLE_HTTP.has(code);
-    return RETRYABLE_GRPC.has(code);
-  }
-  return true; // connection errors, timeouts: no status at all
 }
 
 export function defaultProtocol(url: string): UpstreamProtocol {
@@ -106,68 +96,157 @@ export function defaultProtocol(url: string): UpstreamProtocol {
   }
 }
 
-/**
- * The OTel JS OTLP trace exporter for an upstream: gRPC (a bare host:port
- * gets http://) or OTLP/HTTP protobuf, with gzip and headers/metadata.
- * UpstreamExporter uses it; so does the daemon's own tracer (MCP calls).
- */
-export function createOtlpTraceExporter(o: Pick<UpstreamOptions, 'url' | 'protocol' | 'timeoutMs' | 'compression' | 'headers'>): SpanExporter {
-  const timeoutMillis = o.timeoutMs ?? 10_000;
-  if ((o.protocol ?? defaultProtocol(o.url)) === 'grpc') {
-    const url = /^[a-z]+:\/\//i.test(o.url) ? o.url : `http://${o.url}`;
-    const cfg: ConstructorParameters<typeof OtlpGrpcTraceExporter>[0] = { url, timeoutMillis, concurrencyLimit: 4 };
-    if (o.compression) cfg.compression = 'gzip' as never;
-    if (o.headers) {
-      const md = new Metadata();
-      for (const [k, v] of Object.entries(o.headers)) md.set(k, v);
-      cfg.metadata = md;
-    }
-    return new OtlpGrpcTraceExporter(cfg);
+/** Bookkeeping per queued span, counted against maxQueueBytes besides its encoded bytes. */
+export const QUEUE_ENTRY_OVERHEAD = 96;
+
+/** One queued span: its encoded Span message at chunk[off, off + len). */
+interface Entry {
+  chunk: Buffer;
+  off: number;
+  len: number;
+  resource: ResourceRef;
+  scope: InstrumentationScope;
+  scopeSchemaUrl: string;
+  traceId: string;
+  spanId: string;
+}
+
+let scratch = new PbWriter(64 * 1024);
+
+/** Encode spans (one Span message each) into one buffer. */
+function encodeEntries(spans: OutgoingSpan[]): Entry[] {
+  scratch.reset();
+  const ends: number[] = new Array(spans.length);
+  for (let i = 0; i < spans.length; i++) {
+    writeSpanFields(scratch, spans[i].span);
+    ends[i] = scratch.length;
   }
-  const cfg: ConstructorParameters<typeof OtlpProtoTraceExporter>[0] = { url: o.url, timeoutMillis, concurrencyLimit: 4 };
-  if (o.compression) cfg.compression = 'gzip' as never;
-  if (o.headers) cfg.headers = o.headers;
-  return new OtlpProtoTraceExporter(cfg);
+  const chunk = Buffer.from(scratch.finish());
+  if (scratch.capacity > 4 * 1024 * 1024) scratch = new PbWriter(64 * 1024); // don't keep a huge buffer after a huge span
+  const out: Entry[] = new Array(spans.length);
+  let off = 0;
+  for (let i = 0; i < spans.length; i++) {
+    const o = spans[i];
+    out[i] = { chunk, off, len: ends[i] - off, resource: o.resource, scope: o.scope, scopeSchemaUrl: o.scopeSchemaUrl, traceId: o.span.traceId, spanId: o.span.spanId };
+    off = ends[i];
+  }
+  return out;
+}
+
+interface ScopeGroup { scope: InstrumentationScope; schemaUrl: string; entries: Entry[] }
+
+/** ExportTraceServiceRequest for a batch: spans grouped by resource, then scope, in first-seen order. */
+function encodeBatch(batch: readonly Entry[]): Buffer {
+  const groups = new Map<ResourceRef, ScopeGroup[]>();
+  let size = 256;
+  for (const e of batch) {
+    size += e.len + 6;
+    let scopes = groups.get(e.resource);
+    if (!scopes) { scopes = []; groups.set(e.resource, scopes); }
+    let g: ScopeGroup | undefined;
+    for (const x of scopes) if (x.scope === e.scope && x.schemaUrl === e.scopeSchemaUrl) { g = x; break; }
+    if (!g) { g = { scope: e.scope, schemaUrl: e.scopeSchemaUrl, entries: [] }; scopes.push(g); }
+    g.entries.push(e);
+  }
+  const w = new PbWriter(size);
+  for (const [res, scopes] of groups) {
+    w.fork(); // ResourceSpans
+    w.fork();
+    writeResourceFields(w, res.attributes, res.droppedAttributesCount);
+    w.join(1);
+    for (const g of scopes) {
+      w.fork(); // ScopeSpans
+      w.fork();
+      writeScopeFields(w, g.scope);
+      w.join(1);
+      for (const e of g.entries) {
+        w.tag(2, 2);
+        w.varint(e.len);
+        w.raw(e.chunk.subarray(e.off, e.off + e.len));
+      }
+      writeStringField(w, 3, g.schemaUrl);
+      w.join(2);
+    }
+    writeStringField(w, 3, res.schemaUrl);
+    w.join(1);
+  }
+  return w.finish();
+}
+
+/** Rate-limited logging: at most `max` lines per window, then one summary of what was left out. */
+class LogLimiter {
+  private windowStart = 0;
+  private n = 0;
+  private skipped = 0;
+  constructor(private readonly log: (m: string) => void, private readonly max: number, private readonly windowMs: number) {}
+  say(m: string): void {
+    const now = Date.now();
+    if (now - this.windowStart > this.windowMs) {
+      if (this.skipped) this.log(`(${this.skipped} similar message(s) left out)`);
+      this.windowStart = now;
+      this.n = 0;
+      this.skipped = 0;
+    }
+    if (this.n++ < this.max) this.log(m);
+    else this.skipped++;
+  }
 }
 
 export class UpstreamExporter {
-  readonly counters: UpstreamCounters = { queued: 0, exported: 0, failedAttempts: 0, dropped: { queueFull: 0, rejected: 0, shutdown: 0 } };
+  readonly counters: UpstreamCounters = { queued: 0, exported: 0, failedAttempts: 0, splits: 0, dropped: { queueFull: 0, rejected: 0, shutdown: 0 } };
   readonly url: string;
   readonly protocol: UpstreamProtocol;
-  /** true while the last attempt failed */
+  /** true while the last attempt failed with a retryable error */
   down = false;
   lastError = '';
-  private readonly exporter: SpanExporter;
-  /** spans waiting, oldest first, from queueHead on; the batch in flight is held apart */
-  private queue: OutgoingSpan[] = [];
+  private readonly transport: ExportTransport;
+  /** spans waiting, oldest first, from queueHead on; the batch in flight and split halves are held apart */
+  private queue: Entry[] = [];
   private queueHead = 0;
-  private batch: OutgoingSpan[] | null = null;
+  private batch: Entry[] | null = null;
+  /** halves of a refused batch, still to send (a stack: the next one is last) */
+  private splits: Entry[][] = [];
+  private heldSpans = 0;
+  private heldBytes = 0;
   private inflight = false;
   private backoff: number;
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
   private idleWaiters: (() => void)[] = [];
   private lastDropLog = 0;
+  private dropsSinceLog = 0;
   private readonly maxQueue: number;
+  private readonly maxQueueBytes: number;
   private readonly maxBatch: number;
+  private readonly maxBatchBytes: number;
   private readonly log: (msg: string) => void;
+  private readonly refusals: LogLimiter;
 
   constructor(private readonly o: UpstreamOptions) {
     this.url = o.url;
     this.protocol = o.protocol ?? defaultProtocol(o.url);
     this.maxQueue = o.maxQueueSpans ?? 100_000;
+    this.maxQueueBytes = o.maxQueueBytes ?? 256 * 1024 * 1024;
     this.maxBatch = o.maxBatchSpans ?? 512;
+    this.maxBatchBytes = o.maxBatchBytes ?? 3 * 1024 * 1024;
     this.backoff = o.backoffMs ?? 500;
     this.log = o.log ?? ((m) => process.stderr.write(`kspan: ${m}\n`));
-    this.exporter = o.exporter ?? createOtlpTraceExporter({ ...o, protocol: this.protocol });
+    this.refusals = new LogLimiter((m) => this.log(`upstream ${this.url}: ${m}`), 20, 60_000);
+    const t = { url: o.url, timeoutMs: o.timeoutMs ?? 10_000, compression: o.compression ?? false, headers: o.headers };
+    this.transport = o.transport ?? (this.protocol === 'grpc' ? new GrpcTransport(t) : new HttpTransport(t));
   }
 
-  /** Spans waiting (queued or in flight). */
+  /** Spans waiting (queued, in flight, or split halves still to send). */
   get pending(): number {
-    return this.queue.length - this.queueHead + (this.batch?.length ?? 0);
+    return this.heldSpans;
   }
 
-  /** Queue spans for export. Never throws; past the bound the oldest queued spans are dropped (counted). */
+  /** Bytes held for them, as counted against maxQueueBytes. */
+  get pendingBytes(): number {
+    return this.heldBytes;
+  }
+
+  /** Queue spans for export (encoded now: later changes to the span objects do not go out). Never throws; past the bounds the oldest waiting spans are dropped (counted). */
   send(spans: OutgoingSpan[]): void {
     if (!spans.length) return;
     if (this.closed) {
@@ -175,82 +254,149 @@ export class UpstreamExporter {
       this.log(`upstream: ${spans.length} span(s) arrived after shutdown, dropped`);
       return;
     }
-    for (const x of spans) this.queue.push(x);
-    this.counters.queued += spans.length;
+    const entries = encodeEntries(spans);
+    for (const e of entries) {
+      this.queue.push(e);
+      this.heldBytes += e.len + QUEUE_ENTRY_OVERHEAD;
+    }
+    this.heldSpans += entries.length;
+    this.counters.queued += entries.length;
     this.enforceBound();
     this.pump();
   }
 
   private enforceBound(): void {
-    // the batch in flight is not dropped: it is counted when its export ends
-    const over = this.pending - this.maxQueue;
-    const waiting = this.queue.length - this.queueHead;
-    const dropped = Math.min(Math.max(0, over), waiting);
-    if (dropped <= 0) return;
-    this.queueHead += dropped;
+    // the batch in flight and split halves are not dropped here: they are counted when their export ends
+    let dropped = 0;
+    while ((this.heldSpans > this.maxQueue || this.heldBytes > this.maxQueueBytes) && this.queueHead < this.queue.length) {
+      const e = this.queue[this.queueHead++];
+      this.heldSpans--;
+      this.heldBytes -= e.len + QUEUE_ENTRY_OVERHEAD;
+      dropped++;
+    }
+    if (!dropped) return;
     this.compact();
     this.counters.dropped.queueFull += dropped;
+    this.dropsSinceLog += dropped;
     const now = Date.now();
+    // one line per burst of drops (at most one per 10 s)
     if (now - this.lastDropLog > 10_000) {
       this.lastDropLog = now;
-      this.log(`upstream ${this.url}: queue full (${this.maxQueue} spans) — dropped the oldest; ${this.counters.dropped.queueFull} dropped so far`);
+      this.log(`upstream ${this.url}: queue full (${this.maxQueue} spans / ${Math.round(this.maxQueueBytes / 1048576)} MiB) — dropped the ${this.dropsSinceLog} oldest; ${this.counters.dropped.queueFull} dropped so far`);
+      this.dropsSinceLog = 0;
     }
   }
 
   private compact(): void {
+    if (this.queueHead === this.queue.length) { this.queue = []; this.queueHead = 0; return; }
     if (this.queueHead > 4096 && this.queueHead * 2 > this.queue.length) {
       this.queue = this.queue.slice(this.queueHead);
       this.queueHead = 0;
     }
   }
 
-  private pump(): void {
-    if (this.inflight || this.timer) return;
-    if (!this.batch) {
-      if (this.queueHead >= this.queue.length) { this.settleIdle(); return; }
-      // coalesce whatever is queued into one export call, up to maxBatch spans
-      const n = Math.min(this.maxBatch, this.queue.length - this.queueHead);
-      this.batch = this.queue.slice(this.queueHead, this.queueHead + n);
-      this.queueHead += n;
-      if (this.queueHead === this.queue.length) { this.queue = []; this.queueHead = 0; } else this.compact();
+  private takeBatch(): Entry[] | null {
+    if (this.queueHead >= this.queue.length) return null;
+    // coalesce whatever is queued into one export call, up to maxBatch spans and maxBatchBytes
+    let n = 0;
+    let bytes = 0;
+    const avail = this.queue.length - this.queueHead;
+    while (n < avail && n < this.maxBatch) {
+      const len = this.queue[this.queueHead + n].len + 6;
+      if (n > 0 && bytes + len > this.maxBatchBytes) break;
+      bytes += len;
+      n++;
     }
+    const b = this.queue.slice(this.queueHead, this.queueHead + n);
+    this.queueHead += n;
+    this.compact();
+    return b;
+  }
+
+  private pump(): void {
+    if (this.inflight || this.timer || this.closed) return;
+    if (!this.batch) this.batch = this.splits.pop() ?? this.takeBatch();
     const batch = this.batch;
+    if (!batch) { this.settleIdle(); return; }
     this.inflight = true;
-    const readable = batch.map(toReadableSpan);
-    let done = false;
-    const finish = (r: ExportResult): void => {
-      if (done) return;
-      done = true;
+    let body: Buffer;
+    try {
+      body = encodeBatch(batch);
+    } catch (e) {
+      // cannot happen with decoded spans; never let it wedge the queue
       this.inflight = false;
-      if (r.code === ExportResultCode.SUCCESS) {
-        this.batch = null;
-        this.counters.exported += batch.length;
+      this.finishBatch(batch, 'rejected', `could not encode ${batch.length} span(s): ${(e as Error).message}`);
+      this.pump();
+      return;
+    }
+    this.transport.send(body).then(
+      (r) => this.onOutcome(batch, r),
+      (e: Error) => this.onOutcome(batch, { kind: 'retry', error: e.message }),
+    );
+  }
+
+  /** a batch leaves the queue: exported, or dropped with a reason */
+  private finishBatch(batch: Entry[], how: 'exported' | 'rejected' | 'shutdown', why?: string): void {
+    if (this.batch === batch) this.batch = null;
+    this.heldSpans -= batch.length;
+    for (const e of batch) this.heldBytes -= e.len + QUEUE_ENTRY_OVERHEAD;
+    if (how === 'exported') this.counters.exported += batch.length;
+    else {
+      this.counters.dropped[how] += batch.length;
+      if (why) this.refusals.say(why);
+    }
+  }
+
+  private onOutcome(batch: Entry[], r: ExportOutcome): void {
+    this.inflight = false;
+    if (this.closed) return; // counted at close()
+    switch (r.kind) {
+      case 'ok': {
+        const rejected = Math.min(batch.length, r.rejectedSpans);
+        this.finishBatch(batch, 'exported');
+        if (rejected > 0) {
+          this.counters.exported -= rejected;
+          this.counters.dropped.rejected += rejected;
+        }
+        if (rejected > 0 || r.message) {
+          this.refusals.say(`partial success: ${rejected} of ${batch.length} span(s) rejected${r.message ? `: ${r.message}` : ''}`);
+        }
         if (this.down) this.log(`upstream ${this.url}: reachable again, ${this.pending} span(s) still queued`);
         this.down = false;
         this.backoff = this.o.backoffMs ?? 500;
-      } else if (!isRetryable(r.error)) {
-        this.batch = null;
-        this.counters.dropped.rejected += batch.length;
-        this.log(`upstream ${this.url}: rejected ${batch.length} span(s), not retried: ${errText(r.error)}`);
-      } else {
-        // keep the batch; try again after the backoff
+        break;
+      }
+      case 'split': {
+        if (batch.length > 1) {
+          this.counters.splits++;
+          const half = Math.ceil(batch.length / 2);
+          this.splits.push(batch.slice(half));
+          this.batch = batch.slice(0, half);
+          this.refusals.say(`refused a batch of ${batch.length} span(s) (${r.error}); retrying it in halves`);
+        } else {
+          const e = batch[0];
+          this.finishBatch(batch, 'rejected', `refused span trace_id=${e.traceId || '(empty)'} span_id=${e.spanId || '(empty)'} (${e.len} bytes): ${r.error}; dropped`);
+        }
+        break;
+      }
+      case 'drop':
+        this.finishBatch(batch, 'rejected', `rejected ${batch.length} span(s), not retried: ${r.error}`);
+        break;
+      case 'retry': {
+        // keep the batch; try again after the backoff (or the server's delay, if longer)
         this.counters.failedAttempts++;
-        this.lastError = errText(r.error);
-        if (!this.down) this.log(`upstream ${this.url}: export failed (${this.lastError}); retrying with backoff, queueing up to ${this.maxQueue} spans`);
+        this.lastError = r.error;
+        if (!this.down) this.log(`upstream ${this.url}: export failed (${r.error}); retrying with backoff, queueing up to ${this.maxQueue} spans / ${Math.round(this.maxQueueBytes / 1048576)} MiB`);
         this.down = true;
-        const wait = this.backoff * (0.75 + Math.random() * 0.5);
-        this.backoff = Math.min(this.backoff * 2, this.o.maxBackoffMs ?? 30_000);
+        const maxB = this.o.maxBackoffMs ?? 30_000;
+        const wait = Math.max(this.backoff * (0.75 + Math.random() * 0.5), Math.min(r.delayMs ?? 0, maxB));
+        this.backoff = Math.min(this.backoff * 2, maxB);
         this.timer = setTimeout(() => { this.timer = null; this.pump(); }, wait);
         this.timer.unref?.();
         return;
       }
-      this.pump();
-    };
-    try {
-      this.exporter.export(readable, finish);
-    } catch (err) {
-      finish({ code: ExportResultCode.FAILED, error: err instanceof Error ? err : new Error(String(err)) });
     }
+    this.pump();
   }
 
   private settleIdle(): void {
@@ -270,8 +416,9 @@ export class UpstreamExporter {
     return this.pending;
   }
 
-  /** Flush (bounded), then shut the exporter down; spans still queued are counted as dropped (shutdown) and logged. */
+  /** Flush (bounded), then close the connection; spans still queued are counted as dropped (shutdown) and logged. */
   async close(timeoutMs = 10_000): Promise<void> {
+    if (this.closed) return;
     const left = await this.flush(timeoutMs);
     this.closed = true;
     if (this.timer) { clearTimeout(this.timer); this.timer = null; }
@@ -281,88 +428,11 @@ export class UpstreamExporter {
       this.queue = [];
       this.queueHead = 0;
       this.batch = null;
+      this.splits = [];
+      this.heldSpans = 0;
+      this.heldBytes = 0;
     }
-    await this.exporter.shutdown().catch(() => {});
+    this.settleIdle();
+    await this.transport.close();
   }
-}
-
-function errText(e: unknown): string {
-  if (!e) return 'unknown error';
-  if (e instanceof Error) return e.message.split('\n')[0].slice(0, 300);
-  return String(e).slice(0, 300);
-}
-
-// ---------------------------------------------------------------------------
-// decoded span -> ReadableSpan
-
-function hr(ns: bigint): HrTime {
-  return [Number(ns / 1_000_000_000n), Number(ns % 1_000_000_000n)];
-}
-
-function attrValue(v: AnyValue): unknown {
-  switch (v.type) {
-    case 'string': case 'bool': case 'double': return v.value;
-    case 'int': return Number(v.value);
-    case 'bytes': return new Uint8Array(v.value.buffer, v.value.byteOffset, v.value.byteLength);
-    case 'array': return v.value.map(attrValue);
-    case 'kvlist': {
-      const o: Record<string, unknown> = {};
-      for (const kv of v.value) o[kv.key] = attrValue(kv.value);
-      return o;
-    }
-    case 'empty': return undefined;
-  }
-}
-
-/** OTLP key/values as an SDK attributes object (maps and byte arrays go through: the exporter encodes them). */
-export function toAttributes(kvs: KeyValue[]): Attributes {
-  const o: Record<string, unknown> = {};
-  for (const kv of kvs) o[kv.key] = attrValue(kv.value);
-  return o as Record<string, AttributeValue>;
-}
-
-function traceState(s: string): TraceState | undefined {
-  return s ? new TraceState(s) : undefined;
-}
-
-const HAS_IS_REMOTE = 0x100;
-const IS_REMOTE = 0x200;
-
-export function toReadableSpan(o: OutgoingSpan): ReadableSpan {
-  const s = o.span;
-  const ctx: SpanContext = { traceId: s.traceId, spanId: s.spanId, traceFlags: s.flags & 0xff, traceState: traceState(s.traceState) };
-  const parent: SpanContext | undefined = s.parentSpanId && s.parentSpanId !== '0000000000000000'
-    ? { traceId: s.traceId, spanId: s.parentSpanId, traceFlags: s.flags & 0xff, isRemote: (s.flags & HAS_IS_REMOTE) !== 0 && (s.flags & IS_REMOTE) !== 0 }
-    : undefined;
-  const start = hr(s.startTimeUnixNano);
-  const end = hr(s.endTimeUnixNano);
-  const d = s.endTimeUnixNano > s.startTimeUnixNano ? s.endTimeUnixNano - s.startTimeUnixNano : 0n;
-  const events: TimedEvent[] = s.events.map((e) => ({ time: hr(e.timeUnixNano), name: e.name, attributes: toAttributes(e.attributes), droppedAttributesCount: e.droppedAttributesCount }));
-  const links: Link[] = s.links.map((l) => ({
-    context: { traceId: l.traceId, spanId: l.spanId, traceFlags: l.flags & 0xff, traceState: traceState(l.traceState), isRemote: (l.flags & IS_REMOTE) !== 0 },
-    attributes: toAttributes(l.attributes), droppedAttributesCount: l.droppedAttributesCount,
-  }));
-  return {
-    name: s.name,
-    // the API's SpanKind has no "unspecified": OTLP kind - 1, unspecified -> internal
-    kind: (s.kind > 0 ? s.kind - 1 : 0) as SpanKind,
-    spanContext: () => ctx,
-    parentSpanContext: parent,
-    startTime: start,
-    endTime: end,
-    status: { code: s.status.code, message: s.status.message || undefined } as SpanStatus,
-    attributes: toAttributes(s.attributes),
-    links,
-    events,
-    duration: hr(d),
-    ended: true,
-    resource: o.resource.toSdk(),
-    instrumentationScope: {
-      name: o.scope.name, version: o.scope.version || undefined, schemaUrl: o.scopeSchemaUrl || undefined,
-      ...(o.scope.attributes.length ? { attributes: toAttributes(o.scope.attributes) } : {}),
-    } as ReadableSpan['instrumentationScope'],
-    droppedAttributesCount: s.droppedAttributesCount,
-    droppedEventsCount: s.droppedEventsCount,
-    droppedLinksCount: s.droppedLinksCount,
-  };
 }

@@ -1,8 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ProtobufTraceSerializer, JsonTraceSerializer } from '@opentelemetry/otlp-transformer';
-import { decodeTraceRequestJson, decodeTraceRequestProtobuf, OtlpDecodeError } from '../../src/otel/otlp-decode.js';
-import { encodeTraceRequest } from '../../src/otel/otlp-encode.js';
+import {
+  checkDecodedLimits, decodeRpcStatus, decodeTraceRequestJson, decodeTraceRequestProtobuf, decodeTraceResponse, DEFAULT_DECODE_LIMITS, OtlpDecodeError,
+  OtlpLimitError, scanTraceRequestProtobuf,
+} from '../../src/otel/otlp-decode.js';
+import { encodeRpcStatus, encodeTraceRequest, encodeTraceResponse } from '../../src/otel/otlp-encode.js';
 import { type DecodedTraceRequest } from '../../src/otel/types.js';
 import { checkScenario, scenarioSpans } from './sdk-fixture.js';
 
@@ -121,4 +124,42 @@ test('deeply nested AnyValue is rejected, not a stack overflow', () => {
   for (let i = 0; i < 100; i++) v = { type: 'array', value: [v] };
   const req: DecodedTraceRequest = { resourceSpans: [{ resource: { attributes: [{ key: 'deep', value: v }], droppedAttributesCount: 0 }, scopeSpans: [], schemaUrl: '' }] };
   assert.throws(() => decodeTraceRequestProtobuf(encodeTraceRequest(req)), /nested deeper than 32/);
+});
+
+test('enums outside the known range (negative kind / status code: 10-byte varints) round-trip', () => {
+  const req = decodeTraceRequestProtobuf(encodeTraceRequest(ALL_KINDS)); // a deep copy
+  const s = req.resourceSpans[0].scopeSpans[0].spans[0];
+  s.kind = -1;
+  s.status = { code: -2147483648, message: 'm' };
+  assert.deepStrictEqual(decodeTraceRequestProtobuf(encodeTraceRequest(req)), req);
+  s.kind = 2147483647;
+  s.status = { code: 7, message: '' };
+  assert.deepStrictEqual(decodeTraceRequestProtobuf(encodeTraceRequest(req)), req);
+});
+
+test('responses kspan reads as a client: ExportTraceServiceResponse and google.rpc.Status with RetryInfo', () => {
+  assert.deepEqual(decodeTraceResponse(encodeTraceResponse(0)), { rejectedSpans: 0, errorMessage: '' });
+  assert.deepEqual(decodeTraceResponse(encodeTraceResponse(12, 'twelve bad')), { rejectedSpans: 12, errorMessage: 'twelve bad' });
+  assert.deepEqual(decodeRpcStatus(encodeRpcStatus(3, 'bad')), { code: 3, message: 'bad' });
+  assert.deepEqual(decodeRpcStatus(encodeRpcStatus(8, 'later', 2500)), { code: 8, message: 'later', retryDelayMs: 2500 });
+  assert.deepEqual(decodeRpcStatus(encodeRpcStatus(14, '', 0)), { code: 14, message: '', retryDelayMs: 0 });
+});
+
+test('the pre-decode scan counts what the decoder would build, and stops at the first limit', () => {
+  const bytes = encodeTraceRequest(ALL_KINDS);
+  const sc = scanTraceRequestProtobuf(bytes);
+  // resource 1 + scope 1 + span 7 (+ kvlist entry 1, its array's 2 elements) + event 0 + link 0
+  assert.deepEqual({ spans: sc.spans, events: sc.events, links: sc.links, attributes: sc.attributes }, { spans: 1, events: 1, links: 1, attributes: 12 });
+  assert.ok(sc.estimatedBytes > bytes.length);
+  const lim = { ...DEFAULT_DECODE_LIMITS, maxAttributes: 11 };
+  assert.throws(() => scanTraceRequestProtobuf(bytes, lim), (e: unknown) => e instanceof OtlpLimitError && e.limit === 'maxAttributes');
+  assert.throws(() => scanTraceRequestProtobuf(bytes, { ...DEFAULT_DECODE_LIMITS, maxDecodedBytes: 100 }), (e: unknown) => e instanceof OtlpLimitError && e.limit === 'maxDecodedBytes');
+  // the decoder's counts agree (checkDecodedLimits walks the decoded request)
+  const d = checkDecodedLimits(decodeTraceRequestProtobuf(bytes));
+  assert.deepEqual({ spans: d.spans, events: d.events, links: d.links, attributes: d.attributes }, { spans: 1, events: 1, links: 1, attributes: 12 });
+  // deep nesting is refused by the scan too
+  let v: any = { type: 'int', value: 1n };
+  for (let i = 0; i < 40; i++) v = { type: 'kvlist', value: [{ key: 'k', value: v }] };
+  const deep: DecodedTraceRequest = { resourceSpans: [{ resource: { attributes: [{ key: 'deep', value: v }], droppedAttributesCount: 0 }, scopeSpans: [], schemaUrl: '' }] };
+  assert.throws(() => scanTraceRequestProtobuf(encodeTraceRequest(deep)), /nested deeper than 32/);
 });

@@ -247,7 +247,7 @@ test('upstream down, then back: nothing lost up to the queue bound; past it the 
   }
 });
 
-test('OTLP/HTTP upstream (exporter-trace-otlp-proto) works the same', async () => {
+test('OTLP/HTTP upstream works the same', async () => {
   const up = upstream(sink.httpTracesUrl);
   assert.equal(up.protocol, 'http/protobuf');
   const p = new EnrichPipeline({ kernel: kernelAt(NOW), upstream: up, ...opts });

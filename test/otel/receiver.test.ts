@@ -166,7 +166,7 @@ test('gRPC bad requests: INVALID_ARGUMENT with a message, RESOURCE_EXHAUSTED whe
   checkScenario(sink.take());
 });
 
-test('StoreSpanConsumer: spans land in the store with pid/tid mapped; bad ids are a partial success', async () => {
+test('StoreSpanConsumer: spans land in the store with pid/tid mapped; bad ids are a partial success (refused by the receiver)', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'kspan-otel-'));
   const w = openStoreWriter(dir);
   const consumer = new StoreSpanConsumer(w.reader.spans);
@@ -211,8 +211,9 @@ test('StoreSpanConsumer: spans land in the store with pid/tid mapped; bad ids ar
     assert.equal(res.body.charCodeAt(2), 0x08); assert.equal(res.body.charCodeAt(3), 1);
     assert.match(res.body, /invalid trace id/);
     assert.equal(w.reader.spans.getTrace('ab'.repeat(16)).length, 1);
-    assert.equal(consumer.rejected, 1);
+    assert.equal(consumer.rejected, 0, 'the receiver refuses it before the consumer sees it');
     assert.equal(srx.counters.spansRejected, 1);
+    assert.equal(srx.counters.invalidIds, 1);
   } finally {
     await srx.close();
     await w.close();
