@@ -58,19 +58,58 @@ export interface Window {
   /** the same in the store's monotonic ns */
   a: number;
   b: number;
+  /** set when the default window was moved to where the store has data */
+  note?: string;
 }
 
 /** Longest window a tool accepts (bounds the work of one call). */
 export const MAX_WINDOW_NS = 7n * 86_400_000_000_000n;
+/** Default window length: `since` defaults to this long before `until`. */
+export const DEFAULT_WINDOW_NS = 3_600_000_000_000n;
 
-/** since (required) / until (default now), validated: until after since, not longer than maxNs. */
-export function parseWindow(clock: ClockHistory, since: string | number, until: string | number | undefined, maxNs: bigint = MAX_WINDOW_NS): Window {
+/** The store's data (kernel events and spans), epoch ns. */
+export interface DataRange {
+  from: bigint;
+  to: bigint;
+}
+
+/**
+ * since / until as given, or the defaults: until = now; since = an hour
+ * before until, or the store's first data when that is later (the store's
+ * span, if shorter). When neither is given and the store's data ended more
+ * than an hour ago, the window is the store's last hour (with a note).
+ * Validated: until after since, at most maxNs long.
+ */
+export function resolveWindow(
+  clock: ClockHistory, since: string | number | undefined, until: string | number | undefined,
+  range?: () => DataRange | null, maxNs: bigint = MAX_WINDOW_NS,
+): Window {
   const now = nowEpochNs();
-  const from = parseTimeArg(since, 'since', now);
-  const to = until === undefined ? now : parseTimeArg(until, 'until', now);
-  if (to <= from) throw new ToolInputError(`inverted or empty window: until (${to}) must be after since (${from})`);
-  if (to - from > maxNs) throw new ToolInputError(`window too long: ${(Number(to - from) / 3.6e12).toFixed(1)} h; at most ${Number(maxNs / 3_600_000_000_000n)} h per call`);
-  return { fromUnixNano: from, toUnixNano: to, a: Math.max(0, clock.toMonoNs(from)), b: Math.max(0, clock.toMonoNs(to)) };
+  let to = until === undefined ? now : parseTimeArg(until, 'until', now);
+  let from: bigint;
+  let note: string | undefined;
+  if (since !== undefined) from = parseTimeArg(since, 'since', now);
+  else {
+    from = to - DEFAULT_WINDOW_NS;
+    const r = range?.() ?? null;
+    if (r) {
+      if (until === undefined && r.to < from) {
+        to = r.to + 1_000_000n;
+        from = to - DEFAULT_WINDOW_NS;
+        note = `no data in the last hour: the default window is the store's last hour of data (ending ${isoOf(r.to)}); give since/until for another`;
+      }
+      if (r.from > from && r.from < to) from = r.from;
+    }
+  }
+  if (to <= from) throw new ToolInputError(`inverted or empty window: until (${to}) must be after since (${from}); e.g. since "-1h", until "now"`);
+  if (to - from > maxNs) throw new ToolInputError(`window too long: ${(Number(to - from) / 3.6e12).toFixed(1)} h; at most ${Number(maxNs / 3_600_000_000_000n)} h per call: give a later since or an earlier until`);
+  const w: Window = { fromUnixNano: from, toUnixNano: to, a: Math.max(0, clock.toMonoNs(from)), b: Math.max(0, clock.toMonoNs(to)) };
+  if (note) w.note = note;
+  return w;
+}
+
+function isoOf(ns: bigint): string {
+  return new Date(Number(ns / 1_000_000n)).toISOString();
 }
 
 /**
