@@ -14,6 +14,7 @@ import type { Writable } from 'node:stream';
 import { REPO_ROOT } from '../capture/index.js';
 import { openStoreReader, type StoreReader } from '../store/index.js';
 import type { BudgetLimits } from './budget.js';
+import { registerGuide } from './guide.js';
 import { ClockCacheMcp } from './time.js';
 import { registerTools, type ToolContext } from './tools.js';
 
@@ -56,19 +57,20 @@ const VERSION = kspanVersion();
 
 export const SERVER_INSTRUCTIONS = [
   'kspan explains slow requests from Linux kernel events (scheduling, futex locks, block I/O, TCP retransmits, CUDA calls) joined to OpenTelemetry spans. Every tool is read-only.',
-  'Start with find_slow_requests (no arguments needed), then explain_request(trace_id); drill down with query_off_cpu, who_woke, futex_contention, get_latency_distribution and query_events.',
+  'Start with find_slow_requests (no arguments needed), then explain_request(trace_id); drill down with query_off_cpu, who_woke, futex_contention, get_latency_distribution and query_events. The prompt investigate_slow_request walks these steps. Resources: kspan://coverage (sessions, probes, time range, losses), kspan://topology (CPUs, the processes that matter).',
   'Conventions for every tool: since/until/at are epoch ns as a decimal string, RFC 3339 ("2025-01-02T03:04:05.123Z"), or relative to now ("now", "-30s", "-5m", "-2h", "-1d"). until defaults to now; since to 1 h before until, or the store\'s first data if later (when the store holds nothing from the last hour, the default window is its last hour of data). A window is at most 7 days. pid/tid are kernel ids (tid = gettid()). *_ms arguments are milliseconds.',
   'Results: times *_unix_nano (epoch ns strings), durations *_ns (numbers); lists bounded by limit with matched/returned/truncated. Each call has a 2 s time and a 5 M-event budget: a scan that runs out answers with partial: true and a note; narrow the window or give pid/tid. Errors say what to change.',
 ].join('\n');
 
-/** An McpServer with kspan's tools over `ctx.reader` (not connected). */
+/** An McpServer with kspan's tools, prompt and resources over `ctx.reader` (not connected). */
 export function createKspanMcpServer(ctx: ToolContext): McpServer {
   const server = new McpServer(
     { name: 'kspan', version: VERSION, title: 'kspan — kernel causes of slow requests' },
-    { capabilities: { tools: {} }, instructions: SERVER_INSTRUCTIONS },
+    { capabilities: { tools: {}, prompts: {}, resources: {} }, instructions: SERVER_INSTRUCTIONS },
   );
   ctx.clocks ??= new ClockCacheMcp();
   registerTools(server, ctx);
+  registerGuide(server, ctx);
   leanToolList(server);
   return server;
 }
