@@ -16,7 +16,7 @@
 // the scan stops and the tool answers with what it has, saying so.
 
 /** Longest a tool call runs between two yields to the event loop. */
-export const SLICE_MS = 8;
+export const SLICE_MS = 5;
 /** Default wall-time budget of one tool call. */
 export const DEFAULT_TIME_MS = 2000;
 /** Default row budget: events examined by one tool call. */
@@ -97,6 +97,16 @@ export class Budget {
       this.open = true;
       running++;
     }
+    return this.turn();
+  }
+
+  /**
+   * Wait for a turn of our own now. After awaiting anything that is not a
+   * turn (a promise shared with other calls), call this before working
+   * again: calls resumed by the same promise would otherwise run back to
+   * back in one event-loop iteration.
+   */
+  async turn(): Promise<boolean> {
     await nextTurn();
     this.sliceStart = performance.now();
     this.slices++;
@@ -136,6 +146,11 @@ export class Budget {
     });
   }
 
+  /** The current slice is used up: reach a tick() soon. */
+  due(): boolean {
+    return performance.now() - this.sliceStart >= SLICE_MS;
+  }
+
   /** Time left in the current slice, ms (scans size their next read with it). */
   sliceLeft(): number {
     return SLICE_MS - (performance.now() - this.sliceStart);
@@ -149,7 +164,7 @@ export class Budget {
   note(what = 'the scan'): string | null {
     switch (this.stopped) {
       case null: return null;
-      case 'time': return `partial: ${what} stopped at the ${(this.timeMs / 1000).toFixed(1)} s time budget; narrow the window or give pid/tid`;
+      case 'time': return `partial: ${what} stopped at the ${this.timeMs >= 1000 ? `${(this.timeMs / 1000).toFixed(1)} s` : `${this.timeMs} ms`} time budget; narrow the window or give pid/tid`;
       case 'rows': return `partial: ${what} stopped at the row budget (${this.maxEvents.toLocaleString('en-US')} events examined); narrow the window or give pid/tid`;
       case 'aborted': return `partial: ${what} stopped because the request was cancelled`;
     }

@@ -152,7 +152,16 @@ export function registerGuide(server: McpServer, ctx: ToolContext): void {
     title: 'Store coverage',
     description: 'What the store covers: capture sessions, probe groups attached or failed, time range of events and spans, records lost.',
     mimeType: 'application/json',
-  }, (uri) => json(uri, coverageOf(ctx.reader, ctx.clocks)));
+  }, async (uri, extra) => {
+    const budget = new Budget({ timeMs: 10_000 }, extra.signal);
+    try {
+      await budget.begin();
+      await ctx.clocks!.load(ctx.reader, budget);
+    } finally {
+      budget.end();
+    }
+    return json(uri, coverageOf(ctx.reader, ctx.clocks));
+  });
   server.registerResource('topology', 'kspan://topology', {
     title: 'Host topology',
     description: 'The host the data describes: CPUs (count, online, model), kernel; the processes that matter in the store (most threads, named by spans).',

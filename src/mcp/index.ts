@@ -12,6 +12,6 @@ export { auditTransport, createKspanMcpServer, leanSchema, runStdioServer, SERVE
 export { registerTools, TOOL_NAMES, type ToolContext } from './tools.js';
 export { DRILL_DOWN, investigationPrompt, registerGuide } from './guide.js';
 export { Budget, callsRunning, turnsWaiting, DEFAULT_MAX_EVENTS, DEFAULT_TIME_MS, SLICE_MS, type BudgetLimits } from './budget.js';
-export { parseTimeArg, resolveWindow, TIME_HELP, ToolInputError } from './time.js';
+export { ClockCacheMcp, parseTimeArg, resolveWindow, TIME_HELP, ToolInputError } from './time.js';
 export { isLoopback, parseAddr, startMcpHttpServer, type McpHttpHandle, type McpHttpOptions } from './http.js';
 export { MCP_HELP, cmdMcp } from './command.js';

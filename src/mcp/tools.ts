@@ -74,6 +74,13 @@ async function guard(ctx: ToolContext, signal: AbortSignal | undefined, f: (b: B
   const budget = new Budget(ctx.limits, signal);
   try {
     if (!(await budget.begin())) return toolError(budget.stopped === 'aborted' ? 'kspan: the request was cancelled' : 'kspan: no time left in the budget');
+    // the clock history (epoch <-> monotonic), loaded in slices the first time
+    const clockDone = await ctx.clocks!.load(ctx.reader, budget);
+    await budget.turn();
+    if (!clockDone) {
+      return toolError(budget.stopped === 'aborted' ? 'kspan: the request was cancelled'
+        : `kspan: the store's clock history is still loading (${ctx.clocks!.size} samples so far, kept): call again`);
+    }
     return await f(budget);
   } catch (e) {
     if (e instanceof ToolInputError) return toolError(e.message);

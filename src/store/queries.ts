@@ -12,7 +12,7 @@
 import type { Database } from 'lmdb';
 import { EventList } from './codec.js';
 import type { StoreReader } from './reader.js';
-import type { PartitionMeta } from './schema.js';
+import { M, metaKey, type ClockSampleMeta, type PartitionMeta } from './schema.js';
 import type { StoredSpan } from './spans.js';
 
 /** Cooperative control of a long scan (the MCP tools' Budget implements it). */
@@ -21,12 +21,14 @@ export interface ScanControl {
   tick(): boolean | Promise<boolean>;
   /** count events examined (a row budget) */
   rows?(n: number): void;
+  /** true when the current slice is used up (the scan should reach a tick() soon) */
+  due?(): boolean;
 }
 
 /** No budget: scan everything, never yield. */
 export const UNBOUNDED: ScanControl = { tick: () => true };
 
-/** Entries read between two tick() calls by the sliced key-range scans. */
+/** Entries read at most between two tick() calls by the sliced key-range scans (fewer when ctl.due()). */
 const RANGE_CHUNK = 4096;
 
 /**
@@ -47,6 +49,7 @@ export async function forRangeSliced(
     const it = keysOnly
       ? (db.getKeys({ start: from, end, limit: RANGE_CHUNK }) as Iterable<unknown>)
       : (db.getRange({ start: from, end, limit: RANGE_CHUNK }) as Iterable<{ key: unknown; value: unknown }>);
+    let cut = false;
     for (const e of it) {
       const key = (keysOnly ? e : (e as { key: unknown }).key) as Buffer;
       n++;
@@ -55,9 +58,13 @@ export async function forRangeSliced(
         stop = true;
         break;
       }
+      if ((n & 127) === 0 && ctl.due?.()) {
+        cut = true;
+        break;
+      }
     }
     ctl.rows?.(n);
-    if (stop || n < RANGE_CHUNK || !last) return true;
+    if (stop || (!cut && n < RANGE_CHUNK) || !last) return true;
     from = Buffer.concat([last, Buffer.from([0])]);
     const t = ctl.tick();
     if (t !== true && !(await t)) return false;
@@ -202,6 +209,21 @@ export async function spansByRequestId(
   return { matches, truncated: truncated || !done };
 }
 
+/**
+ * Visit the stored clock samples taken after `afterMono` (all when omitted),
+ * in monotonic order, read in slices (StoreReader.clockSamples reads them in
+ * one go: a long capture has one per second). Resolves false when ctl
+ * stopped it (the samples visited so far are a prefix).
+ */
+export function clockSamplesSliced(r: StoreReader, afterMono: number | undefined, visit: (s: ClockSampleMeta) => void, ctl: ScanControl): Promise<boolean> {
+  r.refresh();
+  const start = afterMono === undefined ? metaKey(M.CLOCK) : metaKey(M.CLOCK, [afterMono + 1, 8]);
+  return forRangeSliced(r.meta, start, metaKey(M.CLOCK + 1), (_k, v) => {
+    visit(v as ClockSampleMeta);
+    return true;
+  }, ctl);
+}
+
 /** Start times (epoch ns) of the earliest and the latest stored span, or null when there is none. One key seek per service and end. */
 export function spanTimeRange(r: StoreReader): { fromUnixNano: bigint; toUnixNano: bigint } | null {
   let lo: bigint | null = null;
@@ -240,7 +262,7 @@ export function eventTimeRange(r: StoreReader, parts: PartitionMeta[] = r.partit
 // Sliced scans of kernel events
 
 /** Events read at most per eventsOnThread call of a sliced scan (a few ms of decoding). */
-const SCAN_TARGET_EVENTS = 8192;
+const SCAN_TARGET_EVENTS = 4096;
 /** Threads scanned at most by a host-wide scan (no pid/tid). */
 export const MAX_SCAN_THREADS = 4000;
 
@@ -288,7 +310,7 @@ export function scanThreads(r: StoreReader, q: EventScanQuery, parts?: Partition
 
 /**
  * Every event overlapping [a, b] of the scope's threads, thread by thread,
- * each thread in time slices sized to ~8 k events (adapted to the thread's
+ * each thread in time slices sized to ~4 k events (adapted to the thread's
  * density): `visit` gets each slice as an EventList (reused: read it, do not
  * keep it), sorted by start. Each event is passed once (a slice keeps the
  * events that end in it). ctl.tick() runs between reads.
