@@ -589,12 +589,12 @@ export const EVENT_KINDS = {
 export type EventKindName = keyof typeof EVENT_KINDS;
 export const EVENT_KIND_NAMES = Object.keys(EVENT_KINDS) as [EventKindName, ...EventKindName[]];
 
-export const GROUP_FIELDS = ['tid', 'pid', 'comm', 'cpu', 'state', 'op', 'uaddr', 'dev', 'api', 'event', 'dst'] as const;
+export const GROUP_FIELDS = ['tid', 'pid', 'comm', 'cpu', 'state', 'preempted_by', 'waker', 'op', 'uaddr', 'dev', 'api', 'event', 'dst'] as const;
 export type GroupField = (typeof GROUP_FIELDS)[number];
 
 /** Kind-specific group fields and the kinds they apply to. */
 const GROUP_KINDS: Partial<Record<GroupField, EventKindName[]>> = {
-  state: ['off_cpu'], op: ['futex_wait', 'futex_wake', 'block_io'], uaddr: ['futex_wait', 'futex_wake'], dev: ['block_io'],
+  state: ['off_cpu'], preempted_by: ['off_cpu'], waker: ['off_cpu'], op: ['futex_wait', 'futex_wake', 'block_io'], uaddr: ['futex_wait', 'futex_wake'], dev: ['block_io'],
   api: ['cuda_call'], event: ['task'], dst: ['tcp_retransmit'],
 };
 
@@ -700,6 +700,16 @@ export async function queryEvents(r: StoreReader, clock: ClockHistory, q: EventQ
       case 'comm': return names.comm(l.tid[i], l.start[i]);
       case 'cpu': return String(l.cpu[i]);
       case 'state': return stateLetters(l.f[F.offcpu.prevState][i], (l.f[F.offcpu.flags][i] & OffcpuFlag.PREEMPTED) !== 0);
+      case 'preempted_by': {
+        const fl = l.f[F.offcpu.flags][i];
+        const pt = l.f[F.offcpu.preemptTid][i];
+        return fl & (OffcpuFlag.PREEMPTED | OffcpuFlag.RESCHED) && pt ? `${names.comm(pt, l.start[i])} pid ${l.f[F.offcpu.preemptPid][i]} tid ${pt}` : 'not preempted';
+      }
+      case 'waker': {
+        const fl = l.f[F.offcpu.flags][i];
+        const wt = l.f[F.offcpu.wakerTid][i];
+        return fl & OffcpuFlag.WOKEN ? (wt ? `${names.comm(wt, l.end[i])} pid ${l.f[F.offcpu.wakerPid][i]} tid ${wt}` : 'irq') : 'not woken';
+      }
       case 'op': return kind === Kind.BLOCK_IO ? ((l.f[F.blockIo.flags][i] & IoFlag.WRITE) !== 0 ? 'write' : 'read')
         : futexOpName(l.f[kind === Kind.FUTEX_WAIT ? F.futexWait.op : F.futexWake.op][i]);
       case 'uaddr': return `${l.pid[i]}/${hex(l.f[kind === Kind.FUTEX_WAIT ? F.futexWait.uaddr : F.futexWake.uaddr][i])}`;

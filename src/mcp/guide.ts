@@ -18,7 +18,7 @@ import type { ToolContext } from './tools.js';
 /** Cause kind (explain_request's causes[].kind) -> the one drill-down call that confirms it. */
 export const DRILL_DOWN: Record<string, string> = {
   lock_contention: 'futex_contention {"pid": CULPRIT_PID} (the lock word: waits, holders, wakers)',
-  cpu_preemption: 'query_off_cpu {"tid": SPAN_TID, "min_duration_ms": 1} (intervals preempted_by the culprit)',
+  cpu_preemption: 'query_events {"kind": "off_cpu", "tid": SPAN_TID, "group_by": "preempted_by"} (time lost to each preemptor)',
   cuda_sync: 'query_events {"kind": "cuda_call", "pid": SPAN_PID, "group_by": "api"} (time per CUDA API)',
   io_wait: 'query_events {"kind": "block_io", "pid": SPAN_PID, "group_by": "dev"} (I/O latency per device)',
   network_retransmit: 'query_events {"kind": "tcp_retransmit", "pid": SPAN_PID, "group_by": "dst"} (retransmits per peer)',
