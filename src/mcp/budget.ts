@@ -82,14 +82,14 @@ export class Budget {
   private sliceStart = performance.now();
   /** slices run and turns waited (tests, audit) */
   slices = 0;
+  /** between begin() and end(): counted in callsRunning() */
+  private open = false;
 
   constructor(limits: BudgetLimits = {}, readonly signal?: AbortSignal) {
     this.timeMs = limits.timeMs ?? DEFAULT_TIME_MS;
     this.maxEvents = limits.maxEvents ?? DEFAULT_MAX_EVENTS;
     this.deadline = this.t0 + this.timeMs;
   }
-
-  private open = false;
 
   /** Wait for the first turn: a call's work starts in a slice of its own. */
   async begin(): Promise<boolean> {
@@ -149,11 +149,6 @@ export class Budget {
   /** The current slice is used up: reach a tick() soon. */
   due(): boolean {
     return performance.now() - this.sliceStart >= SLICE_MS;
-  }
-
-  /** Time left in the current slice, ms (scans size their next read with it). */
-  sliceLeft(): number {
-    return SLICE_MS - (performance.now() - this.sliceStart);
   }
 
   elapsedMs(): number {

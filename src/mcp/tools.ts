@@ -359,9 +359,9 @@ export function registerTools(server: McpServer, ctx: ToolContext): void {
     const w = window(args.since, args.until);
     let scope: Scope = { pid: args.pid, tid: args.tid };
     if (args.comm !== undefined) {
-      const tids = args.tid !== undefined ? [args.tid] : threadsByComm(reader, w.a, w.b, args.comm, args.pid);
-      scope = { ...scope, tids: args.tid !== undefined ? tids : tids };
-      if (args.tid === undefined && !tids.length) throw new ToolInputError(`no thread or process named "${args.comm}" has events in the window; list_processes shows the names`);
+      const tids = threadsByComm(reader, w.a, w.b, args.comm, args.pid).filter((t) => args.tid === undefined || t === args.tid);
+      if (!tids.length) throw new ToolInputError(`no thread or process named "${args.comm}" has events in the window${args.pid || args.tid ? ' (with that pid/tid)' : ''}; list_processes shows the names`);
+      scope = { ...scope, tids };
     }
     const res = await queryEvents(reader, clock(), {
       kind: args.kind, scope, a: w.a, b: w.b, minNs: Math.round(args.min_duration_ms * 1e6), api: args.api, uaddr: args.uaddr, dev: args.dev,
