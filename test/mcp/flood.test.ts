@@ -7,11 +7,15 @@
 //   - every call stops at its time budget with a partial answer that says so;
 //   - each batch message counts against the rate limit, big batches are refused;
 //   - calls stop when their HTTP client disconnects;
-//   - the row budget and the time budget in-process.
+//   - the row budget and the time budget in-process;
+//   - inside `kspan run --no-capture --mcp-http` on the same store: OTLP/HTTP
+//     intake latency while the batch runs.
 // No root or probe needed.
 
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { request, type ClientRequest } from 'node:http';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
@@ -22,7 +26,9 @@ import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
 import { ClockHistory, FrameDecoder } from '../../src/capture/index.js';
 import { auditTransport, callsRunning, ClockCacheMcp, createKspanMcpServer, startMcpHttpServer, type AuditRecord } from '../../src/mcp/index.js';
 import { openStoreReader, openStoreWriter, type StoreReader } from '../../src/store/index.js';
+import { eventTimeRange } from '../../src/store/queries.js';
 import { SynthGen } from '../store/synth.js';
+import { CLI } from './scenario.js';
 
 const RECORDS = Number(process.env.KSPAN_MCP_FLOOD_EVENTS ?? 2_000_000);
 /**
@@ -38,6 +44,9 @@ const MAX_WALL_STALL_MS = Number(process.env.KSPAN_MCP_MAX_WALL_STALL_MS ?? 1000
 let dir = '';
 let reader: StoreReader;
 let events = 0;
+/** The store's event range as RFC 3339 (synthetic data: long ago, so default windows would miss it once spans arrive now). */
+let since = '';
+let until = '';
 
 before(async () => {
   dir = mkdtempSync(join('/var/tmp', 'kspan-mcp-flood-'));
@@ -59,6 +68,11 @@ before(async () => {
   events = w.counters.events;
   await w.close();
   reader = openStoreReader(dir);
+  const range = eventTimeRange(reader)!;
+  const hist = reader.clockHistory();
+  const iso = (mono: number): string => new Date(Number(hist.toEpochNs(mono) / 1_000_000n)).toISOString();
+  since = iso(range.fromNs - 1e9);
+  until = iso(range.toNs + 1e9);
 });
 
 after(async () => {
@@ -70,7 +84,7 @@ interface Resp { status: number; headers: Record<string, string | string[] | und
 function post(url: string, body: unknown, onReq?: (r: ClientRequest) => void): Promise<Resp> {
   return new Promise((resolve, reject) => {
     const u = new URL(url);
-    const req = request({ host: u.hostname, port: u.port, path: u.pathname, method: 'POST', headers: {
+    const req = request({ host: u.hostname, port: u.port, path: u.pathname, method: 'POST', agent: false, headers: {
       'content-type': 'application/json', accept: 'application/json, text/event-stream',
     } }, (res) => {
       let b = '';
@@ -231,4 +245,59 @@ test('in-process: the row budget and the time budget give partial answers that s
   assert.equal(one.partial, false);
   assert.equal(one.returned, 5);
   assert.ok(one.matched > 5);
+});
+
+test('inside `kspan run --mcp-http`: OTLP/HTTP intake keeps answering while a batch of 20 calls runs', async () => {
+  const d = spawn(process.execPath, ['--import', 'tsx', CLI, 'run', '--data', dir, '--no-capture', '--otlp-grpc', 'off',
+    '--otlp-http', '127.0.0.1:0', '--mcp-http', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  d.stdout.on('data', (x: Buffer) => { out += x; });
+  d.stderr.on('data', (x: Buffer) => { out += x; });
+  try {
+    let ready: { otlp_http_port: number; mcp_url: string } | null = null;
+    for (let i = 0; i < 600 && !ready; i++) {
+      const line = out.split('\n').find((l) => l.startsWith('{"ready":true'));
+      if (line) ready = JSON.parse(line);
+      else await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.ok(ready, `kspan run did not start: ${out.slice(-2000)}`);
+    const otlp = `http://127.0.0.1:${ready.otlp_http_port}/v1/traces`;
+    const span = (): unknown => ({ resourceSpans: [{ resource: { attributes: [{ key: 'service.name', value: { stringValue: 'flood' } }] }, scopeSpans: [{ spans: [{
+      traceId: randomBytes(16).toString('hex'), spanId: randomBytes(8).toString('hex'), name: 'x', kind: 2,
+      startTimeUnixNano: String(BigInt(Date.now() - 5) * 1_000_000n), endTimeUnixNano: String(BigInt(Date.now()) * 1_000_000n) }] }] }] });
+    const lat: { t: number; ms: number; status: number }[] = [];
+    let stop = false;
+    const sender = (async () => {
+      while (!stop) {
+        const t = performance.now();
+        const r = await post(otlp, span());
+        lat.push({ t, ms: performance.now() - t, status: r.status });
+        await new Promise((x) => setTimeout(x, 20));
+      }
+    })();
+    await new Promise((r) => setTimeout(r, 1000));
+    const batch = Array.from({ length: 20 }, (_, i) => call(i + 1, 'get_latency_distribution', { kind: i % 2 ? 'off_cpu' : 'runqueue', since, until }));
+    const f0 = performance.now();
+    const m = await post(ready.mcp_url, batch);
+    const f1 = performance.now();
+    await new Promise((r) => setTimeout(r, 300));
+    stop = true;
+    await sender;
+    assert.equal(m.status, 200, m.body.slice(0, 300));
+    const answers = JSON.parse(m.body) as { result: { structuredContent: any } }[];
+    assert.equal(answers.length, 20);
+    assert.ok(answers.every((a) => a.result.structuredContent.all.count > 0), 'the calls saw the store');
+    const during = lat.filter((x) => x.t >= f0 && x.t <= f1).map((x) => x.ms).sort((a, b) => a - b);
+    const before = lat.filter((x) => x.t < f0).map((x) => x.ms).sort((a, b) => a - b);
+    console.log(`kspan run: batch of 20 answered in ${(f1 - f0).toFixed(0)} ms (${answers.filter((a) => a.result.structuredContent.partial).length} partial); ` +
+      `OTLP/HTTP latency before p50 ${before[before.length >> 1]?.toFixed(1)} max ${before.at(-1)?.toFixed(1)} ms, ` +
+      `during p50 ${during[during.length >> 1]?.toFixed(1)} max ${during.at(-1)?.toFixed(1)} ms (${during.length} posts)`);
+    assert.ok(lat.every((x) => x.status === 200), 'every span accepted');
+    assert.ok(during.length >= 5, `OTLP posts went on during the batch: ${during.length}`);
+    assert.ok(during.at(-1)! <= MAX_WALL_STALL_MS, `OTLP latency during the batch ${during.at(-1)!.toFixed(0)} ms (max ${MAX_WALL_STALL_MS} ms)`);
+    assert.ok(f1 - f0 < 2000 + 3000, 'the batch answered within its budget (+ margin)');
+  } finally {
+    d.kill('SIGTERM');
+    await new Promise((r) => d.once('close', r));
+  }
 });
