@@ -1,21 +1,29 @@
 // The MCP tools' queries, computed from the store reader's public read
-// methods (eventsOnThread / eventsOfProcess / threadsInWindow / threadAt /
-// coverage / dropsIn / ...). Read-only; every result is bounded.
+// methods through the sliced scan of src/store/queries.ts (scanEvents): every
+// query streams the events thread by thread in bounded reads, aggregates as
+// it goes, yields to the event loop between reads and stops when its Budget
+// (time, rows, AbortSignal) runs out, saying so. Read-only; every result is
+// bounded.
 
 import {
-  Kind, OffcpuFlag, OWNER_SRC_NAMES, cudaApiName, errnoName, futexOpName, stateLetters, type ClockHistory,
+  IoFlag, Kind, OffcpuFlag, OWNER_SRC_NAMES, TASK_EVENT_NAMES, TCP_STATE_NAMES, cudaApiName, devMajor, devMinor,
+  errnoName, formatAddr, futexOpName, stateLetters, type ClockHistory,
 } from '../capture/index.js';
 import { EventList, F, type StoreReader } from '../store/index.js';
+import { MAX_SCAN_THREADS, scanEvents, type EventScanQuery, type EventScanResult } from '../store/queries.js';
+import type { Budget } from './budget.js';
 import { ToolInputError, epochStr } from './time.js';
 
 /** Threads scanned at most by a host-wide query (no pid/tid given). */
-export const MAX_THREADS_SCANNED = 4000;
-/** Values kept at most per distribution (beyond: reservoir sample; `sampled` says so). */
-export const MAX_SAMPLES = 2_000_000;
+export const MAX_THREADS_SCANNED = MAX_SCAN_THREADS;
+/** Values kept at most per distribution (beyond: reservoir sample; a note says so). */
+export const MAX_SAMPLES = 200_000;
 
 export interface Scope {
   pid?: number;
   tid?: number;
+  /** explicit thread list (e.g. the threads matching a comm) */
+  tids?: number[];
 }
 
 export interface Who {
@@ -24,7 +32,7 @@ export interface Who {
   comm: string;
 }
 
-class Names {
+export class Names {
   private readonly m = new Map<number, string>();
   constructor(private readonly r: StoreReader) {}
   comm(tid: number, t: number): string {
@@ -42,37 +50,25 @@ class Names {
   }
 }
 
-/** Events of the kinds in `kindMask` overlapping [a, b]: one thread, one process, or every thread with events (bounded). */
-export function collect(r: StoreReader, scope: Scope, a: number, b: number, kindMask: number): { list: EventList; threads: number; truncated: boolean } {
-  const list = new EventList();
-  if (scope.tid !== undefined) {
-    r.eventsOnThread(scope.tid, a, b, list, kindMask);
-    if (scope.pid !== undefined) filterRows(list, (i) => list.pid[i] === scope.pid);
-    return { list, threads: 1, truncated: false };
-  }
-  if (scope.pid !== undefined) {
-    r.eventsOfProcess(scope.pid, a, b, list, kindMask);
-    const tids = new Set<number>();
-    for (let i = 0; i < list.count; i++) tids.add(list.tid[i]);
-    return { list, threads: tids.size, truncated: false };
-  }
-  const pairs = r.threadsInWindow(a, b, MAX_THREADS_SCANNED * 2);
-  const tids = [...new Set(pairs.map(([, t]) => t))];
-  const truncated = tids.length > MAX_THREADS_SCANNED;
-  const parts = r.partitions();
-  for (const t of tids.slice(0, MAX_THREADS_SCANNED)) r.eventsOnThread(t, a, b, list, kindMask, parts, true);
-  list.sortByStart();
-  return { list, threads: Math.min(tids.length, MAX_THREADS_SCANNED), truncated };
+/** What a scan covered, for the tools' results. */
+export interface ScanInfo {
+  threads_scanned: number;
+  events_examined: number;
+  /** the scan stopped early (time or row budget, or the request was cancelled): the numbers cover part of the window */
+  partial: boolean;
 }
 
-function filterRows(l: EventList, keep: (i: number) => boolean): void {
-  let w = 0;
-  for (let i = 0; i < l.count; i++) {
-    if (!keep(i)) continue;
-    if (w !== i) l.moveRow(i, w);
-    w++;
-  }
-  l.count = w;
+/** Scan the scope's events of `kindMask` overlapping [a, b] under the budget. */
+export async function scan(r: StoreReader, scope: Scope, a: number, b: number, kindMask: number, visit: (l: EventList) => void, budget: Budget): Promise<EventScanResult> {
+  const q: EventScanQuery = { a, b, kindMask, pid: scope.pid, tid: scope.tid, tids: scope.tids };
+  return scanEvents(r, q, visit, budget);
+}
+
+function scanNotes(res: EventScanResult, budget: Budget, notes: string[]): ScanInfo {
+  const n = budget.note();
+  if (n) notes.push(n + ` (${res.threads} of ${res.threadsTotal} threads done)`);
+  if (res.threadsTruncated) notes.push(`host-wide query: only ${MAX_THREADS_SCANNED} of ${res.threadsTotal}+ threads were scanned; give pid or tid`);
+  return { threads_scanned: res.threads, events_examined: budget.events, partial: !res.complete };
 }
 
 // ---------------------------------------------------------------------------
@@ -108,82 +104,92 @@ export interface DistributionResult {
   measure: string;
   groups: ({ key: string } & Dist)[];
   all: Dist;
-  threads_scanned: number;
   truncated: boolean;
   notes: string[];
 }
 
-class Values {
+/** Values of one distribution: an exact count and sum, percentiles from at most MAX_SAMPLES (reservoir sample). */
+export class Values {
   v: number[] = [];
   seen = 0;
-  push(x: number): void {
+  total = 0;
+  max = -Infinity;
+  min = Infinity;
+  add(x: number): void {
     this.seen++;
+    this.total += x;
+    if (x > this.max) this.max = x;
+    if (x < this.min) this.min = x;
     if (this.v.length < MAX_SAMPLES) this.v.push(x);
     else {
       const j = Math.floor(Math.random() * this.seen);
       if (j < MAX_SAMPLES) this.v[j] = x;
     }
   }
+  dist(): Dist {
+    const d = distOf(this.v);
+    return this.seen ? { ...d, count: this.seen, total_ns: this.total, max_ns: this.max, min_ns: this.min } : d;
+  }
 }
 
 /** Latency distribution of one kind of kernel event ending in [a, b]. */
-export function latencyDistribution(r: StoreReader, kind: DistKind, scope: Scope, a: number, b: number): DistributionResult {
+export async function latencyDistribution(r: StoreReader, kind: DistKind, scope: Scope, a: number, b: number, budget: Budget): Promise<DistributionResult & ScanInfo> {
   const kindBit = kind === 'off_cpu' || kind === 'runqueue' ? Kind.OFFCPU : kind === 'futex_wait' ? Kind.FUTEX_WAIT : kind === 'io' ? Kind.BLOCK_IO : Kind.CUDA_CALL;
-  const { list: l, threads, truncated } = collect(r, scope, a, b, 1 << kindBit);
   const groups = new Map<string, Values>();
   const all = new Values();
   const add = (key: string, x: number): void => {
     let g = groups.get(key);
     if (!g) groups.set(key, (g = new Values()));
-    g.push(x);
-    all.push(x);
+    g.add(x);
+    all.add(x);
   };
-  let measure = '';
+  const measure = {
+    off_cpu: 'off-CPU interval (switch-out to switch-in), grouped by state at switch-out (R+ preempted, R yielded runnable, S sleep, D uninterruptible, ...)',
+    runqueue: 'time runnable but not running: whole interval when preempted, wakeup-to-run latency otherwise',
+    futex_wait: 'futex wait syscall duration, grouped by futex op',
+    io: 'block I/O request latency (insert/issue to completion), grouped by direction and device major:minor',
+    cuda: 'CUDA API call duration (entry to return), grouped by API',
+  }[kind];
   const notes: string[] = [];
-  for (let i = 0; i < l.count; i++) {
-    if (l.kind[i] !== kindBit || l.end[i] < a || l.end[i] > b) continue;
-    const d = l.end[i] - l.start[i];
-    switch (kind) {
-      case 'off_cpu': {
-        const flags = l.f[F.offcpu.flags][i];
-        const st = stateLetters(l.f[F.offcpu.prevState][i], (flags & OffcpuFlag.PREEMPTED) !== 0);
-        add(st, d);
-        measure = 'off-CPU interval (switch-out to switch-in), grouped by state at switch-out (R+ preempted, R yielded runnable, S sleep, D uninterruptible, ...)';
-        break;
+  const res = await scan(r, scope, a, b, 1 << kindBit, (l) => {
+    for (let i = 0; i < l.count; i++) {
+      if (l.kind[i] !== kindBit || l.end[i] < a || l.end[i] > b) continue;
+      const d = l.end[i] - l.start[i];
+      switch (kind) {
+        case 'off_cpu': {
+          const flags = l.f[F.offcpu.flags][i];
+          add(stateLetters(l.f[F.offcpu.prevState][i], (flags & OffcpuFlag.PREEMPTED) !== 0), d);
+          break;
+        }
+        case 'runqueue': {
+          const flags = l.f[F.offcpu.flags][i];
+          const runnableAtSwitch = (flags & (OffcpuFlag.PREEMPTED | OffcpuFlag.RESCHED)) !== 0;
+          const rq = runnableAtSwitch ? d : l.end[i] - l.f[F.offcpu.runnableNs][i];
+          if (rq > 0) add(runnableAtSwitch ? 'preempted' : 'wakeup_latency', rq);
+          break;
+        }
+        case 'futex_wait':
+          add(futexOpName(l.f[F.futexWait.op][i]), d);
+          break;
+        case 'io': {
+          const write = (l.f[F.blockIo.flags][i] & IoFlag.WRITE) !== 0;
+          const dev = l.f[F.blockIo.dev][i];
+          add(`${write ? 'write' : 'read'} ${devMajor(dev)}:${devMinor(dev)}`, d);
+          break;
+        }
+        case 'cuda':
+          add(cudaApiName(l.f[F.cudaCall.api][i]), d);
+          break;
       }
-      case 'runqueue': {
-        const flags = l.f[F.offcpu.flags][i];
-        const runnableAtSwitch = (flags & (OffcpuFlag.PREEMPTED | OffcpuFlag.RESCHED)) !== 0;
-        const rq = runnableAtSwitch ? d : l.end[i] - l.f[F.offcpu.runnableNs][i];
-        if (rq > 0) add(runnableAtSwitch ? 'preempted' : 'wakeup_latency', rq);
-        measure = 'time runnable but not running: whole interval when preempted, wakeup-to-run latency otherwise';
-        break;
-      }
-      case 'futex_wait':
-        add(futexOpName(l.f[F.futexWait.op][i]), d);
-        measure = 'futex wait syscall duration, grouped by futex op';
-        break;
-      case 'io': {
-        const write = (l.f[F.blockIo.flags][i] & 1) !== 0;
-        const dev = l.f[F.blockIo.dev][i];
-        add(`${write ? 'write' : 'read'} ${dev >>> 20}:${dev & 0xfffff}`, d);
-        measure = 'block I/O request latency (insert/issue to completion), grouped by direction and device major:minor';
-        break;
-      }
-      case 'cuda':
-        add(cudaApiName(l.f[F.cudaCall.api][i]), d);
-        measure = 'CUDA API call duration (entry to return), grouped by API';
-        break;
     }
-  }
-  if (!measure) measure = { off_cpu: 'off-CPU interval', runqueue: 'runqueue wait', futex_wait: 'futex wait', io: 'block I/O latency', cuda: 'CUDA call duration' }[kind];
+  }, budget);
+  const info = scanNotes(res, budget, notes);
   if (all.seen > all.v.length) notes.push(`${all.seen} values, percentiles from a uniform sample of ${all.v.length}`);
-  if (truncated) notes.push(`host-wide query: only the first ${MAX_THREADS_SCANNED} threads were scanned; give pid or tid`);
   if (kind === 'off_cpu' || kind === 'runqueue') notes.push('off-CPU intervals shorter than the capture threshold (default 50 µs) are not recorded');
-  const out = [...groups.entries()].map(([key, v]) => ({ key, ...distOf(v.v), count: v.seen }))
+  const out = [...groups.entries()].map(([key, v]) => ({ key, ...v.dist() }))
     .sort((x, y) => y.total_ns - x.total_ns).slice(0, 50);
   if (groups.size > 50) notes.push(`${groups.size} groups, the 50 with most total time shown`);
-  return { kind, measure, groups: out, all: { ...distOf(all.v), count: all.seen }, threads_scanned: threads, truncated, notes };
+  return { kind, measure, groups: out, all: all.dist(), truncated: info.partial || res.threadsTruncated, notes, ...info };
 }
 
 // ---------------------------------------------------------------------------
@@ -242,7 +248,7 @@ function offcpuRow(l: EventList, i: number, clock: ClockHistory, names: Names): 
   };
 }
 
-export interface OffCpuResult {
+export interface OffCpuResult extends ScanInfo {
   intervals: OffCpuInterval[];
   matched: number;
   total_off_cpu_ns: number;
@@ -250,30 +256,72 @@ export interface OffCpuResult {
   returned: number;
   truncated: boolean;
   order: 'longest' | 'time';
-  threads_scanned: number;
+  notes: string[];
 }
 
-export function offCpuIntervals(r: StoreReader, clock: ClockHistory, scope: Scope, a: number, b: number, minNs: number, limit: number, order: 'longest' | 'time'): OffCpuResult {
-  const { list: l, threads } = collect(r, scope, a, b, 1 << Kind.OFFCPU);
+/**
+ * The best `limit` events seen by a streaming scan, by a score (higher
+ * first): rows are copied out of the scan's reused list; pruned now and then.
+ */
+export class TopRows {
+  list = new EventList(256);
+  private scores: number[] = [];
+  constructor(readonly limit: number, readonly score: (l: EventList, i: number) => number) {}
+  add(src: EventList, i: number): void {
+    this.list.appendFrom(src, i);
+    this.scores.push(this.score(src, i));
+    if (this.list.count > 2 * this.limit + 1024) this.prune();
+  }
+  private prune(): void {
+    const keep = this.order().slice(0, this.limit);
+    const l = new EventList(Math.max(256, keep.length));
+    const sc: number[] = [];
+    for (const i of keep) {
+      l.appendFrom(this.list, i);
+      sc.push(this.scores[i]);
+    }
+    this.list = l;
+    this.scores = sc;
+  }
+  private order(): number[] {
+    const idx = this.scores.map((_, i) => i);
+    const s = this.scores;
+    const st = this.list.start;
+    return idx.sort((x, y) => s[y] - s[x] || st[x] - st[y]);
+  }
+  /** row indexes into `list`, best first, at most `limit` */
+  best(): number[] {
+    return this.order().slice(0, this.limit);
+  }
+}
+
+export async function offCpuIntervals(
+  r: StoreReader, clock: ClockHistory, scope: Scope, a: number, b: number, minNs: number, limit: number, order: 'longest' | 'time', budget: Budget,
+): Promise<OffCpuResult> {
   const names = new Names(r);
-  const idx: number[] = [];
+  const top = new TopRows(limit, order === 'longest' ? (l, i) => l.end[i] - l.start[i] : (l, i) => -l.start[i]);
+  let matched = 0;
   let total = 0;
   const byState: Record<string, number> = {};
-  for (let i = 0; i < l.count; i++) {
-    if (l.kind[i] !== Kind.OFFCPU) continue;
-    const d = l.end[i] - l.start[i];
-    if (d < minNs) continue;
-    idx.push(i);
-    const clipped = Math.min(l.end[i], b) - Math.max(l.start[i], a);
-    total += clipped;
-    const st = stateLetters(l.f[F.offcpu.prevState][i], (l.f[F.offcpu.flags][i] & OffcpuFlag.PREEMPTED) !== 0);
-    byState[st] = (byState[st] ?? 0) + clipped;
-  }
-  if (order === 'longest') idx.sort((x, y) => (l.end[y] - l.start[y]) - (l.end[x] - l.start[x]));
-  const take = idx.slice(0, limit);
+  const res = await scan(r, scope, a, b, 1 << Kind.OFFCPU, (l) => {
+    for (let i = 0; i < l.count; i++) {
+      if (l.kind[i] !== Kind.OFFCPU) continue;
+      const d = l.end[i] - l.start[i];
+      if (d < minNs) continue;
+      matched++;
+      top.add(l, i);
+      const clipped = Math.min(l.end[i], b) - Math.max(l.start[i], a);
+      total += clipped;
+      const st = stateLetters(l.f[F.offcpu.prevState][i], (l.f[F.offcpu.flags][i] & OffcpuFlag.PREEMPTED) !== 0);
+      byState[st] = (byState[st] ?? 0) + clipped;
+    }
+  }, budget);
+  const notes: string[] = [];
+  const info = scanNotes(res, budget, notes);
+  const take = top.best();
   return {
-    intervals: take.map((i) => offcpuRow(l, i, clock, names)), matched: idx.length, total_off_cpu_ns: total,
-    by_state_ns: byState, returned: take.length, truncated: idx.length > take.length, order, threads_scanned: threads,
+    intervals: take.map((i) => offcpuRow(top.list, i, clock, names)), matched, total_off_cpu_ns: total,
+    by_state_ns: byState, returned: take.length, truncated: matched > take.length || info.partial, order, notes, ...info,
   };
 }
 
@@ -382,85 +430,104 @@ export interface LockWord {
   wakers: (Who & { wakes: number; woken: number })[];
 }
 
-export interface FutexContentionResult {
+export interface FutexContentionResult extends ScanInfo {
   words: LockWord[];
   words_total: number;
   returned: number;
   truncated: boolean;
   thread_join_words_omitted: number;
-  threads_scanned: number;
   notes: string[];
 }
 
-export function futexContention(r: StoreReader, scope: Scope, a: number, b: number, limit: number, includeJoin: boolean): FutexContentionResult {
-  const { list: l, threads, truncated: thrTrunc } = collect(r, scope, a, b, (1 << Kind.FUTEX_WAIT) | (1 << Kind.FUTEX_WAKE));
+/** Lock words tracked at most by one futex_contention call. */
+const MAX_WORDS = 100_000;
+
+export async function futexContention(r: StoreReader, scope: Scope, a: number, b: number, limit: number, includeJoin: boolean, budget: Budget): Promise<FutexContentionResult> {
   const names = new Names(r);
   interface Acc {
-    pid: number; uaddr: number; waits: number[]; timed: number; waiters: Map<number, [number, number]>;
-    holders: Map<number, [number, number, number]>; wakers: Map<number, [number, number]>; vals: Set<number>; t: number;
+    pid: number; uaddr: number; waits: Values; timed: number; waiters: Map<number, [number, number]>;
+    holders: Map<number, [number, number, number]>; wakers: Map<number, [number, number]>; vals: Set<number>; manyVals: boolean; t: number;
   }
   const words = new Map<string, Acc>();
-  const get = (pid: number, ua: number, t: number): Acc => {
+  let wordsDropped = 0;
+  const get = (pid: number, ua: number, t: number): Acc | null => {
     const k = `${pid}/${ua}`;
     let w = words.get(k);
-    if (!w) words.set(k, (w = { pid, uaddr: ua, waits: [], timed: 0, waiters: new Map(), holders: new Map(), wakers: new Map(), vals: new Set(), t }));
+    if (!w) {
+      if (words.size >= MAX_WORDS) {
+        wordsDropped++;
+        return null;
+      }
+      words.set(k, (w = { pid, uaddr: ua, waits: new Values(), timed: 0, waiters: new Map(), holders: new Map(), wakers: new Map(), vals: new Set(), manyVals: false, t }));
+    }
     return w;
   };
   const tidsSeen = new Set<number>();
-  for (let i = 0; i < l.count; i++) {
-    tidsSeen.add(l.tid[i]);
-    if (l.kind[i] === Kind.FUTEX_WAIT) {
-      if (l.end[i] < a || l.end[i] > b) continue;
-      const w = get(l.pid[i], l.f[F.futexWait.uaddr][i], l.start[i]);
-      const d = l.end[i] - l.start[i];
-      w.waits.push(d);
-      if (l.f[F.futexWait.ret][i] === -110) w.timed++;
-      w.vals.add(l.f[F.futexWait.val][i]);
-      const wt = w.waiters.get(l.tid[i]) ?? [0, 0];
-      wt[0]++; wt[1] += d;
-      w.waiters.set(l.tid[i], wt);
-      const owner = l.f[F.futexWait.ownerTid][i];
-      if (owner) {
-        const h = w.holders.get(owner) ?? [0, 0, l.f[F.futexWait.ownerSrc][i]];
-        h[0]++; h[1] += d;
-        w.holders.set(owner, h);
+  const res = await scan(r, scope, a, b, (1 << Kind.FUTEX_WAIT) | (1 << Kind.FUTEX_WAKE), (l) => {
+    for (let i = 0; i < l.count; i++) {
+      tidsSeen.add(l.tid[i]);
+      if (l.kind[i] === Kind.FUTEX_WAIT) {
+        if (l.end[i] < a || l.end[i] > b) continue;
+        const w = get(l.pid[i], l.f[F.futexWait.uaddr][i], l.start[i]);
+        if (!w) continue;
+        const d = l.end[i] - l.start[i];
+        w.waits.add(d);
+        if (l.f[F.futexWait.ret][i] === -110) w.timed++;
+        if (!w.manyVals) {
+          w.vals.add(l.f[F.futexWait.val][i]);
+          if (w.vals.size > 64) w.manyVals = true;
+        }
+        const wt = w.waiters.get(l.tid[i]) ?? [0, 0];
+        wt[0]++; wt[1] += d;
+        w.waiters.set(l.tid[i], wt);
+        const owner = l.f[F.futexWait.ownerTid][i];
+        if (owner) {
+          const h = w.holders.get(owner) ?? [0, 0, l.f[F.futexWait.ownerSrc][i]];
+          h[0]++; h[1] += d;
+          w.holders.set(owner, h);
+        }
+      } else if (l.kind[i] === Kind.FUTEX_WAKE) {
+        const woken = l.f[F.futexWake.ret][i];
+        if (woken < 1 || l.end[i] < a || l.end[i] > b) continue;
+        const w = get(l.pid[i], l.f[F.futexWake.uaddr][i], l.start[i]);
+        if (!w) continue;
+        const wk = w.wakers.get(l.tid[i]) ?? [0, 0];
+        wk[0]++; wk[1] += woken;
+        w.wakers.set(l.tid[i], wk);
       }
-    } else if (l.kind[i] === Kind.FUTEX_WAKE) {
-      const woken = l.f[F.futexWake.ret][i];
-      if (woken < 1 || l.end[i] < a || l.end[i] > b) continue;
-      const w = get(l.pid[i], l.f[F.futexWake.uaddr][i], l.start[i]);
-      const wk = w.wakers.get(l.tid[i]) ?? [0, 0];
-      wk[0]++; wk[1] += woken;
-      w.wakers.set(l.tid[i], wk);
     }
-  }
+  }, budget);
+  const notes: string[] = [];
+  const info = scanNotes(res, budget, notes);
   const out: LockWord[] = [];
   let joinOmitted = 0;
+  const top5 = <T>(m: Map<number, T>, by: (v: T) => number): [number, T][] => [...m].sort((x, y) => by(y[1]) - by(x[1])).slice(0, 5);
   for (const w of words.values()) {
-    if (!w.waits.length) continue; // wakes only: nobody waited on it in the window
-    const valsAreTids = [...w.vals].every((v) => v > 0 && (tidsSeen.has(v) || r.threadIncarnations(v).some((t) => t.pid === w.pid)));
+    if (!w.waits.seen) continue; // wakes only: nobody waited on it in the window
+    const valsAreTids = !w.manyVals && [...w.vals].every((v) => v > 0 && (tidsSeen.has(v) || r.threadIncarnations(v).some((t) => t.pid === w.pid)));
     const guess: LockWord['guess'] = w.wakers.size || w.holders.size ? 'lock' : valsAreTids ? 'thread_join' : 'unknown';
     if (guess === 'thread_join' && !includeJoin) {
       joinOmitted++;
       continue;
     }
-    const dist = distOf(w.waits);
+    const dist = w.waits.dist();
     out.push({
       pid: w.pid, comm: names.comm(w.pid, w.t), uaddr: '0x' + w.uaddr.toString(16), guess,
-      waits: w.waits.length, timed_out: w.timed, wait_total_ns: dist.total_ns, wait: dist,
-      waiters: [...w.waiters].sort((x, y) => y[1][1] - x[1][1]).slice(0, 5).map(([tid, [n, ns]]) => ({ ...names.who(w.pid, tid, w.t), waits: n, wait_ns: ns })),
-      holders: [...w.holders].sort((x, y) => y[1][1] - x[1][1]).slice(0, 5)
-        .map(([tid, [n, ns, src]]) => ({ ...names.who(w.pid, tid, w.t), waits: n, wait_ns: ns, source: OWNER_SRC_NAMES[src] ?? 'none' })),
-      wakers: [...w.wakers].sort((x, y) => y[1][1] - x[1][1]).slice(0, 5).map(([tid, [n, k]]) => ({ ...names.who(w.pid, tid, w.t), wakes: n, woken: k })),
+      waits: dist.count, timed_out: w.timed, wait_total_ns: dist.total_ns, wait: dist,
+      waiters: top5(w.waiters, (v) => v[1]).map(([tid, [n, ns]]) => ({ ...names.who(w.pid, tid, w.t), waits: n, wait_ns: ns })),
+      holders: top5(w.holders, (v) => v[1]).map(([tid, [n, ns, src]]) => ({ ...names.who(w.pid, tid, w.t), waits: n, wait_ns: ns, source: OWNER_SRC_NAMES[src] ?? 'none' })),
+      wakers: top5(w.wakers, (v) => v[1]).map(([tid, [n, k]]) => ({ ...names.who(w.pid, tid, w.t), wakes: n, woken: k })),
     });
   }
   out.sort((x, y) => y.wait_total_ns - x.wait_total_ns);
   const take = out.slice(0, limit);
-  const notes: string[] = [];
   if (joinOmitted) notes.push(`${joinOmitted} word(s) that look like pthread_join waits (value = a thread id, no wake calls) left out; include_thread_join: true shows them`);
-  if (thrTrunc) notes.push(`host-wide query: only the first ${MAX_THREADS_SCANNED} threads were scanned; give pid`);
+  if (wordsDropped) notes.push(`more than ${MAX_WORDS} lock words: ${wordsDropped} events on further words were not counted; give pid`);
   notes.push('futex waits shorter than the capture threshold (default 50 µs) are not recorded');
-  return { words: take, words_total: out.length, returned: take.length, truncated: out.length > take.length, thread_join_words_omitted: joinOmitted, threads_scanned: threads, notes };
+  return {
+    words: take, words_total: out.length, returned: take.length, truncated: out.length > take.length || info.partial,
+    thread_join_words_omitted: joinOmitted, notes, ...info,
+  };
 }
 
 // ---------------------------------------------------------------------------
@@ -475,13 +542,14 @@ export interface ProcessRow {
   exited: boolean;
 }
 
-export function listProcesses(r: StoreReader, a: number, b: number, limit: number): { processes: ProcessRow[]; total: number; returned: number; truncated: boolean } {
+export async function listProcesses(r: StoreReader, a: number, b: number, limit: number, budget: Budget): Promise<{ processes: ProcessRow[]; total: number; returned: number; truncated: boolean }> {
   const pairs = r.threadsInWindow(a, b, 200_000);
-  const byPid = new Map<number, number[]>();
-  for (const [pid, tid] of pairs) (byPid.get(pid) ?? byPid.set(pid, []).get(pid)!).push(tid);
+  const byPid = new Map<number, Set<number>>();
+  for (const [pid, tid] of pairs) (byPid.get(pid) ?? byPid.set(pid, new Set()).get(pid)!).add(tid);
+  const order = [...byPid].sort((x, y) => y[1].size - x[1].size || x[0] - y[0]);
   const rows: ProcessRow[] = [];
-  for (const [pid, tids] of byPid) {
-    const uniq = [...new Set(tids)].sort((x, y) => x - y);
+  for (const [pid, set] of order.slice(0, limit)) {
+    const uniq = [...set].sort((x, y) => x - y);
     const leader = r.threadAt(pid, b) ?? r.threadAt(pid, a) ?? r.threadIncarnations(pid).at(-1) ?? null;
     const any = leader ?? r.threadAt(uniq[0], b) ?? r.threadIncarnations(uniq[0]).at(-1) ?? null;
     rows.push({
@@ -489,13 +557,288 @@ export function listProcesses(r: StoreReader, a: number, b: number, limit: numbe
       thread_sample: uniq.slice(0, 8).map((t) => ({ tid: t, comm: r.threadAt(t, b)?.comm ?? r.threadIncarnations(t).at(-1)?.comm ?? '?' })),
       parent_pid: leader?.parentPid ?? null, exited: leader?.exitTs != null && leader.exitTs <= b,
     });
+    const t = budget.tick();
+    if (t !== true && !(await t)) break;
   }
-  rows.sort((x, y) => y.threads - x.threads || x.pid - y.pid);
-  const take = rows.slice(0, limit);
-  return { processes: take, total: rows.length, returned: take.length, truncated: rows.length > take.length };
+  return { processes: rows, total: order.length, returned: rows.length, truncated: order.length > rows.length };
 }
 
 export function checkScope(pid: number | undefined, tid: number | undefined, need: boolean): Scope {
-  if (need && pid === undefined && tid === undefined) throw new ToolInputError('give pid or tid');
+  if (need && pid === undefined && tid === undefined) throw new ToolInputError('give pid or tid (list_processes shows them)');
   return { pid, tid };
+}
+
+/** Threads with events in [a, b] (of `pid` when given) whose name or whose process's name is `comm`. */
+export function threadsByComm(r: StoreReader, a: number, b: number, comm: string, pid?: number): number[] {
+  const names = new Names(r);
+  const out = new Set<number>();
+  for (const [p, tid] of r.threadsInWindow(a, b, 200_000)) {
+    if (pid !== undefined && p !== pid) continue;
+    if (names.comm(tid, b) === comm || names.comm(p, b) === comm) out.add(tid);
+  }
+  return [...out].sort((x, y) => x - y);
+}
+
+// ---------------------------------------------------------------------------
+// query_events: a typed query over the raw events
+
+export const EVENT_KINDS = {
+  off_cpu: Kind.OFFCPU, futex_wait: Kind.FUTEX_WAIT, futex_wake: Kind.FUTEX_WAKE, block_io: Kind.BLOCK_IO,
+  tcp_retransmit: Kind.TCP_RETRANS, cuda_call: Kind.CUDA_CALL, task: Kind.TASK,
+} as const;
+export type EventKindName = keyof typeof EVENT_KINDS;
+export const EVENT_KIND_NAMES = Object.keys(EVENT_KINDS) as [EventKindName, ...EventKindName[]];
+
+export const GROUP_FIELDS = ['tid', 'pid', 'comm', 'cpu', 'state', 'preempted_by', 'waker', 'op', 'uaddr', 'dev', 'api', 'event', 'dst'] as const;
+export type GroupField = (typeof GROUP_FIELDS)[number];
+
+/** Kind-specific group fields and the kinds they apply to. */
+const GROUP_KINDS: Partial<Record<GroupField, EventKindName[]>> = {
+  state: ['off_cpu'], preempted_by: ['off_cpu'], waker: ['off_cpu'], op: ['futex_wait', 'futex_wake', 'block_io'], uaddr: ['futex_wait', 'futex_wake'], dev: ['block_io'],
+  api: ['cuda_call'], event: ['task'], dst: ['tcp_retransmit'],
+};
+
+const CUDA_API_IDS = new Map<string, number>();
+for (let i = 0; i < 64; i++) {
+  const n = cudaApiName(i);
+  if (!n.startsWith('cuda_api_')) CUDA_API_IDS.set(n.toLowerCase(), i);
+}
+
+export interface EventQuery {
+  kind: EventKindName;
+  scope: Scope;
+  a: number;
+  b: number;
+  minNs: number;
+  api?: string;
+  uaddr?: string;
+  dev?: string;
+  groupBy?: GroupField;
+  order: 'longest' | 'time';
+  limit: number;
+}
+
+export interface EventRow {
+  kind: string;
+  pid: number;
+  tid: number;
+  comm: string;
+  cpu: number;
+  start_unix_nano: string;
+  duration_ns: number;
+  /** kind-specific fields */
+  fields: Record<string, string | number | boolean | null>;
+}
+
+export interface EventAggregate {
+  count: number;
+  sum_ns: number;
+  p50_ns: number;
+  p99_ns: number;
+  p999_ns: number;
+  max_ns: number;
+}
+
+export interface EventQueryResult extends ScanInfo {
+  kind: EventKindName;
+  rows?: EventRow[];
+  group_by?: GroupField;
+  groups?: ({ key: string } & EventAggregate)[];
+  all: EventAggregate;
+  matched: number;
+  returned: number;
+  truncated: boolean;
+  notes: string[];
+}
+
+/** Parse and check query_events' filters; the message names the fix. */
+export function checkEventQuery(q: Omit<EventQuery, 'scope' | 'a' | 'b'>): { api?: number; uaddr?: number; dev?: number } {
+  const out: { api?: number; uaddr?: number; dev?: number } = {};
+  if (q.api !== undefined) {
+    if (q.kind !== 'cuda_call') throw new ToolInputError('api filters kind cuda_call: set kind to cuda_call or drop api');
+    const id = CUDA_API_IDS.get(q.api.toLowerCase());
+    if (id === undefined) throw new ToolInputError(`api: unknown CUDA API "${q.api}"; one of ${[...new Set([...CUDA_API_IDS.keys()].map((k) => cudaApiName(CUDA_API_IDS.get(k)!)))].join(', ')}`);
+    out.api = id;
+  }
+  if (q.uaddr !== undefined) {
+    if (q.kind !== 'futex_wait' && q.kind !== 'futex_wake') throw new ToolInputError('uaddr filters futex kinds: set kind to futex_wait or futex_wake, or drop uaddr');
+    const m = /^(0x[0-9a-f]{1,16}|\d{1,20})$/i.exec(q.uaddr.trim());
+    const v = m ? Number(BigInt(m[1])) : NaN;
+    if (!Number.isSafeInteger(v)) throw new ToolInputError(`uaddr: want a lock word address like "0x7f3a2c001040", got "${q.uaddr}"`);
+    out.uaddr = v;
+  }
+  if (q.dev !== undefined) {
+    if (q.kind !== 'block_io') throw new ToolInputError('dev filters kind block_io: set kind to block_io or drop dev');
+    const m = /^(\d{1,4}):(\d{1,7})$/.exec(q.dev.trim());
+    if (!m) throw new ToolInputError(`dev: want "major:minor" like "8:0" or "259:1", got "${q.dev}"`);
+    out.dev = ((Number(m[1]) << 20) | Number(m[2])) >>> 0;
+  }
+  if (q.groupBy) {
+    const kinds = GROUP_KINDS[q.groupBy];
+    if (kinds && !kinds.includes(q.kind)) throw new ToolInputError(`group_by ${q.groupBy} applies to kind ${kinds.join(' or ')}; use tid, pid, comm or cpu for ${q.kind}`);
+  }
+  return out;
+}
+
+const isInterval = (kind: number): boolean => kind !== Kind.TCP_RETRANS && kind !== Kind.TASK;
+
+export async function queryEvents(r: StoreReader, clock: ClockHistory, q: EventQuery, budget: Budget): Promise<EventQueryResult> {
+  const f = checkEventQuery(q);
+  const kind = EVENT_KINDS[q.kind];
+  const names = new Names(r);
+  const hex = (v: number): string => '0x' + v.toString(16);
+  const devStr = (d: number): string => `${devMajor(d)}:${devMinor(d)}`;
+  const tcpFam = (l: EventList, i: number): number => l.f[F.tcpRetrans.family][i];
+  const dst = (l: EventList, i: number): string => {
+    const a = formatAddr(tcpFam(l, i), l.bytesField(i, 'daddr'));
+    return `${a.includes(':') ? `[${a}]` : a}:${l.f[F.tcpRetrans.dport][i]}`;
+  };
+  const keyOf = (l: EventList, i: number): string => {
+    switch (q.groupBy!) {
+      case 'tid': return String(l.tid[i]);
+      case 'pid': return String(l.pid[i]);
+      case 'comm': return names.comm(l.tid[i], l.start[i]);
+      case 'cpu': return String(l.cpu[i]);
+      case 'state': return stateLetters(l.f[F.offcpu.prevState][i], (l.f[F.offcpu.flags][i] & OffcpuFlag.PREEMPTED) !== 0);
+      case 'preempted_by': {
+        const fl = l.f[F.offcpu.flags][i];
+        const pt = l.f[F.offcpu.preemptTid][i];
+        return fl & (OffcpuFlag.PREEMPTED | OffcpuFlag.RESCHED) && pt ? `${names.comm(pt, l.start[i])} pid ${l.f[F.offcpu.preemptPid][i]} tid ${pt}` : 'not preempted';
+      }
+      case 'waker': {
+        const fl = l.f[F.offcpu.flags][i];
+        const wt = l.f[F.offcpu.wakerTid][i];
+        return fl & OffcpuFlag.WOKEN ? (wt ? `${names.comm(wt, l.end[i])} pid ${l.f[F.offcpu.wakerPid][i]} tid ${wt}` : 'irq') : 'not woken';
+      }
+      case 'op': return kind === Kind.BLOCK_IO ? ((l.f[F.blockIo.flags][i] & IoFlag.WRITE) !== 0 ? 'write' : 'read')
+        : futexOpName(l.f[kind === Kind.FUTEX_WAIT ? F.futexWait.op : F.futexWake.op][i]);
+      case 'uaddr': return `${l.pid[i]}/${hex(l.f[kind === Kind.FUTEX_WAIT ? F.futexWait.uaddr : F.futexWake.uaddr][i])}`;
+      case 'dev': return devStr(l.f[F.blockIo.dev][i]);
+      case 'api': return cudaApiName(l.f[F.cudaCall.api][i]);
+      case 'event': return TASK_EVENT_NAMES[l.f[F.task.event][i]] ?? `event${l.f[F.task.event][i]}`;
+      case 'dst': return dst(l, i);
+    }
+  };
+  const keep = (l: EventList, i: number): boolean => {
+    if (l.kind[i] !== kind || l.end[i] < q.a || l.end[i] > q.b) return false;
+    if (l.end[i] - l.start[i] < q.minNs) return false;
+    if (f.api !== undefined && l.f[F.cudaCall.api][i] !== f.api) return false;
+    if (f.uaddr !== undefined && l.f[kind === Kind.FUTEX_WAIT ? F.futexWait.uaddr : F.futexWake.uaddr][i] !== f.uaddr) return false;
+    if (f.dev !== undefined && l.f[F.blockIo.dev][i] !== f.dev) return false;
+    return true;
+  };
+  const all = new Values();
+  const groups = new Map<string, Values>();
+  const top = q.groupBy ? null : new TopRows(q.limit, q.order === 'longest' ? (l, i) => l.end[i] - l.start[i] : (l, i) => -l.start[i]);
+  let matched = 0;
+  const res = await scan(r, q.scope, q.a, q.b, 1 << kind, (l) => {
+    for (let i = 0; i < l.count; i++) {
+      if (!keep(l, i)) continue;
+      matched++;
+      const d = l.end[i] - l.start[i];
+      all.add(d);
+      if (top) top.add(l, i);
+      else {
+        const k = keyOf(l, i);
+        let g = groups.get(k);
+        if (!g) {
+          if (groups.size >= 10_000) continue;
+          groups.set(k, (g = new Values()));
+        }
+        g.add(d);
+      }
+    }
+  }, budget);
+  const notes: string[] = [];
+  const info = scanNotes(res, budget, notes);
+  const agg = (v: Values): EventAggregate => {
+    const d = v.dist();
+    return { count: d.count, sum_ns: d.total_ns, p50_ns: d.p50_ns, p99_ns: d.p99_ns, p999_ns: d.p999_ns, max_ns: d.max_ns };
+  };
+  if (!isInterval(kind)) notes.push(`${q.kind} events are points in time: durations are 0, counts are what matter`);
+  if (all.seen > all.v.length) notes.push(`${all.seen} values, percentiles from a uniform sample of ${all.v.length}`);
+  const out: EventQueryResult = { kind: q.kind, all: agg(all), matched, returned: 0, truncated: info.partial, notes, ...info };
+  if (top) {
+    const take = top.best();
+    const l = top.list;
+    out.rows = take.map((i) => eventRow(l, i, clock, names));
+    out.returned = out.rows.length;
+    out.truncated ||= matched > take.length;
+  } else {
+    const gs = [...groups].map(([key, v]) => ({ key, ...agg(v) }))
+      .sort((x, y) => y.sum_ns - x.sum_ns || y.count - x.count);
+    out.group_by = q.groupBy;
+    out.groups = gs.slice(0, q.limit);
+    out.returned = out.groups.length;
+    out.truncated ||= gs.length > q.limit;
+    if (groups.size >= 10_000) notes.push('more than 10,000 groups: events of further groups were left out of the groups (not of all)');
+  }
+  return out;
+
+  function eventRow(l: EventList, i: number, c: ClockHistory, nm: Names): EventRow {
+    const k = l.kind[i];
+    const fields: EventRow['fields'] = {};
+    switch (k) {
+      case Kind.OFFCPU: {
+        const fl = l.f[F.offcpu.flags][i];
+        fields.state = stateLetters(l.f[F.offcpu.prevState][i], (fl & OffcpuFlag.PREEMPTED) !== 0);
+        const runnableAtSwitch = (fl & (OffcpuFlag.PREEMPTED | OffcpuFlag.RESCHED)) !== 0;
+        fields.runqueue_ns = runnableAtSwitch ? l.end[i] - l.start[i] : Math.max(0, l.end[i] - Math.max(l.start[i], l.f[F.offcpu.runnableNs][i]));
+        const wt = l.f[F.offcpu.wakerTid][i];
+        fields.waker = fl & OffcpuFlag.WOKEN ? (wt ? `${nm.comm(wt, l.end[i])}/${wt}` : 'irq') : null;
+        const pt = l.f[F.offcpu.preemptTid][i];
+        fields.preempted_by = runnableAtSwitch && pt ? `${nm.comm(pt, l.start[i])}/${pt}` : null;
+        break;
+      }
+      case Kind.FUTEX_WAIT: {
+        fields.uaddr = hex(l.f[F.futexWait.uaddr][i]);
+        fields.op = futexOpName(l.f[F.futexWait.op][i]);
+        const ret = l.f[F.futexWait.ret][i];
+        fields.error = ret < 0 ? errnoName(ret) : null;
+        const ot = l.f[F.futexWait.ownerTid][i];
+        fields.owner = ot ? `${nm.comm(ot, l.start[i])}/${ot}` : null;
+        break;
+      }
+      case Kind.FUTEX_WAKE:
+        fields.uaddr = hex(l.f[F.futexWake.uaddr][i]);
+        fields.op = futexOpName(l.f[F.futexWake.op][i]);
+        fields.woken = l.f[F.futexWake.ret][i];
+        break;
+      case Kind.BLOCK_IO: {
+        fields.dev = devStr(l.f[F.blockIo.dev][i]);
+        fields.op = (l.f[F.blockIo.flags][i] & IoFlag.WRITE) !== 0 ? 'write' : 'read';
+        fields.bytes = l.f[F.blockIo.bytes][i];
+        const issue = l.f[F.blockIo.issueNs][i];
+        fields.queue_ns = issue > l.start[i] ? issue - l.start[i] : 0;
+        fields.error = l.f[F.blockIo.error][i] || null;
+        break;
+      }
+      case Kind.TCP_RETRANS: {
+        const fam = tcpFam(l, i);
+        const sa = formatAddr(fam, l.bytesField(i, 'saddr'));
+        fields.src = `${sa.includes(':') ? `[${sa}]` : sa}:${l.f[F.tcpRetrans.sport][i]}`;
+        fields.dst = dst(l, i);
+        fields.state = TCP_STATE_NAMES[l.f[F.tcpRetrans.state][i]] ?? `state${l.f[F.tcpRetrans.state][i]}`;
+        break;
+      }
+      case Kind.CUDA_CALL: {
+        fields.api = cudaApiName(l.f[F.cudaCall.api][i]);
+        fields.ret = l.f[F.cudaCall.ret][i];
+        break;
+      }
+      case Kind.TASK: {
+        const ev = l.f[F.task.event][i];
+        fields.event = TASK_EVENT_NAMES[ev] ?? `event${ev}`;
+        fields.name = l.str(i, 'comm');
+        const ot = l.f[F.task.otherTid][i];
+        if (ot) fields.other_tid = ot;
+        if (ev === 4) fields.exit_code = l.f[F.task.exitCode][i];
+        break;
+      }
+    }
+    return {
+      kind: q.kind, pid: l.pid[i], tid: l.tid[i], comm: nm.comm(l.tid[i], l.start[i]), cpu: l.cpu[i],
+      start_unix_nano: epochStr(c, l.start[i]), duration_ns: l.end[i] - l.start[i], fields,
+    };
+  }
 }

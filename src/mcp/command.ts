@@ -10,9 +10,10 @@ import { runStdioServer } from './server.js';
 
 export const MCP_HELP = `usage: kspan mcp --data DIR [--http ADDR] [options]
 
-Serve kspan's read-only investigation tools (explain_request, find_slow_requests,
-get_latency_distribution, query_off_cpu, who_woke, futex_contention, capture_status,
-list_processes) to an MCP client. See src/mcp/README.md.
+Serve kspan's read-only investigation tools (find_slow_requests, explain_request,
+get_latency_distribution, query_off_cpu, who_woke, futex_contention, query_events,
+capture_status, list_processes), the prompt investigate_slow_request and the resources
+kspan://coverage, kspan://topology to an MCP client. See src/mcp/README.md.
 
   --data DIR            the kspan store (or KSPAN_DATA); opened read-only
   (default)             stdio: the client spawns \`kspan mcp --data DIR\`; logs go to stderr
@@ -20,7 +21,8 @@ list_processes) to an MCP client. See src/mcp/README.md.
   --token-file FILE     bearer token for HTTP (first line of FILE); else env KSPAN_MCP_TOKEN.
                         Required to bind anything but loopback. Never given as a flag value.
   --allowed-host NAME   extra Host header value accepted over HTTP (repeatable)
-  --rate N              HTTP requests per second per client (burst 2N; default 20)
+  --rate N              HTTP requests per second per client (burst 2N; default 20); each
+                        message of a JSON-RPC batch counts
   --audit-log FILE      append the audit JSON lines to FILE instead of stderr
   --service-process S=COMM  map service.name S to process COMM for the process join (repeatable)`;
 

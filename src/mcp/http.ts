@@ -6,7 +6,9 @@
 //   Host      must name the bind address, localhost, or an allowed host (403;
 //             DNS-rebinding protection); a present Origin likewise (403)
 //   rate      token bucket per client address (429 + Retry-After), unauthenticated
-//             requests included
+//             requests included; a JSON-RPC batch costs one token per message
+//             (the first is taken before the body is read, the rest after it
+//             is parsed), and a batch larger than the burst is refused (400)
 //   token     `Authorization: Bearer <token>` when a token is configured (401);
 //             a token is REQUIRED to bind anything but loopback (refuse to start).
 //             The token comes from an env var or a file, never a flag value.
@@ -20,6 +22,7 @@ import { isIP, type AddressInfo } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import type { Writable } from 'node:stream';
 import { openStoreReader, type StoreReader } from '../store/index.js';
+import type { BudgetLimits } from './budget.js';
 import { auditTransport, createKspanMcpServer, type AuditRecord } from './server.js';
 import { ClockCacheMcp } from './time.js';
 
@@ -36,8 +39,10 @@ export interface McpHttpOptions {
   tokenFile?: string;
   /** extra Host names accepted (e.g. the DNS name clients use off loopback) */
   allowedHosts?: string[];
-  /** per-client token bucket: sustained requests per second and burst (default 20/s, burst 40) */
+  /** per-client token bucket: sustained requests per second and burst (default 20/s, burst 40); each message of a batch counts */
   rateLimit?: { perSecond: number; burst: number };
+  /** each tool call's time and row budget (default 2 s wall, 5 M events) */
+  limits?: BudgetLimits;
   /** service.name -> process comm for the correlator's process join */
   serviceProcess?: Record<string, string>;
   tracer?: Tracer;
@@ -93,8 +98,8 @@ const digest = (s: string): Buffer => createHash('sha256').update(s).digest();
 class Buckets {
   private readonly m = new Map<string, { tokens: number; t: number }>();
   constructor(private readonly rate: number, private readonly burst: number) {}
-  /** true when allowed; else the seconds until one token is back */
-  take(key: string): true | number {
+  /** true when `n` tokens were taken; else the seconds until they are back (nothing taken) */
+  take(key: string, n = 1): true | number {
     const now = performance.now() / 1000;
     let b = this.m.get(key);
     if (!b) {
@@ -103,11 +108,11 @@ class Buckets {
     }
     b.tokens = Math.min(this.burst, b.tokens + (now - b.t) * this.rate);
     b.t = now;
-    if (b.tokens >= 1) {
-      b.tokens -= 1;
+    if (b.tokens >= n) {
+      b.tokens -= n;
       return true;
     }
-    return (1 - b.tokens) / this.rate;
+    return (n - b.tokens) / this.rate;
   }
   private prune(now: number): void {
     for (const [k, b] of this.m) if (b.tokens + (now - b.t) * this.rate >= this.burst) this.m.delete(k);
@@ -131,10 +136,10 @@ function hostsFor(bindHost: string, port: number, extra: string[]): Set<string> 
   return out;
 }
 
-function reply(res: ServerResponse, code: number, message: string, headers: Record<string, string> = {}): void {
+function reply(res: ServerResponse, code: number, message: string, headers: Record<string, string> = {}, rpcCode = -32000): void {
   if (res.headersSent) return;
   res.writeHead(code, { 'content-type': 'application/json', ...headers });
-  res.end(JSON.stringify({ jsonrpc: '2.0', error: { code: -32000, message }, id: null }));
+  res.end(JSON.stringify({ jsonrpc: '2.0', error: { code: rpcCode, message }, id: null }));
 }
 
 function readBody(req: IncomingMessage): Promise<unknown> {
@@ -206,7 +211,7 @@ export async function startMcpHttpServer(o: McpHttpOptions): Promise<McpHttpHand
     // rate limit before the token check: failed guesses count too
     const client = req.socket.remoteAddress ?? 'unknown';
     const t = buckets.take(client);
-    if (t !== true) return reply(res, 429, 'too many requests', { 'retry-after': String(Math.max(1, Math.ceil(t))) });
+    if (t !== true) return reply(res, 429, `too many requests: at most ${rate.perSecond}/s per client (burst ${rate.burst}); retry after the Retry-After seconds`, { 'retry-after': String(Math.max(1, Math.ceil(t))) });
     if (tokenDigest) {
       const m = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '');
       if (!m || !timingSafeEqual(digest(m[1]), tokenDigest)) {
@@ -219,8 +224,21 @@ export async function startMcpHttpServer(o: McpHttpOptions): Promise<McpHttpHand
     }
     if (Number(req.headers['content-length'] ?? 0) > MAX_BODY) return reply(res, 413, `request body over ${MAX_BODY} bytes`, { connection: 'close' });
     const body = await readBody(req);
-    const mcp = createKspanMcpServer({ reader, dataDir: o.dataDir, serviceProcess: o.serviceProcess, clocks });
+    // a batch: every message counts against the client's bucket (one was taken above)
+    if (Array.isArray(body)) {
+      if (body.length > rate.burst) {
+        return reply(res, 400, `batch of ${body.length} messages refused: at most ${rate.burst} per POST (each counts against the rate limit); send fewer`, {}, -32600);
+      }
+      const more = buckets.take(client, Math.max(0, body.length - 1));
+      if (more !== true) {
+        return reply(res, 429, `too many requests: a batch of ${body.length} messages costs ${body.length} of the rate limit (${rate.perSecond}/s, burst ${rate.burst}); retry later or send fewer`,
+          { 'retry-after': String(Math.max(1, Math.ceil(more))) });
+      }
+    }
+    const mcp = createKspanMcpServer({ reader, dataDir: o.dataDir, serviceProcess: o.serviceProcess, clocks, limits: o.limits });
     const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
+    // the client gone (or the answer sent): closing the server aborts the
+    // AbortSignal of every call still running for this POST
     res.on('close', () => {
       void transport.close();
       void mcp.close();

@@ -8,8 +8,10 @@
 //   const server = createKspanMcpServer({ reader: openStoreReader(dir) });
 //   await server.connect(auditTransport(transport, { log: process.stderr }));
 
-export { auditTransport, createKspanMcpServer, runStdioServer, SERVER_INSTRUCTIONS, type AuditOptions, type AuditRecord, type StdioOptions } from './server.js';
+export { auditTransport, createKspanMcpServer, leanSchema, runStdioServer, SERVER_INSTRUCTIONS, type AuditOptions, type AuditRecord, type StdioOptions } from './server.js';
 export { registerTools, TOOL_NAMES, type ToolContext } from './tools.js';
-export { parseTimeArg, TIME_HELP, ToolInputError } from './time.js';
+export { DRILL_DOWN, investigationPrompt, registerGuide } from './guide.js';
+export { Budget, callsRunning, turnsWaiting, DEFAULT_MAX_EVENTS, DEFAULT_TIME_MS, SLICE_MS, type BudgetLimits } from './budget.js';
+export { ClockCacheMcp, parseTimeArg, resolveWindow, TIME_HELP, ToolInputError } from './time.js';
 export { isLoopback, parseAddr, startMcpHttpServer, type McpHttpHandle, type McpHttpOptions } from './http.js';
 export { MCP_HELP, cmdMcp } from './command.js';

@@ -6,13 +6,16 @@
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
-import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
+import { ListToolsRequestSchema, type JSONRPCMessage, type ListToolsResult, type Tool } from '@modelcontextprotocol/sdk/types.js';
 import { SpanKind, SpanStatusCode, context, propagation, type Span, type Tracer } from '@opentelemetry/api';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Writable } from 'node:stream';
 import { REPO_ROOT } from '../capture/index.js';
 import { openStoreReader, type StoreReader } from '../store/index.js';
+import type { BudgetLimits } from './budget.js';
+import { registerGuide } from './guide.js';
+import { ClockCacheMcp } from './time.js';
 import { registerTools, type ToolContext } from './tools.js';
 
 export interface AuditRecord {
@@ -52,20 +55,71 @@ function kspanVersion(): string {
 }
 const VERSION = kspanVersion();
 
-export const SERVER_INSTRUCTIONS =
-  'kspan explains slow requests from Linux kernel events (scheduling, futex locks, block I/O, TCP retransmits, CUDA calls) ' +
-  'joined to OpenTelemetry spans. Start with find_slow_requests (or explain_request when you have a trace id or request id), ' +
-  'then drill down with query_off_cpu, who_woke, futex_contention and get_latency_distribution. capture_status says ' +
-  'whether capture covered the time and lost records. Times are epoch ns strings, RFC 3339, or relative ("-5m"). All tools are read-only.';
+export const SERVER_INSTRUCTIONS = [
+  'kspan explains slow requests from Linux kernel events (scheduling, futex locks, block I/O, TCP retransmits, CUDA calls) joined to OpenTelemetry spans. Every tool is read-only.',
+  'Start with find_slow_requests (no arguments needed), then explain_request(trace_id); drill down with query_off_cpu, who_woke, futex_contention, get_latency_distribution and query_events. The prompt investigate_slow_request walks these steps. Resources: kspan://coverage (sessions, probes, time range, losses), kspan://topology (CPUs, the processes that matter).',
+  'Conventions for every tool: since/until/at are epoch ns as a decimal string, RFC 3339 ("2025-01-02T03:04:05.123Z"), or relative to now ("now", "-30s", "-5m", "-2h", "-1d"). until defaults to now; since to 1 h before until, or the store\'s first data if later (when the store holds nothing from the last hour, the default window is its last hour of data). A window is at most 7 days. pid/tid are kernel ids (tid = gettid()). *_ms arguments are milliseconds.',
+  'Results: times *_unix_nano (epoch ns strings), durations *_ns (numbers); lists bounded by limit with matched/returned/truncated. Each call has a 2 s time and a 5 M-event budget: a scan that runs out answers with partial: true and a note; narrow the window or give pid/tid. Errors say what to change.',
+].join('\n');
 
-/** An McpServer with kspan's tools over `ctx.reader` (not connected). */
+/** An McpServer with kspan's tools, prompt and resources over `ctx.reader` (not connected). */
 export function createKspanMcpServer(ctx: ToolContext): McpServer {
   const server = new McpServer(
     { name: 'kspan', version: VERSION, title: 'kspan — kernel causes of slow requests' },
-    { capabilities: { tools: {} }, instructions: SERVER_INSTRUCTIONS },
+    { capabilities: { tools: {}, prompts: {}, resources: {} }, instructions: SERVER_INSTRUCTIONS },
   );
+  ctx.clocks ??= new ClockCacheMcp();
   registerTools(server, ctx);
+  registerGuide(server, ctx);
+  leanToolList(server);
   return server;
+}
+
+/**
+ * JSON Schema without the keywords that say nothing: "$schema", empty
+ * "properties", "additionalProperties": {} (any), "items": {} (any).
+ */
+export function leanSchema(s: unknown): unknown {
+  if (Array.isArray(s)) return s.map(leanSchema);
+  if (!s || typeof s !== 'object') return s;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(s)) {
+    if (k === '$schema') continue;
+    const isEmpty = v && typeof v === 'object' && !Array.isArray(v) && Object.keys(v).length === 0;
+    if ((k === 'additionalProperties' || k === 'items') && (v === true || isEmpty)) continue;
+    if (k === 'properties' && isEmpty) continue;
+    out[k] = k === 'properties' && v && typeof v === 'object' ? Object.fromEntries(Object.entries(v).map(([p, x]) => [p, leanSchema(x)])) : leanSchema(v);
+  }
+  return out;
+}
+
+/** A tool definition as sent: lean schemas; no annotations.title equal to the title; no execution block that states the default. */
+function leanTool(t: Tool): Tool {
+  const out: Tool = { ...t, inputSchema: leanSchema(t.inputSchema) as Tool['inputSchema'] };
+  if (t.outputSchema) out.outputSchema = leanSchema(t.outputSchema) as Tool['outputSchema'];
+  if (t.annotations?.title === t.title) {
+    const { title: _t, ...rest } = t.annotations!;
+    out.annotations = rest;
+  }
+  if (t.execution && (t.execution.taskSupport ?? 'forbidden') === 'forbidden' && Object.keys(t.execution).length <= 1) delete out.execution;
+  return out;
+}
+
+/**
+ * Serve tools/list through leanTool: the SDK's handler builds the list (from
+ * the zod schemas), this one drops what carries no meaning (~1.5 KB over
+ * nine tools). Uses the SDK's request-handler map; without it, the list is
+ * served as the SDK builds it.
+ */
+function leanToolList(server: McpServer): void {
+  type Handler = (req: unknown, extra: unknown) => Promise<unknown>;
+  const handlers = (server.server as unknown as { _requestHandlers?: Map<string, Handler> })._requestHandlers;
+  const orig = handlers?.get('tools/list');
+  if (!orig) return;
+  server.server.setRequestHandler(ListToolsRequestSchema, async (req, extra) => {
+    const r = (await orig(req, extra)) as ListToolsResult;
+    return { ...r, tools: r.tools.map(leanTool) };
+  });
 }
 
 function truncateArgs(args: unknown): unknown {
@@ -120,6 +174,28 @@ export function auditTransport(t: Transport, o: AuditOptions = {}): Transport {
     }
     handler?.(msg, extra);
   };
+  // calls still running when the transport closes (the HTTP client left): their
+  // results are never sent; audit them as cancelled
+  const close = t.close.bind(t);
+  t.close = async (): Promise<void> => {
+    for (const [id, p] of pending) {
+      pending.delete(id);
+      const rec: AuditRecord = {
+        ts: new Date().toISOString(), event: 'mcp.tools/call', tool: p.tool, arguments: p.args,
+        duration_ms: Math.round((performance.now() - p.t0) * 1000) / 1000, result_bytes: 0, is_error: true,
+        error: 'cancelled: the transport closed (client gone) before the result', transport: o.transport ?? 'unknown',
+      };
+      if (t.sessionId) rec.session = t.sessionId;
+      if (o.client) rec.client = o.client;
+      emit(rec);
+      if (p.span) {
+        p.span.setAttribute('error.type', 'cancelled');
+        p.span.setStatus({ code: SpanStatusCode.ERROR, message: rec.error });
+        p.span.end();
+      }
+    }
+    return close();
+  };
   const send = t.send.bind(t);
   t.send = async (msg: JSONRPCMessage, opts?: Parameters<Transport['send']>[1]): Promise<void> => {
     const r = msg as { id?: string | number; result?: { isError?: boolean; content?: { type: string; text?: string }[] }; error?: { code: number; message: string } };
@@ -155,6 +231,8 @@ export function auditTransport(t: Transport, o: AuditOptions = {}): Transport {
 export interface StdioOptions extends AuditOptions {
   dataDir: string;
   serviceProcess?: Record<string, string>;
+  /** each tool call's time and row budget (default 2 s wall, 5 M events) */
+  limits?: BudgetLimits;
   /** diagnostics (default: stderr) */
   diag?: (line: string) => void;
 }
@@ -162,7 +240,7 @@ export interface StdioOptions extends AuditOptions {
 /** `kspan mcp --data DIR`: serve over stdin/stdout until stdin closes. Resolves on close. */
 export async function runStdioServer(o: StdioOptions): Promise<void> {
   const reader = openStoreReader(o.dataDir);
-  const server = createKspanMcpServer({ reader, dataDir: o.dataDir, serviceProcess: o.serviceProcess });
+  const server = createKspanMcpServer({ reader, dataDir: o.dataDir, serviceProcess: o.serviceProcess, limits: o.limits });
   const transport = auditTransport(new StdioServerTransport(), { ...o, transport: o.transport ?? 'stdio' });
   const closed = new Promise<void>((resolve) => {
     server.server.onclose = () => resolve();

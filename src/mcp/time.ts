@@ -3,7 +3,8 @@
 // with the stored clock history (sample in force at the time).
 
 import { ClockHistory } from '../capture/index.js';
-import type { StoreReader } from '../store/index.js';
+import type { ClockSampleMeta, StoreReader } from '../store/index.js';
+import { clockSamplesSliced, type ScanControl } from '../store/queries.js';
 
 /** A tool argument failed validation: the message goes back to the client as an isError result. */
 export class ToolInputError extends Error {}
@@ -58,35 +59,105 @@ export interface Window {
   /** the same in the store's monotonic ns */
   a: number;
   b: number;
+  /** set when the default window was moved to where the store has data */
+  note?: string;
 }
 
 /** Longest window a tool accepts (bounds the work of one call). */
 export const MAX_WINDOW_NS = 7n * 86_400_000_000_000n;
+/** Default window length: `since` defaults to this long before `until`. */
+export const DEFAULT_WINDOW_NS = 3_600_000_000_000n;
 
-/** since (required) / until (default now), validated: until after since, not longer than maxNs. */
-export function parseWindow(clock: ClockHistory, since: string | number, until: string | number | undefined, maxNs: bigint = MAX_WINDOW_NS): Window {
+/** The store's data (kernel events and spans), epoch ns. */
+export interface DataRange {
+  from: bigint;
+  to: bigint;
+}
+
+/**
+ * since / until as given, or the defaults: until = now; since = an hour
+ * before until, or the store's first data when that is later (the store's
+ * span, if shorter). When neither is given and the store's data ended more
+ * than an hour ago, the window is the store's last hour (with a note).
+ * Validated: until after since, at most maxNs long.
+ */
+export function resolveWindow(
+  clock: ClockHistory, since: string | number | undefined, until: string | number | undefined,
+  range?: () => DataRange | null, maxNs: bigint = MAX_WINDOW_NS,
+): Window {
   const now = nowEpochNs();
-  const from = parseTimeArg(since, 'since', now);
-  const to = until === undefined ? now : parseTimeArg(until, 'until', now);
-  if (to <= from) throw new ToolInputError(`inverted or empty window: until (${to}) must be after since (${from})`);
-  if (to - from > maxNs) throw new ToolInputError(`window too long: ${(Number(to - from) / 3.6e12).toFixed(1)} h; at most ${Number(maxNs / 3_600_000_000_000n)} h per call`);
-  return { fromUnixNano: from, toUnixNano: to, a: Math.max(0, clock.toMonoNs(from)), b: Math.max(0, clock.toMonoNs(to)) };
+  let to = until === undefined ? now : parseTimeArg(until, 'until', now);
+  let from: bigint;
+  let note: string | undefined;
+  if (since !== undefined) from = parseTimeArg(since, 'since', now);
+  else {
+    from = to - DEFAULT_WINDOW_NS;
+    const r = range?.() ?? null;
+    if (r) {
+      if (until === undefined && r.to < from) {
+        to = r.to + 1_000_000n;
+        from = to - DEFAULT_WINDOW_NS;
+        note = `no data in the last hour: the default window is the store's last hour of data (ending ${isoOf(r.to)}); give since/until for another`;
+      }
+      if (r.from > from && r.from < to) from = r.from;
+    }
+  }
+  if (to <= from) throw new ToolInputError(`inverted or empty window: until (${to}) must be after since (${from}); e.g. since "-1h", until "now"`);
+  if (to - from > maxNs) throw new ToolInputError(`window too long: ${(Number(to - from) / 3.6e12).toFixed(1)} h; at most ${Number(maxNs / 3_600_000_000_000n)} h per call: give a later since or an earlier until`);
+  const w: Window = { fromUnixNano: from, toUnixNano: to, a: Math.max(0, clock.toMonoNs(from)), b: Math.max(0, clock.toMonoNs(to)) };
+  if (note) w.note = note;
+  return w;
+}
+
+function isoOf(ns: bigint): string {
+  return new Date(Number(ns / 1_000_000n)).toISOString();
 }
 
 /**
  * The store's clock history, loaded once per reader and extended
  * incrementally with the samples written since (a long-running server).
+ * `load()` reads them in slices under a call's budget (a day of capture has
+ * ~86,000 samples: one read would stall the event loop); `get()` then only
+ * adds the few written since.
  */
 export class ClockCacheMcp {
   private readonly clock = new ClockHistory();
   private last: number | undefined;
+  private loading: Promise<void> | null = null;
+
+  private add(s: ClockSampleMeta): void {
+    if (this.last !== undefined && s.monoNs <= this.last) return;
+    this.clock.add(s.monoNs, BigInt(s.realtimeNs), s.errorNs);
+    this.last = s.monoNs;
+  }
+
+  /**
+   * Load the samples not seen yet, in slices (ctl yields between them); one
+   * loader at a time (the others wait for it). Progress is kept when ctl
+   * stops it. Resolves true when the history is complete.
+   */
+  async load(r: StoreReader, ctl: ScanControl): Promise<boolean> {
+    while (this.loading) await this.loading;
+    let complete = false;
+    this.loading = (async () => {
+      complete = await clockSamplesSliced(r, this.last, (s) => this.add(s), { tick: () => ctl.tick(), due: () => ctl.due?.() ?? false });
+    })();
+    try {
+      await this.loading;
+    } finally {
+      this.loading = null;
+    }
+    return complete;
+  }
 
   get(r: StoreReader): ClockHistory {
-    for (const s of r.clockSamples(this.last)) {
-      this.clock.add(s.monoNs, BigInt(s.realtimeNs), s.errorNs);
-      this.last = s.monoNs;
-    }
+    for (const s of r.clockSamples(this.last)) this.add(s);
     return this.clock;
+  }
+
+  /** Samples loaded so far. */
+  get size(): number {
+    return this.clock.size;
   }
 }
 

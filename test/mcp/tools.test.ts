@@ -141,6 +141,22 @@ test('find_slow_requests: slowest traces first with a kernel blame', async () =>
   assert.equal(lim.truncated, true, 'truncation is said');
 });
 
+test('bare calls: find_slow_requests, explain_request and query_events with no window', async () => {
+  const r = await call('find_slow_requests');
+  assert.equal(r.requests.length, 3, 'the last hour holds the three traces');
+  const e = await call('explain_request');
+  assert.equal(e.trace_id, r.requests[0].trace_id, 'no id: the slowest request');
+  const ca = fx.cuda_app;
+  const syncs = ca.expect.filter((x: any) => cudaApiName(x.kspan_api) === 'cudaStreamSynchronize').reduce((a: number, x: any) => a + x.count, 0);
+  const q = await call('query_events', { kind: 'cuda_call', pid: ca.pid, api: 'cudaStreamSynchronize', limit: 3 });
+  assert.equal(q.matched, syncs, 'every cudaStreamSynchronize call of the app');
+  assert.equal(q.returned, 3);
+  assert.ok(q.rows.every((x: any) => x.fields.api === 'cudaStreamSynchronize' && x.pid === ca.pid));
+  const byComm = await call('query_events', { kind: 'futex_wait', comm: 'waiter', min_duration_ms: 20, group_by: 'uaddr' });
+  assert.equal(byComm.groups[0].key, `${fx.mutex_hold.pid}/${mutexWord()}`);
+  assert.equal(byComm.groups[0].count, 3);
+});
+
 test('query_off_cpu: the ~50 ms futex waits of the waiter, woken by the holder', async () => {
   const mh = fx.mutex_hold;
   const r = await call('query_off_cpu', { tid: mh.tid_a, since: '-10m', min_duration_ms: 20 });
@@ -254,7 +270,7 @@ test('capture_status and list_processes', async () => {
 test('bad arguments are isError results with a message, and the server keeps serving', async () => {
   assert.match(await callError('explain_request', { trace_id: 'xyz' }), /32 hex/);
   assert.match(await callError('explain_request', { trace_id: '0'.repeat(32) }), /all zeros/);
-  assert.match(await callError('explain_request', {}), /exactly one/);
+  assert.match(await callError('explain_request', { trace_id: traceId, request_id: 'x' }), /one of trace_id and request_id/);
   assert.match(await callError('explain_request', { trace_id: 'f'.repeat(32) }), /not in the span index/);
   assert.match(await callError('query_off_cpu', { since: '-1m' }), /pid or tid/);
   assert.match(await callError('query_off_cpu', { tid: 1, since: '-1m', until: '-2m' }), /inverted/);
