@@ -15,7 +15,8 @@
 //   - added latency: per driver span, arrival at the sink (epoch) - the span's
 //     end time: the wait for the watermark, explain, enrich, export.
 // Also the share of spans explained before their window was fully ingested
-// (the bounded wait expired: `kspan.data.settling`).
+// (the bounded wait expired: `kspan.data.settling`). The driver's first 2 s
+// are a warm-up (module loading, JIT, caches) and are not measured.
 //
 //   npm run bench:live [-- --quick] [-- --rate N] [-- --duration S] [-- --no-load]
 // Needs root (the probe). Ends with RESULT lines.
@@ -28,6 +29,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { spawn } from 'node:child_process';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { startDaemon } from '../src/daemon/index.js';
 import { ENGINE_COMM, EXAMPLE_DIR, buildExample, defaultPython } from '../src/demo/index.js';
 import { OtlpReceiver, encodeTraceRequest, findAttr, type DecodedTraceRequest, type KeyValue, type Span } from '../src/otel/index.js';
@@ -59,6 +61,7 @@ async function sinkRole(): Promise<void> {
       async consume(req) {
         const now = epochNs();
         for (const rs of req.resourceSpans) for (const ss of rs.scopeSpans) for (const s of ss.spans) {
+          if (findAttr(s.attributes, 'bench.warmup')) continue;
           if (!findAttr(s.attributes, 'bench.driver')) {
             other++;
             continue;
@@ -90,6 +93,7 @@ async function driverRole(): Promise<void> {
   let sent = 0;
   let errors = 0;
   let stop = false;
+  const rtt: number[] = [];
   process.on('message', (m: { cmd: string }) => {
     if (m.cmd === 'stop') stop = true;
   });
@@ -97,7 +101,9 @@ async function driverRole(): Promise<void> {
   const tick = 10; // ms: rate/100 spans per request
   const per = Math.max(1, Math.round((rate * tick) / 1000));
   const t0 = performance.now();
+  const WARMUP_MS = 2000; // the daemon's first explains compile and warm caches: not measured
   while (!stop) {
+    const warm = performance.now() - t0 < WARMUP_MS;
     // each span: the last 2 ms of this (Node main) thread, which is the OS thread process.pid
     const end = epochNs();
     const spans: Span[] = [];
@@ -106,7 +112,7 @@ async function driverRole(): Promise<void> {
       spans.push({
         traceId: (0xb1e0000000000000n + BigInt(n)).toString(16).padStart(32, '0'), spanId: (0x1000000000000000n + BigInt(n)).toString(16).padStart(16, '0'),
         traceState: '', parentSpanId: '', flags: 1, name: 'GET /live', kind: 2, startTimeUnixNano: end - 2_000_000n, endTimeUnixNano: end,
-        attributes: [int('linux.tid', process.pid), int('process.pid', process.pid), int('bench.driver', 1)],
+        attributes: [int('linux.tid', process.pid), int('process.pid', process.pid), int(warm ? 'bench.warmup' : 'bench.driver', 1)],
         droppedAttributesCount: 0, events: [], droppedEventsCount: 0, links: [], droppedLinksCount: 0, status: { code: 0, message: '' },
       });
     }
@@ -117,15 +123,17 @@ async function driverRole(): Promise<void> {
       }],
     };
     const body = encodeTraceRequest(req);
+    const t = performance.now();
     request({ host: '127.0.0.1', port, path: '/v1/traces', method: 'POST', agent, headers: { 'content-type': 'application/x-protobuf' } }, (res) => {
       res.resume();
+      if (!warm) res.on('end', () => rtt.push(performance.now() - t));
       if (res.statusCode !== 200) errors++;
     }).on('error', () => { errors++; }).end(body);
     sent += per;
     const next = t0 + (sent / rate) * 1000;
     await new Promise((r) => setTimeout(r, Math.max(0, next - performance.now())));
   }
-  send({ sent, errors });
+  send({ sent, errors, rttP50: pct(rtt, 0.5), rttP99: pct(rtt, 0.99) });
 }
 
 // ---------------------------------------------------------------- main
@@ -174,23 +182,28 @@ async function main(): Promise<void> {
     });
     await new Promise((r) => setTimeout(r, 1500));
     const lag: number[] = [];
+    const loop = monitorEventLoopDelay({ resolution: 10 });
+    loop.enable();
     const sampler = setInterval(() => {
       const clock = probe.state.clock;
       if (!clock.size) return;
       lag.push(Number(epochNs() - clock.toEpochNs(writer.ingestWatermarkNs)) / 1e6);
     }, 5);
     driver = (await child('driver', ['--port', String(port), '--rate', String(rate)])).cp;
-    console.log(`live: probe pid ${probe.pid}, daemon OTLP/HTTP :${port}, driver ${rate} spans/s for ${durationS} s, demo workload as load`);
-    await new Promise((r) => setTimeout(r, durationS * 1000));
-    const drv = await ask<{ sent: number; errors: number }>(driver, 'stop');
+    console.log(`live: probe pid ${probe.pid}, daemon OTLP/HTTP :${port}, driver ${rate} spans/s for ${durationS} s (after a 2 s warm-up)${workload ? ', demo workload as load' : ', no other load'}`);
+    await new Promise((r) => setTimeout(r, durationS * 1000 + 2000)); // + the driver's warm-up
+    const drv = await ask<{ sent: number; errors: number; rttP50: number; rttP99: number }>(driver, 'stop');
     clearInterval(sampler);
+    loop.disable();
     await new Promise((r) => setTimeout(r, 2500)); // the bounded wait (1 s) and export
     const backlog = { buffered: daemon.pipeline.bufferedSpans, upstreamQueued: daemon.upstream?.pending ?? 0 };
     const st = await ask<{ lat: number[]; driverSpans: number; enriched: number; partial: number; other: number }>(sink.cp, 'stats');
     const c = daemon.pipeline.counters;
     console.log(`visibility lag (ingest watermark behind the wall clock, ${lag.length} samples): p50 ${pct(lag, 0.5).toFixed(1)} ms, p99 ${pct(lag, 0.99).toFixed(1)} ms, max ${Math.max(...lag).toFixed(1)} ms`);
+    console.log(`driver: OTLP/HTTP request -> response p50 ${drv.rttP50.toFixed(1)} ms, p99 ${drv.rttP99.toFixed(1)} ms (queueing included)`);
     console.log(`driver: ${drv.sent} spans sent (${drv.errors} errors); sink: ${st.driverSpans} arrived, ${st.enriched} enriched, ${st.partial} partial (wait expired), ${st.other} demo spans`);
     console.log(`added latency (span end -> upstream): p50 ${pct(st.lat, 0.5).toFixed(1)} ms, p99 ${pct(st.lat, 0.99).toFixed(1)} ms, max ${Math.max(...st.lat).toFixed(1)} ms`);
+    console.log(`daemon event loop delay: p50 ${(loop.percentile(50) / 1e6).toFixed(1)} ms, p99 ${(loop.percentile(99) / 1e6).toFixed(1)} ms, max ${(loop.max / 1e6).toFixed(1)} ms`);
     console.log(`daemon: received ${c.received}, enriched ${c.enriched} (${c.enrichedPartial} partial), unchanged ${Object.values(c.passed).reduce((a, b) => a + b, 0)}; when the driver stopped: ${backlog.buffered} waiting for the watermark, ${backlog.upstreamQueued} queued for upstream; kernel records lost ${probe.state.totalLost}`);
     console.log(`RESULT visibility_lag_p50 ${pct(lag, 0.5).toFixed(1)} ms`);
     console.log(`RESULT visibility_lag_p99 ${pct(lag, 0.99).toFixed(1)} ms`);

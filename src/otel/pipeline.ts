@@ -36,6 +36,13 @@ export interface KernelSide {
 
 export type EmitMode = 'span-events' | 'child-spans';
 
+/**
+ * Spans explained per store snapshot before the tick may yield: small enough
+ * that one chunk keeps the event loop (OTLP intake, capture) for ~30 ms, large
+ * enough to share the snapshot's caches.
+ */
+const EXPLAIN_CHUNK_SPANS = 128;
+
 export interface PipelineOptions {
   kernel: KernelSide;
   /** where received spans are indexed (the store's span index); null: not stored */
@@ -54,7 +61,7 @@ export interface PipelineOptions {
   minDurationMs?: number;
   /** how often the buffer is checked, ms (default 50) */
   tickMs?: number;
-  /** most time spent explaining per tick before yielding to the receivers, ms (default 200) */
+  /** most time spent explaining per tick before yielding to the receivers, ms (default 50) */
   tickBudgetMs?: number;
   explain?: ExplainOptions;
   enrich?: EnrichOptions;
@@ -224,7 +231,7 @@ export class EnrichPipeline implements SpanConsumer {
     const w = this.o.kernel.watermarkUnixNano();
     const now = Date.now();
     const t0 = performance.now();
-    const budget = all ? Infinity : (this.o.tickBudgetMs ?? 200);
+    const budget = all ? Infinity : (this.o.tickBudgetMs ?? 50);
     let ready: [string, TraceBuffer][] = [];
     let spans = 0;
     for (const [id, t] of this.traces) {
@@ -236,7 +243,7 @@ export class EnrichPipeline implements SpanConsumer {
       ready.push([id, t]);
       spans += t.entries.length;
       // explain in chunks (one store snapshot each), yielding to the receivers when over budget
-      if (spans >= 512) {
+      if (spans >= EXPLAIN_CHUNK_SPANS) {
         this.explainAndSend(ready);
         ready = [];
         spans = 0;
