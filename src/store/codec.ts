@@ -19,7 +19,7 @@
 //   columns whose bit is set, in spec order (see KIND_SPECS)
 // Stacks append their frames raw (8 bytes each) after the columns.
 
-import { Kind } from '../capture/index.js';
+import { BLOCK_IO, CUDA_CALL, FUTEX_WAIT, FUTEX_WAKE, Kind, OFFCPU, STACK, TASK, TCP_RETRANS } from '../capture/index.js';
 
 export const BLOCK_VERSION = 1;
 const TWO32 = 4294967296;
@@ -68,7 +68,7 @@ export interface KindSpec {
   stack: boolean;
 }
 
-function spec(kind: number, name: string, interval: boolean, cols: [string, number, number][], stack = false): KindSpec {
+function spec(kind: number, name: string, interval: boolean, cols: readonly ColDef[], stack = false): KindSpec {
   const s: KindSpec = {
     kind, name, interval, stack,
     cols: cols.map(([n, type, off]) => ({ name: n, type, off })),
@@ -94,58 +94,71 @@ function spec(kind: number, name: string, interval: boolean, cols: [string, numb
 export const NUM_FIELDS = 12;
 
 // Column order: the ones that change most often first (the change mask's
-// first 7 bits fit one varint byte).
-export const KIND_SPECS: (KindSpec | undefined)[] = [];
-KIND_SPECS[Kind.OFFCPU] = spec(Kind.OFFCPU, 'offcpu', true, [
-  ['runnableNs', Col.REL, 32], ['wakerTid', Col.ID, 60], ['wakerPid', Col.ID, 56], ['lastTid', Col.ID, 76],
-  ['lastPid', Col.ID, 72], ['preemptTid', Col.ID, 68], ['preemptPid', Col.ID, 64], ['flags', Col.ID, 52],
-  ['prevState', Col.ID, 48], ['outCpu', Col.ID, 80], ['wakerCpu', Col.ID, 84], ['wakerUaddr', Col.U64, 40],
-]);
-KIND_SPECS[Kind.FUTEX_WAIT] = spec(Kind.FUTEX_WAIT, 'futex_wait', true, [
-  ['uaddr', Col.U64, 32], ['op', Col.ID, 40], ['ret', Col.I32, 44], ['val', Col.ID, 48],
-  ['ownerTid', Col.ID, 52], ['ownerSrc', Col.ID, 56],
-]);
-KIND_SPECS[Kind.FUTEX_WAKE] = spec(Kind.FUTEX_WAKE, 'futex_wake', true, [
-  ['uaddr', Col.U64, 32], ['uaddr2', Col.U64, 40], ['op', Col.ID, 48], ['ret', Col.I32, 52],
-]);
-KIND_SPECS[Kind.BLOCK_IO] = spec(Kind.BLOCK_IO, 'block_io', true, [
-  ['issueNs', Col.REL, 32], ['sector', Col.U64, 40], ['dev', Col.ID, 48], ['bytes', Col.ID, 52],
-  ['flags', Col.ID, 56], ['error', Col.I32, 60], ['comm', Col.STR16, 64],
-]);
-KIND_SPECS[Kind.TCP_RETRANS] = spec(Kind.TCP_RETRANS, 'tcp_retrans', false, [
-  ['family', Col.U16, 56], ['sport', Col.U16, 58], ['dport', Col.U16, 60], ['state', Col.U8, 62],
-  ['inIrq', Col.U8, 63], ['err', Col.I32, 64], ['sockIno', Col.U64, 72], ['saddr', Col.B16, 24], ['daddr', Col.B16, 40],
-]);
-KIND_SPECS[Kind.CUDA_CALL] = spec(Kind.CUDA_CALL, 'cuda_call', true, [
-  ['arg', Col.U64, 32], ['api', Col.ID, 40], ['ret', Col.I32, 44],
-]);
-KIND_SPECS[Kind.TASK] = spec(Kind.TASK, 'task', false, [
-  ['startTime', Col.U64, 24], ['event', Col.ID, 32], ['otherPid', Col.ID, 36], ['otherTid', Col.ID, 40],
-  ['exitCode', Col.I32, 44], ['comm', Col.STR16, 48], ['pcomm', Col.STR16, 64],
-]);
-KIND_SPECS[Kind.STACK] = spec(Kind.STACK, 'stack', false, [
-  ['startNs', Col.REL, 24], ['nUser', Col.ID, 32], ['nKernel', Col.ID, 36],
-], true);
+// first 7 bits fit one varint byte). Offsets come from src/capture/records.ts
+// (the record ABI, itself checked against bpf/kspan.h by the layout test).
+type ColDef = readonly [name: string, type: number, off: number];
 
-/** Column index (into EventList.f) of a numeric field of a kind, e.g. col(Kind.OFFCPU, 'wakerTid'). */
-export function fieldIndex(kind: number, name: string): number {
-  const s = KIND_SPECS[kind];
-  if (!s) throw new Error(`no spec for kind ${kind}`);
-  const i = s.cols.findIndex((c) => c.name === name);
-  if (i < 0 || s.numIdx[i] < 0) throw new Error(`kind ${s.name} has no numeric field ${name}`);
-  return s.numIdx[i];
+const OFFCPU_COLS = [
+  ['runnableNs', Col.REL, OFFCPU.runnable_ns], ['wakerTid', Col.ID, OFFCPU.waker_tid], ['wakerPid', Col.ID, OFFCPU.waker_pid],
+  ['lastTid', Col.ID, OFFCPU.last_tid], ['lastPid', Col.ID, OFFCPU.last_pid], ['preemptTid', Col.ID, OFFCPU.preempt_tid],
+  ['preemptPid', Col.ID, OFFCPU.preempt_pid], ['flags', Col.ID, OFFCPU.flags], ['prevState', Col.ID, OFFCPU.prev_state],
+  ['outCpu', Col.ID, OFFCPU.out_cpu], ['wakerCpu', Col.ID, OFFCPU.waker_cpu], ['wakerUaddr', Col.U64, OFFCPU.waker_uaddr],
+] as const;
+const FUTEX_WAIT_COLS = [
+  ['uaddr', Col.U64, FUTEX_WAIT.uaddr], ['op', Col.ID, FUTEX_WAIT.op], ['ret', Col.I32, FUTEX_WAIT.ret], ['val', Col.ID, FUTEX_WAIT.val],
+  ['ownerTid', Col.ID, FUTEX_WAIT.owner_tid], ['ownerSrc', Col.ID, FUTEX_WAIT.owner_src],
+] as const;
+const FUTEX_WAKE_COLS = [
+  ['uaddr', Col.U64, FUTEX_WAKE.uaddr], ['uaddr2', Col.U64, FUTEX_WAKE.uaddr2], ['op', Col.ID, FUTEX_WAKE.op], ['ret', Col.I32, FUTEX_WAKE.ret],
+] as const;
+const BLOCK_IO_COLS = [
+  ['issueNs', Col.REL, BLOCK_IO.issue_ns], ['sector', Col.U64, BLOCK_IO.sector], ['dev', Col.ID, BLOCK_IO.dev], ['bytes', Col.ID, BLOCK_IO.bytes],
+  ['flags', Col.ID, BLOCK_IO.flags], ['error', Col.I32, BLOCK_IO.error], ['comm', Col.STR16, BLOCK_IO.comm],
+] as const;
+const TCP_RETRANS_COLS = [
+  ['family', Col.U16, TCP_RETRANS.family], ['sport', Col.U16, TCP_RETRANS.sport], ['dport', Col.U16, TCP_RETRANS.dport],
+  ['state', Col.U8, TCP_RETRANS.state], ['inIrq', Col.U8, TCP_RETRANS.in_irq], ['err', Col.I32, TCP_RETRANS.err],
+  ['sockIno', Col.U64, TCP_RETRANS.sock_ino], ['saddr', Col.B16, TCP_RETRANS.saddr], ['daddr', Col.B16, TCP_RETRANS.daddr],
+] as const;
+const CUDA_CALL_COLS = [['arg', Col.U64, CUDA_CALL.arg], ['api', Col.ID, CUDA_CALL.api], ['ret', Col.I32, CUDA_CALL.ret]] as const;
+const TASK_COLS = [
+  ['startTime', Col.U64, TASK.start_time], ['event', Col.ID, TASK.event], ['otherPid', Col.ID, TASK.other_pid],
+  ['otherTid', Col.ID, TASK.other_tid], ['exitCode', Col.I32, TASK.exit_code], ['comm', Col.STR16, TASK.comm], ['pcomm', Col.STR16, TASK.pcomm],
+] as const;
+const STACK_COLS = [['startNs', Col.REL, STACK.start_ns], ['nUser', Col.ID, STACK.n_user], ['nKernel', Col.ID, STACK.n_kernel]] as const;
+
+export const KIND_SPECS: (KindSpec | undefined)[] = [];
+KIND_SPECS[Kind.OFFCPU] = spec(Kind.OFFCPU, 'offcpu', true, OFFCPU_COLS);
+KIND_SPECS[Kind.FUTEX_WAIT] = spec(Kind.FUTEX_WAIT, 'futex_wait', true, FUTEX_WAIT_COLS);
+KIND_SPECS[Kind.FUTEX_WAKE] = spec(Kind.FUTEX_WAKE, 'futex_wake', true, FUTEX_WAKE_COLS);
+KIND_SPECS[Kind.BLOCK_IO] = spec(Kind.BLOCK_IO, 'block_io', true, BLOCK_IO_COLS);
+KIND_SPECS[Kind.TCP_RETRANS] = spec(Kind.TCP_RETRANS, 'tcp_retrans', false, TCP_RETRANS_COLS);
+KIND_SPECS[Kind.CUDA_CALL] = spec(Kind.CUDA_CALL, 'cuda_call', true, CUDA_CALL_COLS);
+KIND_SPECS[Kind.TASK] = spec(Kind.TASK, 'task', false, TASK_COLS);
+KIND_SPECS[Kind.STACK] = spec(Kind.STACK, 'stack', false, STACK_COLS, true);
+
+type ByteCol = typeof Col.STR16 | typeof Col.B16;
+/** name -> index into EventList.f of a kind's numeric columns (byte columns have none) */
+type NumericIndex<C extends readonly ColDef[]> = { readonly [D in C[number] as D[1] extends ByteCol ? never : D[0]]: number };
+
+/** The numeric columns' indexes, in column order (as spec() assigns them). */
+function numericIndex<C extends readonly ColDef[]>(cols: C): NumericIndex<C> {
+  const out: Record<string, number> = {};
+  let i = 0;
+  for (const [name, type] of cols) if (type !== Col.STR16 && type !== Col.B16) out[name] = i++;
+  return out as NumericIndex<C>;
 }
 
-/** Per-kind numeric field indexes into EventList.f, for hot loops. */
+/** Per-kind numeric field indexes into EventList.f, for hot loops (derived from the column lists above). */
 export const F = {
-  offcpu: { runnableNs: 0, wakerTid: 1, wakerPid: 2, lastTid: 3, lastPid: 4, preemptTid: 5, preemptPid: 6, flags: 7, prevState: 8, outCpu: 9, wakerCpu: 10, wakerUaddr: 11 },
-  futexWait: { uaddr: 0, op: 1, ret: 2, val: 3, ownerTid: 4, ownerSrc: 5 },
-  futexWake: { uaddr: 0, uaddr2: 1, op: 2, ret: 3 },
-  blockIo: { issueNs: 0, sector: 1, dev: 2, bytes: 3, flags: 4, error: 5 },
-  tcpRetrans: { family: 0, sport: 1, dport: 2, state: 3, inIrq: 4, err: 5, sockIno: 6 },
-  cudaCall: { arg: 0, api: 1, ret: 2 },
-  task: { startTime: 0, event: 1, otherPid: 2, otherTid: 3, exitCode: 4 },
-  stack: { startNs: 0, nUser: 1, nKernel: 2 },
+  offcpu: numericIndex(OFFCPU_COLS),
+  futexWait: numericIndex(FUTEX_WAIT_COLS),
+  futexWake: numericIndex(FUTEX_WAKE_COLS),
+  blockIo: numericIndex(BLOCK_IO_COLS),
+  tcpRetrans: numericIndex(TCP_RETRANS_COLS),
+  cudaCall: numericIndex(CUDA_CALL_COLS),
+  task: numericIndex(TASK_COLS),
+  stack: numericIndex(STACK_COLS),
 } as const;
 
 // ---------------------------------------------------------------------------

@@ -11,7 +11,10 @@
 
 import { existsSync, mkdirSync } from 'node:fs';
 import type { Database } from 'lmdb';
-import { HelloView, Kind, KIND_MAX, MIN_SIZE, groupName, type ClockHistory, type CaptureSink, type RecordBatch } from '../capture/index.js';
+import {
+  BLOCK_IO, CLOCK, CUDA_CALL, DROPS, FUTEX_WAIT, FUTEX_WAKE, HDR, HelloView, Kind, KIND_MAX, MIN_SIZE, OFFCPU, STATUS, STATUS_DETAIL_LEN, TASK,
+  groupName, type ClockHistory, type CaptureSink, type RecordBatch,
+} from '../capture/index.js';
 import { BlockBuilder, FutexBuilder, KIND_SPECS } from './codec.js';
 import type { HeadBlock, StoreHead } from './head.js';
 import { StoreReader, openEnv, type OpenOptions } from './reader.js';
@@ -76,6 +79,30 @@ interface Pending {
   /** futex-index blocks: `${pid}:${uaddr}` */
   fx: string | null;
 }
+
+/**
+ * u32 word indexes of the record fields read here, from the record ABI
+ * (src/capture/records.ts). 64-bit fields are two words, low first.
+ */
+const w32 = (byteOff: number): number => byteOff >>> 2;
+const W = {
+  ts: w32(HDR.ts), tsHi: w32(HDR.ts) + 1, pid: w32(HDR.pid), tid: w32(HDR.tid),
+  /** every interval kind has its start_ns at one offset (checked below) */
+  start: w32(OFFCPU.start_ns), startHi: w32(OFFCPU.start_ns) + 1,
+  /** futex waits and wakes have uaddr at one offset (checked below) */
+  uaddr: w32(FUTEX_WAIT.uaddr), uaddrHi: w32(FUTEX_WAIT.uaddr) + 1,
+  clockReal: w32(CLOCK.realtime_ns), clockRealHi: w32(CLOCK.realtime_ns) + 1,
+  clockErr: w32(CLOCK.error_ns), clockErrHi: w32(CLOCK.error_ns) + 1, clockStepped: w32(CLOCK.stepped),
+  dropsRing: w32(DROPS.ring), dropsLost: w32(DROPS.lost), dropsLostHi: w32(DROPS.lost) + 1,
+  dropsRecords: w32(DROPS.records), dropsRecordsHi: w32(DROPS.records) + 1, dropsBytes: w32(DROPS.bytes), dropsBytesHi: w32(DROPS.bytes) + 1,
+  statusGroup: w32(STATUS.group), statusErr: w32(STATUS.err), statusAttached: w32(STATUS.n_attached), statusFailed: w32(STATUS.n_failed),
+  taskStart: w32(TASK.start_time), taskStartHi: w32(TASK.start_time) + 1, taskEvent: w32(TASK.event),
+  taskOtherPid: w32(TASK.other_pid), taskOtherTid: w32(TASK.other_tid), taskExitCode: w32(TASK.exit_code),
+} as const;
+for (const off of [FUTEX_WAIT.start_ns, FUTEX_WAKE.start_ns, BLOCK_IO.start_ns, CUDA_CALL.start_ns]) {
+  if (off !== OFFCPU.start_ns) throw new Error('record ABI: interval kinds disagree on start_ns offset');
+}
+if (FUTEX_WAKE.uaddr !== FUTEX_WAIT.uaddr) throw new Error('record ABI: futex records disagree on uaddr offset');
 
 /** Events are ingested through the probe's DRAINED time less this (a record is reserved right after its time is read). */
 const DRAIN_SLOP_NS = 1_000_000;
@@ -205,18 +232,18 @@ export class StoreWriter implements CaptureSink {
       byKind[kind]++;
       const sp = kind < KIND_SPECS.length ? KIND_SPECS[kind] : undefined;
       if (sp) {
-        if (size < MIN_SIZE[kind] || u32[w + 3] >= 0x200000) {
+        if (size < MIN_SIZE[kind] || u32[w + W.tsHi] >= 0x200000) {
           this.counters.badValue++;
           continue;
         }
-        const end = u32[w + 3] * TWO32 + u32[w + 2];
+        const end = u32[w + W.tsHi] * TWO32 + u32[w + W.ts];
         let start = end;
         if (sp.interval) {
-          if (u32[w + 7] >= 0x200000) {
+          if (u32[w + W.startHi] >= 0x200000) {
             this.counters.badValue++;
             continue;
           }
-          start = u32[w + 7] * TWO32 + u32[w + 6];
+          start = u32[w + W.startHi] * TWO32 + u32[w + W.start];
           if (start > end || start === 0) {
             this.counters.badValue++;
             continue;
@@ -231,7 +258,7 @@ export class StoreWriter implements CaptureSink {
           this.counters.expired++;
           continue;
         }
-        const tid = u32[w + 5];
+        const tid = u32[w + W.tid];
         let bb = this.threads.get(tid);
         if (bb === undefined) {
           bb = new BlockBuilder(tid, part);
@@ -247,8 +274,8 @@ export class StoreWriter implements CaptureSink {
         this.counters.events++;
         if (bb.len >= this.o.blockBytes) this.sealThread(bb);
         if (kind === Kind.FUTEX_WAIT || kind === Kind.FUTEX_WAKE) {
-          const uaddr = u32[w + 9] * TWO32 + u32[w + 8];
-          this.futexAppend(u32[w + 4], uaddr, kind, tid, start, end, part);
+          const uaddr = u32[w + W.uaddrHi] * TWO32 + u32[w + W.uaddr];
+          this.futexAppend(u32[w + W.pid], uaddr, kind, tid, start, end, part);
         } else if (kind === Kind.TASK) {
           this.onTask(u32, w, buf, off, end);
         }
@@ -262,7 +289,7 @@ export class StoreWriter implements CaptureSink {
         case Kind.STATUS: this.onStatus(buf, u32, w, off); break;
         case Kind.ACK: break;
         case Kind.DRAINED: {
-          const ts = u32[w + 3] * TWO32 + u32[w + 2];
+          const ts = u32[w + W.tsHi] * TWO32 + u32[w + W.ts];
           if (ts > this.drainedNs) this.drainedNs = ts;
           break;
         }
@@ -601,34 +628,34 @@ export class StoreWriter implements CaptureSink {
   }
 
   private onClock(u32: Uint32Array, w: number): void {
-    const mono = u32[w + 3] * TWO32 + u32[w + 2];
-    const rt = (BigInt(u32[w + 7]) << 32n) | BigInt(u32[w + 6]);
-    const err = u32[w + 9] * TWO32 + u32[w + 8];
-    this.reader.meta.put(metaKey(M.CLOCK, [mono, 8]), { monoNs: mono, realtimeNs: rt.toString(), errorNs: err, stepped: u32[w + 10] !== 0 });
+    const mono = u32[w + W.tsHi] * TWO32 + u32[w + W.ts];
+    const rt = (BigInt(u32[w + W.clockRealHi]) << 32n) | BigInt(u32[w + W.clockReal]);
+    const err = u32[w + W.clockErrHi] * TWO32 + u32[w + W.clockErr];
+    this.reader.meta.put(metaKey(M.CLOCK, [mono, 8]), { monoNs: mono, realtimeNs: rt.toString(), errorNs: err, stepped: u32[w + W.clockStepped] !== 0 });
     if (mono > this.maxTs) this.maxTs = mono;
   }
 
   private onDrops(u32: Uint32Array, w: number): void {
-    const ts = u32[w + 3] * TWO32 + u32[w + 2];
-    const ring = u32[w + 6];
+    const ts = u32[w + W.tsHi] * TWO32 + u32[w + W.ts];
+    const ring = u32[w + W.dropsRing];
     if (ring > 255) {
       this.counters.badValue++;
       return;
     }
     this.reader.meta.put(metaKey(M.DROPS, [ring, 1], [ts, 8]), {
-      ring, ts, lost: u32[w + 9] * TWO32 + u32[w + 8], records: u32[w + 11] * TWO32 + u32[w + 10], bytes: u32[w + 13] * TWO32 + u32[w + 12],
+      ring, ts, lost: u32[w + W.dropsLostHi] * TWO32 + u32[w + W.dropsLost], records: u32[w + W.dropsRecordsHi] * TWO32 + u32[w + W.dropsRecords], bytes: u32[w + W.dropsBytesHi] * TWO32 + u32[w + W.dropsBytes],
     });
   }
 
   private onStatus(buf: Buffer, u32: Uint32Array, w: number, off: number): void {
-    const ts = u32[w + 3] * TWO32 + u32[w + 2];
-    const group = u32[w + 6];
-    const err = u32[w + 7] | 0;
-    let e = off + 40;
-    while (e < off + 136 && buf[e] !== 0) e++;
-    const detail = buf.toString('utf8', off + 40, e);
+    const ts = u32[w + W.tsHi] * TWO32 + u32[w + W.ts];
+    const group = u32[w + W.statusGroup];
+    const err = u32[w + W.statusErr] | 0;
+    let e = off + STATUS.detail;
+    while (e < off + STATUS.detail + STATUS_DETAIL_LEN && buf[e] !== 0) e++;
+    const detail = buf.toString('utf8', off + STATUS.detail, e);
     const name = groupName(group);
-    const st = { ts, group, name, err, nAttached: u32[w + 8], nFailed: u32[w + 9], detail };
+    const st = { ts, group, name, err, nAttached: u32[w + W.statusAttached], nFailed: u32[w + W.statusFailed], detail };
     this.reader.meta.put(metaKey(M.STATUS, [ts, 8], [this.statusSeq++, 4]), st);
     if (!this.session) this.beginSession(ts);
     const s = this.session!;
@@ -644,12 +671,12 @@ export class StoreWriter implements CaptureSink {
   }
 
   private onTask(u32: Uint32Array, w: number, buf: Buffer, off: number, ts: number): void {
-    const tid = u32[w + 5];
-    const pid = u32[w + 4];
-    const startTime = u32[w + 7] * TWO32 + u32[w + 6];
-    const event = u32[w + 8];
-    const comm = cstr(buf, off + 48);
-    const pcomm = cstr(buf, off + 64);
+    const tid = u32[w + W.tid];
+    const pid = u32[w + W.pid];
+    const startTime = u32[w + W.taskStartHi] * TWO32 + u32[w + W.taskStart];
+    const event = u32[w + W.taskEvent];
+    const comm = cstr(buf, off + TASK.comm);
+    const pcomm = cstr(buf, off + TASK.pcomm);
     const k = `${tid}:${startTime}`;
     let t = this.threadMeta.get(k);
     if (!t) {
@@ -678,15 +705,15 @@ export class StoreWriter implements CaptureSink {
     switch (event) {
       case 2: // FORK
         t.forkTs = ts;
-        t.parentPid = u32[w + 9];
-        t.parentTid = u32[w + 10];
+        t.parentPid = u32[w + W.taskOtherPid];
+        t.parentTid = u32[w + W.taskOtherTid];
         break;
       case 3: // EXEC
         t.execTs = ts;
         break;
       case 4: // EXIT
         t.exitTs = ts;
-        t.exitCode = u32[w + 11] | 0;
+        t.exitCode = u32[w + W.taskExitCode] | 0;
         break;
     }
     if (comm && comm !== t.comm) {
