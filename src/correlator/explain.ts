@@ -9,7 +9,7 @@
 //   here        the breakdown, scaling, ranking, data quality, entry points
 
 import { fmtDur } from '../capture/index.js';
-import type { StoreReader } from '../store/index.js';
+import { PROCESS_ID_ATTRIBUTES, type StoreReader } from '../store/index.js';
 import { cpuCauses } from './causes/cpu.js';
 import { cudaCauses } from './causes/cuda.js';
 import { ioCauses } from './causes/io.js';
@@ -42,7 +42,8 @@ export interface ExplainableSpan {
   endUnixNano: bigint | string;
   pid?: number | null;
   tid?: number | null;
-  vllmProcessId?: string | null;
+  /** a server's process-id attribute value (vllm.process_id, ...) */
+  processId?: string | null;
   attributes?: Record<string, string | number | boolean>;
 }
 
@@ -52,7 +53,7 @@ function concurrentSpans(t: ExplainSession, s: SpanLike, pid: number, from: bigi
   const mapped = !!t.o.serviceProcess?.[s.service];
   const n = t.reader.spans.countOverlapping(s.service, from, to, (sp) => {
     if (mapped || sp.spanId === s.spanId) return true;
-    const spid = sp.pid ?? numAttr(sp.attributes ?? {}, 'process.pid') ?? (sp.vllmProcessId && /^\d+$/.test(sp.vllmProcessId) ? Number(sp.vllmProcessId) : null);
+    const spid = sp.pid ?? numAttr(sp.attributes ?? {}, 'process.pid') ?? (sp.processId && /^\d+$/.test(sp.processId) ? Number(sp.processId) : null);
     return spid === null || spid === pid;
   });
   return Math.max(1, n);
@@ -194,7 +195,7 @@ function assemble(traceId: string, spans: { e: SpanExplanation; dq: SpanDataQual
   let summary: string;
   const joined = spans.filter((s) => s.e.correlation.method !== 'none').length;
   if (!joined) {
-    summary = `None of the ${spans.length} span(s) could be joined to kernel events (no linux.tid, process.pid, vllm.process_id or service mapping).`;
+    summary = `None of the ${spans.length} span(s) could be joined to kernel events (no linux.tid, process.pid, ${PROCESS_ID_ATTRIBUTES.join(', ')} or service mapping).`;
   } else if (!best || best.c.severity === 'low') {
     const onCpu = spans.reduce((a, s) => a + s.e.breakdown_ns.on_cpu, 0);
     const tot = spans.reduce((a, s) => a + s.e.duration_ns, 0);
@@ -240,7 +241,7 @@ export function explainSpanGroups(
         return {
           traceId: sp.traceId, spanId: sp.spanId, parentSpanId: sp.parentSpanId ?? null, name: sp.name, service: sp.service,
           startEpoch: start, durationNs: end > start ? Number(end - start) : 0, pid: sp.pid ?? null, tid: sp.tid ?? null,
-          vllmProcessId: sp.vllmProcessId ?? null, attributes: sp.attributes ?? {},
+          processId: sp.processId ?? null, attributes: sp.attributes ?? {},
         };
       });
       // retransmit lookups (a scan of every thread) are done once for the whole trace window
@@ -286,7 +287,7 @@ function explainWindowIn(t: ExplainSession, w: { tid?: number; pid?: number; fro
   }
   const s: SpanLike = {
     traceId: '', spanId: '0000000000000000', parentSpanId: null, name: w.tid ? `tid ${w.tid} window` : `pid ${w.pid} window`, service: '',
-    startEpoch: w.fromUnixNano, durationNs: D, pid: forced.pid, tid: forced.tid, vllmProcessId: null, attributes: {}, forced,
+    startEpoch: w.fromUnixNano, durationNs: D, pid: forced.pid, tid: forced.tid, processId: null, attributes: {}, forced,
   };
   return assemble('', [explainOne(t, s)], t);
 }

@@ -1,8 +1,9 @@
 // The join: which kernel threads a span's time is read from (DESIGN §4):
 // the thread (linux.tid + process.pid), else the process (a service mapped
-// to a process name, process.pid, vllm.process_id), else none.
+// to a process name, process.pid, a server's process-id attribute such as
+// vllm.process_id: store/service-attributes.ts), else none.
 
-import type { StoreReader } from '../store/index.js';
+import { PROCESS_ID_ATTRIBUTES, type StoreReader } from '../store/index.js';
 import type { ExplainSession, SpanLike } from './session.js';
 import type { Correlation } from './types.js';
 import { MAX_SCAN_THREADS } from './util.js';
@@ -86,14 +87,16 @@ export function resolveJoin(t: ExplainSession, s: SpanLike, S: number, E: number
     }
   }
   if (pid) return { c: { method: 'process', pid, tid: null, reason: 'span carries process.pid only' } };
-  const vp = s.vllmProcessId ?? (typeof A['vllm.process_id'] === 'string' || typeof A['vllm.process_id'] === 'number' ? String(A['vllm.process_id']) : null);
+  // a server's own process-id attribute (store/service-attributes.ts: vllm.process_id, ...)
+  const named = PROCESS_ID_ATTRIBUTES.find((a) => typeof A[a] === 'string' || typeof A[a] === 'number');
+  const vp = s.processId ?? (named !== undefined ? String(A[named]) : null);
   if (vp && /^\d+$/.test(vp) && Number(vp) > 0) {
-    return { c: { method: 'process', pid: Number(vp), tid: null, reason: 'vllm.process_id' } };
+    return { c: { method: 'process', pid: Number(vp), tid: null, reason: named ?? PROCESS_ID_ATTRIBUTES.join(' or ') } };
   }
   return {
     c: {
       method: 'none', pid: null, tid: null,
-      reason: mapped ? `no process named "${mapped}" had events in the window` : 'the span carries no linux.tid, process.pid or vllm.process_id, and its service has no process mapping',
+      reason: mapped ? `no process named "${mapped}" had events in the window` : `the span carries no linux.tid, process.pid or ${PROCESS_ID_ATTRIBUTES.join(', ')}, and its service has no process mapping`,
     },
   };
 }

@@ -20,7 +20,8 @@ export interface SpanLike {
   durationNs: number;
   pid: number | null;
   tid: number | null;
-  vllmProcessId: string | null;
+  /** a server's process-id attribute value (store/service-attributes.ts) */
+  processId: string | null;
   attributes: Record<string, string | number | boolean>;
   /** explainWindow: the join is given */
   forced?: Correlation;

@@ -16,7 +16,7 @@ export {
   DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_INFLIGHT_BYTES, DEFAULT_OTLP_GRPC_ADDR, DEFAULT_OTLP_HTTP_ADDR, OtlpReceiver, TRACES_PATH, parseAddr,
   type ReceiverCounters, type ReceiverOptions,
 } from './receiver.js';
-export { KEPT_ATTRIBUTES, StoreSpanConsumer, type SpanSink, type StoreSpanConsumerOptions } from './store-consumer.js';
+export { StoreSpanConsumer, type SpanSink, type StoreSpanConsumerOptions } from './store-consumer.js';
 export { enrichSpan, hasKernelData, kspanAttributes, kspanChildSpan, kspanEvents, type EnrichOptions } from './enrich.js';
 export {
   ResourceRef, UpstreamExporter, defaultProtocol, type OutgoingSpan, type UpstreamCounters, type UpstreamOptions, type UpstreamProtocol,

@@ -3,24 +3,14 @@
 //   service            resource service.name (default 'unknown_service')
 //   tid                linux.tid (span, then resource); thread.id only with threadIdIsOsTid
 //   pid                process.pid (span, then resource)
-//   vllmProcessId      vllm.process_id;  requestId  gen_ai.request.id
-//   attributes         KEPT_ATTRIBUTES (peer/server/thread/host), scalars only
+//   processId          the first PROCESS_ID_ATTRIBUTES present (vllm.process_id, ...)
+//   requestId          the first REQUEST_ID_ATTRIBUTES present (gen_ai.request.id, x-request-id, ...)
+//   attributes         KEPT_ATTRIBUTES, scalars only
+// (the attribute lists: src/store/service-attributes.ts, one entry per kind of server)
 // Spans without a valid trace/span id are rejected (partial success).
 
-import type { SpanInput } from '../store/index.js';
+import { KEPT_ATTRIBUTES, PROCESS_ID_ATTRIBUTES, REQUEST_ID_ATTRIBUTES, type SpanInput } from '../store/index.js';
 import { findAttr, type AnyValue, type ConsumeMeta, type ConsumeResult, type DecodedTraceRequest, type KeyValue, type Span, type SpanConsumer } from './types.js';
-
-/** Attributes kept on stored spans (small, useful for correlation). */
-export const KEPT_ATTRIBUTES = [
-  'network.peer.address', 'network.peer.port', 'server.address', 'server.port', 'client.address', 'client.port',
-  'network.transport', 'thread.id', 'thread.name', 'linux.tid', 'host.name', 'service.instance.id', 'process.executable.name',
-  // request ids an agent may ask about (explain_request by request id)
-  'http.request.header.x-request-id',
-  // vLLM's request timings and sizes (the demo's and an agent's slowest-requests tables)
-  'gen_ai.latency.time_in_queue', 'gen_ai.latency.time_to_first_token', 'gen_ai.latency.e2e', 'gen_ai.latency.time_in_scheduler',
-  'gen_ai.latency.time_in_model_prefill', 'gen_ai.latency.time_in_model_decode', 'gen_ai.latency.time_in_model_inference',
-  'gen_ai.usage.prompt_tokens', 'gen_ai.usage.completion_tokens', 'gen_ai.usage.input_tokens', 'gen_ai.usage.output_tokens',
-] as const;
 
 export interface SpanSink {
   putSpans(spans: SpanInput[]): Promise<void>;
@@ -61,6 +51,15 @@ function attr(span: KeyValue[], res: KeyValue[], key: string): AnyValue | undefi
   return findAttr(span, key) ?? findAttr(res, key);
 }
 
+/** The value of the first of `keys` the span (or its resource) has. */
+function firstOf(span: KeyValue[], res: KeyValue[], keys: readonly string[]): string | null {
+  for (const k of keys) {
+    const v = strOf(attr(span, res, k));
+    if (v !== null) return v;
+  }
+  return null;
+}
+
 export class StoreSpanConsumer implements SpanConsumer {
   /** spans written / rejected since start */
   stored = 0;
@@ -86,8 +85,8 @@ export class StoreSpanConsumer implements SpanConsumer {
       endUnixNano: s.endTimeUnixNano < s.startTimeUnixNano ? s.startTimeUnixNano : s.endTimeUnixNano,
       kind: s.kind, statusCode: s.status.code,
       pid: intOf(attr(s.attributes, resource, 'process.pid')), tid,
-      vllmProcessId: strOf(attr(s.attributes, resource, 'vllm.process_id')),
-      requestId: strOf(attr(s.attributes, resource, 'gen_ai.request.id')),
+      processId: firstOf(s.attributes, resource, PROCESS_ID_ATTRIBUTES),
+      requestId: firstOf(s.attributes, resource, REQUEST_ID_ATTRIBUTES),
       attributes,
     };
   }

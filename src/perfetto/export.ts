@@ -528,7 +528,7 @@ function spanArgs(s: StoredSpan, ex: Explanation | null): string {
   if (s.pid !== null) a.pid = s.pid;
   if (s.tid !== null) a.tid = s.tid;
   if (s.requestId) a.request_id = s.requestId;
-  if (s.vllmProcessId) a.vllm_process_id = s.vllmProcessId;
+  if (s.processId) a.process_id_attribute = s.processId;
   for (const [k, v] of Object.entries(s.attributes ?? {})) a[`attr.${k}`] = v;
   const se = ex?.spans.find((x) => x.span_id === s.spanId);
   if (se) {

@@ -19,14 +19,15 @@ export {
 } from './schema.js';
 export { MAX_DBS_DEFAULT, StoreReader, openStoreReader, type Coverage, type DropsInWindow, type OpenOptions } from './reader.js';
 export { incarnationAt, incarnationNear } from './threads.js';
+export { KEPT_ATTRIBUTES, PROCESS_ID_ATTRIBUTES, REQUEST_ID_ATTRIBUTES, SERVICE_ATTRIBUTES, type ServiceAttributes } from './service-attributes.js';
 export { storeClock } from './clock.js';
 export type { HeadBlock, StoreHead } from './head.js';
 export { StoreWriter, usedBytes, type RetentionResult, type WriterCounters, type WriterOptions } from './writer.js';
-export { SpanIndex, type SlowSpanQuery, type SpanInput, type StoredSpan } from './spans.js';
+export { SpanIndex, storedSpan, type SlowSpanQuery, type SpanInput, type StoredSpan } from './spans.js';
 export { formatStats, statsOf, storeStats, type StoreStats } from './stats.js';
 export { recordIntoStore, type RecordIntoStore } from './ingest.js';
 export {
-  REQUEST_ID_ATTRIBUTES, findSlowSpansAny, spanServices, spansByRequestId,
+  findSlowSpansAny, spanServices, spansByRequestId,
   type RequestIdMatch, type SlowSpansAnyQuery, type SlowSpansResult,
 } from './queries.js';
 

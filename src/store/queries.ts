@@ -13,7 +13,8 @@ import type { Database } from 'lmdb';
 import { EventList } from './codec.js';
 import type { StoreReader } from './reader.js';
 import { M, metaKey, type ClockSampleMeta, type PartitionMeta } from './schema.js';
-import type { StoredSpan } from './spans.js';
+import { REQUEST_ID_ATTRIBUTES } from './service-attributes.js';
+import { storedSpan, type StoredSpan } from './spans.js';
 
 /** Cooperative control of a long scan (the MCP tools' Budget implements it). */
 export interface ScanControl {
@@ -71,10 +72,6 @@ export async function forRangeSliced(
   }
 }
 
-/** Span attributes that carry a request id, in the order they are tried (StoredSpan.requestId is gen_ai.request.id). */
-export const REQUEST_ID_ATTRIBUTES = [
-  'gen_ai.request.id', 'http.request.header.x-request-id', 'http.request.header.x_request_id', 'request.id', 'http.request_id',
-] as const;
 
 /** Distinct service names in the span index (sorted), at most `limit`. One key seek per service. */
 export function spanServices(r: StoreReader, limit = 1000): string[] {
@@ -162,7 +159,8 @@ export async function findSlowSpansAny(r: StoreReader, q: SlowSpansAnyQuery, ctl
   cand.sort((x, y) => y.d - x.d);
   const spans: StoredSpan[] = [];
   for (const c of cand.slice(0, limit)) {
-    const s = r.spans.byId.get(c.id) as StoredSpan | undefined;
+    const v = r.spans.byId.get(c.id);
+    const s = v === undefined ? undefined : storedSpan(v);
     if (s) spans.push(s);
   }
   return { spans, matched, truncated };
@@ -191,18 +189,11 @@ export async function spansByRequestId(
       truncated = true;
       return false;
     }
-    const s = value as StoredSpan;
-    let attr: string | null = null;
-    if (s.requestId === requestId) attr = 'gen_ai.request.id';
-    else {
-      for (const a of REQUEST_ID_ATTRIBUTES) {
-        const v = s.attributes?.[a];
-        if (v !== undefined && String(v) === requestId) {
-          attr = a;
-          break;
-        }
-      }
-    }
+    const s = storedSpan(value);
+    // every request-id attribute is kept on the span, so the attributes say which one matched
+    let attr = REQUEST_ID_ATTRIBUTES.find((a) => s.attributes?.[a] !== undefined && String(s.attributes[a]) === requestId) ?? null;
+    // spans stored before they were all kept: requestId held gen_ai.request.id
+    if (!attr && s.requestId === requestId) attr = REQUEST_ID_ATTRIBUTES[0];
     if (attr) matches.push({ span: s, attribute: attr });
     return matches.length < limit;
   }, ctl);

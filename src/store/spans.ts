@@ -23,9 +23,9 @@ export interface SpanInput {
   pid?: number | null;
   /** linux.tid (or thread.id when known to be the OS id) */
   tid?: number | null;
-  /** vllm.process_id */
-  vllmProcessId?: string | null;
-  /** gen_ai.request.id */
+  /** the first process-id attribute present (service-attributes.ts: vllm.process_id, ...) */
+  processId?: string | null;
+  /** the first request-id attribute present (service-attributes.ts: gen_ai.request.id, ...) */
   requestId?: string | null;
   /** any further attributes worth keeping for correlation (small) */
   attributes?: Record<string, string | number | boolean>;
@@ -45,7 +45,8 @@ export interface StoredSpan {
   statusCode: number;
   pid: number | null;
   tid: number | null;
-  vllmProcessId: string | null;
+  /** the first process-id attribute present (spans stored before 2026-12 had it as `vllmProcessId`: read through storedSpan()) */
+  processId: string | null;
   requestId: string | null;
   attributes: Record<string, string | number | boolean>;
 }
@@ -58,6 +59,13 @@ export interface SlowSpanQuery {
   minDurationNs?: number;
   /** default 20 */
   limit?: number;
+}
+
+/** A stored span as read from the index (older stores named processId `vllmProcessId`). */
+export function storedSpan(v: unknown): StoredSpan {
+  const s = v as StoredSpan & { vllmProcessId?: string | null };
+  if (s.processId === undefined) s.processId = s.vllmProcessId ?? null;
+  return s;
 }
 
 function idBytes(traceId: string, spanId: string): Buffer {
@@ -101,7 +109,7 @@ export class SpanIndex {
       traceId: s.traceId, spanId: s.spanId, parentSpanId: s.parentSpanId ?? null, service: s.service, name: s.name,
       startUnixNano: s.startUnixNano.toString(), endUnixNano: s.endUnixNano.toString(), durationNs: Math.max(0, Number(s.endUnixNano - s.startUnixNano)),
       kind: s.kind ?? 0, statusCode: s.statusCode ?? 0, pid: s.pid ?? null, tid: s.tid ?? null,
-      vllmProcessId: s.vllmProcessId ?? null, requestId: s.requestId ?? null, attributes: s.attributes ?? {},
+      processId: s.processId ?? null, requestId: s.requestId ?? null, attributes: s.attributes ?? {},
     }));
     // readable by getTrace in this process until the transaction commits
     for (const st of stored) {
@@ -125,7 +133,7 @@ export class SpanIndex {
     await this.root.transaction(() => {
       spans.forEach((s, k) => {
         const id = idBytes(s.traceId, s.spanId);
-        const old = this.byId.get(id) as StoredSpan | undefined;
+        const old = this.byId.get(id) as StoredSpan | undefined; // only its index keys are used
         if (old) this.removeIndex(old, id);
         const st = stored[k];
         this.byId.put(id, st);
@@ -146,7 +154,8 @@ export class SpanIndex {
 
   getSpan(traceId: string, spanId: string): StoredSpan | null {
     this.auto();
-    return (this.byId.get(idBytes(traceId, spanId)) as StoredSpan | undefined) ?? null;
+    const v = this.byId.get(idBytes(traceId, spanId));
+    return v === undefined ? null : storedSpan(v);
   }
 
   /** All spans of a trace, ordered by start time. */
@@ -159,7 +168,7 @@ export class SpanIndex {
     let i = 15;
     while (i >= 0 && end[i] === 0xff) end[i--] = 0;
     const out: StoredSpan[] = [];
-    for (const { value } of this.byId.getRange({ start: t, end: i < 0 ? undefined : (end[i]++, end) })) out.push(value as StoredSpan);
+    for (const { value } of this.byId.getRange({ start: t, end: i < 0 ? undefined : (end[i]++, end) })) out.push(storedSpan(value));
     // the head: this process's puts not committed yet (a re-put replaces the committed copy)
     for (const p of this.pending.get(traceId.toLowerCase()) ?? []) {
       const k = out.findIndex((o) => o.spanId === p.spanId);
@@ -202,8 +211,8 @@ export class SpanIndex {
     }
     const out: StoredSpan[] = [];
     for (const id of ids) {
-      const s = this.byId.get(Buffer.from(id)) as StoredSpan | undefined;
-      if (s) out.push(s);
+      const s = this.byId.get(Buffer.from(id));
+      if (s !== undefined) out.push(storedSpan(s));
     }
     return out;
   }
@@ -226,8 +235,8 @@ export class SpanIndex {
       const k = key as Buffer;
       if (k.readBigUInt64BE(p.length) + BigInt(Math.round((value as Buffer).readDoubleLE(0))) < from) continue;
       if (++seen > maxExamined) break;
-      const sp = this.byId.get(Buffer.from(k.subarray(p.length + 8))) as StoredSpan | undefined;
-      if (sp && match(sp)) n++;
+      const sp = this.byId.get(Buffer.from(k.subarray(p.length + 8)));
+      if (sp !== undefined && match(storedSpan(sp))) n++;
     }
     return n;
   }

@@ -252,7 +252,7 @@ test('process join: pid only -> per-thread sums scaled to the span, shared cause
     span(3, W - 50 * MS, W + 1 * MS, { pid: PID, service: 'engine', traceId: tr(2) }), // overlaps, other trace
     span(4, W + 300 * MS, W + 400 * MS, { pid: PID, service: 'engine', traceId: tr(2) }), // after
     span(5, W, W + 100 * MS, { pid: 4242, service: 'engine', traceId: tr(2) }), // other replica
-    span(6, W, W + 100 * MS, { service: 'engine', vllmProcessId: String(PID), traceId: tr(3) }),
+    span(6, W, W + 100 * MS, { service: 'engine', processId: String(PID), traceId: tr(3) }),
     span(7, W, W + 100 * MS, { service: 'mapped', traceId: tr(4) }),
     span(8, W, W + 100 * MS, { service: 'nothing', traceId: tr(5) }),
   ]);

@@ -187,10 +187,10 @@ test('StoreSpanConsumer: spans land in the store with pid/tid mapped; bad ids ar
     assert.equal(client.tid, null, 'thread.id is not the OS tid by default');
     assert.equal(client.statusCode, 2);
     assert.equal(client.requestId, 'req-1');
-    assert.equal(client.vllmProcessId, 'engine-0');
+    assert.equal(client.processId, 'engine-0');
     assert.deepEqual(client.attributes, {
       'network.peer.address': '10.0.0.7', 'network.peer.port': 5432, 'server.address': 'db.local', 'server.port': 5432,
-      'thread.id': 7, 'host.name': 'box1',
+      'thread.id': 7, 'host.name': 'box1', 'gen_ai.request.id': 'req-1', // every request-id attribute is kept
     });
 
     // one good span + one with a zero trace id: HTTP JSON answers partialSuccess

@@ -15,7 +15,7 @@ test('spans: putSpans / getTrace / findSlowSpans by service, window and duration
     for (let i = 0; i < 50; i++) {
       spans.push({ traceId: tr(1 + (i % 10)), spanId: sp(100 + i), service: i % 2 ? 'api' : 'engine', name: `op${i}`,
         startUnixNano: E + BigInt(i) * 1_000_000_000n, endUnixNano: E + BigInt(i) * 1_000_000_000n + BigInt((i * 7919) % 97 + 1) * 1_000_000n,
-        pid: 1000 + i, tid: 2000 + i, requestId: `req-${i}`, vllmProcessId: i % 2 ? null : 'engine-0' });
+        pid: 1000 + i, tid: 2000 + i, requestId: `req-${i}`, processId: i % 2 ? null : 'engine-0' });
     }
     await w.reader.spans.putSpans(spans);
     // re-put one span with a new duration: indexes follow
