@@ -14,4 +14,3 @@ export { DRILL_DOWN, investigationPrompt, registerGuide } from './guide.js';
 export { Budget, callsRunning, turnsWaiting, DEFAULT_MAX_EVENTS, DEFAULT_TIME_MS, SLICE_MS, type BudgetLimits } from './budget.js';
 export { ClockCacheMcp, parseTimeArg, resolveWindow, TIME_HELP, ToolInputError } from './time.js';
 export { isLoopback, parseAddr, startMcpHttpServer, type McpHttpHandle, type McpHttpOptions } from './http.js';
-export { MCP_HELP, cmdMcp } from './command.js';

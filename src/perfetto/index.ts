@@ -5,10 +5,9 @@
 //   const res = await writePerfettoTrace(r, { traceId }, process.stdout);          // or
 //   await writePerfettoTrace(r, { pid, fromUnixNano, toUnixNano }, fileStream, { maxEvents: 100_000 });
 //   if (!res.found) ...   // trace not stored: nothing written
-// `kspan export perfetto ...` is cmdExport in command.ts.
+// `kspan export perfetto ...` is cmdExport in src/cli/export.ts.
 
 export {
   perfettoTraceJson, writePerfettoTrace, type PerfettoOptions, type PerfettoResult, type PerfettoTarget,
 } from './export.js';
 export { ExportClock, dayBaseNs, epochNsToUs, usText } from './clock.js';
-export { cmdExport } from './command.js';

@@ -5,8 +5,7 @@ import { createWriteStream, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { parseServiceProcess } from '../correlator/index.js';
-import { startMcpHttpServer } from './http.js';
-import { runStdioServer } from './server.js';
+import { runStdioServer, startMcpHttpServer } from '../mcp/index.js';
 
 export const MCP_HELP = `usage: kspan mcp --data DIR [--http ADDR] [options]
 
