@@ -21,7 +21,7 @@
 //   npm run bench:live [-- --quick] [-- --rate N] [-- --duration S] [-- --no-load]
 // Needs root (the probe). Ends with RESULT lines.
 
-import { fork, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -32,6 +32,7 @@ import { spawn } from 'node:child_process';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { startDaemon } from '../src/daemon/index.js';
 import { ENGINE_COMM, EXAMPLE_DIR, buildExample, defaultPython } from '../src/demo/index.js';
+import { ask, startRole } from './lib/roles.js';
 import { OtlpReceiver, encodeTraceRequest, findAttr, type DecodedTraceRequest, type KeyValue, type Span } from '../src/otel/index.js';
 
 const SELF = fileURLToPath(import.meta.url);
@@ -137,20 +138,7 @@ async function driverRole(): Promise<void> {
 }
 
 // ---------------------------------------------------------------- main
-function child(role: string, args: string[]): Promise<{ cp: ChildProcess; port: number }> {
-  const cp = fork(SELF, ['--role', role, ...args], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  return new Promise((resolve, reject) => {
-    cp.once('message', (m: { port: number }) => resolve({ cp, port: m.port }));
-    cp.once('exit', (c) => reject(new Error(`${role} exited ${c}`)));
-  });
-}
-
-function ask<T>(cp: ChildProcess, cmd: string): Promise<T> {
-  return new Promise((resolve) => {
-    cp.once('message', (m) => resolve(m as T));
-    cp.send({ cmd });
-  });
-}
+const child = (role: string, args: string[]): Promise<{ cp: ChildProcess; port: number }> => startRole(SELF, role, args);
 
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('bench:live needs root (the probe loads BPF programs)');

@@ -23,7 +23,7 @@
 //   npm run bench:pipeline [-- --quick] [-- --spans N] [-- --random] [-- --no-cache] [-- --no-enrich]
 //   KSPAN_BENCH_PROF=DIR: a CPU profile of the kspan process into DIR
 
-import { execFileSync, fork, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { cpSync, mkdtempSync, rmSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -34,6 +34,7 @@ import { openStoreWriter } from '../src/store/index.js';
 import {
   EnrichPipeline, OtlpReceiver, UpstreamExporter, encodeTraceRequest, findAttr, type DecodedTraceRequest, type KeyValue, type Span,
 } from '../src/otel/index.js';
+import { ask, startRole } from './lib/roles.js';
 import { SYNTH_T0 as T0, ensureSynthStore } from './lib/synth-store.js';
 
 const EPOCH0 = 1_763_730_000_000_000_000n; // realtime at SYNTH_T0 in the synthetic stream
@@ -113,23 +114,7 @@ async function kspanRole(): Promise<void> {
 // ---------------------------------------------------------------- driver
 function child(role: string, cpu: number, args: string[]): Promise<{ cp: ChildProcess; port: number }> {
   const prof = process.env.KSPAN_BENCH_PROF && role === 'kspan' ? ['--cpu-prof', `--cpu-prof-dir=${process.env.KSPAN_BENCH_PROF}`] : [];
-  const cp = fork(SELF, ['--role', role, ...args], { execArgv: ['--import', 'tsx', ...prof], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  try {
-    execFileSync('taskset', ['-a', '-p', '-c', String(cpu), String(cp.pid)], { stdio: 'ignore' });
-  } catch {
-    console.log(`(taskset failed for the ${role} process: not pinned)`);
-  }
-  return new Promise((resolve, reject) => {
-    cp.once('message', (m: { port: number }) => resolve({ cp, port: m.port }));
-    cp.once('exit', (c) => reject(new Error(`${role} exited ${c}`)));
-  });
-}
-
-function ask<T>(cp: ChildProcess, cmd: string): Promise<T> {
-  return new Promise((resolve) => {
-    cp.once('message', (m) => resolve(m as T));
-    cp.send({ cmd });
-  });
+  return startRole(SELF, role, args, { cpu, execArgv: prof });
 }
 
 let seq = 0;

@@ -3,7 +3,7 @@
 // coverage, the observer's pids, the retransmit scan), and SpanCtx: one
 // span's window with each thread's events fetched once.
 
-import { incarnationAt, incarnationNear, EventList, type Coverage, type PartitionMeta, type StoreReader, type ThreadMeta } from '../store/index.js';
+import { ThreadDirectory, EventList, type Coverage, type PartitionMeta, type StoreReader, type ThreadMeta } from '../store/index.js';
 import type { ClockHistory } from '../capture/index.js';
 import { readerCaches, type DropsCache } from './cache.js';
 import { buildTimeline, type Timeline } from './timeline.js';
@@ -40,7 +40,7 @@ function releaseLists(ls: Iterable<EventList>): void {
 export class ExplainSession {
   readonly clock: ClockHistory;
   readonly drops: DropsCache;
-  readonly incarnations = new Map<number, ThreadMeta[]>();
+  readonly threads: ThreadDirectory;
   /** tcp retransmits in the trace window (lazy; no per-tuple index in the store) */
   retrans: EventList | null = null;
   retransWindow: [number, number] = [0, 0];
@@ -59,6 +59,7 @@ export class ExplainSession {
   constructor(readonly reader: StoreReader, readonly o: ExplainOptions) {
     const c = readerCaches(reader);
     this.clock = c.clock;
+    this.threads = new ThreadDirectory(reader);
     this.drops = c.drops;
     this.maxDepth = o.maxDepth ?? 3;
     this.maxEvidence = o.maxEvidence ?? 20;
@@ -76,20 +77,14 @@ export class ExplainSession {
     return this.clock.toEpochNs(mono).toString();
   }
 
-  /** The thread directory's rule (store/threads.ts), incarnations cached per tid. */
+  /** The thread alive at t (store/threads.ts). */
   threadAt(tid: number, t: number): ThreadMeta | null {
-    let inc = this.incarnations.get(tid);
-    if (!inc) {
-      inc = this.reader.threadIncarnations(tid);
-      this.incarnations.set(tid, inc);
-    }
-    return incarnationAt(inc, t);
+    return this.threads.at(tid, t);
   }
 
   comm(tid: number, t: number): string {
     if (tid === 0) return 'swapper';
-    this.threadAt(tid, t); // loads the incarnations
-    return incarnationNear(this.incarnations.get(tid)!, t)?.comm ?? '';
+    return this.threads.near(tid, t)?.comm ?? '';
   }
 
   /**

@@ -9,7 +9,7 @@ import {
   devMajor, devMinor, errnoName, flagNames, formatAddr, futexOpName, IoFlag, stateLetters,
 } from '../capture/index.js';
 import { explainTrace, type ExplainOptions, type Explanation } from '../correlator/index.js';
-import { EventList, F, incarnationNear, type StoreReader, type StoredSpan, type ThreadMeta } from '../store/index.js';
+import { EventList, F, ThreadDirectory, type StoreReader, type StoredSpan, type ThreadMeta } from '../store/index.js';
 import { ExportClock, dayBaseNs, epochNsToUs, usText } from './clock.js';
 
 /** What to export: a stored trace (its spans' window and the threads they join to), or a process/thread window. */
@@ -173,7 +173,7 @@ class Exporter {
   readonly threads = new Map<number, ThreadEntry>();
   /** threads referenced by flows / names but not (yet) exported */
   readonly referenced = new Map<number, number>();
-  readonly incs = new Map<number, ThreadMeta[]>();
+  readonly directory: ThreadDirectory;
   readonly list = new EventList(4096);
   readonly lanes: Lanes;
   readonly callIdx: number[] = [];
@@ -186,6 +186,7 @@ class Exporter {
     readonly A: number, readonly B: number,
   ) {
     this.clock = new ExportClock(reader);
+    this.directory = new ThreadDirectory(reader);
     this.clock.setBase(o.absoluteTs ? 0n : dayBaseNs(this.clock.toEpoch(A)));
     this.sink = new EventSink(out, o.maxEvents ?? 500_000);
     this.lanes = new Lanes(o.maxLanes ?? 8);
@@ -194,14 +195,9 @@ class Exporter {
 
   // ---- names ----
 
-  /** The thread to label tid with at t (store/threads.ts incarnationNear), incarnations cached per tid. */
+  /** The thread to label tid with at t (store/threads.ts incarnationNear). */
   threadAt(tid: number, t: number): ThreadMeta | null {
-    let inc = this.incs.get(tid);
-    if (!inc) {
-      inc = this.reader.threadIncarnations(tid);
-      this.incs.set(tid, inc);
-    }
-    return incarnationNear(inc, t);
+    return this.directory.near(tid, t);
   }
 
   comm(tid: number, t: number): string {

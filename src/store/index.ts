@@ -18,7 +18,7 @@ export {
   type StoreConfig, type ThreadMeta,
 } from './schema.js';
 export { MAX_DBS_DEFAULT, StoreReader, openStoreReader, type Coverage, type DropsInWindow, type OpenOptions } from './reader.js';
-export { incarnationAt, incarnationNear } from './threads.js';
+export { ThreadDirectory, incarnationAt, incarnationNear } from './threads.js';
 export { KEPT_ATTRIBUTES, PROCESS_ID_ATTRIBUTES, REQUEST_ID_ATTRIBUTES, SERVICE_ATTRIBUTES, type ServiceAttributes } from './service-attributes.js';
 export { storeClock } from './clock.js';
 export type { HeadBlock, StoreHead } from './head.js';

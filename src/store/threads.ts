@@ -41,3 +41,29 @@ export function incarnationNear(incarnations: readonly ThreadMeta[], t: number):
   const m = incarnations[0];
   return { ...m, comm: m.names.length ? m.names[0][1] : m.comm };
 }
+
+/**
+ * The thread directory of one query (an explain call, an export): each tid's
+ * incarnations read once from the store, then both rules answered from them.
+ */
+export class ThreadDirectory {
+  private readonly incs = new Map<number, ThreadMeta[]>();
+
+  constructor(private readonly reader: { threadIncarnations(tid: number): ThreadMeta[] }) {}
+
+  incarnations(tid: number): ThreadMeta[] {
+    let inc = this.incs.get(tid);
+    if (!inc) this.incs.set(tid, (inc = this.reader.threadIncarnations(tid)));
+    return inc;
+  }
+
+  /** incarnationAt: the thread alive at t, or null */
+  at(tid: number, t: number): ThreadMeta | null {
+    return incarnationAt(this.incarnations(tid), t);
+  }
+
+  /** incarnationNear: the thread to name tid by at t, or null when the tid was never seen */
+  near(tid: number, t: number): ThreadMeta | null {
+    return incarnationNear(this.incarnations(tid), t);
+  }
+}
