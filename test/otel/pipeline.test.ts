@@ -5,12 +5,15 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, request } from 'node:http';
-import { OffcpuFlag, TaskEvent } from '../../src/capture/records.js';
+import { Kind, OffcpuFlag, TaskEvent } from '../../src/capture/records.js';
+import { openStoreWriter } from '../../src/store/index.js';
+import { FrameWriter } from '../helpers/frames.js';
+import { feed, tempDir } from '../store/util.js';
 import {
   EnrichPipeline, OtlpReceiver, UpstreamExporter, decodeTraceRequestProtobuf, encodeTraceRequest, type DecodedTraceRequest,
   type KernelSide, type Span,
 } from '../../src/otel/index.js';
-import { MS, NOW, W0, buildStore, epoch, sp, tr, type Built } from '../correlator/util.js';
+import { EPOCH0, MS, NOW, T0, W0, buildStore, epoch, sp, tr, type Built } from '../correlator/util.js';
 import { UpstreamSink } from './upstream-sink.js';
 
 const PID = 100;
@@ -152,6 +155,37 @@ test('the bounded wait: a span whose window the watermark has not reached is enr
   await p.close();
   await p2.close();
   await up.close();
+});
+
+test('wait expired before the window was ingested: the missing part goes out as unknown (settling), never on CPU; counted as partial', async () => {
+  // a live writer (its head is read): A preempted [W0+20, W0+60] ms, the probe has drained up to W0+51 ms (watermark W0+50)
+  const { dir, cleanup } = tempDir('pipeline-partial');
+  const w = openStoreWriter(dir, { maxAgeMs: 3_600_000, roundMs: 3_600_000, retentionEveryMs: 0 });
+  const up = upstream();
+  try {
+    const fw = new FrameWriter();
+    fw.hello({ ts: T0, monoNs: T0, realtimeNs: EPOCH0, offcpuMinNs: 50_000 });
+    fw.task({ ts: W0 - 500 * MS, pid: PID, tid: A, event: TaskEvent.NAME, startTime: 1, comm: 'req', pcomm: 'app' });
+    fw.offcpu({ ts: W0 + 40 * MS, pid: PID, tid: A, startNs: W0 + 20 * MS, flags: OffcpuFlag.PREEMPTED, preemptPid: HOG, preemptTid: HOG + 1, outCpu: 1, cpu: 1 });
+    fw.raw(Kind.DRAINED, 24, { ts: W0 + 51 * MS });
+    await feed(w, fw.toBuffer());
+    const p = new EnrichPipeline({ kernel: { reader: w.reader, watermarkUnixNano: () => epoch(w.ingestWatermarkNs) }, upstream: up, waitMs: 200, ...opts });
+    await p.consume(request1([span(30)]), META);
+    const got = await sink.span(sp(30));
+    const a = got.span.attributes;
+    assert.equal(a['kspan.data.settling'], true);
+    assert.equal(Number(a['kspan.data.not_ingested_ns']), 50 * MS);
+    assert.equal(Number(a['kspan.unknown_ns']), 50 * MS, 'the part after the watermark is unknown');
+    assert.equal(Number(a['kspan.runqueue_ns']), 20 * MS);
+    assert.equal(Number(a['kspan.on_cpu_ns']), 30 * MS, 'on CPU only where capture saw it');
+    assert.equal(p.counters.enriched, 1);
+    assert.equal(p.counters.enrichedPartial, 1);
+    await p.close();
+  } finally {
+    await up.close();
+    await w.close();
+    cleanup();
+  }
 });
 
 test('buffer bound: past --buffer-spans the oldest traces are forwarded unchanged, counted', async () => {
