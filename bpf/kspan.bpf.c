@@ -55,32 +55,45 @@ struct {
 enum fx_kind { FX_NONE = 0, FX_WAIT = 1, FX_WAKE = 2 };
 
 struct tstate {
+	/* Hot: read or written by every switch-out, switch-in and waking. The
+	 * storage value starts 8 bytes into a cache line: these 56 bytes share it. */
+	__u32 named;         /* a KSPAN_TASK NAME was sent for this task */
+	__u32 want_gen;      /* cfg.filter_gen + 1 when `want` was computed (0: never) */
+	__u32 want;          /* cached want_task() */
+	__u32 flags;
 	/* off-CPU interval in progress */
 	__u64 off_ts;        /* switch-out time, 0 = running / not tracked */
 	__u64 runnable_ts;   /* first waking after the block (or switch-out if preempted) */
-	__u64 waker_uaddr;
 	__u32 prev_state;
-	__u32 flags;
-	__u32 waker_pid, waker_tid, waker_cpu;
-	__u32 preempt_pid, preempt_tid;
 	__u32 out_cpu;
+	__u32 waker_pid, waker_tid;
+	__u8 fx_regs;        /* registers: fx_* describe the wait of the interval in progress */
+	__u8 fx_timeout;     /* registers: the wait had a timeout armed */
+	__u8 wk_pending;     /* registers: a futex wake call ended a long block, see wk_* */
+	__u8 _pad0;
+	__u32 waker_cpu;
+	/* next line */
+	__u32 preempt_pid, preempt_tid;
+	__u64 waker_uaddr;
 	/* futex wait: from the registers at the blocking switch-out (futex_mode
 	 * registers), or the syscall in progress, sys_enter -> sys_exit (futex_mode
 	 * syscalls) */
-	__u64 fx_ts;
 	__u64 fx_uaddr;
-	__u64 fx_uaddr2;
 	__u32 fx_op;
 	__u32 fx_val;
 	__u32 fx_owner;
 	__u16 fx_owner_src;
-	__u8 fx_timeout;     /* registers: the wait had a timeout armed */
-	__u8 fx_regs;        /* registers: fx_* describe the wait of the interval in progress */
-	__u32 fx_kind;       /* enum fx_kind (syscalls mode) */
+	__u16 _pad1;
+	/* registers: the futex wake call that ended a long block; its
+	 * KSPAN_FUTEX_WAKE goes out with the switch-in (waker = waker_*, word =
+	 * waker_uaddr, time = runnable_ts) */
+	__u32 wk_op;
+	__u64 wk_uaddr2;
+	/* syscalls mode only */
+	__u64 fx_ts;
+	__u64 fx_uaddr2;
+	__u32 fx_kind;       /* enum fx_kind */
 	__u32 fx_woke_long;  /* this wake call woke a thread blocked >= futex_min_ns */
-	__u32 named;         /* a KSPAN_TASK NAME was sent for this task */
-	__u32 want_gen;      /* cfg.filter_gen + 1 when `want` was computed (0: never) */
-	__u32 want;          /* cached want_task() */
 };
 
 struct {
@@ -141,7 +154,8 @@ struct {
  *   runqueue is reachable from current (se.cfs_rq->rq, CONFIG_FAIR_GROUP_SCHED):
  *   its address is this CPU's copy of `runqueues`, so this CPU's
  *   __preempt_count is at rq + (offset(__preempt_count) - offset(runqueues)).
- *   The loader computes that delta from BTF (cfg.pc_rq_delta).
+ *   The loader computes that delta from BTF (cfg.pc_rq_delta); the address is
+ *   kept per CPU after the first use (pc_addrs).
  * - arm64 (and others that keep it there): thread_info.preempt_count of
  *   current, read through a CO-RE flavor so this file builds for either.
  * Fallback (irq_src 0: no delta, no FAIR_GROUP_SCHED): depth counters kept
@@ -167,6 +181,14 @@ struct {
 	__type(value, struct irq_depth);
 } irq_depths SEC(".maps");
 
+/* x86: this CPU's &__preempt_count, found once (0 = not yet). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} pc_addrs SEC(".maps");
+
 static __always_inline struct irq_depth *irq_depth(void)
 {
 	__u32 zero = 0;
@@ -180,16 +202,25 @@ static __always_inline __u32 preempt_count_now(struct task_struct *cur)
 		return (__u32)((struct thread_info___pc *)&cur->thread_info)->preempt_count;
 #ifdef __TARGET_ARCH_x86
 	{
-		struct rq *rq = cur->se.cfs_rq->rq;
+		__u32 zero = 0;
+		__u64 *addr = bpf_map_lookup_elem(&pc_addrs, &zero);
 		struct refcount_struct *pc;
-		__s64 d = cfg.pc_rq_delta;
 
-		/* bounded, or the verifier refuses the pointer arithmetic */
-		if (!rq || d < -(1 << 22) || d > (1 << 22))
+		if (!addr)
 			return 0;
+		if (!*addr) {
+			/* once per CPU: cur runs here, so its cfs_rq's rq is this CPU's */
+			struct rq *rq = cur->se.cfs_rq->rq;
+			__s64 d = cfg.pc_rq_delta;
+
+			/* bounded, or the verifier refuses the pointer arithmetic */
+			if (!rq || !d || d < -(1 << 22) || d > (1 << 22))
+				return 0;
+			*addr = (__u64)((void *)rq + d);
+		}
 		/* A read-only cast of the address to any kernel type with an int at
 		 * offset 0: a plain load that cannot fault the kernel, no helper call. */
-		pc = bpf_rdonly_cast((void *)rq + d, bpf_core_type_id_kernel(struct refcount_struct));
+		pc = bpf_rdonly_cast((void *)*addr, bpf_core_type_id_kernel(struct refcount_struct));
 		return pc->refs.counter;
 	}
 #else
@@ -549,18 +580,46 @@ static __always_inline bool futex_wake_regs(struct task_struct *t, __u64 *uaddr,
 /* ---------------------------------- sched -------------------------------- */
 
 /*
- * The futex wait of an off-CPU interval that began in one (registers): sent
- * at the switch-in, over the same interval (switch-out -> switch-in). The
- * return value is not in any register yet; inferred from who woke it.
+ * What a switch-in emits, as one ring sample of up to three records (one
+ * reserve, one submit; the reader splits them by hdr.size):
+ *   KSPAN_OFFCPU       the off-CPU interval, if >= offcpu_min_ns
+ *   KSPAN_FUTEX_WAIT   (registers) the futex wait it was blocked in, if >= futex_min_ns,
+ *                      over the same interval; ret inferred from who woke it
+ *   KSPAN_FUTEX_WAKE   (registers) the futex wake call that ended it, if pending
+ * Each record's h.ts is the switch-in (the time it is written: the DRAINED
+ * watermark stays true); the wake's start_ns is the waking itself.
  */
-static __always_inline void emit_futex_wait_regs(struct tstate *s, __u64 now, __u32 pid, __u32 tid)
+#define SZ_OFF sizeof(struct kspan_offcpu)
+#define SZ_FW sizeof(struct kspan_futex_wait)
+#define SZ_FK sizeof(struct kspan_futex_wake)
+
+static __always_inline void fill_offcpu(struct kspan_offcpu *r, struct tstate *s, __u64 now, __u32 pid,
+					__u32 tid, __u32 last_pid, __u32 last_tid)
 {
-	struct kspan_futex_wait *r = reserve(&rb_sched, KSPAN_RING_SCHED, sizeof(*r));
+	fill_hdr(&r->h, KSPAN_OFFCPU, SZ_OFF, now, pid, tid);
+	r->start_ns = s->off_ts;
+	/* No waking seen (woken before we tracked it): all blocked. */
+	r->runnable_ns = s->runnable_ts ? s->runnable_ts : now;
+	r->waker_uaddr = s->waker_uaddr;
+	r->prev_state = s->prev_state;
+	r->flags = s->flags;
+	r->waker_pid = s->waker_pid;
+	r->waker_tid = s->waker_tid;
+	r->waker_cpu = s->waker_cpu;
+	r->preempt_pid = s->preempt_pid;
+	r->preempt_tid = s->preempt_tid;
+	r->last_pid = last_pid;
+	r->last_tid = last_tid;
+	r->out_cpu = s->out_cpu;
+}
+
+/* The return value is in no register yet: inferred from who woke it. */
+static __always_inline void fill_futex_wait(struct kspan_futex_wait *r, struct tstate *s, __u64 now, __u32 pid,
+					    __u32 tid)
+{
 	__u32 fl = s->flags;
 
-	if (!r)
-		return;
-	fill_hdr(&r->h, KSPAN_FUTEX_WAIT, sizeof(*r), now, pid, tid);
+	fill_hdr(&r->h, KSPAN_FUTEX_WAIT, SZ_FW, now, pid, tid);
 	r->start_ns = s->off_ts;
 	r->uaddr = s->fx_uaddr;
 	r->op = s->fx_op;
@@ -579,28 +638,63 @@ static __always_inline void emit_futex_wait_regs(struct tstate *s, __u64 now, __
 		r->ret = 0;
 		r->flags = KSPAN_FUTEX_FROM_REGS | KSPAN_FUTEX_RET_UNKNOWN;
 	}
-	submit(&rb_sched, r);
 }
 
-/* A futex wake call (registers) woke a thread blocked >= futex_min_ns: one
- * record per such thread, from the waking, in the waker's context. */
-static __always_inline void emit_futex_wake_regs(struct task_struct *cur, __u64 now, __u64 uaddr, __u64 uaddr2,
-						 __u32 op)
+static __always_inline void fill_futex_wake(struct kspan_futex_wake *r, struct tstate *s, __u64 now)
 {
-	struct kspan_futex_wake *r;
-
-	if (!want_task(cur))
-		return;
-	r = reserve(&rb_sched, KSPAN_RING_SCHED, sizeof(*r));
-	if (!r)
-		return;
-	fill_hdr(&r->h, KSPAN_FUTEX_WAKE, sizeof(*r), now, cur->tgid, cur->pid);
-	r->start_ns = now;
-	r->uaddr = uaddr;
-	r->uaddr2 = uaddr2;
-	r->op = op;
+	fill_hdr(&r->h, KSPAN_FUTEX_WAKE, SZ_FK, now, s->waker_pid, s->waker_tid);
+	r->start_ns = s->runnable_ts;
+	r->uaddr = s->waker_uaddr;
+	r->uaddr2 = s->wk_uaddr2;
+	r->op = s->wk_op;
 	r->ret = 1;
-	submit(&rb_sched, r);
+}
+
+static __always_inline void emit_switch_in(struct tstate *s, __u64 now, __u32 pid, __u32 tid, __u32 last_pid,
+					   __u32 last_tid)
+{
+	__u64 d = now - s->off_ts;
+	__u32 m = 0, n;
+	void *rec = 0, *p;
+
+	if (d >= cfg.offcpu_min_ns)
+		m |= 1;
+	if (s->fx_regs && d >= cfg.futex_min_ns)
+		m |= 2;
+	if (s->wk_pending)
+		m |= 4;
+	/* the ring needs a constant size per reserve */
+	switch (m) {
+	case 1: rec = bpf_ringbuf_reserve(&rb_sched, SZ_OFF, 0); break;
+	case 2: rec = bpf_ringbuf_reserve(&rb_sched, SZ_FW, 0); break;
+	case 3: rec = bpf_ringbuf_reserve(&rb_sched, SZ_OFF + SZ_FW, 0); break;
+	case 4: rec = bpf_ringbuf_reserve(&rb_sched, SZ_FK, 0); break;
+	case 5: rec = bpf_ringbuf_reserve(&rb_sched, SZ_OFF + SZ_FK, 0); break;
+	case 6: rec = bpf_ringbuf_reserve(&rb_sched, SZ_FW + SZ_FK, 0); break;
+	case 7: rec = bpf_ringbuf_reserve(&rb_sched, SZ_OFF + SZ_FW + SZ_FK, 0); break;
+	default: return;
+	}
+	if (!rec) {
+		__u32 ring = KSPAN_RING_SCHED;
+		__u64 *lost = bpf_map_lookup_elem(&ring_lost, &ring);
+
+		n = (m & 1) + ((m >> 1) & 1) + ((m >> 2) & 1);
+		if (lost)
+			*lost += n;
+		return;
+	}
+	p = rec;
+	if (m & 1) {
+		fill_offcpu(p, s, now, pid, tid, last_pid, last_tid);
+		p += SZ_OFF;
+	}
+	if (m & 2) {
+		fill_futex_wait(p, s, now, pid, tid);
+		p += SZ_FW;
+	}
+	if (m & 4)
+		fill_futex_wake(p, s, now);
+	submit(&rb_sched, rec);
 }
 
 /* Stack of t at its blocking switch-out (t is current here): user frames,
@@ -692,6 +786,8 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 				s->out_cpu = cpu;
 				s->waker_pid = s->waker_tid = s->waker_cpu = 0;
 				s->waker_uaddr = 0;
+				s->wk_pending = 0;
+				s->fx_regs = 0;
 				s->preempt_pid = next_tgid;
 				s->preempt_tid = next_tid;
 				if (preempt) {
@@ -703,7 +799,6 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 				} else {
 					__u32 fl = 0;
 
-					s->fx_regs = 0;
 					if (cfg.futex_mode == FUTEX_MODE_REGS) {
 						/* blocking inside a futex wait: say so, and
 						 * keep the call for the record at switch-in */
@@ -733,31 +828,9 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 	s = bpf_task_storage_get(&tstates, next, 0, 0);
 	if (!s || !s->off_ts)
 		return 0;
-	if (now - s->off_ts >= cfg.offcpu_min_ns) {
-		struct kspan_offcpu *r = reserve(&rb_sched, KSPAN_RING_SCHED, sizeof(*r));
-		if (r) {
-			fill_hdr(&r->h, KSPAN_OFFCPU, sizeof(*r), now, next_tgid, next_tid);
-			r->start_ns = s->off_ts;
-			/* No waking seen (woken before we tracked it): all blocked. */
-			r->runnable_ns = s->runnable_ts ? s->runnable_ts : now;
-			r->waker_uaddr = s->waker_uaddr;
-			r->prev_state = s->prev_state;
-			r->flags = s->flags;
-			r->waker_pid = s->waker_pid;
-			r->waker_tid = s->waker_tid;
-			r->waker_cpu = s->waker_cpu;
-			r->preempt_pid = s->preempt_pid;
-			r->preempt_tid = s->preempt_tid;
-			r->last_pid = prev_tgid;
-			r->last_tid = prev_tid;
-			r->out_cpu = s->out_cpu;
-			submit(&rb_sched, r);
-		}
-		if ((s->flags & KSPAN_OFF_HAS_STACK) && now - s->off_ts >= cfg.stack_min_ns)
-			emit_stack(next, s->off_ts, now, next_tgid, next_tid);
-	}
-	if (s->fx_regs && now - s->off_ts >= cfg.futex_min_ns && cfg.futex_mode == FUTEX_MODE_REGS)
-		emit_futex_wait_regs(s, now, next_tgid, next_tid);
+	emit_switch_in(s, now, next_tgid, next_tid, prev_tgid, prev_tid);
+	if ((s->flags & KSPAN_OFF_HAS_STACK) && now - s->off_ts >= cfg.stack_min_ns)
+		emit_stack(next, s->off_ts, now, next_tgid, next_tid);
 	s->off_ts = 0;
 	return 0;
 }
@@ -801,8 +874,12 @@ int BPF_PROG(sched_waking, struct task_struct *p)
 		}
 		s->flags |= KSPAN_OFF_WAKER_FUTEX;
 		s->waker_uaddr = uaddr;
-		if (now - s->off_ts >= cfg.futex_min_ns)
-			emit_futex_wake_regs(cur, now, uaddr, uaddr2, op);
+		/* its record goes out with the woken thread's switch-in */
+		if (now - s->off_ts >= cfg.futex_min_ns && want_task(cur)) {
+			s->wk_pending = 1;
+			s->wk_op = op;
+			s->wk_uaddr2 = uaddr2;
+		}
 	} else if (cfg.futex_mode == FUTEX_MODE_SYSCALLS) {
 		struct tstate *ws = bpf_task_storage_get(&tstates, cur, 0, 0);
 

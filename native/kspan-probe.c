@@ -64,7 +64,7 @@ static struct {
 	const char *cgroup;
 	unsigned ring_mb;
 	unsigned drain_ms, clock_ms;
-	bool check, verbose, stats;
+	bool check, verbose, stats, irq_tracepoints;
 } opt = {
 	/* everything but the opt-in futex-syscalls group */
 	.groups = ((1u << KSPAN_GROUP_MAX) - 1) & ~(1u << KSPAN_GROUP_FUTEX_SYSCALLS),
@@ -247,11 +247,21 @@ struct ring_ctx {
 	__u64 records, bytes;
 } ring_ctx[KSPAN_RING_MAX] = { { KSPAN_RING_SCHED }, { KSPAN_RING_TASK }, { KSPAN_RING_CUDA } };
 
+/* A ring sample holds one record, or several back to back (a switch-in
+ * writes its off-CPU interval and futex records with one reserve): count
+ * records, not samples, so DROPS.records matches what the reader decodes. */
 static int on_record(void *ctx, void *data, size_t size)
 {
 	struct ring_ctx *rc = ctx;
+	size_t off = 0;
 
-	rc->records++;
+	while (off + sizeof(struct kspan_hdr) <= size) {
+		__u16 n = ((struct kspan_hdr *)((char *)data + off))->size;
+		rc->records++;
+		if (n < sizeof(struct kspan_hdr))
+			break;
+		off += n;
+	}
 	rc->bytes += size;
 	out_write(data, size);
 	return 0;
@@ -936,7 +946,7 @@ static void choose_irq_src(const struct btf *btf)
 {
 	irq_src = 0;
 	pc_rq_delta = 0;
-	if (!btf || getenv("KSPAN_IRQ_TRACEPOINTS"))
+	if (!btf || opt.irq_tracepoints)
 		return;
 	if (btf_has_member(btf, "thread_info", "preempt_count")) {
 		irq_src = 1;
@@ -1000,7 +1010,7 @@ static void usage(FILE *f)
 		"                   [--cuda-lib PATH]...\n"
 		"                   [--no-cuda-scan] [--offcpu-min-us N] [--futex-min-us N]\n"
 		"                   [--stacks] [--stack-min-us N] [--cgroup PATH] [--ring-mb N]\n"
-		"                   [--drain-ms N] [--clock-ms N] [--check] [--stats] [--verbose]\n"
+		"                   [--drain-ms N] [--clock-ms N] [--check] [--stats] [--irq-tracepoints] [--verbose]\n"
 		"Records go to stdout (see docs/probe.md); control commands come on stdin.\n");
 }
 
@@ -1040,6 +1050,7 @@ int main(int argc, char **argv)
 		{ "check", no_argument, 0, 'K' },
 		{ "verbose", no_argument, 0, 'v' },
 		{ "stats", no_argument, 0, 'T' },
+		{ "irq-tracepoints", no_argument, 0, 'I' },
 		{ "help", no_argument, 0, 'h' },
 		{ 0 },
 	};
@@ -1090,6 +1101,7 @@ int main(int argc, char **argv)
 		case 'K': opt.check = true; break;
 		case 'v': opt.verbose = true; break;
 		case 'T': opt.stats = true; break;
+		case 'I': opt.irq_tracepoints = true; break;
 		case 'h': usage(stdout); return EXIT_OK;
 		default: usage(stderr); return EXIT_USAGE;
 		}

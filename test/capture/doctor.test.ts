@@ -50,7 +50,7 @@ test('runDoctor with the real probe: every group attaches, a given CUDA library 
   assert.equal(r.checks.find((c) => c.name === 'probe check')!.detail, `attached: sched task futex block tcp cuda (ABI ${ABI_VERSION})`);
   assert.ok(r.checks.some((c) => c.name === 'cuda lib' && c.status === 'ok' && c.detail === `${lib} (given)`), 'given library listed');
   const text = formatDoctor(r);
-  assert.match(text, /\n {4}sched +ok +\d+ +0 *\n/);
+  assert.match(text, /\n {4}sched +ok +\d+ +0  interrupt context from the preempt count\n/);
   assert.match(text, /capture: ready$/);
 });
 
