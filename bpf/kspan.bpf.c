@@ -128,17 +128,23 @@ struct {
 	__type(value, struct io_start);
 } io_inflight SEC(".maps");
 
-/* CUDA call entry, keyed by (tid << 32 | api). */
-struct cuda_entry {
-	__u64 ts;
-	__u64 arg;
+/* CUDA calls in flight, per thread: one slot per API (enum kspan_cuda_api
+ * 1..6 -> 0..5, 16..21 -> 6..11), in task storage (no hash update and delete
+ * per call, freed with the thread). A nested call of the same API overwrites
+ * the outer one's entry, as a (tid, api) key did. */
+#define CUDA_SLOTS 12
+struct cuda_slots {
+	__u64 ts[CUDA_SLOTS];   /* entry time, 0 = none */
+	__u64 arg[CUDA_SLOTS];
+	__u32 want_gen;         /* cfg.filter_gen + 1 when `want` was computed */
+	__u32 want;
 };
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
-	__type(value, struct cuda_entry);
-} cuda_inflight SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct cuda_slots);
+} tcuda SEC(".maps");
 
 /* ------------------------------------------------------------------------ */
 
@@ -1250,39 +1256,54 @@ int BPF_PROG(tcp_retransmit_skb, const struct sock *sk, const struct sk_buff *sk
  * program); the loader attaches each to every symbol variant it finds.
  * Records go out with BPF_RB_NO_WAKEUP: on this kernel, waking the consumer
  * from uprobe context makes the uprobes stop firing after a few hundred hits. */
+static __always_inline int cuda_slot(__u32 api)
+{
+	return api < 16 ? api - 1 : api - 10;
+}
+
 static __always_inline int cuda_enter(__u32 api, __u64 arg)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	__u64 key = (id << 32) | api;
-	struct cuda_entry e;
+	struct task_struct *cur = bpf_get_current_task_btf();
+	struct cuda_slots *c = bpf_task_storage_get(&tcuda, cur, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	__u32 gen = cfg.filter_gen + 1;
+	int i = cuda_slot(api);
 
-	if (!want_tgid(id >> 32))
+	if (!c || i < 0 || i >= CUDA_SLOTS)
 		return 0;
-	e.ts = bpf_ktime_get_ns();
-	e.arg = arg;
-	bpf_map_update_elem(&cuda_inflight, &key, &e, BPF_ANY);
+	if (c->want_gen != gen) {
+		c->want = want_tgid(cur->tgid);
+		c->want_gen = gen;
+	}
+	if (!c->want)
+		return 0;
+	c->ts[i] = bpf_ktime_get_ns();
+	c->arg[i] = arg;
 	return 0;
 }
 
 static __always_inline int cuda_return(__u32 api, long rc)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	__u64 key = (id << 32) | api;
-	struct cuda_entry *e = bpf_map_lookup_elem(&cuda_inflight, &key);
+	struct task_struct *cur = bpf_get_current_task_btf();
+	struct cuda_slots *c = bpf_task_storage_get(&tcuda, cur, 0, 0);
 	struct kspan_cuda_call *r;
+	int i = cuda_slot(api);
+	__u64 ts;
 
-	if (!e)
+	if (!c || i < 0 || i >= CUDA_SLOTS)
 		return 0;
+	ts = c->ts[i];
+	if (!ts)
+		return 0;
+	c->ts[i] = 0;
 	r = reserve(&rb_cuda, KSPAN_RING_CUDA, sizeof(*r));
 	if (r) {
-		fill_hdr(&r->h, KSPAN_CUDA_CALL, sizeof(*r), bpf_ktime_get_ns(), id >> 32, (__u32)id);
-		r->start_ns = e->ts;
-		r->arg = e->arg;
+		fill_hdr(&r->h, KSPAN_CUDA_CALL, sizeof(*r), bpf_ktime_get_ns(), cur->tgid, cur->pid);
+		r->start_ns = ts;
+		r->arg = c->arg[i];
 		r->api = api;
 		r->ret = (__s32)rc;
 		bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
 	}
-	bpf_map_delete_elem(&cuda_inflight, &key);
 	return 0;
 }
 
