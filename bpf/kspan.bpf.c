@@ -758,6 +758,7 @@ static __always_inline void emit_stack(struct task_struct *t, __u64 start_ns, __
 #define TASK_RUNNING_STATE 0x0000
 #define TASK_REPORT_BLOCK (0x0001 | 0x0002) /* INTERRUPTIBLE | UNINTERRUPTIBLE */
 #define TASK_DEAD_STATE 0x0080
+#define TASK_INTERRUPTIBLE_STATE 0x0001
 
 /*
  * sched_switch(preempt, prev, next, prev_state). `current` is prev here.
@@ -807,8 +808,10 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 
 					if (cfg.futex_mode == FUTEX_MODE_REGS) {
 						/* blocking inside a futex wait: say so, and
-						 * keep the call for the record at switch-in */
-						if (futex_wait_regs(prev, s)) {
+						 * keep the call for the record at switch-in
+						 * (futex waits sleep TASK_INTERRUPTIBLE: D-state
+						 * blocks are not looked at) */
+						if ((prev_state & TASK_INTERRUPTIBLE_STATE) && futex_wait_regs(prev, s)) {
 							s->fx_regs = 1;
 							fl = KSPAN_OFF_IN_FUTEX;
 						}
@@ -866,15 +869,17 @@ int BPF_PROG(sched_waking, struct task_struct *p)
 	if (s->flags & (KSPAN_OFF_WAKER_HARDIRQ | KSPAN_OFF_WAKER_SOFTIRQ))
 		return 0;
 	/* futex_wake() -> wake_up_q() runs in the FUTEX_WAKE caller: join the
-	 * wakeup to the lock word that caller was releasing. */
+	 * wakeup to the lock word that caller was releasing. Only a thread
+	 * blocked in a futex wait can be woken by a futex wake call: the
+	 * waker's registers are read for those alone. */
 	if (cfg.futex_mode == FUTEX_MODE_REGS) {
 		__u64 uaddr, uaddr2;
 		__u32 op;
 
-		if (!futex_wake_regs(cur, &uaddr, &uaddr2, &op))
+		if (!s->fx_regs || !futex_wake_regs(cur, &uaddr, &uaddr2, &op))
 			return 0;
 		/* REQUEUE / WAKE_OP name two words: the woken thread's is the one */
-		if (uaddr2 && s->fx_regs && s->fx_uaddr == uaddr2) {
+		if (uaddr2 && s->fx_uaddr == uaddr2) {
 			uaddr2 = uaddr;
 			uaddr = s->fx_uaddr;
 		}
