@@ -19,6 +19,9 @@
 //   perf      `perf sched record -a` into a file under /var/tmp (Debian linux-perf);
 //   bpftrace  `bpftrace bench/offcpu.bt` (Debian bpftrace): sched_switch +
 //             sched_waking, per-thread intervals in maps, in-kernel sums;
+//   kspan-syscalls (only when named in --sides) kspan with the opt-in
+//             futex-syscalls group instead of futex: what the syscall
+//             tracepoints cost;
 // a side whose tool is not installed is left out (said on stderr).
 // Overhead = median over rounds of (1 - side ops/s / no-tracing ops/s of the
 // same round). Also: the workload's own CPU per op (tracing in the kernel is
@@ -50,7 +53,7 @@ const runs = Number(values.runs ?? (values.quick ? 3 : 7));
 const seconds = Number(values.seconds ?? (values.quick ? 1 : 3));
 const WORKLOADS = join(REPO_ROOT, 'bench', 'workloads', 'bin');
 const CLK_TCK = 100;
-type Side = 'none' | 'kspan' | 'perf' | 'bpftrace';
+type Side = 'none' | 'kspan' | 'kspan-syscalls' | 'perf' | 'bpftrace';
 
 interface WorkOut { ops: number; seconds: number; ops_per_s: number; cpu_s: number; pid: number }
 interface SideRun { w: WorkOut; toolCpuNs: number; records: number }
@@ -102,11 +105,11 @@ async function sideNone(name: string): Promise<SideRun> {
 
 interface KspanRun extends SideRun { bpf: Record<string, { runs: number; ns: number }>; probeCpuNs: number; consumerCpuNs: number }
 
-async function sideKspan(name: string, stats = false): Promise<KspanRun> {
+async function sideKspan(name: string, stats = false, groups?: string[]): Promise<KspanRun> {
   const sink = new CountingSink();
   let bpf: KspanRun['bpf'] = {};
   const probe = ProbeProcess.start({
-    noCudaScan: true, extraArgs: stats ? ['--stats'] : [],
+    noCudaScan: true, extraArgs: stats ? ['--stats'] : [], groups,
     onStderr: (line) => {
       const m = /stats (\{.*\})$/.exec(line);
       if (m) bpf = JSON.parse(m[1]) as KspanRun['bpf'];
@@ -163,6 +166,7 @@ async function runSide(side: Side, name: string): Promise<SideRun> {
   switch (side) {
     case 'none': return sideNone(name);
     case 'kspan': return sideKspan(name);
+    case 'kspan-syscalls': return sideKspan(name, false, ['sched', 'task', 'futex-syscalls', 'block', 'tcp', 'cuda']);
     case 'perf':
       // perf prints nothing when it starts: tracing has begun once it wrote the file's header
       return sideTool(name, 'perf', ['sched', 'record', '-a', '-o', PERF_DATA],
@@ -196,19 +200,20 @@ async function bench(name: string, label: string, sides: Side[]): Promise<void> 
   const opsNone = median(none.map((r) => r.w.ops_per_s));
   const cpuOpNone = median(none.map((r) => (r.w.cpu_s * 1e9) / r.w.ops));
   console.log(`${label}: ${runs} rounds x ${seconds} s per side`);
-  console.log(`  side        ops/s (median)   overhead (median of paired)   workload CPU/op   tool CPU (ms per s)`);
+  console.log(`  side            ops/s (median)   overhead (median of paired)   workload CPU/op   tool CPU (ms per s)`);
   for (const s of sides) {
     const rs = res.get(s)!;
     const ops = median(rs.map((r) => r.w.ops_per_s));
     const paired = median(rs.map((r, i) => (1 - r.w.ops_per_s / none[i].w.ops_per_s) * 100));
+    const tag = s.replace('-', '_');
     const cpuOp = median(rs.map((r) => (r.w.cpu_s * 1e9) / r.w.ops));
     const tool = median(rs.map((r) => r.toolCpuNs / 1e6 / r.w.seconds));
-    console.log(`  ${s.padEnd(10)}  ${ops.toFixed(0).padStart(12)}   ${s === 'none' ? '-'.padStart(12) : pct(paired).padStart(12)}` +
+    console.log(`  ${s.padEnd(14)}  ${ops.toFixed(0).padStart(12)}   ${s === 'none' ? '-'.padStart(12) : pct(paired).padStart(12)}` +
       `   (${pct((1 - ops / opsNone) * 100)} of medians)   ${cpuOp.toFixed(0).padStart(8)} ns (${s === 'none' ? '-' : pct((cpuOp / cpuOpNone - 1) * 100)})   ${tool.toFixed(1)}`);
-    console.log(`RESULT ops_${label}_${s} ${ops.toFixed(0)} ops/s`);
+    console.log(`RESULT ops_${label}_${tag} ${ops.toFixed(0)} ops/s`);
     if (s !== 'none') {
-      console.log(`RESULT overhead_${label}_${s}_pct ${paired.toFixed(2)} %`);
-      console.log(`RESULT cpu_per_op_overhead_${label}_${s}_pct ${((cpuOp / cpuOpNone - 1) * 100).toFixed(2)} %`);
+      console.log(`RESULT overhead_${label}_${tag}_pct ${paired.toFixed(2)} %`);
+      console.log(`RESULT cpu_per_op_overhead_${label}_${tag}_pct ${((cpuOp / cpuOpNone - 1) * 100).toFixed(2)} %`);
     }
   }
   if (sides.includes('kspan')) {
@@ -239,7 +244,7 @@ const wanted = (values.sides ?? 'none,kspan,perf,bpftrace').split(',').map((s) =
 const sides: Side[] = ['none'];
 for (const s of wanted) {
   if (s === 'none' || sides.includes(s)) continue;
-  if (!['kspan', 'perf', 'bpftrace'].includes(s)) throw new Error(`unknown side ${s}`);
+  if (!['kspan', 'kspan-syscalls', 'perf', 'bpftrace'].includes(s)) throw new Error(`unknown side ${s}`);
   if ((s === 'perf' || s === 'bpftrace') && !onPath(s)) {
     console.error(`${s} is not installed: left out (Debian: apt-get install ${s === 'perf' ? 'linux-perf' : 'bpftrace'})`);
     continue;
