@@ -5,7 +5,9 @@
  * Groups (attached independently by the loader):
  *   sched  tp_btf sched_switch / sched_waking / sched_wakeup_new -> KSPAN_OFFCPU (+ KSPAN_STACK)
  *   task   tp_btf sched_process_fork/exec/exit, task_rename         -> KSPAN_TASK
- *   futex  syscalls:sys_{enter,exit}_futex (+ futex2 calls)          -> KSPAN_FUTEX_WAIT/_WAKE
+ *   futex  no programs of its own: sched_switch / sched_waking read the
+ *          saved syscall registers of the blocking thread and of the waker -> KSPAN_FUTEX_WAIT/_WAKE
+ *   futex-syscalls (opt-in) syscalls:sys_{enter,exit}_futex (+ futex2)  -> KSPAN_FUTEX_WAIT/_WAKE
  *   block  tp_btf block_io_start / block_rq_issue / block_rq_complete -> KSPAN_BLOCK_IO
  *   tcp    tp_btf tcp_retransmit_skb                                 -> KSPAN_TCP_RETRANS
  *   cuda   uprobe/uretprobe pairs, attached per library by the loader -> KSPAN_CUDA_CALL
@@ -53,28 +55,45 @@ struct {
 enum fx_kind { FX_NONE = 0, FX_WAIT = 1, FX_WAKE = 2 };
 
 struct tstate {
-	/* off-CPU interval in progress */
-	__u64 off_ts;        /* switch-out time, 0 = running / not tracked */
-	__u64 runnable_ts;   /* first waking after the block (or switch-out if preempted) */
-	__u64 waker_uaddr;
-	__u32 prev_state;
-	__u32 flags;
-	__u32 waker_pid, waker_tid, waker_cpu;
-	__u32 preempt_pid, preempt_tid;
-	__u32 out_cpu;
-	/* futex syscall in progress (sys_enter -> sys_exit) */
-	__u64 fx_ts;
-	__u64 fx_uaddr;
-	__u64 fx_uaddr2;
-	__u32 fx_op;
-	__u32 fx_val;
-	__u32 fx_owner;
-	__u32 fx_owner_src;
-	__u32 fx_kind;       /* enum fx_kind */
-	__u32 fx_woke_long;  /* this wake call woke a thread blocked >= futex_min_ns */
+	/* Hot: read or written by every switch-out, switch-in and waking. The
+	 * storage value starts 8 bytes into a cache line: these 56 bytes share it. */
 	__u32 named;         /* a KSPAN_TASK NAME was sent for this task */
 	__u32 want_gen;      /* cfg.filter_gen + 1 when `want` was computed (0: never) */
 	__u32 want;          /* cached want_task() */
+	__u32 flags;
+	/* off-CPU interval in progress */
+	__u64 off_ts;        /* switch-out time, 0 = running / not tracked */
+	__u64 runnable_ts;   /* first waking after the block (or switch-out if preempted) */
+	__u32 prev_state;
+	__u32 out_cpu;
+	__u32 waker_pid, waker_tid;
+	__u8 fx_regs;        /* registers: fx_* describe the wait of the interval in progress */
+	__u8 fx_timeout;     /* registers: the wait had a timeout armed */
+	__u8 wk_pending;     /* registers: a futex wake call ended a long block, see wk_* */
+	__u8 _pad0;
+	__u32 waker_cpu;
+	/* next line */
+	__u32 preempt_pid, preempt_tid;
+	__u64 waker_uaddr;
+	/* futex wait: from the registers at the blocking switch-out (futex_mode
+	 * registers), or the syscall in progress, sys_enter -> sys_exit (futex_mode
+	 * syscalls) */
+	__u64 fx_uaddr;
+	__u32 fx_op;
+	__u32 fx_val;
+	__u32 fx_owner;
+	__u16 fx_owner_src;
+	__u16 _pad1;
+	/* registers: the futex wake call that ended a long block; its
+	 * KSPAN_FUTEX_WAKE goes out with the switch-in (waker = waker_*, word =
+	 * waker_uaddr, time = runnable_ts) */
+	__u32 wk_op;
+	__u64 wk_uaddr2;
+	/* syscalls mode only */
+	__u64 fx_ts;
+	__u64 fx_uaddr2;
+	__u32 fx_kind;       /* enum fx_kind */
+	__u32 fx_woke_long;  /* this wake call woke a thread blocked >= futex_min_ns */
 };
 
 struct {
@@ -109,27 +128,54 @@ struct {
 	__type(value, struct io_start);
 } io_inflight SEC(".maps");
 
-/* CUDA call entry, keyed by (tid << 32 | api). */
-struct cuda_entry {
-	__u64 ts;
-	__u64 arg;
+/* CUDA calls in flight, per thread: one slot per API (enum kspan_cuda_api
+ * 1..6 -> 0..5, 16..21 -> 6..11), in task storage (no hash update and delete
+ * per call, freed with the thread). A nested call of the same API overwrites
+ * the outer one's entry, as a (tid, api) key did. */
+#define CUDA_SLOTS 12
+struct cuda_slots {
+	__u64 ts[CUDA_SLOTS];   /* entry time, 0 = none */
+	__u64 arg[CUDA_SLOTS];
+	__u32 want_gen;         /* cfg.filter_gen + 1 when `want` was computed */
+	__u32 want;
 };
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
-	__type(value, struct cuda_entry);
-} cuda_inflight SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct cuda_slots);
+} tcuda SEC(".maps");
 
 /* ------------------------------------------------------------------------ */
 
 /*
- * Interrupt context, tracked per CPU from the irq/softirq/hrtimer entry and
- * exit tracepoints. (The per-CPU preempt count would say it directly, but
- * this kernel has no CONFIG_KALLSYMS_ALL, so the __preempt_count ksym cannot
- * be resolved.) A waking done from an interrupt (timer expiry, I/O
- * completion, NIC, GPU) was not done by the task it happened to interrupt.
+ * Interrupt context of the current CPU: was a waking (or a TCP retransmit)
+ * done by an interrupt rather than by the task it happened to interrupt?
+ *
+ * The kernel's own answer is the preempt count (in_hardirq(), in_serving_softirq()).
+ * - x86-64: it is the per-CPU variable __preempt_count. The usual recipe,
+ *   bpf_this_cpu_ptr(&__preempt_count) via a __ksym, needs the symbol in
+ *   kallsyms, and this kernel has no CONFIG_KALLSYMS_ALL. But the per-CPU
+ *   area's layout is in the kernel BTF (DATASEC .data..percpu), and this CPU's
+ *   runqueue is reachable from current (se.cfs_rq->rq, CONFIG_FAIR_GROUP_SCHED):
+ *   its address is this CPU's copy of `runqueues`, so this CPU's
+ *   __preempt_count is at rq + (offset(__preempt_count) - offset(runqueues)).
+ *   The loader computes that delta from BTF (cfg.pc_rq_delta); the address is
+ *   kept per CPU after the first use (pc_addrs).
+ * - arm64 (and others that keep it there): thread_info.preempt_count of
+ *   current, read through a CO-RE flavor so this file builds for either.
+ * Fallback (irq_src 0: no delta, no FAIR_GROUP_SCHED): depth counters kept
+ * per CPU by the irq/softirq/hrtimer entry/exit tracepoints, attached only then.
  */
+#define PC_SOFTIRQ_OFFSET 0x100u      /* serving a softirq (SOFTIRQ_OFFSET) */
+#define PC_HARDIRQ_NMI_MASK 0xff0000u /* HARDIRQ_MASK | NMI_MASK */
+
+struct thread_info___pc {
+	__u64 preempt_count; /* arm64: union with { u32 count; u32 need_resched; } */
+} __attribute__((preserve_access_index));
+
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
+
 struct irq_depth {
 	__s32 hard;
 	__s32 soft;
@@ -141,6 +187,14 @@ struct {
 	__type(value, struct irq_depth);
 } irq_depths SEC(".maps");
 
+/* x86: this CPU's &__preempt_count, found once (0 = not yet). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} pc_addrs SEC(".maps");
+
 static __always_inline struct irq_depth *irq_depth(void)
 {
 	__u32 zero = 0;
@@ -148,17 +202,59 @@ static __always_inline struct irq_depth *irq_depth(void)
 	return bpf_map_lookup_elem(&irq_depths, &zero);
 }
 
-static __always_inline __u32 irq_flags(void)
+static __always_inline __u32 preempt_count_now(struct task_struct *cur)
 {
-	struct irq_depth *d = irq_depth();
+	if (bpf_core_field_exists(struct thread_info___pc, preempt_count))
+		return (__u32)((struct thread_info___pc *)&cur->thread_info)->preempt_count;
+#ifdef __TARGET_ARCH_x86
+	{
+		__u32 zero = 0;
+		__u64 *addr = bpf_map_lookup_elem(&pc_addrs, &zero);
+		struct refcount_struct *pc;
 
-	if (!d)
-		return 0;
-	if (d->hard > 0)
-		return KSPAN_OFF_WAKER_HARDIRQ;
-	if (d->soft > 0)
-		return KSPAN_OFF_WAKER_SOFTIRQ;
+		if (!addr)
+			return 0;
+		if (!*addr) {
+			/* once per CPU: cur runs here, so its cfs_rq's rq is this CPU's */
+			struct rq *rq = cur->se.cfs_rq->rq;
+			__s64 d = cfg.pc_rq_delta;
+
+			/* bounded, or the verifier refuses the pointer arithmetic */
+			if (!rq || !d || d < -(1 << 22) || d > (1 << 22))
+				return 0;
+			*addr = (__u64)((void *)rq + d);
+		}
+		/* A read-only cast of the address to any kernel type with an int at
+		 * offset 0: a plain load that cannot fault the kernel, no helper call. */
+		pc = bpf_rdonly_cast((void *)*addr, bpf_core_type_id_kernel(struct refcount_struct));
+		return pc->refs.counter;
+	}
+#else
 	return 0;
+#endif
+}
+
+static __always_inline __u32 irq_flags(struct task_struct *cur)
+{
+	if (cfg.irq_src) {
+		__u32 pc = preempt_count_now(cur);
+
+		if (pc & PC_HARDIRQ_NMI_MASK)
+			return KSPAN_OFF_WAKER_HARDIRQ;
+		if (pc & PC_SOFTIRQ_OFFSET)
+			return KSPAN_OFF_WAKER_SOFTIRQ;
+		return 0;
+	} else {
+		struct irq_depth *d = irq_depth();
+
+		if (!d)
+			return 0;
+		if (d->hard > 0)
+			return KSPAN_OFF_WAKER_HARDIRQ;
+		if (d->soft > 0)
+			return KSPAN_OFF_WAKER_SOFTIRQ;
+		return 0;
+	}
 }
 
 /* Depths start at 0 when attached mid-handler: an exit seen first would go
@@ -279,7 +375,333 @@ static __always_inline void emit_task(struct task_struct *t, __u32 event, __u32 
 	bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
 }
 
+/* ---------------------------------- futex -------------------------------- */
+
+#define FUTEX_MODE_OFF 0
+#define FUTEX_MODE_REGS 1     /* group "futex": saved registers, in the sched programs */
+#define FUTEX_MODE_SYSCALLS 2 /* group "futex-syscalls": syscall tracepoints */
+
+#define FUTEX_CMD_MASK 127 /* ~(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME) */
+#define FUTEX_TID_MASK 0x3fffffff
+/* futex2 syscalls are reported with op = FUTEX2_OP | n */
+#define FUTEX2_OP 0xffff0000u
+#define FUTEX2_WAIT 1
+#define FUTEX2_WAKE 2
+#define FUTEX2_WAITV 3
+#define KSPAN_ETIMEDOUT 110
+#define PF_KTHREAD_FLAG 0x00200000
+
+static __always_inline int futex_cmd_kind(__u32 cmd)
+{
+	switch (cmd) {
+	case 0:  /* WAIT */
+	case 9:  /* WAIT_BITSET */
+	case 11: /* WAIT_REQUEUE_PI */
+	case 6:  /* LOCK_PI */
+	case 8:  /* TRYLOCK_PI */
+	case 13: /* LOCK_PI2 */
+		return FX_WAIT;
+	case 1:  /* WAKE */
+	case 3:  /* REQUEUE */
+	case 4:  /* CMP_REQUEUE */
+	case 5:  /* WAKE_OP */
+	case 7:  /* UNLOCK_PI */
+	case 10: /* WAKE_BITSET */
+	case 12: /* CMP_REQUEUE_PI */
+		return FX_WAKE;
+	}
+	return FX_NONE;
+}
+
+/*
+ * Owner of the lock at wait start, where the user-space lock word says:
+ * - PI futexes: the word is the owner TID (plus WAITERS/OWNER_DIED bits).
+ * - glibc pthread_mutex_t (x86-64): futex word = &__lock, owner TID at +8,
+ *   __kind at +16. A heuristic: only believed when the waiter set the word
+ *   to 2 (glibc's "locked, waiters") and __kind is a plain mutex type; the
+ *   correlator still checks that the TID is a thread of the same process.
+ * User memory of `current` (the waiter, in its own syscall), read without
+ * faulting: a word paged out reads as no owner.
+ */
+static __always_inline void futex_owner(struct tstate *s)
+{
+	__u32 word[5] = {};
+	__u32 cmd = s->fx_op & FUTEX_CMD_MASK;
+	bool pi = cmd == 6 || cmd == 8 || cmd == 13;
+
+	s->fx_owner = 0;
+	s->fx_owner_src = KSPAN_OWNER_NONE;
+	if ((s->fx_op & FUTEX2_OP) == FUTEX2_OP || !(pi || ((cmd == 0 || cmd == 9) && s->fx_val == 2)))
+		return;
+	if (bpf_probe_read_user(word, sizeof(word), (void *)s->fx_uaddr))
+		return;
+	if (pi) {
+		s->fx_owner = word[0] & FUTEX_TID_MASK;
+		s->fx_owner_src = s->fx_owner ? KSPAN_OWNER_PI_WORD : KSPAN_OWNER_NONE;
+	} else if (word[2] > 0 && word[2] <= FUTEX_TID_MASK && (word[4] & 0x7f) <= 3) {
+		s->fx_owner = word[2];
+		s->fx_owner_src = KSPAN_OWNER_GLIBC_MUTEX;
+	}
+}
+
+/*
+ * The futex call a task is in, from its saved user registers
+ * (bpf_task_pt_regs: the pt_regs at the top of its kernel stack, written at
+ * syscall entry). Only meaningful while the task is inside a syscall, which
+ * is the case for a task blocking at sched_switch (prev) and for a task-context
+ * waker at sched_waking (current): the syscall number register then holds
+ * the number (an exception entry leaves an error code there, which no
+ * futex number collides with in practice; kernel threads have zeroed regs).
+ *
+ * Where the architectures differ: which register holds the syscall number
+ * and the arguments, and the number of futex(2). The futex2 numbers
+ * (futex_waitv 449, futex_wake 454, futex_wait 455) are the same everywhere.
+ */
+#if defined(__TARGET_ARCH_x86)
+/* x86-64: nr in orig_ax (ax becomes the return value); arguments in di, si,
+ * dx, r10 (not cx: the syscall instruction clobbers it), r8, r9. */
+struct pt_regs___kspan {
+	unsigned long di, si, dx, r10, r8, orig_ax;
+} __attribute__((preserve_access_index));
+#define SC_NR(r) ((long)(r)->orig_ax)
+#define SC_ARG1(r) ((r)->di)
+#define SC_ARG2(r) ((r)->si)
+#define SC_ARG3(r) ((r)->dx)
+#define SC_ARG4(r) ((r)->r10)
+#define SC_ARG5(r) ((r)->r8)
+#define NR_FUTEX 202
+/* 32-bit (ia32) syscalls use other registers and numbers: not decoded. */
+#define TS_COMPAT_FLAG 0x0002
+#define SC_COMPAT(t) ((t)->thread_info.status & TS_COMPAT_FLAG)
+#elif defined(__TARGET_ARCH_arm64)
+/* arm64: nr in syscallno; arguments in x0..x5, but x0 is overwritten by the
+ * return value, orig_x0 keeps the first argument. (AArch32 compat tasks pass
+ * r0..r5 in the same slots; their futex(2) number differs and is not matched.) */
+struct pt_regs___kspan {
+	__u64 regs[31];
+	__u64 orig_x0;
+	__s32 syscallno;
+} __attribute__((preserve_access_index));
+#define SC_NR(r) ((long)(r)->syscallno)
+#define SC_ARG1(r) ((r)->orig_x0)
+#define SC_ARG2(r) ((r)->regs[1])
+#define SC_ARG3(r) ((r)->regs[2])
+#define SC_ARG4(r) ((r)->regs[3])
+#define SC_ARG5(r) ((r)->regs[4])
+#define NR_FUTEX 98
+#define SC_COMPAT(t) 0
+#else
+#define KSPAN_NO_SYSCALL_REGS 1 /* other architectures: futex from registers is off (use futex-syscalls) */
+#endif
+#define NR_FUTEX_WAITV 449
+#define NR_FUTEX_WAKE 454
+#define NR_FUTEX_WAIT 455
+
+#ifndef KSPAN_NO_SYSCALL_REGS
+static __always_inline struct pt_regs___kspan *user_regs(struct task_struct *t)
+{
+	if (t->flags & PF_KTHREAD_FLAG)
+		return 0;
+	return (struct pt_regs___kspan *)bpf_task_pt_regs(t);
+}
+#endif
+
+/* prev, about to block (it is current): is it in a futex wait? Fills s->fx_*. */
+static __always_inline bool futex_wait_regs(struct task_struct *t, struct tstate *s)
+{
+#ifdef KSPAN_NO_SYSCALL_REGS
+	return false;
+#else
+	struct pt_regs___kspan *r = user_regs(t);
+	long nr;
+
+	if (!r)
+		return false;
+	nr = SC_NR(r);
+	if (nr == NR_FUTEX) {
+		__u32 op = SC_ARG2(r);
+
+		if (futex_cmd_kind(op & FUTEX_CMD_MASK) != FX_WAIT)
+			return false;
+		s->fx_op = op;
+		s->fx_uaddr = SC_ARG1(r);
+		s->fx_val = SC_ARG3(r);
+		s->fx_timeout = SC_ARG4(r) != 0; /* utime (not for TRYLOCK_PI, which does not sleep) */
+	} else if (nr == NR_FUTEX_WAIT) {
+		/* futex_wait(uaddr, val, mask, flags, timeout, clockid) */
+		s->fx_op = FUTEX2_OP | FUTEX2_WAIT;
+		s->fx_uaddr = SC_ARG1(r);
+		s->fx_val = SC_ARG2(r);
+		s->fx_timeout = SC_ARG5(r) != 0;
+	} else if (nr == NR_FUTEX_WAITV) {
+		/* futex_waitv(waiters, nr_futexes, flags, timeout, clockid): the
+		 * first waiter's word (struct futex_waitv { u64 val; u64 uaddr; ... }) */
+		__u64 w[2] = {};
+
+		bpf_probe_read_user(w, sizeof(w), (void *)SC_ARG1(r));
+		s->fx_op = FUTEX2_OP | FUTEX2_WAITV;
+		s->fx_uaddr = w[1];
+		s->fx_val = (__u32)w[0];
+		s->fx_timeout = SC_ARG4(r) != 0;
+	} else {
+		return false;
+	}
+	if (SC_COMPAT(t))
+		return false;
+	futex_owner(s);
+	return true;
+#endif
+}
+
+/* The waker (current, task context) at sched_waking: is it in a futex wake
+ * call? Then *uaddr (and *uaddr2 for REQUEUE/WAKE_OP) and *op are set. */
+static __always_inline bool futex_wake_regs(struct task_struct *t, __u64 *uaddr, __u64 *uaddr2, __u32 *op)
+{
+#ifdef KSPAN_NO_SYSCALL_REGS
+	return false;
+#else
+	struct pt_regs___kspan *r = user_regs(t);
+	long nr;
+
+	if (!r)
+		return false;
+	nr = SC_NR(r);
+	if (nr == NR_FUTEX) {
+		*op = SC_ARG2(r);
+		if (futex_cmd_kind(*op & FUTEX_CMD_MASK) != FX_WAKE)
+			return false;
+		*uaddr2 = SC_ARG5(r);
+	} else if (nr == NR_FUTEX_WAKE) {
+		/* futex_wake(uaddr, mask, nr, flags) */
+		*op = FUTEX2_OP | FUTEX2_WAKE;
+		*uaddr2 = 0;
+	} else {
+		return false;
+	}
+	*uaddr = SC_ARG1(r);
+	return !SC_COMPAT(t);
+#endif
+}
+
 /* ---------------------------------- sched -------------------------------- */
+
+/*
+ * What a switch-in emits, as one ring sample of up to three records (one
+ * reserve, one submit; the reader splits them by hdr.size):
+ *   KSPAN_OFFCPU       the off-CPU interval, if >= offcpu_min_ns
+ *   KSPAN_FUTEX_WAIT   (registers) the futex wait it was blocked in, if >= futex_min_ns,
+ *                      over the same interval; ret inferred from who woke it
+ *   KSPAN_FUTEX_WAKE   (registers) the futex wake call that ended it, if pending
+ * Each record's h.ts is the switch-in (the time it is written: the DRAINED
+ * watermark stays true); the wake's start_ns is the waking itself.
+ */
+#define SZ_OFF sizeof(struct kspan_offcpu)
+#define SZ_FW sizeof(struct kspan_futex_wait)
+#define SZ_FK sizeof(struct kspan_futex_wake)
+
+static __always_inline void fill_offcpu(struct kspan_offcpu *r, struct tstate *s, __u64 now, __u32 pid,
+					__u32 tid, __u32 last_pid, __u32 last_tid)
+{
+	fill_hdr(&r->h, KSPAN_OFFCPU, SZ_OFF, now, pid, tid);
+	r->start_ns = s->off_ts;
+	/* No waking seen (woken before we tracked it): all blocked. */
+	r->runnable_ns = s->runnable_ts ? s->runnable_ts : now;
+	r->waker_uaddr = s->waker_uaddr;
+	r->prev_state = s->prev_state;
+	r->flags = s->flags;
+	r->waker_pid = s->waker_pid;
+	r->waker_tid = s->waker_tid;
+	r->waker_cpu = s->waker_cpu;
+	r->preempt_pid = s->preempt_pid;
+	r->preempt_tid = s->preempt_tid;
+	r->last_pid = last_pid;
+	r->last_tid = last_tid;
+	r->out_cpu = s->out_cpu;
+}
+
+/* The return value is in no register yet: inferred from who woke it. */
+static __always_inline void fill_futex_wait(struct kspan_futex_wait *r, struct tstate *s, __u64 now, __u32 pid,
+					    __u32 tid)
+{
+	__u32 fl = s->flags;
+
+	fill_hdr(&r->h, KSPAN_FUTEX_WAIT, SZ_FW, now, pid, tid);
+	r->start_ns = s->off_ts;
+	r->uaddr = s->fx_uaddr;
+	r->op = s->fx_op;
+	r->val = s->fx_val;
+	r->owner_tid = s->fx_owner;
+	r->owner_src = s->fx_owner_src;
+	if (fl & KSPAN_OFF_WAKER_FUTEX) {
+		/* woken by a futex wake call: the wait returns 0 */
+		r->ret = 0;
+		r->flags = KSPAN_FUTEX_FROM_REGS | KSPAN_FUTEX_RET_INFERRED;
+	} else if ((fl & (KSPAN_OFF_WAKER_HARDIRQ | KSPAN_OFF_WAKER_SOFTIRQ)) && s->fx_timeout) {
+		/* woken from interrupt context with a timeout armed: the timer */
+		r->ret = -KSPAN_ETIMEDOUT;
+		r->flags = KSPAN_FUTEX_FROM_REGS | KSPAN_FUTEX_RET_INFERRED;
+	} else {
+		r->ret = 0;
+		r->flags = KSPAN_FUTEX_FROM_REGS | KSPAN_FUTEX_RET_UNKNOWN;
+	}
+}
+
+static __always_inline void fill_futex_wake(struct kspan_futex_wake *r, struct tstate *s, __u64 now)
+{
+	fill_hdr(&r->h, KSPAN_FUTEX_WAKE, SZ_FK, now, s->waker_pid, s->waker_tid);
+	r->start_ns = s->runnable_ts;
+	r->uaddr = s->waker_uaddr;
+	r->uaddr2 = s->wk_uaddr2;
+	r->op = s->wk_op;
+	r->ret = 1;
+}
+
+static __always_inline void emit_switch_in(struct tstate *s, __u64 now, __u32 pid, __u32 tid, __u32 last_pid,
+					   __u32 last_tid)
+{
+	__u64 d = now - s->off_ts;
+	__u32 m = 0, n;
+	void *rec = 0, *p;
+
+	if (d >= cfg.offcpu_min_ns)
+		m |= 1;
+	if (s->fx_regs && d >= cfg.futex_min_ns)
+		m |= 2;
+	if (s->wk_pending)
+		m |= 4;
+	/* the ring needs a constant size per reserve */
+	switch (m) {
+	case 1: rec = bpf_ringbuf_reserve(&rb_sched, SZ_OFF, 0); break;
+	case 2: rec = bpf_ringbuf_reserve(&rb_sched, SZ_FW, 0); break;
+	case 3: rec = bpf_ringbuf_reserve(&rb_sched, SZ_OFF + SZ_FW, 0); break;
+	case 4: rec = bpf_ringbuf_reserve(&rb_sched, SZ_FK, 0); break;
+	case 5: rec = bpf_ringbuf_reserve(&rb_sched, SZ_OFF + SZ_FK, 0); break;
+	case 6: rec = bpf_ringbuf_reserve(&rb_sched, SZ_FW + SZ_FK, 0); break;
+	case 7: rec = bpf_ringbuf_reserve(&rb_sched, SZ_OFF + SZ_FW + SZ_FK, 0); break;
+	default: return;
+	}
+	if (!rec) {
+		__u32 ring = KSPAN_RING_SCHED;
+		__u64 *lost = bpf_map_lookup_elem(&ring_lost, &ring);
+
+		n = (m & 1) + ((m >> 1) & 1) + ((m >> 2) & 1);
+		if (lost)
+			*lost += n;
+		return;
+	}
+	p = rec;
+	if (m & 1) {
+		fill_offcpu(p, s, now, pid, tid, last_pid, last_tid);
+		p += SZ_OFF;
+	}
+	if (m & 2) {
+		fill_futex_wait(p, s, now, pid, tid);
+		p += SZ_FW;
+	}
+	if (m & 4)
+		fill_futex_wake(p, s, now);
+	submit(&rb_sched, rec);
+}
 
 /* Stack of t at its blocking switch-out (t is current here): user frames,
  * then kernel frames right after them, so the record is dense. Kept in task
@@ -336,6 +758,7 @@ static __always_inline void emit_stack(struct task_struct *t, __u64 start_ns, __
 #define TASK_RUNNING_STATE 0x0000
 #define TASK_REPORT_BLOCK (0x0001 | 0x0002) /* INTERRUPTIBLE | UNINTERRUPTIBLE */
 #define TASK_DEAD_STATE 0x0080
+#define TASK_INTERRUPTIBLE_STATE 0x0001
 
 /*
  * sched_switch(preempt, prev, next, prev_state). `current` is prev here.
@@ -370,6 +793,8 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 				s->out_cpu = cpu;
 				s->waker_pid = s->waker_tid = s->waker_cpu = 0;
 				s->waker_uaddr = 0;
+				s->wk_pending = 0;
+				s->fx_regs = 0;
 				s->preempt_pid = next_tgid;
 				s->preempt_tid = next_tid;
 				if (preempt) {
@@ -379,7 +804,21 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 					s->flags = KSPAN_OFF_RESCHED;
 					s->runnable_ts = now;
 				} else {
-					s->flags = (s->fx_kind == FX_WAIT) ? KSPAN_OFF_IN_FUTEX : 0;
+					__u32 fl = 0;
+
+					if (cfg.futex_mode == FUTEX_MODE_REGS) {
+						/* blocking inside a futex wait: say so, and
+						 * keep the call for the record at switch-in
+						 * (futex waits sleep TASK_INTERRUPTIBLE: D-state
+						 * blocks are not looked at) */
+						if ((prev_state & TASK_INTERRUPTIBLE_STATE) && futex_wait_regs(prev, s)) {
+							s->fx_regs = 1;
+							fl = KSPAN_OFF_IN_FUTEX;
+						}
+					} else if (cfg.futex_mode == FUTEX_MODE_SYSCALLS && s->fx_kind == FX_WAIT) {
+						fl = KSPAN_OFF_IN_FUTEX;
+					}
+					s->flags = fl;
 					s->runnable_ts = 0;
 					if (cfg.stacks && (prev_state & TASK_REPORT_BLOCK)) {
 						take_stack(ctx, prev, now);
@@ -398,29 +837,9 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 	s = bpf_task_storage_get(&tstates, next, 0, 0);
 	if (!s || !s->off_ts)
 		return 0;
-	if (now - s->off_ts >= cfg.offcpu_min_ns) {
-		struct kspan_offcpu *r = reserve(&rb_sched, KSPAN_RING_SCHED, sizeof(*r));
-		if (r) {
-			fill_hdr(&r->h, KSPAN_OFFCPU, sizeof(*r), now, next_tgid, next_tid);
-			r->start_ns = s->off_ts;
-			/* No waking seen (woken before we tracked it): all blocked. */
-			r->runnable_ns = s->runnable_ts ? s->runnable_ts : now;
-			r->waker_uaddr = s->waker_uaddr;
-			r->prev_state = s->prev_state;
-			r->flags = s->flags;
-			r->waker_pid = s->waker_pid;
-			r->waker_tid = s->waker_tid;
-			r->waker_cpu = s->waker_cpu;
-			r->preempt_pid = s->preempt_pid;
-			r->preempt_tid = s->preempt_tid;
-			r->last_pid = prev_tgid;
-			r->last_tid = prev_tid;
-			r->out_cpu = s->out_cpu;
-			submit(&rb_sched, r);
-		}
-		if ((s->flags & KSPAN_OFF_HAS_STACK) && now - s->off_ts >= cfg.stack_min_ns)
-			emit_stack(next, s->off_ts, now, next_tgid, next_tid);
-	}
+	emit_switch_in(s, now, next_tgid, next_tid, prev_tgid, prev_tid);
+	if ((s->flags & KSPAN_OFF_HAS_STACK) && now - s->off_ts >= cfg.stack_min_ns)
+		emit_stack(next, s->off_ts, now, next_tgid, next_tid);
 	s->off_ts = 0;
 	return 0;
 }
@@ -434,30 +853,53 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 SEC("tp_btf/sched_waking")
 int BPF_PROG(sched_waking, struct task_struct *p)
 {
-	struct tstate *s, *ws;
 	struct task_struct *cur;
-	__u64 id;
+	struct tstate *s;
+	__u64 now;
 
 	s = bpf_task_storage_get(&tstates, p, 0, 0);
 	if (!s || !s->off_ts || s->runnable_ts)
 		return 0;
-	s->runnable_ts = bpf_ktime_get_ns();
-	id = bpf_get_current_pid_tgid();
-	s->waker_pid = id >> 32;
-	s->waker_tid = (__u32)id;
+	s->runnable_ts = now = bpf_ktime_get_ns();
+	cur = bpf_get_current_task_btf();
+	s->waker_pid = cur->tgid;
+	s->waker_tid = cur->pid;
 	s->waker_cpu = bpf_get_smp_processor_id();
-	s->flags |= KSPAN_OFF_WOKEN | irq_flags();
+	s->flags |= KSPAN_OFF_WOKEN | irq_flags(cur);
 	if (s->flags & (KSPAN_OFF_WAKER_HARDIRQ | KSPAN_OFF_WAKER_SOFTIRQ))
 		return 0;
 	/* futex_wake() -> wake_up_q() runs in the FUTEX_WAKE caller: join the
-	 * wakeup to the lock word that caller was releasing. */
-	cur = bpf_get_current_task_btf();
-	ws = bpf_task_storage_get(&tstates, cur, 0, 0);
-	if (ws && ws->fx_kind == FX_WAKE) {
+	 * wakeup to the lock word that caller was releasing. Only a thread
+	 * blocked in a futex wait can be woken by a futex wake call: the
+	 * waker's registers are read for those alone. */
+	if (cfg.futex_mode == FUTEX_MODE_REGS) {
+		__u64 uaddr, uaddr2;
+		__u32 op;
+
+		if (!s->fx_regs || !futex_wake_regs(cur, &uaddr, &uaddr2, &op))
+			return 0;
+		/* REQUEUE / WAKE_OP name two words: the woken thread's is the one */
+		if (uaddr2 && s->fx_uaddr == uaddr2) {
+			uaddr2 = uaddr;
+			uaddr = s->fx_uaddr;
+		}
 		s->flags |= KSPAN_OFF_WAKER_FUTEX;
-		s->waker_uaddr = ws->fx_uaddr;
-		if (s->runnable_ts - s->off_ts >= cfg.futex_min_ns)
-			ws->fx_woke_long = 1;
+		s->waker_uaddr = uaddr;
+		/* its record goes out with the woken thread's switch-in */
+		if (now - s->off_ts >= cfg.futex_min_ns && want_task(cur)) {
+			s->wk_pending = 1;
+			s->wk_op = op;
+			s->wk_uaddr2 = uaddr2;
+		}
+	} else if (cfg.futex_mode == FUTEX_MODE_SYSCALLS) {
+		struct tstate *ws = bpf_task_storage_get(&tstates, cur, 0, 0);
+
+		if (ws && ws->fx_kind == FX_WAKE) {
+			s->flags |= KSPAN_OFF_WAKER_FUTEX;
+			s->waker_uaddr = ws->fx_uaddr;
+			if (now - s->off_ts >= cfg.futex_min_ns)
+				ws->fx_woke_long = 1;
+		}
 	}
 	return 0;
 }
@@ -537,7 +979,13 @@ int BPF_PROG(task_rename, struct task_struct *task, const char *comm)
 	return 0;
 }
 
-/* ---------------------------------- futex -------------------------------- */
+/* ------------------------- futex-syscalls (opt-in) ----------------------- */
+
+/*
+ * The exact source: syscall entry and exit. While any of these is attached,
+ * every syscall of every task takes the kernel's traced slow path, so they
+ * are an opt-in group; the default futex source is the registers above.
+ */
 
 /* syscalls:sys_enter_* record: common header, syscall nr, then the args. */
 struct syscall_enter_ctx {
@@ -552,36 +1000,6 @@ struct syscall_exit_ctx {
 	__u32 _pad;
 	__s64 ret;
 };
-
-#define FUTEX_CMD_MASK 127 /* ~(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME) */
-#define FUTEX_TID_MASK 0x3fffffff
-/* futex2 syscalls are reported with op = FUTEX2_OP | n */
-#define FUTEX2_OP 0xffff0000u
-#define FUTEX2_WAIT 1
-#define FUTEX2_WAKE 2
-#define FUTEX2_WAITV 3
-
-static __always_inline int futex_cmd_kind(__u32 cmd)
-{
-	switch (cmd) {
-	case 0:  /* WAIT */
-	case 9:  /* WAIT_BITSET */
-	case 11: /* WAIT_REQUEUE_PI */
-	case 6:  /* LOCK_PI */
-	case 8:  /* TRYLOCK_PI */
-	case 13: /* LOCK_PI2 */
-		return FX_WAIT;
-	case 1:  /* WAKE */
-	case 3:  /* REQUEUE */
-	case 4:  /* CMP_REQUEUE */
-	case 5:  /* WAKE_OP */
-	case 7:  /* UNLOCK_PI */
-	case 10: /* WAKE_BITSET */
-	case 12: /* CMP_REQUEUE_PI */
-		return FX_WAKE;
-	}
-	return FX_NONE;
-}
 
 static __always_inline struct tstate *futex_enter(__u64 uaddr, __u64 uaddr2, __u32 op, __u32 val,
 						  int kind)
@@ -607,38 +1025,14 @@ static __always_inline struct tstate *futex_enter(__u64 uaddr, __u64 uaddr2, __u
 	return s;
 }
 
-/*
- * Owner of the lock at wait start, where the user-space lock word says:
- * - PI futexes: the word is the owner TID (plus WAITERS/OWNER_DIED bits).
- * - glibc pthread_mutex_t (x86-64): futex word = &__lock, owner TID at +8,
- *   __kind at +16. A heuristic: only believed when the waiter set the word
- *   to 2 (glibc's "locked, waiters") and __kind is a plain mutex type; the
- *   correlator still checks that the TID is a thread of the same process.
- */
-static __always_inline void futex_owner(struct tstate *s, __u32 cmd)
-{
-	__u32 word[5] = {};
-
-	if (bpf_probe_read_user(word, sizeof(word), (void *)s->fx_uaddr))
-		return;
-	if (cmd == 6 || cmd == 8 || cmd == 13) {
-		s->fx_owner = word[0] & FUTEX_TID_MASK;
-		s->fx_owner_src = s->fx_owner ? KSPAN_OWNER_PI_WORD : KSPAN_OWNER_NONE;
-	} else if ((cmd == 0 || cmd == 9) && s->fx_val == 2 && word[2] > 0 &&
-		   word[2] <= FUTEX_TID_MASK && (word[4] & 0x7f) <= 3) {
-		s->fx_owner = word[2];
-		s->fx_owner_src = KSPAN_OWNER_GLIBC_MUTEX;
-	}
-}
-
 SEC("tracepoint/syscalls/sys_enter_futex")
 int sys_enter_futex(struct syscall_enter_ctx *ctx)
 {
-	__u32 op = ctx->args[1], cmd = op & FUTEX_CMD_MASK;
-	struct tstate *s = futex_enter(ctx->args[0], ctx->args[4], op, ctx->args[2], futex_cmd_kind(cmd));
+	__u32 op = ctx->args[1];
+	struct tstate *s = futex_enter(ctx->args[0], ctx->args[4], op, ctx->args[2], futex_cmd_kind(op & FUTEX_CMD_MASK));
 
 	if (s && s->fx_kind == FX_WAIT)
-		futex_owner(s, cmd);
+		futex_owner(s);
 	return 0;
 }
 
@@ -690,7 +1084,7 @@ static __always_inline int futex_exit(struct syscall_exit_ctx *ctx)
 			r->val = s->fx_val;
 			r->owner_tid = s->fx_owner;
 			r->owner_src = s->fx_owner_src;
-			r->_pad = 0;
+			r->flags = 0;
 			submit(&rb_sched, r);
 		}
 	} else if (s->fx_kind == FX_WAKE && s->fx_woke_long) {
@@ -852,7 +1246,7 @@ int BPF_PROG(tcp_retransmit_skb, const struct sock *sk, const struct sk_buff *sk
 	r->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
 	r->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	r->state = BPF_CORE_READ(sk, __sk_common.skc_state);
-	r->in_irq = irq_flags() ? 1 : 0;
+	r->in_irq = irq_flags(bpf_get_current_task_btf()) ? 1 : 0;
 	r->err = err;
 	r->_pad = 0;
 	/* The socket's inode: /proc/PID/fd/N -> socket:[ino] names its owner. */
@@ -867,39 +1261,54 @@ int BPF_PROG(tcp_retransmit_skb, const struct sock *sk, const struct sk_buff *sk
  * program); the loader attaches each to every symbol variant it finds.
  * Records go out with BPF_RB_NO_WAKEUP: on this kernel, waking the consumer
  * from uprobe context makes the uprobes stop firing after a few hundred hits. */
+static __always_inline int cuda_slot(__u32 api)
+{
+	return api < 16 ? api - 1 : api - 10;
+}
+
 static __always_inline int cuda_enter(__u32 api, __u64 arg)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	__u64 key = (id << 32) | api;
-	struct cuda_entry e;
+	struct task_struct *cur = bpf_get_current_task_btf();
+	struct cuda_slots *c = bpf_task_storage_get(&tcuda, cur, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	__u32 gen = cfg.filter_gen + 1;
+	int i = cuda_slot(api);
 
-	if (!want_tgid(id >> 32))
+	if (!c || i < 0 || i >= CUDA_SLOTS)
 		return 0;
-	e.ts = bpf_ktime_get_ns();
-	e.arg = arg;
-	bpf_map_update_elem(&cuda_inflight, &key, &e, BPF_ANY);
+	if (c->want_gen != gen) {
+		c->want = want_tgid(cur->tgid);
+		c->want_gen = gen;
+	}
+	if (!c->want)
+		return 0;
+	c->ts[i] = bpf_ktime_get_ns();
+	c->arg[i] = arg;
 	return 0;
 }
 
 static __always_inline int cuda_return(__u32 api, long rc)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	__u64 key = (id << 32) | api;
-	struct cuda_entry *e = bpf_map_lookup_elem(&cuda_inflight, &key);
+	struct task_struct *cur = bpf_get_current_task_btf();
+	struct cuda_slots *c = bpf_task_storage_get(&tcuda, cur, 0, 0);
 	struct kspan_cuda_call *r;
+	int i = cuda_slot(api);
+	__u64 ts;
 
-	if (!e)
+	if (!c || i < 0 || i >= CUDA_SLOTS)
 		return 0;
+	ts = c->ts[i];
+	if (!ts)
+		return 0;
+	c->ts[i] = 0;
 	r = reserve(&rb_cuda, KSPAN_RING_CUDA, sizeof(*r));
 	if (r) {
-		fill_hdr(&r->h, KSPAN_CUDA_CALL, sizeof(*r), bpf_ktime_get_ns(), id >> 32, (__u32)id);
-		r->start_ns = e->ts;
-		r->arg = e->arg;
+		fill_hdr(&r->h, KSPAN_CUDA_CALL, sizeof(*r), bpf_ktime_get_ns(), cur->tgid, cur->pid);
+		r->start_ns = ts;
+		r->arg = c->arg[i];
 		r->api = api;
 		r->ret = (__s32)rc;
 		bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
 	}
-	bpf_map_delete_elem(&cuda_inflight, &key);
 	return 0;
 }
 

@@ -16,7 +16,7 @@
 #ifndef KSPAN_H
 #define KSPAN_H
 
-#define KSPAN_ABI_VERSION 2
+#define KSPAN_ABI_VERSION 3
 #define KSPAN_REC_MAGIC 0xb5
 #define KSPAN_COMM_LEN 16
 #define KSPAN_MAX_STACK 64 /* frames per side (user, kernel) */
@@ -102,13 +102,29 @@ struct kspan_offcpu {
 	__u32 waker_cpu;
 };
 
-/* ---- KSPAN_FUTEX_WAIT ----
- * h.ts = sys_exit, start_ns = sys_enter. Only waits >= futex_min_ns are sent.
+/* ---- KSPAN_FUTEX_WAIT ---- Only waits >= futex_min_ns are sent.
+ * Two sources (flags say which):
+ * - registers (default, group "futex"): the blocked thread's saved syscall
+ *   registers at its switch-out. start_ns = that switch-out, h.ts = the
+ *   switch-in that ended the off-CPU interval (the matching KSPAN_OFFCPU has
+ *   the same start_ns and h.ts; its runnable_ns ends the blocked part). One
+ *   record per blocking inside the call. ret is not seen: it is inferred from
+ *   the waker (KSPAN_FUTEX_RET_INFERRED) or unknown (KSPAN_FUTEX_RET_UNKNOWN,
+ *   reported as 0).
+ * - syscall tracepoints (opt-in group "futex-syscalls"): h.ts = sys_exit,
+ *   start_ns = sys_enter, ret = the syscall's return value.
  */
 enum kspan_owner_src {
 	KSPAN_OWNER_NONE = 0,
 	KSPAN_OWNER_PI_WORD = 1,      /* FUTEX_LOCK_PI*: TID read from the futex word */
 	KSPAN_OWNER_GLIBC_MUTEX = 2,  /* heuristic: glibc pthread_mutex_t __owner at uaddr+8 */
+};
+
+enum kspan_futex_flags {
+	KSPAN_FUTEX_FROM_REGS = 1 << 0,    /* from saved registers at sched_switch / sched_waking */
+	KSPAN_FUTEX_RET_INFERRED = 1 << 1, /* ret inferred: 0 = woken by a futex wake call,
+	                                    * -ETIMEDOUT = woken by a timer with a timeout armed */
+	KSPAN_FUTEX_RET_UNKNOWN = 1 << 2,  /* ret not knowable from the waker (signal, untracked waking): 0 */
 };
 
 struct kspan_futex_wait {
@@ -120,11 +136,16 @@ struct kspan_futex_wait {
 	__u32 val;         /* expected value (futex_wait) */
 	__u32 owner_tid;   /* lock owner at wait start, when knowable */
 	__u32 owner_src;   /* enum kspan_owner_src */
-	__u32 _pad;
+	__u32 flags;       /* enum kspan_futex_flags (0: syscall tracepoints) */
 };
 
-/* ---- KSPAN_FUTEX_WAKE ---- h.ts = sys_exit, start_ns = sys_enter.
- * Only wake calls that woke a thread which had been blocked >= futex_min_ns. */
+/* ---- KSPAN_FUTEX_WAKE ---- Only wake calls that woke a thread which had been
+ * blocked >= futex_min_ns.
+ * - registers (default): one record per such woken thread, at its sched_waking
+ *   (h.ts = start_ns = that waking, in the waker's context); uaddr = the word
+ *   the woken thread waited on when it is one of the call's two words; ret = 1.
+ * - syscall tracepoints ("futex-syscalls"): one record per call, h.ts =
+ *   sys_exit, start_ns = sys_enter, ret = the syscall's return value. */
 struct kspan_futex_wake {
 	struct kspan_hdr h;
 	__u64 start_ns;
@@ -263,11 +284,12 @@ struct kspan_drops {
 enum kspan_group {
 	KSPAN_GROUP_SCHED = 0,  /* sched_switch, sched_waking, sched_wakeup_new */
 	KSPAN_GROUP_TASK = 1,   /* fork, exec, exit, rename */
-	KSPAN_GROUP_FUTEX = 2,
+	KSPAN_GROUP_FUTEX = 2,  /* from saved registers inside the sched programs (needs sched) */
 	KSPAN_GROUP_BLOCK = 3,
 	KSPAN_GROUP_TCP = 4,
 	KSPAN_GROUP_CUDA = 5,   /* one STATUS per library and symbol attach */
-	KSPAN_GROUP_MAX = 6,
+	KSPAN_GROUP_FUTEX_SYSCALLS = 6, /* opt-in: syscalls:sys_{enter,exit}_futex* tracepoints */
+	KSPAN_GROUP_MAX = 7,
 };
 
 struct kspan_status {
@@ -312,6 +334,9 @@ struct kspan_cfg {
 	__u32 self_tgid;     /* the loader itself: never traced */
 	__u32 filter_gen;    /* bumped by the loader on every filter change: per-task
 	                      * decisions cached under an older generation are redone */
+	__u32 futex_mode;    /* 0 off, 1 registers, 2 syscall tracepoints */
+	__s64 pc_rq_delta;   /* x86: &__preempt_count - &runqueues in the per-CPU area (BTF), 0 = unknown */
+	__u32 irq_src;       /* 0 irq/softirq/hrtimer tracepoint depth, 1 preempt count */
 	__u32 _pad;
 };
 

@@ -64,9 +64,10 @@ static struct {
 	const char *cgroup;
 	unsigned ring_mb;
 	unsigned drain_ms, clock_ms;
-	bool check, verbose, stats;
+	bool check, verbose, stats, irq_tracepoints;
 } opt = {
-	.groups = (1u << KSPAN_GROUP_MAX) - 1,
+	/* everything but the opt-in futex-syscalls group */
+	.groups = ((1u << KSPAN_GROUP_MAX) - 1) & ~(1u << KSPAN_GROUP_FUTEX_SYSCALLS),
 	.cuda_scan = true,
 	.offcpu_min_ns = 50000,
 	.futex_min_ns = 50000,
@@ -80,7 +81,8 @@ static struct kspan_bpf *skel;
 static struct ring_buffer *rings;
 static int ncpu;
 
-static const char *group_names[KSPAN_GROUP_MAX] = { "sched", "task", "futex", "block", "tcp", "cuda" };
+static const char *group_names[KSPAN_GROUP_MAX] = { "sched", "task", "futex", "block", "tcp", "cuda",
+						    "futex-syscalls" };
 
 /* ------------------------------------------------------------------ output */
 
@@ -245,11 +247,21 @@ struct ring_ctx {
 	__u64 records, bytes;
 } ring_ctx[KSPAN_RING_MAX] = { { KSPAN_RING_SCHED }, { KSPAN_RING_TASK }, { KSPAN_RING_CUDA } };
 
+/* A ring sample holds one record, or several back to back (a switch-in
+ * writes its off-CPU interval and futex records with one reserve): count
+ * records, not samples, so DROPS.records matches what the reader decodes. */
 static int on_record(void *ctx, void *data, size_t size)
 {
 	struct ring_ctx *rc = ctx;
+	size_t off = 0;
 
-	rc->records++;
+	while (off + sizeof(struct kspan_hdr) <= size) {
+		__u16 n = ((struct kspan_hdr *)((char *)data + off))->size;
+		rc->records++;
+		if (n < sizeof(struct kspan_hdr))
+			break;
+		off += n;
+	}
 	rc->bytes += size;
 	out_write(data, size);
 	return 0;
@@ -285,6 +297,7 @@ struct prog_ref {
 	int group;
 	struct bpf_link *link;
 	bool available;
+	bool irq_depth; /* only needed when the preempt count can't be read (irq_src 0) */
 };
 
 static struct prog_ref progs[] = {
@@ -294,24 +307,24 @@ static struct prog_ref progs[] = {
 	/* Exits before entries: an interrupt already running when its entry
 	 * hook is attached then ends with an exit that is clamped at depth 0,
 	 * instead of leaving the CPU's depth stuck at +1 (attached in order). */
-	{ "irq_handler_exit", KSPAN_GROUP_SCHED },
-	{ "hrtimer_expire_exit", KSPAN_GROUP_SCHED },
-	{ "softirq_exit", KSPAN_GROUP_SCHED },
-	{ "irq_handler_entry", KSPAN_GROUP_SCHED },
-	{ "hrtimer_expire_entry", KSPAN_GROUP_SCHED },
-	{ "softirq_entry", KSPAN_GROUP_SCHED },
+	{ "irq_handler_exit", KSPAN_GROUP_SCHED, .irq_depth = true },
+	{ "hrtimer_expire_exit", KSPAN_GROUP_SCHED, .irq_depth = true },
+	{ "softirq_exit", KSPAN_GROUP_SCHED, .irq_depth = true },
+	{ "irq_handler_entry", KSPAN_GROUP_SCHED, .irq_depth = true },
+	{ "hrtimer_expire_entry", KSPAN_GROUP_SCHED, .irq_depth = true },
+	{ "softirq_entry", KSPAN_GROUP_SCHED, .irq_depth = true },
 	{ "sched_process_fork", KSPAN_GROUP_TASK },
 	{ "sched_process_exec", KSPAN_GROUP_TASK },
 	{ "sched_process_exit", KSPAN_GROUP_TASK },
 	{ "task_rename", KSPAN_GROUP_TASK },
-	{ "sys_enter_futex", KSPAN_GROUP_FUTEX },
-	{ "sys_exit_futex", KSPAN_GROUP_FUTEX },
-	{ "sys_enter_futex_wait", KSPAN_GROUP_FUTEX },
-	{ "sys_exit_futex_wait", KSPAN_GROUP_FUTEX },
-	{ "sys_enter_futex_wake", KSPAN_GROUP_FUTEX },
-	{ "sys_exit_futex_wake", KSPAN_GROUP_FUTEX },
-	{ "sys_enter_futex_waitv", KSPAN_GROUP_FUTEX },
-	{ "sys_exit_futex_waitv", KSPAN_GROUP_FUTEX },
+	{ "sys_enter_futex", KSPAN_GROUP_FUTEX_SYSCALLS },
+	{ "sys_exit_futex", KSPAN_GROUP_FUTEX_SYSCALLS },
+	{ "sys_enter_futex_wait", KSPAN_GROUP_FUTEX_SYSCALLS },
+	{ "sys_exit_futex_wait", KSPAN_GROUP_FUTEX_SYSCALLS },
+	{ "sys_enter_futex_wake", KSPAN_GROUP_FUTEX_SYSCALLS },
+	{ "sys_exit_futex_wake", KSPAN_GROUP_FUTEX_SYSCALLS },
+	{ "sys_enter_futex_waitv", KSPAN_GROUP_FUTEX_SYSCALLS },
+	{ "sys_exit_futex_waitv", KSPAN_GROUP_FUTEX_SYSCALLS },
 	{ "block_io_start", KSPAN_GROUP_BLOCK },
 	{ "block_rq_issue", KSPAN_GROUP_BLOCK },
 	{ "block_rq_complete", KSPAN_GROUP_BLOCK },
@@ -360,15 +373,61 @@ static struct bpf_program *prog_by_name(const char *name)
 	return bpf_object__find_program_by_name(skel->obj, name);
 }
 
+/* Interrupt context source (cfg.irq_src, see irq_flags() in kspan.bpf.c):
+ * 1 = the preempt count, 0 = irq/softirq/hrtimer tracepoint depth. */
+static __u32 irq_src;
+static __s64 pc_rq_delta;
+
+/* futex source: the "futex" group (registers, inside the sched programs) and
+ * the opt-in "futex-syscalls" group; the syscalls win when both are on. */
+static bool futex_regs_on, futex_sys_on;
+
+static void set_futex_mode(void)
+{
+	skel->bss->cfg.futex_mode = futex_sys_on ? 2 : futex_regs_on ? 1 : 0;
+}
+
+static bool prog_attached(const char *name)
+{
+	for (size_t i = 0; i < N_PROGS; i++)
+		if (!strcmp(progs[i].name, name))
+			return progs[i].link != NULL;
+	return false;
+}
+
+/* The futex group has no programs of its own: sched_switch reads the
+ * registers of a thread blocking in a futex wait, sched_waking those of a
+ * waker in a futex wake. It needs those two attached. */
+static int attach_futex_regs(void)
+{
+#if defined(__x86_64__) || defined(__aarch64__)
+	if (!prog_attached("sched_switch") || !prog_attached("sched_waking")) {
+		emit_status(KSPAN_GROUP_FUTEX, -ENOENT, 0, 0,
+			    "needs the sched group (or use futex-syscalls)");
+		return -ENOENT;
+	}
+	futex_regs_on = true;
+	set_futex_mode();
+	emit_status(KSPAN_GROUP_FUTEX, 0, 2, 0, "from registers in sched_switch/sched_waking%s",
+		    futex_sys_on ? " (futex-syscalls attached: those are used)" : "");
+	return 0;
+#else
+	emit_status(KSPAN_GROUP_FUTEX, -EOPNOTSUPP, 0, 0, "registers not decoded on this architecture: use futex-syscalls");
+	return -EOPNOTSUPP;
+#endif
+}
+
 static int attach_group(int group)
 {
 	unsigned ok = 0, fail = 0, unavailable = 0;
 	int first_err = 0;
 	char detail[96] = "";
 
+	if (group == KSPAN_GROUP_FUTEX)
+		return attach_futex_regs();
 	for (size_t i = 0; i < N_PROGS; i++) {
 		struct prog_ref *p = &progs[i];
-		if (p->group != group)
+		if (p->group != group || (p->irq_depth && irq_src))
 			continue;
 		if (!p->available) {
 			unavailable++;
@@ -392,6 +451,13 @@ static int attach_group(int group)
 	}
 	if (!first_err && unavailable)
 		snprintf(detail, sizeof(detail), "%u tracepoint(s) not on this kernel", unavailable);
+	else if (!first_err && group == KSPAN_GROUP_SCHED)
+		snprintf(detail, sizeof(detail), "interrupt context from %s",
+			 irq_src ? "the preempt count" : "irq/softirq/hrtimer tracepoints");
+	if (group == KSPAN_GROUP_FUTEX_SYSCALLS && ok) {
+		futex_sys_on = true;
+		set_futex_mode();
+	}
 	emit_status(group, ok ? 0 : (first_err ? first_err : -ENOENT), ok, fail, "%s", detail);
 	return ok ? 0 : (first_err ? first_err : -ENOENT);
 }
@@ -404,6 +470,11 @@ static void detach_group(int group)
 			progs[i].link = NULL;
 		}
 	}
+	if (group == KSPAN_GROUP_FUTEX)
+		futex_regs_on = false;
+	if (group == KSPAN_GROUP_FUTEX_SYSCALLS)
+		futex_sys_on = false;
+	set_futex_mode();
 	if (group == KSPAN_GROUP_CUDA) {
 		for (int l = 0; l < n_cuda_libs; l++) {
 			for (int k = 0; k < cuda_libs[l].n_links; k++)
@@ -821,9 +892,75 @@ static void mark_available(struct btf *vmlinux)
 			}
 		}
 		progs[i].available = ok;
-		if (!ok)
+		if (!ok || (progs[i].irq_depth && irq_src))
 			bpf_program__set_autoload(p, false);
 	}
+}
+
+static const struct btf_type *btf_struct(const struct btf *btf, const char *name)
+{
+	int id = btf__find_by_name_kind(btf, name, BTF_KIND_STRUCT);
+
+	return id > 0 ? btf__type_by_id(btf, id) : NULL;
+}
+
+static bool btf_has_member(const struct btf *btf, const char *type, const char *member)
+{
+	const struct btf_type *t = btf_struct(btf, type);
+	const struct btf_member *m;
+
+	if (!t)
+		return false;
+	m = btf_members(t);
+	for (int i = 0; i < btf_vlen(t); i++)
+		if (!strcmp(btf__name_by_offset(btf, m[i].name_off), member))
+			return true;
+	return false;
+}
+
+/* Offset of a per-CPU variable in the per-CPU area, from the kernel BTF's
+ * .data..percpu DATASEC; -1 when not there. */
+static long long percpu_offset(const struct btf *btf, const char *var)
+{
+	int id = btf__find_by_name_kind(btf, ".data..percpu", BTF_KIND_DATASEC);
+	const struct btf_type *t = id > 0 ? btf__type_by_id(btf, id) : NULL;
+	const struct btf_var_secinfo *v;
+
+	if (!t)
+		return -1;
+	v = btf_var_secinfos(t);
+	for (int i = 0; i < btf_vlen(t); i++) {
+		const struct btf_type *vt = btf__type_by_id(btf, v[i].type);
+		if (vt && !strcmp(btf__name_by_offset(btf, vt->name_off), var))
+			return v[i].offset;
+	}
+	return -1;
+}
+
+/* Where the BPF side can read the preempt count (irq_flags() in kspan.bpf.c):
+ * thread_info.preempt_count (arm64 and others), or x86's per-CPU
+ * __preempt_count found from this CPU's runqueue (current->se.cfs_rq->rq,
+ * CONFIG_FAIR_GROUP_SCHED) plus the distance between the two variables in the
+ * per-CPU area. Otherwise the irq/softirq/hrtimer tracepoints keep a depth. */
+static void choose_irq_src(const struct btf *btf)
+{
+	irq_src = 0;
+	pc_rq_delta = 0;
+	if (!btf || opt.irq_tracepoints)
+		return;
+	if (btf_has_member(btf, "thread_info", "preempt_count")) {
+		irq_src = 1;
+		return;
+	}
+#if defined(__x86_64__)
+	{
+		long long pc = percpu_offset(btf, "__preempt_count"), rq = percpu_offset(btf, "runqueues");
+		if (pc >= 0 && rq >= 0 && btf_has_member(btf, "cfs_rq", "rq") && btf_has_member(btf, "sched_entity", "cfs_rq")) {
+			pc_rq_delta = pc - rq;
+			irq_src = 1;
+		}
+	}
+#endif
 }
 
 static __u64 cgroup_id_of(const char *path)
@@ -873,7 +1010,7 @@ static void usage(FILE *f)
 		"                   [--cuda-lib PATH]...\n"
 		"                   [--no-cuda-scan] [--offcpu-min-us N] [--futex-min-us N]\n"
 		"                   [--stacks] [--stack-min-us N] [--cgroup PATH] [--ring-mb N]\n"
-		"                   [--drain-ms N] [--clock-ms N] [--check] [--stats] [--verbose]\n"
+		"                   [--drain-ms N] [--clock-ms N] [--check] [--stats] [--irq-tracepoints] [--verbose]\n"
 		"Records go to stdout (see docs/probe.md); control commands come on stdin.\n");
 }
 
@@ -913,6 +1050,7 @@ int main(int argc, char **argv)
 		{ "check", no_argument, 0, 'K' },
 		{ "verbose", no_argument, 0, 'v' },
 		{ "stats", no_argument, 0, 'T' },
+		{ "irq-tracepoints", no_argument, 0, 'I' },
 		{ "help", no_argument, 0, 'h' },
 		{ 0 },
 	};
@@ -943,7 +1081,7 @@ int main(int argc, char **argv)
 		case 'f': opt.follow = true; break;
 		case 'g':
 			if (parse_groups(optarg)) {
-				fprintf(stderr, "kspan-probe: bad --groups %s (sched,task,futex,block,tcp,cuda)\n", optarg);
+				fprintf(stderr, "kspan-probe: bad --groups %s (sched,task,futex,block,tcp,cuda,futex-syscalls)\n", optarg);
 				return EXIT_USAGE;
 			}
 			break;
@@ -963,6 +1101,7 @@ int main(int argc, char **argv)
 		case 'K': opt.check = true; break;
 		case 'v': opt.verbose = true; break;
 		case 'T': opt.stats = true; break;
+		case 'I': opt.irq_tracepoints = true; break;
 		case 'h': usage(stdout); return EXIT_OK;
 		default: usage(stderr); return EXIT_USAGE;
 		}
@@ -999,6 +1138,7 @@ int main(int argc, char **argv)
 		return EXIT_OTHER;
 	}
 	vmlinux = btf__load_vmlinux_btf();
+	choose_irq_src(vmlinux);
 	mark_available(vmlinux);
 	btf__free(vmlinux);
 	bpf_map__set_max_entries(skel->maps.rb_sched, opt.ring_mb << 20);
@@ -1030,6 +1170,8 @@ int main(int argc, char **argv)
 	skel->bss->cfg.cgroup_id = cgid;
 	skel->bss->cfg.self_tgid = getpid();
 	skel->bss->cfg.wake_bytes = (opt.ring_mb << 20) / 4;
+	skel->bss->cfg.irq_src = irq_src;
+	skel->bss->cfg.pc_rq_delta = pc_rq_delta;
 	for (int i = 0; i < opt.n_pids; i++)
 		pid_filter("add", opt.pids[i]);
 	for (int i = 0; i < opt.n_excluded; i++)
@@ -1048,7 +1190,7 @@ int main(int argc, char **argv)
 
 	/* Task group first so the names of everything that follows are seen. */
 	static const int order[] = { KSPAN_GROUP_TASK, KSPAN_GROUP_SCHED, KSPAN_GROUP_FUTEX,
-				     KSPAN_GROUP_BLOCK, KSPAN_GROUP_TCP };
+				     KSPAN_GROUP_FUTEX_SYSCALLS, KSPAN_GROUP_BLOCK, KSPAN_GROUP_TCP };
 	for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++)
 		if (opt.groups & (1u << order[i]))
 			any_attached |= attach_group(order[i]) == 0;

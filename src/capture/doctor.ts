@@ -117,8 +117,8 @@ export async function runDoctor(opts: DoctorOptions = {}): Promise<DoctorReport>
   // kernel
   const rel = release();
   const [maj, min] = kernelVersion(rel);
-  if (maj > 5 || (maj === 5 && min >= 8)) checks.push({ name: 'kernel', status: 'ok', detail: `${rel} (${arch()})` });
-  else failed('kernel', `${rel}: BPF ring buffers need Linux >= 5.8`);
+  if (maj > 6 || (maj === 6 && min >= 2)) checks.push({ name: 'kernel', status: 'ok', detail: `${rel} (${arch()})` });
+  else failed('kernel', `${rel}: the BPF programs need Linux >= 6.2 (sched_switch prev_state, bpf_task_pt_regs, bpf_rdonly_cast)`);
 
   // BTF
   const btf = '/sys/kernel/btf/vmlinux';

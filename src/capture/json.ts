@@ -8,7 +8,7 @@ import type { ClockHistory } from './clock.js';
 import type { RecordView } from './decoder.js';
 import type { TaskNames } from './names.js';
 import {
-  AF_INET, AF_INET6, CUDA_CALL, FUTEX_WAIT, FUTEX_WAKE, IoFlag, OFFCPU, TCP_RETRANS, Kind, OWNER_SRC_NAMES, OffcpuFlag, STATUS_DETACHED, TASK_EVENT_NAMES,
+  AF_INET, AF_INET6, CUDA_CALL, FUTEX_WAIT, FutexFlag, FUTEX_WAKE, IoFlag, OFFCPU, TCP_RETRANS, Kind, OWNER_SRC_NAMES, OffcpuFlag, STATUS_DETACHED, TASK_EVENT_NAMES,
   TCP_STATE_NAMES, TaskEvent, cudaApiName, cudaArgKind, devMajor, devMinor, flagNames, futexOpName,
   kindName, ringName, groupName, stateLetters,
 } from './records.js';
@@ -23,6 +23,12 @@ const ERRNO_NAMES = new Map<number, string>();
 for (const [name, n] of Object.entries(osConstants.errno)) if (!ERRNO_NAMES.has(n)) ERRNO_NAMES.set(n, name);
 
 /** -110 -> "ETIMEDOUT"; 0 or positive -> null. */
+/** Where a futex wait's ret comes from: the syscall (tracepoints), inferred from the waker, or unknown (registers). */
+function futexRetSource(flags: number): 'syscall' | 'inferred' | 'unknown' {
+  if (flags & FutexFlag.RET_UNKNOWN) return 'unknown';
+  return flags & FutexFlag.RET_INFERRED ? 'inferred' : 'syscall';
+}
+
 export function errnoName(ret: number): string | null {
   if (ret >= 0) return null;
   return ERRNO_NAMES.get(-ret) ?? `E${-ret}`;
@@ -128,6 +134,7 @@ export function recordToJson(v: RecordView, clock: ClockHistory, names: TaskName
         op_raw: f.op,
         ret: f.ret,
         error: errnoName(f.ret),
+        ret_source: futexRetSource(f.flags),
         val: f.val,
         owner: src !== 0 || f.ownerTid !== 0
           ? { tid: f.ownerTid, comm: names?.get(f.ownerTid) ?? null, src: OWNER_SRC_NAMES[src] ?? `src${src}` }
@@ -299,7 +306,7 @@ export function jsonToText(j: JsonRecord): string {
       if (r.flags.length) d += ` [${r.flags.join(',')}]`;
       break;
     case 'futex_wait':
-      d = `${r.op} ${r.uaddr} ${fmtDur(r.duration_ns)} ret=${r.error ?? r.ret}`;
+      d = `${r.op} ${r.uaddr} ${fmtDur(r.duration_ns)} ret=${r.ret_source === 'unknown' ? '?' : `${r.error ?? r.ret}${r.ret_source === 'inferred' ? ' (inferred)' : ''}`}`;
       if (r.owner) d += ` owner=${r.owner.comm ?? '?'}[${r.owner.tid}] (${r.owner.src})`;
       break;
     case 'futex_wake':

@@ -5,7 +5,7 @@
 // Layout: little-endian, every record starts with the 24-byte header, hdr.size
 // is the whole record (multiple of 8). All times are CLOCK_MONOTONIC ns.
 
-export const ABI_VERSION = 2;
+export const ABI_VERSION = 3;
 export const REC_MAGIC = 0xb5;
 export const COMM_LEN = 16;
 export const MAX_STACK = 64;
@@ -77,7 +77,7 @@ export const STRUCTS = {
   }),
   kspan_futex_wait: struct(64, {
     h: [0, 24], start_ns: [24, 8], uaddr: [32, 8], op: [40, 4], ret: [44, 4], val: [48, 4],
-    owner_tid: [52, 4], owner_src: [56, 4], _pad: [60, 4],
+    owner_tid: [52, 4], owner_src: [56, 4], flags: [60, 4],
   }),
   kspan_futex_wake: struct(56, {
     h: [0, 24], start_ns: [24, 8], uaddr: [32, 8], uaddr2: [40, 8], op: [48, 4], ret: [52, 4],
@@ -116,9 +116,10 @@ export const STRUCTS = {
     h: [0, 24],
   }),
   /** Not a record: loader <-> BPF configuration in the object's .bss (mirrored for the layout check). */
-  kspan_cfg: struct(64, {
+  kspan_cfg: struct(80, {
     offcpu_min_ns: [0, 8], futex_min_ns: [8, 8], stack_min_ns: [16, 8], cgroup_id: [24, 8], wake_bytes: [32, 8],
-    filter_pids: [40, 4], follow: [44, 4], stacks: [48, 4], self_tgid: [52, 4], filter_gen: [56, 4], _pad: [60, 4],
+    filter_pids: [40, 4], follow: [44, 4], stacks: [48, 4], self_tgid: [52, 4], filter_gen: [56, 4], futex_mode: [60, 4],
+    pc_rq_delta: [64, 8], irq_src: [72, 4], _pad: [76, 4],
   }),
 } as const;
 
@@ -196,6 +197,16 @@ export const OffcpuFlag = {
 export const OwnerSrc = { NONE: 0, PI_WORD: 1, GLIBC_MUTEX: 2 } as const;
 export const OWNER_SRC_NAMES: Readonly<Record<number, string>> = { 0: 'none', 1: 'pi_word', 2: 'glibc_mutex' };
 
+/** enum kspan_futex_flags (kspan_futex_wait.flags; 0 = from the syscall tracepoints, ret exact) */
+export const FutexFlag = {
+  /** from saved registers at sched_switch/sched_waking: start/end are the switch-out/switch-in */
+  FROM_REGS: 1 << 0,
+  /** ret inferred from the waker: 0 = woken by a futex wake call, -ETIMEDOUT = timer with a timeout armed */
+  RET_INFERRED: 1 << 1,
+  /** ret not knowable (signal, untracked waking): reported as 0 */
+  RET_UNKNOWN: 1 << 2,
+} as const;
+
 /** enum kspan_io_flags */
 export const IoFlag = {
   WRITE: 1 << 0,
@@ -270,9 +281,10 @@ export function ringName(ring: number): string {
 }
 
 /** enum kspan_group; names are the ones the probe's --groups and `attach` take. */
-export const Group = { SCHED: 0, TASK: 1, FUTEX: 2, BLOCK: 3, TCP: 4, CUDA: 5 } as const;
-export const GROUP_MAX = 6;
-export const GROUP_NAMES: readonly string[] = ['sched', 'task', 'futex', 'block', 'tcp', 'cuda'];
+export const Group = { SCHED: 0, TASK: 1, FUTEX: 2, BLOCK: 3, TCP: 4, CUDA: 5, FUTEX_SYSCALLS: 6 } as const;
+export const GROUP_MAX = 7;
+/** futex = from registers (default); futex-syscalls = the syscall tracepoints (opt-in) */
+export const GROUP_NAMES: readonly string[] = ['sched', 'task', 'futex', 'block', 'tcp', 'cuda', 'futex-syscalls'];
 export function groupName(group: number): string {
   return GROUP_NAMES[group] ?? `group${group}`;
 }

@@ -62,6 +62,8 @@ export class FutexWaitView extends RecordView {
   get val(): number { return this.u32(FUTEX_WAIT.val); }
   get ownerTid(): number { return this.u32(FUTEX_WAIT.owner_tid); }
   get ownerSrc(): number { return this.u32(FUTEX_WAIT.owner_src); }
+  /** enum kspan_futex_flags: 0 = syscall tracepoints (ret exact) */
+  get flags(): number { return this.u32(FUTEX_WAIT.flags); }
 }
 
 export class FutexWakeView extends RecordView {

@@ -4,7 +4,7 @@ import { FrameDecoder, RecordView } from '../../src/capture/decoder.js';
 import { CaptureState } from '../../src/capture/state.js';
 import { TaskNames } from '../../src/capture/names.js';
 import { fmtDur, isoNs, recordToJson, recordToText, type JsonRecord } from '../../src/capture/json.js';
-import { CudaApi, Group, IoFlag, OffcpuFlag, OwnerSrc, Ring, TaskEvent, stateLetters, futexOpName } from '../../src/capture/records.js';
+import { CudaApi, FutexFlag, Group, IoFlag, OffcpuFlag, OwnerSrc, Ring, TaskEvent, stateLetters, futexOpName } from '../../src/capture/records.js';
 import { FrameWriter, ipv4Bytes, ipv6Bytes } from '../helpers/frames.js';
 
 const E = 1_763_730_000_000_000_000n; // 2025-11-21T13:00:00Z
@@ -105,7 +105,7 @@ test('futex wait / wake: hex uaddr, op names, errno, owner', () => {
   assert.deepEqual(json[3], {
     kind: 'futex_wait', ts: ep(2e9), pid: 100, tid: 101, comm: 'worker', cpu: 0, start: ep(1.5e9),
     duration_ns: 5e8, uaddr: '0x7f0012345678', op: 'FUTEX_WAIT_PRIVATE', op_raw: 128, ret: -110,
-    error: 'ETIMEDOUT', val: 2, owner: { tid: 102, comm: 'holder', src: 'glibc_mutex' },
+    error: 'ETIMEDOUT', ret_source: 'syscall', val: 2, owner: { tid: 102, comm: 'holder', src: 'glibc_mutex' },
   });
   assert.equal(json[4].op, 'FUTEX_LOCK_PI_PRIVATE|FUTEX_CLOCK_REALTIME');
   assert.equal(json[4].owner, null);
@@ -116,6 +116,18 @@ test('futex wait / wake: hex uaddr, op names, errno, owner', () => {
     woken: 1, ret: 1, error: null,
   });
   assert.equal(futexOpName(0xffff0001), 'futex2:1');
+});
+
+test('futex wait from registers: ret inferred or unknown', () => {
+  const w = base();
+  w.futexWait({ ts: 2e9, pid: 100, tid: 101, startNs: 1.5e9, uaddr: 0x1000, op: 128, ret: -110, flags: FutexFlag.FROM_REGS | FutexFlag.RET_INFERRED });
+  w.futexWait({ ts: 2e9, pid: 100, tid: 101, startNs: 1.5e9, uaddr: 0x1000, op: 128, ret: 0, flags: FutexFlag.FROM_REGS | FutexFlag.RET_UNKNOWN });
+  const { json, text } = format(w);
+  assert.equal(json[3].ret_source, 'inferred');
+  assert.equal(json[3].error, 'ETIMEDOUT');
+  assert.equal(json[4].ret_source, 'unknown');
+  assert.match(text[3], /ret=ETIMEDOUT \(inferred\)$/);
+  assert.match(text[4], /ret=\?$/);
 });
 
 test('block io: direction, dev, flags, queue/device split', () => {

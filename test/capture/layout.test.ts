@@ -120,6 +120,7 @@ const ENUM_MAP: Record<string, { prefix: string; table: Record<string, number>; 
   kspan_kind: { prefix: 'KSPAN_', table: R.Kind, extra: { KSPAN_KIND_MAX: R.KIND_MAX } },
   kspan_offcpu_flags: { prefix: 'KSPAN_OFF_', table: R.OffcpuFlag },
   kspan_owner_src: { prefix: 'KSPAN_OWNER_', table: R.OwnerSrc },
+  kspan_futex_flags: { prefix: 'KSPAN_FUTEX_', table: R.FutexFlag },
   kspan_io_flags: { prefix: 'KSPAN_IO_', table: R.IoFlag },
   kspan_cuda_api: { prefix: 'KSPAN_', table: R.CudaApi },
   kspan_task_event: { prefix: 'KSPAN_TASK_', table: R.TaskEvent },

@@ -32,7 +32,7 @@ export interface OffcpuRec extends Hdr {
   lastPid?: number; lastTid?: number; outCpu?: number; wakerCpu?: number;
 }
 export interface FutexWaitRec extends Hdr {
-  startNs?: U64; uaddr?: U64; op?: number; ret?: number; val?: number; ownerTid?: number; ownerSrc?: number;
+  startNs?: U64; uaddr?: U64; op?: number; ret?: number; val?: number; ownerTid?: number; ownerSrc?: number; flags?: number;
 }
 export interface FutexWakeRec extends Hdr {
   startNs?: U64; uaddr?: U64; uaddr2?: U64; op?: number; ret?: number;
@@ -175,6 +175,7 @@ export class FrameWriter {
     this.u32(o + FUTEX_WAIT.val, r.val);
     this.u32(o + FUTEX_WAIT.owner_tid, r.ownerTid);
     this.u32(o + FUTEX_WAIT.owner_src, r.ownerSrc);
+    this.u32(o + FUTEX_WAIT.flags, r.flags);
     return this;
   }
 

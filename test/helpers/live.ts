@@ -6,7 +6,7 @@
 
 import { spawn, spawnSync, type ChildProcessByStdio } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { accessSync, chmodSync, constants as fsConstants, copyFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { accessSync, chmodSync, constants as fsConstants, copyFileSync, existsSync, mkdtempSync, readdirSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
@@ -245,4 +245,26 @@ export class Collector implements CaptureSink {
     for (const [k, c] of this.byKind) if (KERNEL_KINDS.has(k)) n += c;
     return n;
   }
+}
+
+/**
+ * NVIDIA's real libcudart.so.12 from the nvidia-cuda-runtime-cu12 wheel in the
+ * project venv (requirements.txt; `npm run setup` installs it), resolved.
+ */
+export function cudartFromVenv(): string {
+  const sp = join(REPO_ROOT, '.venv', 'lib');
+  let found: string | null = null;
+  try {
+    for (const py of readdirSync(sp)) {
+      const p = join(sp, py, 'site-packages', 'nvidia', 'cuda_runtime', 'lib', 'libcudart.so.12');
+      if (existsSync(p)) found = realpathSync(p);
+    }
+  } catch {
+    /* no venv */
+  }
+  if (!found) {
+    throw new Error(`NVIDIA's libcudart.so.12 is not in ${sp}/python3*/site-packages/nvidia/cuda_runtime/lib: ` +
+      'install requirements.txt into .venv (npm run setup)');
+  }
+  return found;
 }

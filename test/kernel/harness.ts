@@ -24,7 +24,7 @@ export interface OffCpu {
   state: number; flags: number; wakerPid: number; wakerTid: number; wakerUaddr: number;
   preemptPid: number; preemptTid: number; lastPid: number; lastTid: number; cpu: number; outCpu: number;
 }
-export interface FutexWait { pid: number; tid: number; start: number; end: number; uaddr: number; op: number; ret: number; val: number; ownerTid: number; ownerSrc: number }
+export interface FutexWait { pid: number; tid: number; start: number; end: number; uaddr: number; op: number; ret: number; val: number; ownerTid: number; ownerSrc: number; flags: number }
 export interface FutexWake { pid: number; tid: number; start: number; end: number; uaddr: number; op: number; ret: number }
 export interface BlockIo { pid: number; tid: number; start: number; issue: number; end: number; dev: number; bytes: number; flags: number; error: number; comm: string }
 export interface TcpRetrans { pid: number; tid: number; ts: number; family: number; saddr: string; daddr: string; sport: number; dport: number; state: number; inIrq: boolean; sockIno: number }
@@ -73,7 +73,7 @@ class Collector implements CaptureSink {
         case Kind.FUTEX_WAIT: {
           const f = this.fw; f.setFrom(v);
           c.futexWait.push({ ...base, start: f.startNs, end: f.ts, uaddr: f.uaddr, op: f.op, ret: f.ret, val: f.val,
-            ownerTid: f.ownerTid, ownerSrc: f.ownerSrc });
+            ownerTid: f.ownerTid, ownerSrc: f.ownerSrc, flags: f.flags });
           break;
         }
         case Kind.FUTEX_WAKE: {

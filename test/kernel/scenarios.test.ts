@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, test } from 'node:test';
-import { IoFlag, OffcpuFlag, OwnerSrc, REPO_ROOT } from '../../src/capture/index.js';
+import { FutexFlag, IoFlag, OffcpuFlag, OwnerSrc, REPO_ROOT } from '../../src/capture/index.js';
 import { FIXTURE_BIN, captureDuring, fixture, ms, requireLiveProbe, run, within } from './harness.js';
 
 before(requireLiveProbe);
@@ -34,6 +34,7 @@ test('mutex held 50 ms: the waiter blocks ~50 ms in futex wait, woken by the hol
     assert.equal(w.op & 127, 0, 'FUTEX_WAIT');
     assert.equal(w.ownerTid, out.tid_b, 'lock owner read from the glibc mutex = the holder');
     assert.equal(w.ownerSrc, OwnerSrc.GLIBC_MUTEX);
+    assert.equal(w.flags, FutexFlag.FROM_REGS | FutexFlag.RET_INFERRED, 'from registers, ret inferred from the futex waker');
   }
 
   for (const w of waits) {
@@ -64,6 +65,51 @@ test('mutex held 50 ms: the waiter blocks ~50 ms in futex wait, woken by the hol
   const holderSleep = mine(cap.offcpu).filter((o) => o.tid === out.tid_b && within(ms(o.blocked), 50, 0.2));
   assert.ok(holderSleep.length >= 3);
   assert.ok(holderSleep.every((o) => o.flags & OffcpuFlag.WAKER_HARDIRQ), 'nanosleep wakeups come from hard irq');
+});
+
+test('futex-syscalls (opt-in): the same mutex waits from the syscall tracepoints, exact ret, no register records', async () => {
+  let out!: MutexOut;
+  const cap = await captureDuring({ groups: ['sched', 'task', 'futex-syscalls'] }, async () => {
+    out = await fixture<MutexOut>('mutex_hold', ['30', '3']);
+  });
+  const uaddr = Number(out.uaddr);
+  const mine = cap.futexWait.filter((w) => w.pid === out.pid);
+  assert.deepEqual(mine.filter((w) => w.flags !== 0), [], 'no register-sourced waits while the syscall tracepoints are on');
+  const waits = mine.filter((w) => w.tid === out.tid_a && w.uaddr === uaddr);
+  assert.equal(waits.length, 3, `one wait per round, got ${waits.length}`);
+  for (const w of waits) {
+    assert.equal(w.ret, 0, 'the syscall\'s own return value');
+    assert.equal(w.ownerTid, out.tid_b);
+    assert.ok(ms(w.end - w.start) >= 24 && ms(w.end - w.start) < 500, `${ms(w.end - w.start).toFixed(1)} ms, the holder holds 30`);
+    // sys_enter -> sys_exit contains the off-CPU interval of the block
+    const off = cap.offcpu.find((o) => o.tid === out.tid_a && o.start >= w.start && o.end <= w.end);
+    assert.ok(off && off.flags & OffcpuFlag.IN_FUTEX && off.flags & OffcpuFlag.WAKER_FUTEX && off.wakerUaddr === uaddr, JSON.stringify(off));
+  }
+  const wakes = cap.futexWake.filter((k) => k.tid === out.tid_b && k.uaddr === uaddr);
+  assert.equal(wakes.length, 3, 'one wake call per round');
+  assert.ok(wakes.every((k) => k.ret === 1 && k.end >= k.start), 'the call woke one waiter');
+});
+
+test('a futex wait that times out: ETIMEDOUT inferred from the timer (registers), exact with futex-syscalls', async () => {
+  // a Python lock acquire with a timeout: sem_clockwait -> FUTEX_WAIT_BITSET with an absolute timeout
+  const script = 'import json,os,threading\nl=threading.Lock(); l.acquire()\nfor _ in range(3): l.acquire(timeout=0.04)\nprint(json.dumps({"pid": os.getpid()}))';
+  for (const groups of [undefined, ['sched', 'task', 'futex-syscalls']]) {
+    let pid = 0;
+    const cap = await captureDuring(groups ? { groups } : {}, async () => {
+      const r = await run('python3', ['-c', script]);
+      assert.equal(r.code, 0, r.stderr);
+      pid = JSON.parse(r.stdout).pid;
+    });
+    const waits = cap.futexWait.filter((w) => w.pid === pid && ms(w.end - w.start) >= 30);
+    assert.equal(waits.length, 3, `${groups ?? 'default'}: three ~40 ms waits: ${JSON.stringify(cap.futexWait.filter((w) => w.pid === pid))}`);
+    for (const w of waits) {
+      assert.equal(w.ret, -110, 'ETIMEDOUT');
+      assert.equal(w.op & 127, 9, 'FUTEX_WAIT_BITSET');
+      assert.equal(w.flags, groups ? 0 : FutexFlag.FROM_REGS | FutexFlag.RET_INFERRED);
+      const off = cap.offcpu.find((o) => o.tid === w.tid && o.start >= w.start && o.end <= w.end);
+      assert.ok(off && off.flags & OffcpuFlag.WAKER_HARDIRQ && !(off.flags & OffcpuFlag.WAKER_FUTEX), 'woken by the timer interrupt');
+    }
+  }
 });
 
 test('PI mutex: the owner is read from the futex word', async () => {
