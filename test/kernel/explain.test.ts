@@ -67,6 +67,32 @@ test('two-hop chain: the waiter waits on the mutex, its holder was preempted by 
   }
 });
 
+test('process-shared mutex held by a thread of another process: the holder is named with its own pid, and its time in the chain is its own', async () => {
+  const { dir, fx } = await recordScenario('./mutex_shared 80 3', ['mutex_shared']);
+  const m = fx.mutex_shared;
+  assert.notEqual(m.holder_pid, m.waiter_pid);
+  const traceId = await putSpans(dir, m.rounds.map((r: any, i: number) => ({
+    name: `request ${i}`, startMono: r.lock_start_ns - 1_000_000, endMono: r.lock_end_ns + 1_000_000, tid: m.waiter_tid, pid: m.waiter_pid,
+  })));
+  const e = explain(dir, traceId);
+  for (const [i, s] of e.spans.entries()) {
+    const r = m.rounds[i];
+    const wait = r.lock_end_ns - r.lock_start_ns;
+    const lock = s.causes.find((c) => c.kind === 'lock_contention');
+    assert.ok(lock, `span ${i}: a lock_contention cause: ${JSON.stringify(s.causes.map((c) => c.kind))}`);
+    assert.deepEqual([lock.culprit?.pid, lock.culprit?.tid], [m.holder_pid, m.holder_tid], `span ${i}: the holder, named with its own process (${JSON.stringify(lock.culprit)})`);
+    assert.ok(within(lock.duration_ns, wait, 0.15), `lock wait ${ms(lock.duration_ns).toFixed(1)} ms vs ${ms(wait).toFixed(1)} ms`);
+    // the holder's step in the chain: its own events (spinning on CPU, or preempted), not unknown, not the waiter's
+    const tl = lock.chain.find((c) => c.step === 'timeline' && c.depth === 1);
+    assert.ok(tl, `a timeline step for the holder: ${JSON.stringify(lock.chain)}`);
+    assert.equal(tl.pid, m.holder_pid);
+    assert.equal(tl.tid, m.holder_tid);
+    const seen = (tl.on_cpu_ns as number) + (tl.runqueue_ns as number);
+    assert.ok(seen >= 0.8 * (tl.window_ns as number), `holder on CPU or runnable ${ms(seen).toFixed(1)} of ${ms(tl.window_ns as number).toFixed(1)} ms`);
+    assert.ok((tl.unknown_ns as number) <= 0.05 * (tl.window_ns as number), `holder unknown ${ms(tl.unknown_ns as number).toFixed(1)} ms`);
+  }
+});
+
 test('CPU preemption: a worker sharing its CPU with a pinned hog', async () => {
   const { dir, fx } = await recordScenario('./cpu_hog 0 1.6 & sleep 0.1; ./pinned_worker 0 150 2000 1000; wait', ['cpu_hog', 'pinned_worker']);
   const wk = fx.pinned_worker, hog = fx.cpu_hog;
