@@ -25,6 +25,7 @@ export { StoreWriter, usedBytes, type RetentionResult, type WriterCounters, type
 export { SpanIndex, type SlowSpanQuery, type SpanInput, type StoredSpan } from './spans.js';
 export { formatStats, statsOf, storeStats, type StoreStats } from './stats.js';
 export { recordIntoStore, type RecordIntoStore } from './ingest.js';
+export { bootId, checkHostName, localHost, type HostIdentity, type HostMeta } from './host.js';
 export {
   REQUEST_ID_ATTRIBUTES, findSlowSpansAny, spanServices, spansByRequestId,
   type RequestIdMatch, type SlowSpansAnyQuery, type SlowSpansResult,
