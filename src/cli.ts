@@ -13,13 +13,16 @@ import {
   kindFromName, recordToJson, recordToText, replayFile, runDoctor, startCapture, type CaptureSession, type CaptureSink, type ClockHistory,
   type ProbeOptions, type ProbeProcess, type RecordBatch,
 } from './capture/index.js';
-import { formatStats, openStoreReader, recordIntoStore, storeStats, type RecordIntoStore } from './store/index.js';
+import {
+  checkHostName, formatStats, localHost, openStoreReader, recordIntoStore, storeStats, type HostIdentity, type RecordIntoStore,
+} from './store/index.js';
 import { explainTrace, explainWindow, formatExplanation, parseServiceProcess } from './correlator/index.js';
 import { cmdDemo } from './demo/index.js';
 import { startDaemon, type Daemon } from './daemon/index.js';
 import { DEFAULT_OTLP_GRPC_ADDR, DEFAULT_OTLP_HTTP_ADDR, type UpstreamProtocol } from './otel/index.js';
 import { cmdExport } from './perfetto/command.js';
-import { cmdMcp } from './mcp/command.js';
+import { PEER_ARG_SPECS, PEER_HELP, cmdMcp, peerOptionsFrom } from './mcp/command.js';
+import { FanOut, mergeExplanations, serverHost, type PeerOptions } from './mcp/index.js';
 
 class UsageError extends Error {}
 
@@ -35,6 +38,10 @@ commands:
       --out FILE          write the raw record stream to FILE (replay with \`kspan dump\`)
       --duration S        stop after S seconds (default: until Ctrl-C, or until CMD exits)
       --pid P             capture only process P (repeatable)
+      --cgroup PATH       capture only tasks in this cgroup v2 directory or below it (repeatable: a pod's
+                          containers); PATH is under /sys/fs/cgroup, or absolute. Culprits outside the
+                          scope (the neighbour that took the CPU, a waker) are still named
+      --host-name NAME    host.name recorded in the store (default os.hostname())
       --follow            also capture processes they fork (default on with -- CMD; --no-follow)
       --cuda-lib PATH     attach CUDA uprobes to this libcudart/libcuda from the start (repeatable);
                           libraries that captured processes load later are attached when seen in
@@ -63,14 +70,20 @@ commands:
       --service-process SERVICE=COMM   join spans of SERVICE to the process named COMM (repeatable)
       --thread-id-is-os-tid            spans' thread.id is the Linux tid (default: only linux.tid is)
       --no-capture        no kernel capture (store and forward; what the store has is still used)
-      --pid P, --follow, --cuda-lib PATH, --groups LIST, --max-age D, --max-size S   as for record
+      --pid P, --cgroup PATH, --follow, --cuda-lib PATH, --groups LIST, --max-age D, --max-size S   as for record
+      --host-name NAME    host.name this daemon records, reports and stamps on spans (kspan.host.name);
+                          default os.hostname(). For several kspans sharing a kernel and a hostname.
       --mcp-http ADDR     also serve the MCP tools over Streamable HTTP at ADDR/mcp (loopback unless a token
                           is set: KSPAN_MCP_TOKEN or --mcp-token-file FILE; calls traced to --upstream)
+      --peers URL,... | --peers-file F | --peers-dns NAME:PORT   with --mcp-http: other kspans that
+                          explain_request / find_slow_requests fan out to (see \`kspan mcp --help\`)
       --status-interval S status line every S seconds on stderr (default 10; 0: none)
       --duration S        stop after S seconds (default: until SIGINT/SIGTERM)
   stats --data DIR [--json]                   what a store holds: time range, events by kind, threads, drops, size
   explain TRACE_ID --data DIR [--json]        why the trace's spans were slow: time breakdown, causes, chains
       [--service-process SERVICE=COMM]... [--thread-id-is-os-tid]   join options, as for run
+      [--peers URL,...|--peers-file F|--peers-dns NAME:PORT]        also ask these kspans (MCP HTTP, token from
+                                              --peers-token-file or KSPAN_MCP_TOKEN) and merge; --data optional then
   explain --tid T|--pid P --from A --to B --data DIR [--json]
                                               the same for a thread or process and a window (A, B: epoch ns
                                               or RFC 3339 times); exits 3 when the trace is not stored
@@ -200,12 +213,24 @@ async function cmdRun(argv: string[]): Promise<number> {
     duration: { type: 'string', short: 'd' },
     'mcp-http': { type: 'string' },
     'mcp-token-file': { type: 'string' },
+    cgroup: { type: 'string', multiple: true },
+    'host-name': { type: 'string' },
+    ...PEER_ARG_SPECS,
   });
   if (o.help) {
     process.stdout.write(HELP + '\n');
     return 0;
   }
   if (o['mcp-token-file'] && !o['mcp-http']) throw new UsageError('--mcp-token-file applies to --mcp-http');
+  let peers: PeerOptions | null;
+  try {
+    peers = peerOptionsFrom(o);
+    if (o['host-name'] !== undefined) checkHostName(o['host-name']);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  if (peers && !o['mcp-http']) throw new UsageError('--peers, --peers-file and --peers-dns apply to --mcp-http (the fan-out is an MCP feature)');
+  if (o.cgroup?.length && o['no-capture']) throw new UsageError('--cgroup scopes capture: it does not go with --no-capture');
   const addr = (v: string | undefined, def: string): string | null => (v === 'off' ? null : v ?? def);
   const emit = o.emit ?? 'span-events';
   if (emit !== 'span-events' && emit !== 'child-spans') throw new UsageError(`--emit wants span-events or child-spans, got "${emit}"`);
@@ -259,9 +284,11 @@ async function cmdRun(argv: string[]): Promise<number> {
       capture: o['no-capture'] ? null : {
         pids, follow: o.follow ?? false, cudaLibs: o['cuda-lib'],
         groups: o.groups?.split(',').map((g) => g.trim()).filter(Boolean),
+        cgroups: o.cgroup,
       },
       explain: { serviceProcess, threadIdIsOsTid: o['thread-id-is-os-tid'] },
-      mcpHttp: o['mcp-http'] ? { addr: o['mcp-http'], tokenFile: o['mcp-token-file'] } : null,
+      mcpHttp: o['mcp-http'] ? { addr: o['mcp-http'], tokenFile: o['mcp-token-file'], peers } : null,
+      hostName: o['host-name'],
       statusIntervalMs: statusS * 1000,
       log,
     });
@@ -275,12 +302,16 @@ async function cmdRun(argv: string[]): Promise<number> {
     r.grpcPort > 0 ? `gRPC ${hostOf(o['otlp-grpc'] ?? DEFAULT_OTLP_GRPC_ADDR)}:${r.grpcPort}` : '',
     r.httpPort > 0 ? `HTTP ${hostOf(o['otlp-http'] ?? DEFAULT_OTLP_HTTP_ADDR)}:${r.httpPort}` : '',
   ].filter(Boolean).join(', ');
+  const st0 = daemon.status();
+  log(`host ${st0.host.name} (boot ${st0.host.bootId ?? '?'})${st0.cgroups.length ? `, capture scoped to ${st0.cgroups.join(', ')}` : ''}` +
+    `${daemon.mcp?.fanout ? `; fan-out to peers (${(await daemon.mcp.fanout.peers.list()).urls.length} now)` : ''}`);
   log(`store ${dataDir}; OTLP ${listening || 'off'}` +
     `; ${o.upstream ? `forwarding to ${o.upstream} (${daemon.upstream!.protocol}, ${emit})` : 'no upstream: enrich and store only'}` +
     `; capture ${daemon.status().capture}`);
   // ready line: tests and scripts wait for it (ports when 0 was asked for)
   process.stdout.write(JSON.stringify({
     ready: true, otlp_grpc_port: r.grpcPort, otlp_http_port: r.httpPort, mcp_url: daemon.mcp?.url ?? null, data: dataDir,
+    host: st0.host.name, boot_id: st0.host.bootId, cgroups: st0.cgroups,
   }) + '\n');
 
   const reason = await new Promise<string>((resolve) => {
@@ -329,6 +360,8 @@ async function cmdRecord(argv: string[]): Promise<number> {
     groups: { type: 'string' },
     'ring-mb': { type: 'string' },
     quiet: { type: 'boolean', short: 'q' },
+    cgroup: { type: 'string', multiple: true },
+    'host-name': { type: 'string' },
   }, true);
   if (o.help) {
     process.stdout.write(HELP + '\n');
@@ -351,14 +384,21 @@ async function cmdRecord(argv: string[]): Promise<number> {
     groups: o.groups?.split(',').map((g) => g.trim()).filter(Boolean),
     ringMb: intOpt(o['ring-mb'], 'ring-mb', 1),
     teePath: o.out,
+    cgroups: o.cgroup,
   };
+  let host: HostIdentity;
+  try {
+    host = localHost(o['host-name']);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
   if ((o['max-age'] || o['max-size']) && !o.data) throw new UsageError('--max-age and --max-size apply to --data');
   const maxAgeNs = o['max-age'] !== undefined ? parseDuration(o['max-age'], 'max-age') : undefined;
   const maxBytes = o['max-size'] !== undefined ? parseSize(o['max-size'], 'max-size') : undefined;
   let store: RecordIntoStore | null = null;
   if (o.data) {
     try {
-      store = recordIntoStore(o.data, { maxAgeNs, maxBytes });
+      store = recordIntoStore(o.data, { maxAgeNs, maxBytes, host, cgroups: o.cgroup });
     } catch (e) {
       throw new Error(`cannot open the store in ${o.data}: ${(e as Error).message}`);
     }
@@ -665,20 +705,30 @@ async function cmdExplain(argv: string[]): Promise<number> {
     to: { type: 'string' },
     'service-process': { type: 'string', multiple: true },
     'thread-id-is-os-tid': { type: 'boolean' },
+    'max-spans': { type: 'string' },
+    ...PEER_ARG_SPECS,
   }, true);
   if (o.help) {
-    process.stdout.write(HELP + '\n');
+    process.stdout.write(HELP + '\n' + PEER_HELP + '\n');
     return 0;
   }
   const explainOpts = { serviceProcess: serviceProcessOpt(o['service-process']), threadIdIsOsTid: o['thread-id-is-os-tid'] };
+  let peers: PeerOptions | null;
+  try {
+    peers = peerOptionsFrom(o);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
   const dir = o.data ?? process.env.KSPAN_DATA;
-  if (!dir) throw new UsageError('--data DIR is required (or set KSPAN_DATA)');
-  if (!existsSync(join(dir, 'data.mdb'))) throw new Error(`no kspan store in ${dir} (no data.mdb)`);
+  if (!dir && !peers) throw new UsageError('--data DIR is required (or set KSPAN_DATA), or --peers to ask other kspans');
+  if (dir && !existsSync(join(dir, 'data.mdb'))) throw new Error(`no kspan store in ${dir} (no data.mdb)`);
   const windowMode = o.tid !== undefined || o.pid !== undefined || o.from !== undefined || o.to !== undefined;
   if (windowMode === (positionals.length > 0)) {
     throw new UsageError('give a trace id, or --tid/--pid with --from and --to');
   }
-  const reader = openStoreReader(dir);
+  if (windowMode && peers) throw new UsageError('--peers applies to a trace id (a thread or process window is one host\'s)');
+  const maxSpans = intOpt(o['max-spans'], 'max-spans', 1) ?? 100;
+  const reader = dir ? openStoreReader(dir) : null;
   try {
     let e;
     if (windowMode) {
@@ -686,17 +736,35 @@ async function cmdExplain(argv: string[]): Promise<number> {
       if (!o.from || !o.to) throw new UsageError('--from and --to are required with --tid/--pid');
       const fromUnixNano = parseTime(o.from, 'from'), toUnixNano = parseTime(o.to, 'to');
       if (toUnixNano <= fromUnixNano) throw new UsageError('--to must be after --from');
-      e = explainWindow(reader, { tid: intOpt(o.tid, 'tid', 1), pid: intOpt(o.pid, 'pid', 1), fromUnixNano, toUnixNano }, explainOpts);
+      e = explainWindow(reader!, { tid: intOpt(o.tid, 'tid', 1), pid: intOpt(o.pid, 'pid', 1), fromUnixNano, toUnixNano }, explainOpts);
     } else {
       if (positionals.length > 1) throw new UsageError(`one trace id, got ${positionals.length}`);
       const traceId = positionals[0].toLowerCase();
       if (!/^[0-9a-f]{32}$/.test(traceId)) throw new UsageError(`a trace id is 32 hex digits, got "${positionals[0]}"`);
-      e = explainTrace(reader, traceId, explainOpts);
+      if (peers) {
+        // this command does the fan-out: its calls are peer calls (the peers answer from their own stores)
+        if (peers.token === undefined) peers.token = process.env.KSPAN_MCP_TOKEN?.trim() || null;
+        const self = reader ? serverHost({ reader }) : localHost();
+        const fan = new FanOut({ ...peers, self, clientName: 'kspan-explain' });
+        try {
+          const asked = fan.call('explain_request', { trace_id: traceId, max_spans: Math.min(100, maxSpans) });
+          const t0 = performance.now();
+          const local = reader ? explainTrace(reader, traceId, explainOpts) : null;
+          const localMs = performance.now() - t0;
+          const { answers, errors } = await asked;
+          // no local store (no --data): this machine is not one of the hosts
+          e = mergeExplanations(traceId, self, local, localMs, answers, errors, maxSpans);
+        } finally {
+          await fan.close();
+        }
+      } else {
+        e = explainTrace(reader!, traceId, explainOpts);
+      }
     }
     process.stdout.write(o.json ? JSON.stringify(e) + '\n' : formatExplanation(e) + '\n');
     return e.found ? 0 : 3;
   } finally {
-    void reader.root.close();
+    void reader?.root.close();
   }
 }
 

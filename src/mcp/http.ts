@@ -23,7 +23,11 @@ import { networkInterfaces } from 'node:os';
 import type { Writable } from 'node:stream';
 import { openStoreReader, type StoreReader } from '../store/index.js';
 import type { BudgetLimits } from './budget.js';
+import { FanOut } from './fanout.js';
+import { selfUrlMatcher, type PeerOptions } from './peers.js';
 import { auditTransport, createKspanMcpServer, type AuditRecord } from './server.js';
+import { serverHost } from './tools.js';
+import type { HostIdentity } from '../store/index.js';
 import { ClockCacheMcp } from './time.js';
 
 export interface McpHttpOptions {
@@ -50,6 +54,10 @@ export interface McpHttpOptions {
   log?: Writable | ((rec: AuditRecord) => void) | null;
   /** diagnostics (default: stderr) */
   diag?: (line: string) => void;
+  /** the host this server speaks for (default: the store's latest host record, else this machine) */
+  host?: HostIdentity;
+  /** peers to fan explain_request / find_slow_requests out to (token: this server's own unless given) */
+  peers?: PeerOptions | null;
 }
 
 export interface McpHttpHandle {
@@ -59,6 +67,8 @@ export interface McpHttpHandle {
   port: number;
   /** whether a bearer token is required */
   auth: boolean;
+  /** the fan-out over the peers (null: none configured) */
+  fanout: FanOut | null;
   close(): Promise<void>;
 }
 
@@ -185,6 +195,8 @@ export async function startMcpHttpServer(o: McpHttpOptions): Promise<McpHttpHand
   const buckets = new Buckets(rate.perSecond, rate.burst);
   const clocks = new ClockCacheMcp();
   let allowed = new Set<string>();
+  let fanout: FanOut | null = null;
+  const me = o.host ?? serverHost({ reader });
 
   const server = createServer((req, res) => {
     void handle(req, res).catch((e) => {
@@ -235,7 +247,7 @@ export async function startMcpHttpServer(o: McpHttpOptions): Promise<McpHttpHand
           { 'retry-after': String(Math.max(1, Math.ceil(more))) });
       }
     }
-    const mcp = createKspanMcpServer({ reader, dataDir: o.dataDir, serviceProcess: o.serviceProcess, clocks, limits: o.limits });
+    const mcp = createKspanMcpServer({ reader, dataDir: o.dataDir, serviceProcess: o.serviceProcess, clocks, limits: o.limits, host: me, fanout });
     const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
     // the client gone (or the answer sent): closing the server aborts the
     // AbortSignal of every call still running for this POST
@@ -258,10 +270,15 @@ export async function startMcpHttpServer(o: McpHttpOptions): Promise<McpHttpHand
   allowed = hostsFor(host, a.port, o.allowedHosts ?? []);
   const urlHost = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '[::1]' : isIP(host) === 6 ? `[${host}]` : host;
   const url = `http://${urlHost}:${a.port}/mcp`;
+  if (o.peers) {
+    fanout = new FanOut({ ...o.peers, token: o.peers.token !== undefined ? o.peers.token : token, self: me, isSelfUrl: selfUrlMatcher(a.port, host) });
+    if (!fanout.peers.configured) fanout = null;
+  }
   diag(`kspan mcp: serving ${o.dataDir ?? 'the store'} at ${url} (read-only${token ? ', bearer token required' : ', loopback, no token'})`);
   return {
-    url, host, port: a.port, auth: !!token,
+    url, host, port: a.port, auth: !!token, fanout,
     close: async () => {
+      await fanout?.close();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections();
