@@ -75,6 +75,7 @@ commands:
                           default os.hostname(). For several kspans sharing a kernel and a hostname.
       --mcp-http ADDR     also serve the MCP tools over Streamable HTTP at ADDR/mcp (loopback unless a token
                           is set: KSPAN_MCP_TOKEN or --mcp-token-file FILE; calls traced to --upstream)
+      --mcp-allowed-host NAME   extra Host header accepted by --mcp-http (e.g. a Service's DNS name; repeatable)
       --peers URL,... | --peers-file F | --peers-dns NAME:PORT   with --mcp-http: other kspans that
                           explain_request / find_slow_requests fan out to (see \`kspan mcp --help\`)
       --status-interval S status line every S seconds on stderr (default 10; 0: none)
@@ -213,6 +214,7 @@ async function cmdRun(argv: string[]): Promise<number> {
     duration: { type: 'string', short: 'd' },
     'mcp-http': { type: 'string' },
     'mcp-token-file': { type: 'string' },
+    'mcp-allowed-host': { type: 'string', multiple: true },
     cgroup: { type: 'string', multiple: true },
     'host-name': { type: 'string' },
     ...PEER_ARG_SPECS,
@@ -221,7 +223,7 @@ async function cmdRun(argv: string[]): Promise<number> {
     process.stdout.write(HELP + '\n');
     return 0;
   }
-  if (o['mcp-token-file'] && !o['mcp-http']) throw new UsageError('--mcp-token-file applies to --mcp-http');
+  if ((o['mcp-token-file'] || o['mcp-allowed-host']) && !o['mcp-http']) throw new UsageError('--mcp-token-file and --mcp-allowed-host apply to --mcp-http');
   let peers: PeerOptions | null;
   try {
     peers = peerOptionsFrom(o);
@@ -287,7 +289,7 @@ async function cmdRun(argv: string[]): Promise<number> {
         cgroups: o.cgroup,
       },
       explain: { serviceProcess, threadIdIsOsTid: o['thread-id-is-os-tid'] },
-      mcpHttp: o['mcp-http'] ? { addr: o['mcp-http'], tokenFile: o['mcp-token-file'], peers } : null,
+      mcpHttp: o['mcp-http'] ? { addr: o['mcp-http'], tokenFile: o['mcp-token-file'], allowedHosts: o['mcp-allowed-host'], peers } : null,
       hostName: o['host-name'],
       statusIntervalMs: statusS * 1000,
       log,
