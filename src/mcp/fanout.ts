@@ -307,7 +307,8 @@ export function mergeExplanations(
     hosts: hs.hosts,
     partial: hs.partial,
   };
-  let summary = spans.length ? summarizeSpans(spans, dq) : `trace ${traceId} not found on any host asked`;
+  // re-ranked over every host's spans; a caller's wait on its downstream spans is theirs to explain
+  let summary = spans.length ? summarizeSpans(spans, dq, { childWaits: true, withHost: true }) : `trace ${traceId} not found on any host asked`;
   const answered = hs.hosts.filter((h) => h.status === 'local' || h.status === 'ok' || h.status === 'not_found').length;
   const withSpans = new Set(spans.map((s) => s.host?.name)).size;
   summary += ` (${spans.length} span(s) from ${withSpans} host(s); ${answered} of ${hs.hosts.filter((h) => h.status !== 'self').length} hosts answered${hs.partial ? ': PARTIAL' : ''})`;
