@@ -13,6 +13,7 @@
 // failed or timed out are listed (data_quality.hosts / hosts) with the reason,
 // and the answer says it is partial.
 
+import { setMaxListeners } from 'node:events';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { summarizeSpans, type Explanation, type HostAnswer, type SpanExplanation } from '../correlator/index.js';
@@ -131,6 +132,7 @@ export class FanOut {
   async call(tool: string, args: Record<string, unknown>, signal?: AbortSignal): Promise<{ answers: PeerAnswer[]; errors: string[] }> {
     const t0 = performance.now();
     const deadline = new AbortController();
+    setMaxListeners(0, deadline.signal); // one listener per peer
     const timer = setTimeout(() => deadline.abort(new Error('deadline')), this.timeoutMs);
     const onAbort = (): void => deadline.abort(new Error('cancelled'));
     signal?.addEventListener('abort', onAbort, { once: true });

@@ -13,6 +13,7 @@
 //             a token is REQUIRED to bind anything but loopback (refuse to start).
 //             The token comes from an env var or a file, never a flag value.
 
+import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import type { Tracer } from '@opentelemetry/api';
 import { timingSafeEqual, createHash } from 'node:crypto';
@@ -73,6 +74,8 @@ export interface McpHttpHandle {
 }
 
 const MAX_BODY = 1 << 20;
+/** idle MCP server objects kept for the next POSTs */
+const MAX_IDLE_SERVERS = 16;
 
 /** Loopback: 127.0.0.0/8, ::1, ::ffff:127.x, localhost. */
 export function isLoopback(host: string): boolean {
@@ -197,6 +200,8 @@ export async function startMcpHttpServer(o: McpHttpOptions): Promise<McpHttpHand
   let allowed = new Set<string>();
   let fanout: FanOut | null = null;
   const me = o.host ?? serverHost({ reader });
+  const idle: McpServer[] = [];
+  let closing = false;
 
   const server = createServer((req, res) => {
     void handle(req, res).catch((e) => {
@@ -247,13 +252,17 @@ export async function startMcpHttpServer(o: McpHttpOptions): Promise<McpHttpHand
           { 'retry-after': String(Math.max(1, Math.ceil(more))) });
       }
     }
-    const mcp = createKspanMcpServer({ reader, dataDir: o.dataDir, serviceProcess: o.serviceProcess, clocks, limits: o.limits, host: me, fanout });
+    // building the server (nine tools' schemas) costs ~7 ms: idle ones are kept and reused
+    const mcp = idle.pop() ?? createKspanMcpServer({ reader, dataDir: o.dataDir, serviceProcess: o.serviceProcess, clocks, limits: o.limits, host: me, fanout });
     const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
-    // the client gone (or the answer sent): closing the server aborts the
-    // AbortSignal of every call still running for this POST
+    // the client gone (or the answer sent): closing the transport aborts the
+    // AbortSignal of every call still running for this POST; the server is
+    // free again (a late result goes to the closed transport it came from)
     res.on('close', () => {
-      void transport.close();
-      void mcp.close();
+      void transport.close().then(() => {
+        if (idle.length < MAX_IDLE_SERVERS && !closing) idle.push(mcp);
+        else void mcp.close();
+      });
     });
     await mcp.connect(auditTransport(transport, { log: o.log, tracer: o.tracer, transport: 'http', client }));
     await transport.handleRequest(req, res, body);
@@ -278,6 +287,8 @@ export async function startMcpHttpServer(o: McpHttpOptions): Promise<McpHttpHand
   return {
     url, host, port: a.port, auth: !!token, fanout,
     close: async () => {
+      closing = true;
+      for (const m of idle.splice(0)) await m.close().catch(() => undefined);
       await fanout?.close();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());

@@ -216,8 +216,8 @@ export function registerTools(server: McpServer, ctx: ToolContext): void {
       const localMs = performance.now() - tl;
       let e: typeof local = local;
       if (peers) {
+        // merging is light (no store access): no turn to wait for, the deadline is what the caller waits on
         const { answers, errors } = await peers;
-        await budget.turn();
         e = mergeExplanations(traceId!, serverHost(ctx), local, localMs, answers, errors, args.max_spans);
         if (!e.found) {
           const dq = e.data_quality as typeof e.data_quality & { hosts: { name: string | null; url: string | null; status: string; reason?: string }[] };
@@ -301,7 +301,6 @@ export function registerTools(server: McpServer, ctx: ToolContext): void {
     if (peers) {
       const localMs = performance.now() - tl;
       const { answers, errors } = await peers;
-      await budget.turn();
       const m = mergeSlowRequests(serverHost(ctx), res2, localMs, answers, errors, args.limit);
       const rows2 = m.requests as unknown as typeof rows;
       const text = (rows2.length ? rows2.map((r, i) => `${i + 1}. ${ms(r.duration_ns)} ${r.service} "${r.name}" on ${r.host} trace ${r.trace_id} — ${r.blame}`).join('\n') : 'no slow requests on any host') +
