@@ -50,6 +50,16 @@ struct {
 	__type(value, __u8);
 } target_tgids SEC(".maps");
 
+/* cgroup v2 ids (kernfs node ids) capture is scoped to (--cgroup, repeatable;
+ * cfg.cgroup_id != 0 turns the scope on). A task is in scope when its cgroup
+ * or an ancestor is here: a pod's cgroup covers its containers. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u64);
+	__type(value, __u8);
+} target_cgroups SEC(".maps");
+
 /* Per-thread state, in task storage: no pid-keyed hash to leak or collide
  * under pid reuse, freed with the task. */
 enum fx_kind { FX_NONE = 0, FX_WAIT = 1, FX_WAKE = 2 };
@@ -296,11 +306,29 @@ static __always_inline bool want_tgid(__u32 tgid)
 	return !cfg.filter_pids;
 }
 
+/* The task's cgroup v2 or one of its ancestors (16 levels up) is in target_cgroups. */
+static __always_inline bool in_cgroup_scope(struct task_struct *t)
+{
+	struct cgroup *cg = BPF_CORE_READ(t, cgroups, dfl_cgrp);
+
+	for (int i = 0; i < 16 && cg; i++) {
+		__u64 id = BPF_CORE_READ(cg, kn, id);
+		struct cgroup_subsys_state *up;
+
+		if (bpf_map_lookup_elem(&target_cgroups, &id))
+			return true;
+		up = BPF_CORE_READ(cg, self.parent);
+		/* a cgroup's own css (`self`) is its first member */
+		cg = up ? container_of(up, struct cgroup, self) : NULL;
+	}
+	return false;
+}
+
 static __always_inline bool want_task(struct task_struct *t)
 {
 	if (!want_tgid(BPF_CORE_READ(t, tgid)))
 		return false;
-	if (cfg.cgroup_id && BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id) != cfg.cgroup_id)
+	if (cfg.cgroup_id && !in_cgroup_scope(t))
 		return false;
 	return true;
 }
@@ -949,11 +977,23 @@ int BPF_PROG(sched_process_fork, struct task_struct *parent, struct task_struct 
 	return 0;
 }
 
+/* A task outside the filter that was named (it ran, so it may be a waker or
+ * the task that took the CPU) gets its new name too: after exec, or a rename. */
+static __always_inline void rename_named(struct task_struct *t, const char *comm)
+{
+	struct tstate *s = bpf_task_storage_get(&tstates, t, 0, 0);
+
+	if (s && s->named)
+		emit_task(t, KSPAN_TASK_NAME, 0, 0, 0, comm);
+}
+
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(sched_process_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
 	if (want_task(p))
 		emit_task(p, KSPAN_TASK_EXEC, 0, old_pid, 0, 0);
+	else
+		rename_named(p, 0);
 	return 0;
 }
 
@@ -976,6 +1016,21 @@ int BPF_PROG(task_rename, struct task_struct *task, const char *comm)
 {
 	if (want_task(task))
 		emit_task(task, KSPAN_TASK_RENAME, 0, 0, 0, comm);
+	else
+		rename_named(task, comm);
+	return 0;
+}
+
+/* A task moved to another cgroup (a container's first process enters its
+ * cgroup, then execs the workload): decisions cached under the old cgroup are
+ * stale. Moves are rare: a new filter generation makes every task decide
+ * again. Only while capture is scoped to cgroups. */
+SEC("tp_btf/cgroup_attach_task")
+int BPF_PROG(cgroup_attach_task, struct cgroup *dst_cgrp, const char *path, struct task_struct *task,
+	     bool threadgroup)
+{
+	if (cfg.cgroup_id)
+		__sync_fetch_and_add(&cfg.filter_gen, 1);
 	return 0;
 }
 

@@ -25,6 +25,7 @@
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/timerfd.h>
+#include <sys/vfs.h>
 #include <linux/types.h>
 #include <bpf/libbpf.h>
 #include <bpf/bpf.h>
@@ -47,6 +48,7 @@ enum exit_code {
 };
 
 #define MAX_PIDS 256
+#define MAX_CGROUPS 64 /* target_cgroups in kspan.bpf.c */
 #define MAX_LIBS 32
 #define MAX_LINKS 256
 #define OUT_BUF (1 << 20)
@@ -61,7 +63,8 @@ static struct {
 	bool cuda_scan;
 	__u64 offcpu_min_ns, futex_min_ns, stack_min_ns;
 	bool stacks;
-	const char *cgroup;
+	const char *cgroups[MAX_CGROUPS];
+	int n_cgroups;
 	unsigned ring_mb;
 	unsigned drain_ms, clock_ms;
 	bool check, verbose, stats, irq_tracepoints;
@@ -317,6 +320,7 @@ static struct prog_ref progs[] = {
 	{ "sched_process_exec", KSPAN_GROUP_TASK },
 	{ "sched_process_exit", KSPAN_GROUP_TASK },
 	{ "task_rename", KSPAN_GROUP_TASK },
+	{ "cgroup_attach_task", KSPAN_GROUP_TASK },
 	{ "sys_enter_futex", KSPAN_GROUP_FUTEX_SYSCALLS },
 	{ "sys_exit_futex", KSPAN_GROUP_FUTEX_SYSCALLS },
 	{ "sys_enter_futex_wait", KSPAN_GROUP_FUTEX_SYSCALLS },
@@ -963,6 +967,9 @@ static void choose_irq_src(const struct btf *btf)
 #endif
 }
 
+
+/* The kernfs id of a cgroup v2 directory: an absolute path as is, a relative
+ * one under /sys/fs/cgroup. 0 with errno set (EMEDIUMTYPE: not cgroup v2). */
 static __u64 cgroup_id_of(const char *path)
 {
 	struct {
@@ -971,11 +978,18 @@ static __u64 cgroup_id_of(const char *path)
 	} h = { .fh.handle_bytes = sizeof(__u64) };
 	int mount_id;
 	char full[PATH_MAX];
+	struct statfs sf;
 
-	if (path[0] != '/' || strncmp(path, "/sys/fs/cgroup", 14))
-		snprintf(full, sizeof(full), "/sys/fs/cgroup/%s", path[0] == '/' ? path + 1 : path);
+	if (path[0] != '/')
+		snprintf(full, sizeof(full), "/sys/fs/cgroup/%s", path);
 	else
 		snprintf(full, sizeof(full), "%s", path);
+	if (statfs(full, &sf))
+		return 0;
+	if (sf.f_type != 0x63677270 /* CGROUP2_SUPER_MAGIC */) {
+		errno = EMEDIUMTYPE;
+		return 0;
+	}
 	if (name_to_handle_at(AT_FDCWD, full, &h.fh, &mount_id, 0))
 		return 0;
 	return h.id;
@@ -1058,7 +1072,7 @@ int main(int argc, char **argv)
 	struct btf *vmlinux;
 	sigset_t mask;
 	bool any_attached = false;
-	__u64 cgid = 0, last_clock, last_drops, last_drained = 0;
+	__u64 cgids[MAX_CGROUPS] = {}, last_clock, last_drops, last_drained = 0;
 
 	while ((c = getopt_long(argc, argv, "p:", long_opts, NULL)) != -1) {
 		switch (c) {
@@ -1094,7 +1108,13 @@ int main(int argc, char **argv)
 		case 'x': opt.futex_min_ns = strtoull(optarg, NULL, 10) * 1000; break;
 		case 's': opt.stacks = true; break;
 		case 'S': opt.stack_min_ns = strtoull(optarg, NULL, 10) * 1000; break;
-		case 'C': opt.cgroup = optarg; break;
+		case 'C':
+			if (opt.n_cgroups >= MAX_CGROUPS) {
+				fprintf(stderr, "kspan-probe: at most %d --cgroup\n", MAX_CGROUPS);
+				return EXIT_USAGE;
+			}
+			opt.cgroups[opt.n_cgroups++] = optarg;
+			break;
 		case 'r': opt.ring_mb = atoi(optarg); break;
 		case 'd': opt.drain_ms = atoi(optarg); break;
 		case 'k': opt.clock_ms = atoi(optarg); break;
@@ -1127,9 +1147,12 @@ int main(int argc, char **argv)
 		fprintf(stderr, "kspan-probe: tracefs is not mounted and mounting it failed: %s\n", strerror(-err));
 		return EXIT_TRACEFS;
 	}
-	if (opt.cgroup && !(cgid = cgroup_id_of(opt.cgroup))) {
-		fprintf(stderr, "kspan-probe: cgroup %s: %s\n", opt.cgroup, strerror(errno));
-		return EXIT_USAGE;
+	for (int i = 0; i < opt.n_cgroups; i++) {
+		if (!(cgids[i] = cgroup_id_of(opt.cgroups[i]))) {
+			fprintf(stderr, "kspan-probe: cgroup %s: %s\n", opt.cgroups[i],
+				errno == EMEDIUMTYPE ? "not a cgroup v2 directory" : strerror(errno));
+			return EXIT_USAGE;
+		}
 	}
 
 	skel = kspan_bpf__open();
@@ -1167,7 +1190,11 @@ int main(int argc, char **argv)
 	skel->bss->cfg.stack_min_ns = opt.stack_min_ns;
 	skel->bss->cfg.stacks = opt.stacks;
 	skel->bss->cfg.follow = opt.follow;
-	skel->bss->cfg.cgroup_id = cgid;
+	for (int i = 0; i < opt.n_cgroups; i++) {
+		__u8 one = 1;
+		bpf_map_update_elem(bpf_map__fd(skel->maps.target_cgroups), &cgids[i], &one, BPF_ANY);
+	}
+	skel->bss->cfg.cgroup_id = cgids[0]; /* != 0: scoped to target_cgroups */
 	skel->bss->cfg.self_tgid = getpid();
 	skel->bss->cfg.wake_bytes = (opt.ring_mb << 20) / 4;
 	skel->bss->cfg.irq_src = irq_src;

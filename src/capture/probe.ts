@@ -47,7 +47,10 @@ export interface ProbeOptions {
   futexMinUs?: number;
   stacks?: boolean;
   stackMinUs?: number;
+  /** Capture only tasks in this cgroup v2 (or below it); kept for callers of one path. */
   cgroup?: string;
+  /** Capture only tasks in these cgroup v2 directories or below them (a path under /sys/fs/cgroup, or absolute). */
+  cgroups?: string[];
   ringMb?: number;
   drainMs?: number;
   clockMs?: number;
@@ -78,7 +81,7 @@ export function probeArgs(o: ProbeOptions): string[] {
   if (o.futexMinUs !== undefined) a.push('--futex-min-us', String(o.futexMinUs));
   if (o.stacks) a.push('--stacks');
   if (o.stackMinUs !== undefined) a.push('--stack-min-us', String(o.stackMinUs));
-  if (o.cgroup) a.push('--cgroup', o.cgroup);
+  for (const c of new Set([...(o.cgroup ? [o.cgroup] : []), ...(o.cgroups ?? [])])) a.push('--cgroup', c);
   if (o.ringMb !== undefined) a.push('--ring-mb', String(o.ringMb));
   if (o.drainMs !== undefined) a.push('--drain-ms', String(o.drainMs));
   if (o.clockMs !== undefined) a.push('--clock-ms', String(o.clockMs));

@@ -4,8 +4,63 @@
 import { createWriteStream, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { readFileSync } from 'node:fs';
 import { parseServiceProcess } from '../correlator/index.js';
-import { runStdioServer, startMcpHttpServer } from '../mcp/index.js';
+import { parseDnsPeer, peerUrl, runStdioServer, startMcpHttpServer, type PeerOptions } from '../mcp/index.js';
+import { checkHostName, localHost } from '../store/index.js';
+
+/** The peer options of `kspan mcp`, `kspan run` and `kspan explain` (node:util parseArgs specs). */
+export const PEER_ARG_SPECS = {
+  peers: { type: 'string', multiple: true },
+  'peers-file': { type: 'string' },
+  'peers-dns': { type: 'string', multiple: true },
+  'peers-token-file': { type: 'string' },
+  'peer-timeout': { type: 'string' },
+  'peer-concurrency': { type: 'string' },
+} as const;
+
+export const PEER_HELP = `  --peers URL,...       other kspans (their MCP HTTP endpoints, http://HOST:PORT/mcp or HOST:PORT;
+                        repeatable): explain_request and find_slow_requests ask them too and merge
+  --peers-file FILE     peer URLs, one per line (# comments); re-read when it changes
+  --peers-dns NAME:PORT every A/AAAA record of NAME is a peer (e.g. a Kubernetes headless Service; repeatable)
+  --peers-token-file F  bearer token sent to the peers (default: this server's token, else KSPAN_MCP_TOKEN)
+  --peer-timeout MS     deadline of the peer calls, connect included (default 2000); late peers are listed
+                        as timed out and the answer says it is partial
+  --peer-concurrency N  peers asked at once (default 16)`;
+
+/**
+ * PeerOptions from parsed flags, or null when no peer source is given. Throws
+ * a message for a bad value. `token`: undefined = decided by the caller
+ * (the HTTP server's own token), else from --peers-token-file.
+ */
+export function peerOptionsFrom(v: {
+  peers?: string[]; 'peers-file'?: string; 'peers-dns'?: string[]; 'peers-token-file'?: string; 'peer-timeout'?: string; 'peer-concurrency'?: string;
+}): PeerOptions | null {
+  const urls = (v.peers ?? []).flatMap((x) => x.split(',')).map((x) => x.trim()).filter(Boolean).map(peerUrl);
+  for (const d of v['peers-dns'] ?? []) parseDnsPeer(d);
+  const any = urls.length || v['peers-file'] || v['peers-dns']?.length;
+  if (!any) {
+    if (v['peers-token-file'] || v['peer-timeout'] || v['peer-concurrency']) throw new Error('--peers-token-file, --peer-timeout and --peer-concurrency apply to --peers, --peers-file or --peers-dns');
+    return null;
+  }
+  const o: PeerOptions = { urls, file: v['peers-file'], dns: v['peers-dns'] };
+  if (v['peer-timeout'] !== undefined) {
+    const n = Number(v['peer-timeout']);
+    if (!(Number.isInteger(n) && n >= 10 && n <= 600_000)) throw new Error(`--peer-timeout wants milliseconds (10..600000), got "${v['peer-timeout']}"`);
+    o.timeoutMs = n;
+  }
+  if (v['peer-concurrency'] !== undefined) {
+    const n = Number(v['peer-concurrency']);
+    if (!(Number.isInteger(n) && n >= 1 && n <= 1024)) throw new Error(`--peer-concurrency wants an integer 1..1024, got "${v['peer-concurrency']}"`);
+    o.concurrency = n;
+  }
+  if (v['peers-token-file']) {
+    const t = readFileSync(v['peers-token-file'], 'utf8').split('\n')[0].trim();
+    if (!t) throw new Error(`token file ${v['peers-token-file']} is empty`);
+    o.token = t;
+  }
+  return o;
+}
 
 export const MCP_HELP = `usage: kspan mcp --data DIR [--http ADDR] [options]
 
@@ -23,7 +78,9 @@ kspan://coverage, kspan://topology to an MCP client. See src/mcp/README.md.
   --rate N              HTTP requests per second per client (burst 2N; default 20); each
                         message of a JSON-RPC batch counts
   --audit-log FILE      append the audit JSON lines to FILE instead of stderr
-  --service-process S=COMM  map service.name S to process COMM for the process join (repeatable)`;
+  --service-process S=COMM  map service.name S to process COMM for the process join (repeatable)
+  --host-name NAME      the host this server speaks for (default: the store's host, else os.hostname())
+${PEER_HELP}`;
 
 export async function cmdMcp(argv: string[]): Promise<number> {
   let o;
@@ -39,6 +96,8 @@ export async function cmdMcp(argv: string[]): Promise<number> {
         rate: { type: 'string' },
         'audit-log': { type: 'string' },
         'service-process': { type: 'string', multiple: true },
+        'host-name': { type: 'string' },
+        ...PEER_ARG_SPECS,
       },
       strict: true,
     }).values;
@@ -73,11 +132,20 @@ export async function cmdMcp(argv: string[]): Promise<number> {
     if (!(n > 0 && n <= 100000)) return usage(`--rate wants a positive number, got "${o.rate}"`);
     rate = { perSecond: n, burst: Math.max(1, Math.ceil(2 * n)) };
   }
+  let peers: PeerOptions | null;
+  let host;
+  try {
+    peers = peerOptionsFrom(o);
+    host = o['host-name'] ? localHost(checkHostName(o['host-name'])) : undefined;
+  } catch (e) {
+    return usage((e as Error).message);
+  }
   const log = o['audit-log'] ? createWriteStream(o['audit-log'], { flags: 'a', mode: 0o600 }) : process.stderr;
-  const common = { dataDir: dir, serviceProcess: Object.keys(serviceProcess).length ? serviceProcess : undefined, log };
+  const common = { dataDir: dir, serviceProcess: Object.keys(serviceProcess).length ? serviceProcess : undefined, log, host, peers };
 
   if (o.http === undefined) {
     if (o['token-file'] || o['allowed-host'] || o.rate) return usage('--token-file, --allowed-host and --rate are for --http');
+    if (peers && peers.token === undefined) peers.token = process.env.KSPAN_MCP_TOKEN?.trim() || null;
     await runStdioServer(common);
     return 0;
   }

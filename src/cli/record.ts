@@ -8,7 +8,7 @@ import {
   Kind, ProbeError, TASK, TaskEvent, RecordView, SummarySink, startCapture,
   type CaptureSession, type CaptureSink, type ProbeOptions, type ProbeProcess, type RecordBatch,
 } from '../capture/index.js';
-import { recordIntoStore, type RecordIntoStore } from '../store/index.js';
+import { localHost, recordIntoStore, type HostIdentity, type RecordIntoStore } from '../store/index.js';
 import { UsageError, intOpt, parse, parseDuration, parseSize } from './args.js';
 
 export const RECORD_HELP = `usage: kspan
@@ -19,6 +19,10 @@ export const RECORD_HELP = `usage: kspan
       --out FILE          write the raw record stream to FILE (replay with \`kspan dump\`)
       --duration S        stop after S seconds (default: until Ctrl-C, or until CMD exits)
       --pid P             capture only process P (repeatable)
+      --cgroup PATH       capture only tasks in this cgroup v2 directory or below it (repeatable: a pod's
+                          containers); PATH is under /sys/fs/cgroup, or absolute. Culprits outside the
+                          scope (the neighbour that took the CPU, a waker) are still named
+      --host-name NAME    host.name recorded in the store (default os.hostname())
       --follow            also capture processes they fork (default on with -- CMD; --no-follow)
       --cuda-lib PATH     attach CUDA uprobes to this libcudart/libcuda from the start (repeatable);
                           libraries that captured processes load later are attached when seen in
@@ -52,6 +56,8 @@ export async function cmdRecord(argv: string[]): Promise<number> {
     groups: { type: 'string' },
     'ring-mb': { type: 'string' },
     quiet: { type: 'boolean', short: 'q' },
+    cgroup: { type: 'string', multiple: true },
+    'host-name': { type: 'string' },
   }, true);
   if (o.help) {
     process.stdout.write(RECORD_HELP + '\n');
@@ -74,14 +80,21 @@ export async function cmdRecord(argv: string[]): Promise<number> {
     groups: o.groups?.split(',').map((g) => g.trim()).filter(Boolean),
     ringMb: intOpt(o['ring-mb'], 'ring-mb', 1),
     teePath: o.out,
+    cgroups: o.cgroup,
   };
+  let host: HostIdentity;
+  try {
+    host = localHost(o['host-name']);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
   if ((o['max-age'] || o['max-size']) && !o.data) throw new UsageError('--max-age and --max-size apply to --data');
   const maxAgeNs = o['max-age'] !== undefined ? parseDuration(o['max-age'], 'max-age') : undefined;
   const maxBytes = o['max-size'] !== undefined ? parseSize(o['max-size'], 'max-size') : undefined;
   let store: RecordIntoStore | null = null;
   if (o.data) {
     try {
-      store = recordIntoStore(o.data, { maxAgeNs, maxBytes });
+      store = recordIntoStore(o.data, { maxAgeNs, maxBytes, host, cgroups: o.cgroup });
     } catch (e) {
       throw new Error(`cannot open the store in ${o.data}: ${(e as Error).message}`);
     }

@@ -2,7 +2,10 @@
 
 import { startDaemon, type Daemon } from '../daemon/index.js';
 import { DEFAULT_OTLP_GRPC_ADDR, DEFAULT_OTLP_HTTP_ADDR, type UpstreamProtocol } from '../otel/index.js';
+import type { PeerOptions } from '../mcp/index.js';
+import { checkHostName } from '../store/index.js';
 import { UsageError, intOpt, nonNegative, parse, parseDuration, parseSize, serviceProcessOpt } from './args.js';
+import { PEER_ARG_SPECS, peerOptionsFrom } from './mcp.js';
 
 export const RUN_HELP = `usage: kspan
   run [options]                       the daemon beside an OTel collector: capture + store + OTLP in,
@@ -23,9 +26,14 @@ export const RUN_HELP = `usage: kspan
       --service-process SERVICE=COMM   join spans of SERVICE to the process named COMM (repeatable)
       --thread-id-is-os-tid            spans' thread.id is the Linux tid (default: only linux.tid is)
       --no-capture        no kernel capture (store and forward; what the store has is still used)
-      --pid P, --follow, --cuda-lib PATH, --groups LIST, --max-age D, --max-size S   as for record
+      --pid P, --cgroup PATH, --follow, --cuda-lib PATH, --groups LIST, --max-age D, --max-size S   as for record
+      --host-name NAME    host.name this daemon records, reports and stamps on spans (kspan.host.name);
+                          default os.hostname(). For several kspans sharing a kernel and a hostname.
       --mcp-http ADDR     also serve the MCP tools over Streamable HTTP at ADDR/mcp (loopback unless a token
                           is set: KSPAN_MCP_TOKEN or --mcp-token-file FILE; calls traced to --upstream)
+      --mcp-allowed-host NAME   extra Host header accepted by --mcp-http (e.g. a Service's DNS name; repeatable)
+      --peers URL,... | --peers-file F | --peers-dns NAME:PORT   with --mcp-http: other kspans that
+                          explain_request / find_slow_requests fan out to (see \`kspan mcp --help\`)
       --status-interval S status line every S seconds on stderr (default 10; 0: none)
       --duration S        stop after S seconds (default: until SIGINT/SIGTERM)`;
 
@@ -57,12 +65,25 @@ export async function cmdRun(argv: string[]): Promise<number> {
     duration: { type: 'string', short: 'd' },
     'mcp-http': { type: 'string' },
     'mcp-token-file': { type: 'string' },
+    'mcp-allowed-host': { type: 'string', multiple: true },
+    cgroup: { type: 'string', multiple: true },
+    'host-name': { type: 'string' },
+    ...PEER_ARG_SPECS,
   });
   if (o.help) {
     process.stdout.write(RUN_HELP + '\n');
     return 0;
   }
-  if (o['mcp-token-file'] && !o['mcp-http']) throw new UsageError('--mcp-token-file applies to --mcp-http');
+  if ((o['mcp-token-file'] || o['mcp-allowed-host']) && !o['mcp-http']) throw new UsageError('--mcp-token-file and --mcp-allowed-host apply to --mcp-http');
+  let peers: PeerOptions | null;
+  try {
+    peers = peerOptionsFrom(o);
+    if (o['host-name'] !== undefined) checkHostName(o['host-name']);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  if (peers && !o['mcp-http']) throw new UsageError('--peers, --peers-file and --peers-dns apply to --mcp-http (the fan-out is an MCP feature)');
+  if (o.cgroup?.length && o['no-capture']) throw new UsageError('--cgroup scopes capture: it does not go with --no-capture');
   const addr = (v: string | undefined, def: string): string | null => (v === 'off' ? null : v ?? def);
   const emit = o.emit ?? 'span-events';
   if (emit !== 'span-events' && emit !== 'child-spans') throw new UsageError(`--emit wants span-events or child-spans, got "${emit}"`);
@@ -116,9 +137,11 @@ export async function cmdRun(argv: string[]): Promise<number> {
       capture: o['no-capture'] ? null : {
         pids, follow: o.follow ?? false, cudaLibs: o['cuda-lib'],
         groups: o.groups?.split(',').map((g) => g.trim()).filter(Boolean),
+        cgroups: o.cgroup,
       },
       explain: { serviceProcess, threadIdIsOsTid: o['thread-id-is-os-tid'] },
-      mcpHttp: o['mcp-http'] ? { addr: o['mcp-http'], tokenFile: o['mcp-token-file'] } : null,
+      mcpHttp: o['mcp-http'] ? { addr: o['mcp-http'], tokenFile: o['mcp-token-file'], allowedHosts: o['mcp-allowed-host'], peers } : null,
+      hostName: o['host-name'],
       statusIntervalMs: statusS * 1000,
       log,
     });
@@ -132,12 +155,16 @@ export async function cmdRun(argv: string[]): Promise<number> {
     r.grpcPort > 0 ? `gRPC ${hostOf(o['otlp-grpc'] ?? DEFAULT_OTLP_GRPC_ADDR)}:${r.grpcPort}` : '',
     r.httpPort > 0 ? `HTTP ${hostOf(o['otlp-http'] ?? DEFAULT_OTLP_HTTP_ADDR)}:${r.httpPort}` : '',
   ].filter(Boolean).join(', ');
+  const st0 = daemon.status();
+  log(`host ${st0.host.name} (boot ${st0.host.bootId ?? '?'})${st0.cgroups.length ? `, capture scoped to ${st0.cgroups.join(', ')}` : ''}` +
+    `${daemon.mcp?.fanout ? `; fan-out to peers (${(await daemon.mcp.fanout.peers.list()).urls.length} now)` : ''}`);
   log(`store ${dataDir}; OTLP ${listening || 'off'}` +
     `; ${o.upstream ? `forwarding to ${o.upstream} (${daemon.upstream!.protocol}, ${emit})` : 'no upstream: enrich and store only'}` +
     `; capture ${daemon.status().capture}`);
   // ready line: tests and scripts wait for it (ports when 0 was asked for)
   process.stdout.write(JSON.stringify({
     ready: true, otlp_grpc_port: r.grpcPort, otlp_http_port: r.httpPort, mcp_url: daemon.mcp?.url ?? null, data: dataDir,
+    host: st0.host.name, boot_id: st0.host.bootId, cgroups: st0.cgroups,
   }) + '\n');
 
   const reason = await new Promise<string>((resolve) => {

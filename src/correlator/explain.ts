@@ -106,6 +106,7 @@ function explainOne(t: ExplainSession, s: SpanLike): { e: SpanExplanation; dq: S
   const base: SpanExplanation = {
     span_id: s.spanId, name: s.name, service: s.service, start_unix_nano: s.startEpoch.toString(), duration_ns: D,
     correlation: join.c, breakdown_ns: emptyBreakdown(), causes: [], parent_span_id: s.parentSpanId, data_quality: dq,
+    host: t.hostAt(s.startEpoch),
   };
   if (join.c.method === 'none' || D <= 0) {
     base.breakdown_ns.unknown = D;
@@ -172,6 +173,60 @@ function explainOne(t: ExplainSession, s: SpanLike): { e: SpanExplanation; dq: S
 }
 
 
+/**
+ * The trace summary: the top cause over all spans (severity first, then
+ * time), or why there is none. Also used to re-rank a trace merged from
+ * several hosts (src/mcp/fanout.ts).
+ */
+export function summarizeSpans(
+  spans: readonly SpanExplanation[], dq: { covered: boolean; coverage: number },
+  o: { childWaits?: boolean; withHost?: boolean } = {},
+): string {
+  // childWaits: a span's sleep / other-block time while its child spans ran
+  // (a caller waiting on a downstream service, on another host) is explained
+  // by the children's causes: it ranks by what is left.
+  const waitLeft = (e: SpanExplanation, c: Cause): number => {
+    if (!o.childWaits || (c.kind !== 'sleep' && c.kind !== 'other_block')) return c.duration_ns;
+    const s0 = BigInt(e.start_unix_nano);
+    const e0 = s0 + BigInt(e.duration_ns);
+    const iv = spans.filter((k) => k.parent_span_id === e.span_id).map((k): [bigint, bigint] => {
+      const a = BigInt(k.start_unix_nano);
+      const b = a + BigInt(k.duration_ns);
+      return [a > s0 ? a : s0, b < e0 ? b : e0];
+    }).filter(([a, b]) => b > a).sort((x, y) => (x[0] < y[0] ? -1 : 1));
+    let covered = 0n;
+    let end = s0;
+    for (const [a, b] of iv) {
+      const from = a > end ? a : end;
+      if (b > from) covered += b - from;
+      if (b > end) end = b;
+    }
+    return Math.max(0, c.duration_ns - Number(covered));
+  };
+  let best: { s: SpanExplanation; c: Cause; d: number } | null = null;
+  for (const e of spans) {
+    for (const c of e.causes) {
+      const d = waitLeft(e, c);
+      if (o.childWaits && d < 0.1 * c.duration_ns) continue;
+      if (!best || SEV_RANK[c.severity] > SEV_RANK[best.c.severity] || (SEV_RANK[c.severity] === SEV_RANK[best.c.severity] && d > best.d)) best = { s: e, c, d };
+    }
+  }
+  let summary: string;
+  const joined = spans.filter((s) => s.correlation.method !== 'none').length;
+  if (!joined) {
+    summary = `None of the ${spans.length} span(s) could be joined to kernel events (no linux.tid, process.pid, ${PROCESS_ID_ATTRIBUTES.join(', ')} or service mapping).`;
+  } else if (!best || best.c.severity === 'low') {
+    const onCpu = spans.reduce((a, s) => a + s.breakdown_ns.on_cpu, 0);
+    const tot = spans.reduce((a, s) => a + s.duration_ns, 0);
+    summary = `No kernel-side cause above low severity in ${spans.length} span(s) (${pct(tot ? onCpu / tot : 0)} of their time on CPU)${best ? `; largest: ${best.c.kind} ${fmtDur(best.c.duration_ns)} in "${best.s.name}"` : ''}.`;
+  } else {
+    const where = o.withHost && best.s.host?.name ? ` on ${best.s.host.name}` : '';
+    summary = `Top cause: ${best.c.kind} (${best.c.severity}) in "${best.s.name}" (${best.s.service || 'window'}${where}, ${fmtDur(best.s.duration_ns)}): ${best.c.summary}`;
+  }
+  if (!dq.covered) summary += ` Capture covered ${pct(dq.coverage)} of the least-covered span.`;
+  return summary;
+}
+
 function assemble(traceId: string, spans: { e: SpanExplanation; dq: SpanDataQuality; S: number; E: number }[], t: ExplainSession): Explanation {
   const methods: Record<string, number> = {};
   for (const s of spans) methods[s.e.correlation.method] = (methods[s.e.correlation.method] ?? 0) + 1;
@@ -185,25 +240,7 @@ function assemble(traceId: string, spans: { e: SpanExplanation; dq: SpanDataQual
     lost_known: drops.known, offcpu_threshold_ns: thr.length ? Math.max(...thr) : null, correlation: methods,
     threads_joined: spans.reduce((a, s) => a + s.dq.threads_joined, 0), notes,
   };
-  // top cause: severity first, then time
-  let best: { s: SpanExplanation; c: Cause } | null = null;
-  for (const { e } of spans) {
-    for (const c of e.causes) {
-      if (!best || SEV_RANK[c.severity] > SEV_RANK[best.c.severity] || (SEV_RANK[c.severity] === SEV_RANK[best.c.severity] && c.duration_ns > best.c.duration_ns)) best = { s: e, c };
-    }
-  }
-  let summary: string;
-  const joined = spans.filter((s) => s.e.correlation.method !== 'none').length;
-  if (!joined) {
-    summary = `None of the ${spans.length} span(s) could be joined to kernel events (no linux.tid, process.pid, ${PROCESS_ID_ATTRIBUTES.join(', ')} or service mapping).`;
-  } else if (!best || best.c.severity === 'low') {
-    const onCpu = spans.reduce((a, s) => a + s.e.breakdown_ns.on_cpu, 0);
-    const tot = spans.reduce((a, s) => a + s.e.duration_ns, 0);
-    summary = `No kernel-side cause above low severity in ${spans.length} span(s) (${pct(tot ? onCpu / tot : 0)} of their time on CPU)${best ? `; largest: ${best.c.kind} ${fmtDur(best.c.duration_ns)} in "${best.s.name}"` : ''}.`;
-  } else {
-    summary = `Top cause: ${best.c.kind} (${best.c.severity}) in "${best.s.name}" (${best.s.service || 'window'}, ${fmtDur(best.s.duration_ns)}): ${best.c.summary}`;
-  }
-  if (!dq.covered) summary += ` Capture covered ${pct(dq.coverage)} of the least-covered span.`;
+  const summary = summarizeSpans(spans.map((s) => s.e), dq);
   return { trace_id: traceId, found: true, summary, spans: spans.map((s) => s.e), data_quality: dq };
 }
 

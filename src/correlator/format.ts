@@ -34,10 +34,15 @@ export function formatExplanation(e: Explanation): string {
   L.push(`  ${e.summary}`);
   const dq = e.data_quality;
   L.push(`  data: ${dq.covered ? 'covered' : `covered ${pct(dq.coverage)}`}, lost records ${dq.lost_known ? dq.lost_events : 'unknown'}, off-CPU threshold ${dq.offcpu_threshold_ns !== null ? fmtDur(dq.offcpu_threshold_ns) : '?'}, join ${Object.entries(dq.correlation).map(([k, v]) => `${k}×${v}`).join(' ')}`);
+  if (dq.hosts) {
+    L.push(`  hosts${dq.partial ? ' (PARTIAL: not every host answered)' : ''}: ${dq.hosts.map((h) => `${h.name ?? h.url ?? '?'} ${h.status === 'failed' || h.status === 'timeout' ? h.status.toUpperCase() : h.status}` +
+      `${h.status === 'ok' || h.status === 'local' ? ` (${h.spans} span${h.spans === 1 ? '' : 's'})` : ''}${h.reason ? ` (${h.reason})` : ''}`).join(', ')}`);
+  }
   for (const s of e.spans) {
     L.push('');
     const c = s.correlation;
-    L.push(`span ${s.span_id} "${s.name}"${s.service ? ` [${s.service}]` : ''} ${fmtDur(s.duration_ns)} — join: ${c.method}${c.pid ? ` pid ${c.pid}` : ''}${c.tid ? ` tid ${c.tid}` : ''}${c.reason ? ` (${c.reason})` : ''}`);
+    const on = dq.hosts && s.host?.name ? ` on ${s.host.name}` : '';
+    L.push(`span ${s.span_id} "${s.name}"${s.service ? ` [${s.service}]` : ''}${on} ${fmtDur(s.duration_ns)} — join: ${c.method}${c.pid ? ` pid ${c.pid}` : ''}${c.tid ? ` tid ${c.tid}` : ''}${c.reason ? ` (${c.reason})` : ''}`);
     L.push(`  time: ${bar(s.breakdown_ns, s.duration_ns)}`);
     if (!s.causes.length) L.push('  no causes');
     s.causes.forEach((k, i) => {

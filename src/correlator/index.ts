@@ -7,10 +7,10 @@
 //   console.log(formatExplanation(e));   // or JSON.stringify(e)
 
 export {
-  explainSpanGroups, explainTrace, explainWindow, parseServiceProcess, severityOf, type ExplainableSpan,
+  explainSpanGroups, explainTrace, explainWindow, parseServiceProcess, severityOf, summarizeSpans, type ExplainableSpan,
 } from './explain.js';
 export { formatExplanation } from './format.js';
 export type {
   Breakdown, Cause, CauseKind, ChainStep, Correlation, CorrelationMethod, Culprit, DataQuality, Evidence, ExplainOptions,
-  Explanation, Severity, SpanDataQuality, SpanExplanation,
+  Explanation, HostAnswer, Severity, SpanDataQuality, SpanExplanation, SpanHost,
 } from './types.js';

@@ -55,6 +55,8 @@ export class ExplainSession {
   readonly knownThrough: number | null;
   /** kspan's own processes (probe and consumer): culprits among them are the observer */
   readonly observers: Set<number>;
+  /** the hosts that wrote the store (host records) */
+  private hosts: ReturnType<StoreReader['hosts']> | null = null;
 
   constructor(readonly reader: StoreReader, readonly o: ExplainOptions) {
     const c = readerCaches(reader);
@@ -71,6 +73,13 @@ export class ExplainSession {
       if (s.probePid) this.observers.add(s.probePid);
       for (const p of s.observerPids ?? []) this.observers.add(p);
     }
+  }
+
+  /** The host whose kernel data covers epoch ns `at` (explain JSON `host`). */
+  hostAt(at: bigint): { name: string | null; boot_id: string | null } {
+    this.hosts ??= this.reader.hosts();
+    const h = this.reader.hostAt(Number(at / 1_000_000n), this.hosts);
+    return { name: h?.name ?? null, boot_id: h?.bootId ?? null };
   }
 
   epoch(mono: number): string {

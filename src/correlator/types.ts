@@ -111,6 +111,28 @@ export interface SpanExplanation {
   data_quality?: SpanDataQuality;
   /** (added) process join: per-thread breakdown sums (thread-time), before scaling to the span */
   breakdown_thread_ns?: Breakdown;
+  /** (added) the host whose kernel explained the span: host.name and boot id (null: not recorded in the store) */
+  host?: SpanHost;
+}
+
+/** (added) A host as the explain JSON names it. */
+export interface SpanHost {
+  name: string | null;
+  boot_id: string | null;
+}
+
+/** (added) One host asked for a fan-out answer (data_quality.hosts). */
+export interface HostAnswer {
+  /** host.name (of a peer that failed: the name it gave last time, else null) */
+  name: string | null;
+  /** the peer's MCP URL; null for the host that answered the call itself */
+  url: string | null;
+  /** local: this host's store; ok: answered; not_found: answered, no span of the trace; failed / timeout: no answer (the result is partial); self: the URL is this server (skipped) */
+  status: 'local' | 'ok' | 'not_found' | 'failed' | 'timeout' | 'self';
+  /** spans (explain) or requests (find_slow_requests) it contributed */
+  spans: number;
+  elapsed_ms: number;
+  reason?: string;
 }
 
 export interface DataQuality {
@@ -124,6 +146,10 @@ export interface DataQuality {
   correlation: Record<string, number>;
   threads_joined: number;
   notes: string[];
+  /** (added) fan-out: every host asked, with its status; failed / timeout hosts make the answer partial */
+  hosts?: HostAnswer[];
+  /** (added) fan-out: some host did not answer (see hosts) */
+  partial?: boolean;
 }
 
 export interface Explanation {

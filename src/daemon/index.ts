@@ -14,8 +14,8 @@ import type { ExplainOptions } from '../correlator/index.js';
 import {
   EnrichPipeline, OtlpReceiver, UpstreamExporter, createOtlpTraceExporter, type EmitMode, type KernelSide, type UpstreamProtocol,
 } from '../otel/index.js';
-import { recordIntoStore, usedBytes, type RecordIntoStore } from '../store/index.js';
-import { startMcpHttpServer, type McpHttpHandle } from '../mcp/index.js';
+import { localHost, recordIntoStore, usedBytes, type HostIdentity, type RecordIntoStore } from '../store/index.js';
+import { startMcpHttpServer, type McpHttpHandle, type PeerOptions } from '../mcp/index.js';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { BasicTracerProvider, BatchSpanProcessor } from '@opentelemetry/sdk-trace-base';
 
@@ -44,13 +44,19 @@ export interface DaemonOptions {
   capture: ProbeOptions | null;
   explain?: ExplainOptions;
   /** MCP over Streamable HTTP beside the receivers (src/mcp); null: none */
-  mcpHttp?: { addr: string; tokenFile?: string; allowedHosts?: string[] } | null;
+  mcpHttp?: { addr: string; tokenFile?: string; allowedHosts?: string[]; peers?: PeerOptions | null } | null;
+  /** host.name recorded in the store and named by status and MCP (default os.hostname()) */
+  hostName?: string;
   /** status line every N ms on the log (0: none) */
   statusIntervalMs?: number;
   log?: (msg: string) => void;
 }
 
 export interface DaemonStatus {
+  /** the host this daemon speaks for (host.name, boot id) */
+  host: HostIdentity;
+  /** cgroup v2 paths capture is scoped to (empty: the whole host) */
+  cgroups: string[];
   uptimeS: number;
   capture: 'running' | 'stopped' | 'off' | 'failed';
   captureError: string | null;
@@ -79,9 +85,11 @@ export interface Daemon {
 export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const log = o.log ?? ((m: string) => process.stderr.write(`kspan run: ${m}\n`));
   const t0 = Date.now();
+  const host = localHost(o.hostName);
+  const cgroups = [...new Set([...(o.capture?.cgroup ? [o.capture.cgroup] : []), ...(o.capture?.cgroups ?? [])])];
   let store: RecordIntoStore;
   try {
-    store = recordIntoStore(o.dataDir, { maxAgeNs: o.maxAgeNs, maxBytes: o.maxBytes });
+    store = recordIntoStore(o.dataDir, { maxAgeNs: o.maxAgeNs, maxBytes: o.maxBytes, host, cgroups });
   } catch (e) {
     throw new Error(`cannot open the store in ${o.dataDir}: ${(e as Error).message}`);
   }
@@ -163,6 +171,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       mcp = await startMcpHttpServer({
         reader: writer.reader, dataDir: o.dataDir, addr: o.mcpHttp.addr, tokenFile: o.mcpHttp.tokenFile, allowedHosts: o.mcpHttp.allowedHosts,
         serviceProcess: o.explain?.serviceProcess, tracer: tracing?.getTracer('kspan-mcp'), diag: (m) => log(`mcp: ${m}`),
+        host, peers: o.mcpHttp.peers ?? null,
       });
       log(`MCP (Streamable HTTP) at ${mcp.url}${mcp.auth ? ' (bearer token required)' : ''}`);
     } catch (e) {
@@ -182,6 +191,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     const passed = Object.values(c.passed).reduce((a, b) => a + b, 0);
     const w = kernel.watermarkUnixNano();
     return {
+      host, cgroups,
       uptimeS: (Date.now() - t0) / 1000,
       capture: captureState,
       captureError,
@@ -209,7 +219,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       : ' | no upstream';
     const cap = s.capture === 'running' ? `lag ${s.lagMs === null ? '?' : Math.round(s.lagMs)} ms` : `capture ${s.capture}`;
     const partial = s.spans.enrichedPartial ? ` (${s.spans.enrichedPartial} partial)` : '';
-    return `spans ${spanRate.toFixed(0)}/s (${s.spans.received} in, ${s.spans.enriched} enriched${partial}, ${s.spans.passed} unchanged, ` +
+    return `${s.host.name}: spans ${spanRate.toFixed(0)}/s (${s.spans.received} in, ${s.spans.enriched} enriched${partial}, ${s.spans.passed} unchanged, ` +
       `${s.spans.buffered} waiting) | events ${evRate.toFixed(0)}/s, ${s.events.lostInKernel} lost | ${cap}${up}`;
   };
   let statusTimer: NodeJS.Timeout | null = null;

@@ -13,6 +13,7 @@
 //             a token is REQUIRED to bind anything but loopback (refuse to start).
 //             The token comes from an env var or a file, never a flag value.
 
+import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import type { Tracer } from '@opentelemetry/api';
 import { timingSafeEqual, createHash } from 'node:crypto';
@@ -23,7 +24,11 @@ import { networkInterfaces } from 'node:os';
 import type { Writable } from 'node:stream';
 import { openStoreReader, type StoreReader } from '../store/index.js';
 import type { BudgetLimits } from './budget.js';
+import { FanOut } from './fanout.js';
+import { selfUrlMatcher, type PeerOptions } from './peers.js';
 import { auditTransport, createKspanMcpServer, type AuditRecord } from './server.js';
+import { serverHost } from './tools.js';
+import type { HostIdentity } from '../store/index.js';
 import { ClockCacheMcp } from './time.js';
 
 export interface McpHttpOptions {
@@ -50,6 +55,10 @@ export interface McpHttpOptions {
   log?: Writable | ((rec: AuditRecord) => void) | null;
   /** diagnostics (default: stderr) */
   diag?: (line: string) => void;
+  /** the host this server speaks for (default: the store's latest host record, else this machine) */
+  host?: HostIdentity;
+  /** peers to fan explain_request / find_slow_requests out to (token: this server's own unless given) */
+  peers?: PeerOptions | null;
 }
 
 export interface McpHttpHandle {
@@ -59,10 +68,14 @@ export interface McpHttpHandle {
   port: number;
   /** whether a bearer token is required */
   auth: boolean;
+  /** the fan-out over the peers (null: none configured) */
+  fanout: FanOut | null;
   close(): Promise<void>;
 }
 
 const MAX_BODY = 1 << 20;
+/** idle MCP server objects kept for the next POSTs */
+const MAX_IDLE_SERVERS = 16;
 
 /** Loopback: 127.0.0.0/8, ::1, ::ffff:127.x, localhost. */
 export function isLoopback(host: string): boolean {
@@ -185,6 +198,10 @@ export async function startMcpHttpServer(o: McpHttpOptions): Promise<McpHttpHand
   const buckets = new Buckets(rate.perSecond, rate.burst);
   const clocks = new ClockCacheMcp();
   let allowed = new Set<string>();
+  let fanout: FanOut | null = null;
+  const me = o.host ?? serverHost({ reader });
+  const idle: McpServer[] = [];
+  let closing = false;
 
   const server = createServer((req, res) => {
     void handle(req, res).catch((e) => {
@@ -235,13 +252,17 @@ export async function startMcpHttpServer(o: McpHttpOptions): Promise<McpHttpHand
           { 'retry-after': String(Math.max(1, Math.ceil(more))) });
       }
     }
-    const mcp = createKspanMcpServer({ reader, dataDir: o.dataDir, serviceProcess: o.serviceProcess, clocks, limits: o.limits });
+    // building the server (nine tools' schemas) costs ~7 ms: idle ones are kept and reused
+    const mcp = idle.pop() ?? createKspanMcpServer({ reader, dataDir: o.dataDir, serviceProcess: o.serviceProcess, clocks, limits: o.limits, host: me, fanout });
     const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
-    // the client gone (or the answer sent): closing the server aborts the
-    // AbortSignal of every call still running for this POST
+    // the client gone (or the answer sent): closing the transport aborts the
+    // AbortSignal of every call still running for this POST; the server is
+    // free again (a late result goes to the closed transport it came from)
     res.on('close', () => {
-      void transport.close();
-      void mcp.close();
+      void transport.close().then(() => {
+        if (idle.length < MAX_IDLE_SERVERS && !closing) idle.push(mcp);
+        else void mcp.close();
+      });
     });
     await mcp.connect(auditTransport(transport, { log: o.log, tracer: o.tracer, transport: 'http', client }));
     await transport.handleRequest(req, res, body);
@@ -258,10 +279,17 @@ export async function startMcpHttpServer(o: McpHttpOptions): Promise<McpHttpHand
   allowed = hostsFor(host, a.port, o.allowedHosts ?? []);
   const urlHost = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '[::1]' : isIP(host) === 6 ? `[${host}]` : host;
   const url = `http://${urlHost}:${a.port}/mcp`;
+  if (o.peers) {
+    fanout = new FanOut({ ...o.peers, token: o.peers.token !== undefined ? o.peers.token : token, self: me, isSelfUrl: selfUrlMatcher(a.port, host) });
+    if (!fanout.peers.configured) fanout = null;
+  }
   diag(`kspan mcp: serving ${o.dataDir ?? 'the store'} at ${url} (read-only${token ? ', bearer token required' : ', loopback, no token'})`);
   return {
-    url, host, port: a.port, auth: !!token,
+    url, host, port: a.port, auth: !!token, fanout,
     close: async () => {
+      closing = true;
+      for (const m of idle.splice(0)) await m.close().catch(() => undefined);
+      await fanout?.close();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections();

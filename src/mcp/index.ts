@@ -9,7 +9,9 @@
 //   await server.connect(auditTransport(transport, { log: process.stderr }));
 
 export { auditTransport, createKspanMcpServer, leanSchema, runStdioServer, SERVER_INSTRUCTIONS, type AuditOptions, type AuditRecord, type StdioOptions } from './server.js';
-export { registerTools, TOOL_NAMES, type ToolContext } from './tools.js';
+export { isPeerCall, registerTools, serverHost, TOOL_NAMES, type ToolContext } from './tools.js';
+export { FanOut, HOST_META, PEER_META, mergeExplanations, mergeSlowRequests, type FanOutOptions, type PeerAnswer } from './fanout.js';
+export { DEFAULT_PEER_CONCURRENCY, DEFAULT_PEER_TIMEOUT_MS, PeerSet, parseDnsPeer, parsePeersFile, peerUrl, selfUrlMatcher, type PeerOptions } from './peers.js';
 export { DRILL_DOWN, investigationPrompt, registerGuide } from './guide.js';
 export { Budget, callsRunning, turnsWaiting, DEFAULT_MAX_EVENTS, DEFAULT_TIME_MS, SLICE_MS, type BudgetLimits } from './budget.js';
 export { ClockCacheMcp, parseTimeArg, resolveWindow, TIME_HELP, ToolInputError } from './time.js';

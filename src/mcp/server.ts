@@ -16,7 +16,10 @@ import { openStoreReader, type StoreReader } from '../store/index.js';
 import type { BudgetLimits } from './budget.js';
 import { registerGuide } from './guide.js';
 import { ClockCacheMcp } from './time.js';
-import { registerTools, type ToolContext } from './tools.js';
+import { registerTools, serverHost, type ToolContext } from './tools.js';
+import { FanOut } from './fanout.js';
+import type { PeerOptions } from './peers.js';
+import type { HostIdentity } from '../store/index.js';
 
 export interface AuditRecord {
   ts: string;
@@ -235,12 +238,19 @@ export interface StdioOptions extends AuditOptions {
   limits?: BudgetLimits;
   /** diagnostics (default: stderr) */
   diag?: (line: string) => void;
+  /** the host this server speaks for (default: the store's latest host record, else this machine) */
+  host?: HostIdentity;
+  /** peers to fan explain_request / find_slow_requests out to */
+  peers?: PeerOptions | null;
 }
 
 /** `kspan mcp --data DIR`: serve over stdin/stdout until stdin closes. Resolves on close. */
 export async function runStdioServer(o: StdioOptions): Promise<void> {
   const reader = openStoreReader(o.dataDir);
-  const server = createKspanMcpServer({ reader, dataDir: o.dataDir, serviceProcess: o.serviceProcess, limits: o.limits });
+  const host = o.host ?? serverHost({ reader });
+  let fanout: FanOut | null = o.peers ? new FanOut({ ...o.peers, self: host }) : null;
+  if (fanout && !fanout.peers.configured) fanout = null;
+  const server = createKspanMcpServer({ reader, dataDir: o.dataDir, serviceProcess: o.serviceProcess, limits: o.limits, host, fanout });
   const transport = auditTransport(new StdioServerTransport(), { ...o, transport: o.transport ?? 'stdio' });
   const closed = new Promise<void>((resolve) => {
     server.server.onclose = () => resolve();
@@ -251,6 +261,7 @@ export async function runStdioServer(o: StdioOptions): Promise<void> {
   (o.diag ?? ((l) => process.stderr.write(l + '\n')))(`kspan mcp: serving ${o.dataDir} over stdio (read-only)`);
   await closed;
   await server.close().catch(() => {});
+  await fanout?.close();
   await reader.root.close();
 }
 

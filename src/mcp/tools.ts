@@ -16,13 +16,14 @@ import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import * as z from 'zod';
 import { fmtDur, groupName, isoNs } from '../capture/index.js';
 import { explainTrace, formatExplanation, type Explanation } from '../correlator/index.js';
-import { spanServices, statsOf, type StoreReader } from '../store/index.js';
+import { localHost, spanServices, statsOf, type HostIdentity, type StoreReader } from '../store/index.js';
 import { eventTimeRange, findSlowSpansAny, spanTimeRange, spansByRequestId } from '../store/queries.js';
 import {
   DIST_KINDS, EVENT_KIND_NAMES, GROUP_FIELDS, checkEventQuery, checkScope, futexContention, latencyDistribution, listProcesses,
   offCpuIntervals, queryEvents, threadsByComm, whoWoke, type Scope,
 } from './analysis.js';
 import { Budget, type BudgetLimits } from './budget.js';
+import { HOST_META, PEER_META, mergeExplanations, mergeSlowRequests, type FanOut, type PeerAnswer } from './fanout.js';
 import { ClockCacheMcp, ToolInputError, nowEpochNs, parseTimeArg, resolveWindow, type DataRange, type Window } from './time.js';
 
 export interface ToolContext {
@@ -35,6 +36,22 @@ export interface ToolContext {
   clocks?: ClockCacheMcp;
   /** each call's time and row budget (default 2 s, 5 M events) */
   limits?: BudgetLimits;
+  /** the host this server speaks for (default: the store's latest host record, else this machine) */
+  host?: HostIdentity;
+  /** peers: explain_request and find_slow_requests also ask them (calls from a peer do not fan out again) */
+  fanout?: FanOut | null;
+}
+
+/** Was this call made by a fanning-out kspan (answer from this store only)? */
+export function isPeerCall(extra: { _meta?: Record<string, unknown> }): boolean {
+  return !!extra._meta?.[PEER_META];
+}
+
+/** The host a server over `reader` speaks for: the given one, the store's latest writer, or this machine. */
+export function serverHost(ctx: Pick<ToolContext, 'host' | 'reader'>): HostIdentity {
+  if (ctx.host) return ctx.host;
+  const h = ctx.reader.hosts().at(-1);
+  return h ? { name: h.name, bootId: h.bootId } : localHost();
 }
 
 /** Largest text rendering sent back (the structured result is bounded by the tools' limits). */
@@ -71,6 +88,14 @@ export function toolError(message: string): CallToolResult {
 
 /** Run a handler under a fresh budget; ToolInputError and store errors become isError results. */
 async function guard(ctx: ToolContext, signal: AbortSignal | undefined, f: (b: Budget) => CallToolResult | Promise<CallToolResult>): Promise<CallToolResult> {
+  const r = await guarded(ctx, signal, f);
+  // every answer names its host (fan-out: how a peer's answer, or this server answering itself, is recognized)
+  const h = serverHost(ctx);
+  r._meta = { ...(r._meta ?? {}), [HOST_META]: { name: h.name, boot_id: h.bootId } };
+  return r;
+}
+
+async function guarded(ctx: ToolContext, signal: AbortSignal | undefined, f: (b: Budget) => CallToolResult | Promise<CallToolResult>): Promise<CallToolResult> {
   const budget = new Budget(ctx.limits, signal);
   try {
     if (!(await budget.begin())) return toolError(budget.stopped === 'aborted' ? 'kspan: the request was cancelled' : 'kspan: no time left in the budget');
@@ -136,35 +161,81 @@ export function registerTools(server: McpServer, ctx: ToolContext): void {
       trace_id: str, found: bool, summary: str, spans: list, data_quality: obj, spans_total: num, spans_truncated: bool, request: obj.optional(),
     }),
     annotations: { title: 'Explain a slow request', ...READ_ONLY },
-  }, async (args, extra) => guard(ctx, extra.signal, async (budget) => {
-    if (args.trace_id !== undefined && args.request_id !== undefined) throw new ToolInputError('give one of trace_id and request_id, not both');
-    let traceId = args.trace_id?.toLowerCase();
-    let request: { request_id: string; attribute: string; trace_ids: string[]; truncated: boolean } | undefined;
-    let note = '';
-    if (traceId === '0'.repeat(32)) throw new ToolInputError('trace_id is all zeros (invalid W3C trace id)');
-    if (args.request_id !== undefined) {
-      const { matches, truncated } = await spansByRequestId(reader, args.request_id, 50, 2_000_000, budget);
-      if (!matches.length) {
-        return toolError(`no stored span has request id "${args.request_id}" (looked at gen_ai.request.id and the kept request-id attributes${truncated ? '; the span scan stopped at its budget' : ''}); find_slow_requests lists the stored requests`);
+  }, async (args, extra) => {
+    const fan = !isPeerCall(extra) && ctx.fanout?.peers.configured ? ctx.fanout : null;
+    const peerArgs = { max_spans: args.max_spans, evidence: args.evidence };
+    // a trace id: the peers are asked at once, while this host explains
+    const early = fan && args.trace_id && args.request_id === undefined && /^[0-9a-fA-F]{32}$/.test(args.trace_id)
+      ? fan.call('explain_request', { trace_id: args.trace_id.toLowerCase(), ...peerArgs }, extra.signal) : null;
+    early?.catch(() => undefined);
+    const t0 = performance.now();
+    return guard(ctx, extra.signal, async (budget) => {
+      if (args.trace_id !== undefined && args.request_id !== undefined) throw new ToolInputError('give one of trace_id and request_id, not both');
+      let traceId = args.trace_id?.toLowerCase();
+      let request: { request_id: string; attribute: string; trace_ids: string[]; truncated: boolean } | undefined;
+      let note = '';
+      if (traceId === '0'.repeat(32)) throw new ToolInputError('trace_id is all zeros (invalid W3C trace id)');
+      if (args.request_id !== undefined) {
+        const { matches, truncated } = await spansByRequestId(reader, args.request_id, 50, 2_000_000, budget);
+        if (matches.length) {
+          const traces = [...new Set(matches.sort((x, y) => (BigInt(y.span.startUnixNano) > BigInt(x.span.startUnixNano) ? 1 : -1)).map((m) => m.span.traceId))];
+          traceId = traces[0];
+          request = { request_id: args.request_id, attribute: matches[0].attribute, trace_ids: traces.slice(0, 20), truncated: truncated || traces.length > 20 };
+        } else if (fan) {
+          // not stored here: the peers may know the request id
+          const r = await fan.call('explain_request', { request_id: args.request_id, ...peerArgs }, extra.signal);
+          const hit = r.answers.find((a) => a.structured?.found === true && typeof a.structured.trace_id === 'string');
+          if (hit) {
+            traceId = hit.structured!.trace_id as string;
+            const req = hit.structured!.request as typeof request | undefined;
+            request = req ?? { request_id: args.request_id, attribute: '?', trace_ids: [traceId], truncated: false };
+          }
+        }
+        if (!traceId) {
+          return toolError(`no stored span has request id "${args.request_id}" (looked at gen_ai.request.id and the kept request-id attributes${truncated ? '; the span scan stopped at its budget' : ''}${fan ? ', on this host and its peers' : ''}); find_slow_requests lists the stored requests`);
+        }
+      } else if (traceId === undefined) {
+        const w = window(undefined, undefined);
+        const slow = await findSlowSpansAny(reader, { fromUnixNano: w.fromUnixNano, toUnixNano: w.toUnixNano, limit: 1 }, budget);
+        let best: { traceId: string; durationNs: number } | null = slow.spans.length ? { traceId: slow.spans[0].traceId, durationNs: slow.spans[0].durationNs } : null;
+        if (fan) {
+          const r = await fan.call('find_slow_requests', { limit: 1 }, extra.signal);
+          await budget.turn();
+          for (const a of r.answers) {
+            const row = (a.structured?.requests as { trace_id: string; duration_ns: number }[] | undefined)?.[0];
+            if (row && (!best || row.duration_ns > best.durationNs)) best = { traceId: row.trace_id, durationNs: row.duration_ns };
+          }
+        }
+        if (!best) return toolError(`no stored spans ${w.note ? 'in the store' : 'in the last hour'}${fan ? ' (on this host or its peers)' : ''}: give trace_id or request_id, or a window to find_slow_requests`);
+        traceId = best.traceId;
+        note = `no trace_id given: the slowest request since ${isoNs(w.fromUnixNano.toString())}${fan ? ' on any host' : ''}\n`;
       }
-      const traces = [...new Set(matches.sort((x, y) => (BigInt(y.span.startUnixNano) > BigInt(x.span.startUnixNano) ? 1 : -1)).map((m) => m.span.traceId))];
-      traceId = traces[0];
-      request = { request_id: args.request_id, attribute: matches[0].attribute, trace_ids: traces.slice(0, 20), truncated: truncated || traces.length > 20 };
-    } else if (traceId === undefined) {
-      const w = window(undefined, undefined);
-      const slow = await findSlowSpansAny(reader, { fromUnixNano: w.fromUnixNano, toUnixNano: w.toUnixNano, limit: 1 }, budget);
-      if (!slow.spans.length) return toolError(`no stored spans ${w.note ? 'in the store' : 'in the last hour'}: give trace_id or request_id, or a window to find_slow_requests`);
-      traceId = slow.spans[0].traceId;
-      note = `no trace_id given: the slowest request since ${isoNs(w.fromUnixNano.toString())}\n`;
-    }
-    const e = boundExplanation(explainTrace(reader, traceId!, { serviceProcess: ctx.serviceProcess, maxEvidence: args.evidence }), args.max_spans);
-    if (!e.found) return toolError(`trace ${traceId} is not in the span index (spans arrive through kspan's OTLP receiver; check the id, or use find_slow_requests)`);
-    const res = request ? { ...e, request } : e;
-    let text = note + formatExplanation(e);
-    if (request) text = `request ${request.request_id} -> trace ${traceId}${request.trace_ids.length > 1 ? ` (most recent of ${request.trace_ids.length} traces)` : ''}\n` + text;
-    if (e.spans_truncated) text += `\n(${e.spans_total} spans in the trace; the ${e.spans.length} slowest explained)`;
-    return ok(res as unknown as Record<string, unknown>, text);
-  }));
+      const peers = early ?? (fan ? fan.call('explain_request', { trace_id: traceId!, ...peerArgs }, extra.signal) : null);
+      const tl = performance.now();
+      const local = boundExplanation(explainTrace(reader, traceId!, { serviceProcess: ctx.serviceProcess, maxEvidence: args.evidence }), args.max_spans);
+      const localMs = performance.now() - tl;
+      let e: typeof local = local;
+      if (peers) {
+        // merging is light (no store access): no turn to wait for, the deadline is what the caller waits on
+        const { answers, errors } = await peers;
+        e = mergeExplanations(traceId!, serverHost(ctx), local, localMs, answers, errors, args.max_spans);
+        if (!e.found) {
+          const dq = e.data_quality as typeof e.data_quality & { hosts: { name: string | null; url: string | null; status: string; reason?: string }[] };
+          return toolError(`trace ${traceId} is not in the span index of any host asked (${dq.hosts.map((h) => `${h.name ?? h.url} ${h.status}${h.reason ? `: ${h.reason}` : ''}`).join('; ')}); check the id, or use find_slow_requests`);
+        }
+      } else if (!e.found) {
+        // a fanning-out kspan asked: "not here" is an answer, not an error
+        if (isPeerCall(extra)) return ok({ ...e } as unknown as Record<string, unknown>, `trace ${traceId} is not stored on this host`);
+        return toolError(`trace ${traceId} is not in the span index (spans arrive through kspan's OTLP receiver; check the id, or use find_slow_requests)`);
+      }
+      void t0;
+      const res = request ? { ...e, request } : e;
+      let text = note + formatExplanation(e);
+      if (request) text = `request ${request.request_id} -> trace ${traceId}${request.trace_ids.length > 1 ? ` (most recent of ${request.trace_ids.length} traces)` : ''}\n` + text;
+      if (e.spans_truncated) text += `\n(${e.spans_total} spans in the trace; the ${e.spans.length} slowest explained)`;
+      return ok(res as unknown as Record<string, unknown>, text);
+    });
+  });
 
   // ---- find_slow_requests
   server.registerTool('find_slow_requests', {
@@ -179,9 +250,15 @@ export function registerTools(server: McpServer, ctx: ToolContext): void {
       min_duration_ms: minMsArg.optional(),
       limit: limitArg(10, 50),
     },
-    outputSchema: out({ window: obj, requests: list, matched_spans: num, returned: num, truncated: bool, notes: z.array(str) }),
+    outputSchema: out({ window: obj, requests: list, matched_spans: num, returned: num, truncated: bool, notes: z.array(str), hosts: list.optional(), partial: bool.optional() }),
     annotations: { title: 'Find slow requests', ...READ_ONLY },
-  }, async (args, extra) => guard(ctx, extra.signal, async (budget) => {
+  }, async (args, extra) => {
+    const fan = !isPeerCall(extra) && ctx.fanout?.peers.configured ? ctx.fanout : null;
+    const peers = fan ? fan.call('find_slow_requests', { ...args }, extra.signal) : null;
+    peers?.catch(() => undefined);
+    return guard(ctx, extra.signal, async (budget) => {
+    const tl = performance.now();
+    const me = serverHost(ctx).name;
     const w = window(args.since, args.until);
     const res = await findSlowSpansAny(reader, {
       service: args.service, fromUnixNano: w.fromUnixNano, toUnixNano: w.toUnixNano,
@@ -209,7 +286,7 @@ export function registerTools(server: McpServer, ctx: ToolContext): void {
         trace_id: s.traceId, span_id: s.spanId, service: s.service, name: s.name, start_unix_nano: s.startUnixNano,
         duration_ns: s.durationNs, request_id: s.requestId, correlation: se?.correlation.method ?? 'none',
         top_cause: top ? { kind: top.kind, severity: top.severity, duration_ns: top.duration_ns, share: top.share, culprit: top.culprit } : null,
-        blame: blame.length > 300 ? blame.slice(0, 297) + '...' : blame,
+        blame: blame.length > 300 ? blame.slice(0, 297) + '...' : blame, host: me,
       });
     }
     const notes: string[] = [];
@@ -221,11 +298,21 @@ export function registerTools(server: McpServer, ctx: ToolContext): void {
       // more traces than shown, or more matching spans than the candidates looked at (their traces may be others)
       truncated: res.truncated || moreTraces || res.matched > res.spans.length, notes,
     };
+    if (peers) {
+      const localMs = performance.now() - tl;
+      const { answers, errors } = await peers;
+      const m = mergeSlowRequests(serverHost(ctx), res2, localMs, answers, errors, args.limit);
+      const rows2 = m.requests as unknown as typeof rows;
+      const text = (rows2.length ? rows2.map((r, i) => `${i + 1}. ${ms(r.duration_ns)} ${r.service} "${r.name}" on ${r.host} trace ${r.trace_id} — ${r.blame}`).join('\n') : 'no slow requests on any host') +
+        `\nhosts: ${m.hosts.map((h) => `${h.name ?? h.url} ${h.status}${h.reason ? ` (${h.reason})` : ''}`).join(', ')}` + (m.notes as string[]).map((n) => `\n${n}`).join('');
+      return ok(m, text);
+    }
     const text = rows.length
       ? rows.map((r, i) => `${i + 1}. ${ms(r.duration_ns)} ${r.service} "${r.name}" trace ${r.trace_id} — ${r.blame}`).join('\n') + (notes.length ? `\n${notes.join('\n')}` : '')
       : notes.join('\n');
     return ok(res2, text);
-  }));
+  });
+  });
 
   // ---- get_latency_distribution
   server.registerTool('get_latency_distribution', {
@@ -382,11 +469,11 @@ export function registerTools(server: McpServer, ctx: ToolContext): void {
   server.registerTool('capture_status', {
     title: 'Capture status',
     description:
-      'Can the data be trusted: capture sessions and probe groups attached (or failed), records lost in the kernel, ' +
+      'The host (name, boot id, capture scope) and whether the data can be trusted: capture sessions and probe groups attached (or failed), records lost in the kernel, ' +
       'coverage of the last 5 min, clock offset, store size/events/time range, span services.',
     inputSchema: {},
     outputSchema: out({
-      sessions: list, probes: list, drops: obj, skipped: obj, coverage_last_5m: obj, clock: obj, store: obj, span_services: z.array(str), now_unix_nano: str,
+      host: obj, sessions: list, probes: list, drops: obj, skipped: obj, coverage_last_5m: obj, clock: obj, store: obj, span_services: z.array(str), now_unix_nano: str,
     }),
     annotations: { title: 'Capture status', ...READ_ONLY },
   }, async (_args, extra) => guard(ctx, extra.signal, () => {
@@ -397,7 +484,7 @@ export function registerTools(server: McpServer, ctx: ToolContext): void {
     const last = samples.at(-1);
     const sessions = reader.sessions().slice(-20).map((s) => ({
       start_unix_nano: c.toEpochNs(s.startNs).toString(), end_unix_nano: c.toEpochNs(s.endNs).toString(), closed: s.closed,
-      probe_pid: s.probePid, offcpu_threshold_ns: s.offcpuMinNs,
+      probe_pid: s.probePid, offcpu_threshold_ns: s.offcpuMinNs, host_name: s.hostName ?? null, boot_id: s.bootId, cgroups: s.cgroups ?? [],
       groups: Object.entries(s.groups).map(([name, g]) => ({
         name, attached: g.ranges.some((r) => r.err === 0), detail: g.ranges.map((r) => r.detail).filter(Boolean).join('; ').slice(0, 200),
       })),
@@ -409,7 +496,10 @@ export function registerTools(server: McpServer, ctx: ToolContext): void {
     const cov = reader.coverage(Math.max(0, nowMono - 300e9), nowMono);
     const drops = reader.dropsIn(0, Number.MAX_SAFE_INTEGER);
     const retained = reader.retainedFromNs();
+    const me = serverHost(ctx);
+    const lastSession = sessions.at(-1);
     const res = {
+      host: { name: me.name, boot_id: me.bootId, capture_scope: lastSession ? (lastSession.cgroups.length ? { cgroups: lastSession.cgroups } : 'host') : null },
       sessions,
       probes: [...latest.values()].map((s) => ({ group: s.name || groupName(s.group), err: s.err, attached: s.nAttached, failed: s.nFailed, detail: s.detail.slice(0, 200) })),
       drops: { total: drops.total, by_ring: drops.byRing, known: drops.known },
@@ -428,6 +518,7 @@ export function registerTools(server: McpServer, ctx: ToolContext): void {
       now_unix_nano: now.toString(),
     };
     const text = [
+      `host: ${me.name} (boot ${me.bootId ?? '?'})${lastSession?.cgroups.length ? `, capture scoped to ${lastSession.cgroups.join(', ')}` : ''}`,
       `store: ${st.events.toLocaleString('en-US')} events, ${(st.usedBytes / 1e6).toFixed(1)} MB in use, ` +
         (st.fromUnixNano ? `${isoNs(st.fromUnixNano)} .. ${isoNs(st.toUnixNano!)}` : 'empty'),
       `sessions: ${sessions.length}${sessions.length ? ` (last: ${sessions.at(-1)!.closed ? 'closed' : 'open'}, groups ${sessions.at(-1)!.groups.map((g) => `${g.name}${g.attached ? '' : ' FAILED'}`).join(',')})` : ''}`,

@@ -57,6 +57,8 @@ export function kspanAttributes(e: SpanExplanation): KeyValue[] {
   put(out, 'kspan.correlation.method', e.correlation.method);
   put(out, 'kspan.correlation.pid', e.correlation.pid);
   put(out, 'kspan.correlation.tid', e.correlation.tid);
+  // the host whose kernel explained the span (DESIGN §9)
+  if (e.host?.name) put(out, 'kspan.host.name', e.host.name);
   for (const k of BREAKDOWN_KEYS) put(out, `kspan.${k}_ns`, e.breakdown_ns[k]);
   const top = e.causes[0];
   if (top) {

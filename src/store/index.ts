@@ -26,6 +26,7 @@ export { StoreWriter, usedBytes, type RetentionResult, type WriterCounters, type
 export { SpanIndex, storedSpan, type SlowSpanQuery, type SpanInput, type StoredSpan } from './spans.js';
 export { formatStats, statsOf, storeStats, type StoreStats } from './stats.js';
 export { recordIntoStore, type RecordIntoStore } from './ingest.js';
+export { bootId, checkHostName, localHost, type HostIdentity, type HostMeta } from './host.js';
 export {
   findSlowSpansAny, spanServices, spansByRequestId,
   type RequestIdMatch, type SlowSpansAnyQuery, type SlowSpansResult,

@@ -18,6 +18,7 @@ import {
   type StoreConfig, type ThreadMeta,
 } from './schema.js';
 import { storeClock } from './clock.js';
+import type { HostIdentity, HostMeta } from './host.js';
 import type { StoreHead } from './head.js';
 import { incarnationAt } from './threads.js';
 import { SpanIndex } from './spans.js';
@@ -454,6 +455,28 @@ export class StoreReader {
       total += lost;
     }
     return { byRing, total, known };
+  }
+
+  /** The hosts that wrote this store (one record per writer open), oldest first. */
+  hosts(): HostMeta[] {
+    this.auto();
+    const out: HostMeta[] = [];
+    for (const { value } of this.meta.getRange({ start: metaKey(M.HOST), end: metaKey(M.HOST + 1) })) out.push(value as HostMeta);
+    return out;
+  }
+
+  /**
+   * The host whose data this is at epoch ms `atMs`: the latest writer that
+   * opened the store before it (else the first one); null for stores written
+   * before hosts were recorded.
+   */
+  hostAt(atMs: number, hosts = this.hosts()): HostIdentity | null {
+    let h: HostMeta | undefined;
+    for (const x of hosts) {
+      if (x.sinceMs <= atMs || !h) h = x;
+      else break;
+    }
+    return h ? { name: h.name, bootId: h.bootId } : null;
   }
 
   /**

@@ -38,6 +38,7 @@ export const M = {
   PROC: 0x50, // 'P' + u32 pid + u32 tid + u64 start_time
   COUNTERS: 0x43, // 'C': writer counters (skipped records etc.)
   RETAINED: 0x52, // 'R': { fromNs }: retention horizon, events before it were dropped
+  HOST: 0x48, // 'H' + u64 epoch ms: HostMeta, the host of the writer that opened the store then
 } as const;
 
 export function putU64(b: Buffer, at: number, v: number): void {
@@ -159,6 +160,10 @@ export interface SessionMeta {
   endNs: number;
   closed: boolean;
   bootId: string | null;
+  /** (added) host.name of the capturing host (os.hostname() or `--host-name`); absent in older stores */
+  hostName?: string;
+  /** (added) cgroup v2 paths capture was scoped to (none: the whole host) */
+  cgroups?: string[];
   probePid: number | null;
   /** kspan's own processes while capturing (the consumer; the probe is probePid): named as the observer when they are culprits */
   observerPids?: number[];

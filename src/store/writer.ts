@@ -17,6 +17,7 @@ import {
 } from '../capture/index.js';
 import { BlockBuilder, FutexBuilder, KIND_SPECS } from './codec.js';
 import type { HeadBlock, StoreHead } from './head.js';
+import { localHost, type HostIdentity, type HostMeta } from './host.js';
 import { StoreReader, openEnv, type OpenOptions } from './reader.js';
 import {
   DEFAULT_PARTITION_NS, M, SCHEMA_VERSION, blockKey, f64, futexBlockKey, futexPrefix, getU64, metaKey, pidMapKey,
@@ -44,6 +45,10 @@ export interface WriterOptions extends OpenOptions {
   maxBytes?: number;
   /** check retention every this many ms of wall time (default 5000; 0 = only when enforceRetention() is called). */
   retentionEveryMs?: number;
+  /** the host this writer runs on (default: os.hostname() and the kernel's boot id): recorded per session and in a host record */
+  host?: HostIdentity;
+  /** cgroup v2 paths capture is scoped to, recorded per session */
+  cgroups?: string[];
 }
 
 export interface WriterCounters extends SkipCounters {
@@ -114,7 +119,10 @@ export class StoreWriter implements CaptureSink {
     byKind: new Array(KIND_MAX + 1).fill(0), unknownKind: 0, badValue: 0, expired: 0, droppedPartitions: 0,
   };
   readonly partitionNs: number;
-  private readonly o: Required<Omit<WriterOptions, keyof OpenOptions>>;
+  private readonly o: Required<Omit<WriterOptions, keyof OpenOptions | 'host' | 'cgroups'>>;
+  /** the host recorded for this writer's sessions */
+  readonly host: HostIdentity;
+  private readonly cgroups: string[] | undefined;
   private readonly threads = new Map<number, BlockBuilder>();
   private readonly futex = new Map<number, Map<number, FutexBuilder>>();
   private readonly partMeta = new Map<number, PartitionMeta>();
@@ -184,6 +192,12 @@ export class StoreWriter implements CaptureSink {
       maxBytes: opts.maxBytes ?? 0,
       retentionEveryMs: opts.retentionEveryMs ?? 5000,
     };
+    this.host = opts.host ?? localHost();
+    this.cgroups = opts.cgroups?.length ? [...opts.cgroups] : undefined;
+    // the host of the data written from now on (a store moved between hosts, or renamed, keeps its history)
+    const sinceMs = Date.now();
+    const hm: HostMeta = { name: this.host.name, bootId: this.host.bootId, since: new Date(sinceMs).toISOString(), sinceMs };
+    meta.putSync(metaKey(M.HOST, [sinceMs, 8]), hm);
     for (const pm of this.reader.partitions()) {
       this.partMeta.set(pm.idx, pm);
       this.openedParts.add(pm.idx);
@@ -599,7 +613,8 @@ export class StoreWriter implements CaptureSink {
   beginSession(startNs: number, info: Partial<SessionMeta> = {}): void {
     if (this.session) this.endSession();
     this.session = {
-      startNs, endNs: Math.max(startNs, this.maxTs), closed: false, bootId: info.bootId ?? null, probePid: info.probePid ?? null,
+      startNs, endNs: Math.max(startNs, this.maxTs), closed: false, bootId: info.bootId ?? this.host.bootId, probePid: info.probePid ?? null,
+      hostName: info.hostName ?? this.host.name, ...(this.cgroups ? { cgroups: this.cgroups } : {}),
       observerPids: info.observerPids ?? [process.pid],
       offcpuMinNs: info.offcpuMinNs ?? null, startedAt: new Date().toISOString(), stoppedAt: null, groups: {},
     };

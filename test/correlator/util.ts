@@ -2,7 +2,7 @@
 // FrameDecoder -> StoreWriter, then spans through the span index.
 
 import { FrameWriter } from '../helpers/frames.js';
-import { openStoreReader, openStoreWriter, type SpanInput, type StoreReader } from '../../src/store/index.js';
+import { openStoreReader, openStoreWriter, type SpanInput, type StoreReader, type WriterOptions } from '../../src/store/index.js';
 import { feed, tempDir } from '../store/util.js';
 
 export const MS = 1_000_000;
@@ -29,13 +29,13 @@ export interface Built {
  * Build a store: HELLO at T0, `fill` writes the records, then a CLOCK record
  * at `endMono` (so capture covers [T0, endMono]), then the spans.
  */
-export async function buildStore(name: string, fill: (fw: FrameWriter) => void, spans: SpanInput[], endMono = W0 + 1_000 * MS): Promise<Built> {
+export async function buildStore(name: string, fill: (fw: FrameWriter) => void, spans: SpanInput[], endMono = W0 + 1_000 * MS, wo: WriterOptions = {}): Promise<Built> {
   const { dir, cleanup } = tempDir(`corr-${name}`);
   const fw = new FrameWriter();
   fw.hello({ ts: T0, monoNs: T0, realtimeNs: EPOCH0, offcpuMinNs: 50_000 });
   fill(fw);
   fw.clock({ ts: endMono, realtimeNs: epoch(endMono), errorNs: 10 });
-  const w = openStoreWriter(dir);
+  const w = openStoreWriter(dir, wo);
   await feed(w, fw.toBuffer());
   if (spans.length) await w.reader.spans.putSpans(spans);
   await w.close();

@@ -150,7 +150,7 @@ export class GroupProcess {
   }
 }
 
-const READY = /Everything is ready\. Begin running and processing data\./;
+export const READY = /Everything is ready\. Begin running and processing data\./;
 
 // ---------------------------------------------------------------- Jaeger
 
@@ -206,7 +206,7 @@ export interface Jaeger {
   stop(): Promise<void>;
 }
 
-function jaegerConfig(p: { grpc: number; http: number; queryHttp: number; queryGrpc: number }): string {
+export function jaegerConfig(p: { grpc: number; http: number; queryHttp: number; queryGrpc: number }): string {
   // Jaeger v2 is an OTel Collector distribution: the same config layout, plus
   // Jaeger's extensions (jaeger_storage: backends; jaeger_query: API + UI).
   return `
