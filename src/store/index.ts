@@ -21,7 +21,7 @@ export { MAX_DBS_DEFAULT, StoreReader, openStoreReader, type Coverage, type Drop
 export { incarnationAt, incarnationNear } from './threads.js';
 export { storeClock } from './clock.js';
 export type { HeadBlock, StoreHead } from './head.js';
-export { StoreWriter, usedBytes, type RetentionResult, type WriterCounters, type WriterOptions } from './writer.js';
+export { StoreCommitError, StoreWriter, usedBytes, type RetentionResult, type StoreHealth, type WriterCounters, type WriterOptions } from './writer.js';
 export { SpanIndex, type SlowSpanQuery, type SpanInput, type StoredSpan } from './spans.js';
 export { formatStats, statsOf, storeStats, type StoreStats } from './stats.js';
 export { recordIntoStore, type RecordIntoStore } from './ingest.js';
