@@ -30,6 +30,7 @@ import type { Database } from 'lmdb';
 import { HelloView, Kind, KIND_MAX, MIN_SIZE, groupName, type ClockHistory, type CaptureSink, type RecordBatch } from '../capture/index.js';
 import { BlockBuilder, FutexBuilder, KIND_SPECS } from './codec.js';
 import type { HeadBlock, StoreHead } from './head.js';
+import { describeCommitError } from './commit-error.js';
 import { StoreReader, openEnv, type OpenOptions } from './reader.js';
 import {
   DEFAULT_PARTITION_NS, M, SCHEMA_VERSION, blockKey, f64, futexBlockKey, futexPrefix, getU64, metaKey, partitionFromNs,
@@ -191,26 +192,6 @@ function quietLmdbCommitErrors(): void {
   };
 }
 
-const SPACE_CODES = new Set([5, 27, 28, 122, -30792]);
-const ERRNO: Record<number, string> = { 5: 'EIO', 27: 'EFBIG', 28: 'ENOSPC', 122: 'EDQUOT', '-30792': 'MDB_MAP_FULL' };
-
-/** The cause of an lmdb-js "Commit failed" (its commitError promise), classified. */
-async function describeCommitError(e: unknown): Promise<{ message: string; space: boolean }> {
-  let err = e as Error & { commitError?: Promise<unknown>; code?: number | string };
-  if (err && err.commitError && typeof err.commitError.then === 'function') {
-    try {
-      await err.commitError;
-    } catch (cause) {
-      err = cause as typeof err;
-    }
-  }
-  const msg = String(err?.message ?? err);
-  const code = typeof err?.code === 'number' ? err.code : null;
-  const name = code !== null ? ERRNO[code] ?? `error ${code}` : null;
-  const space = (code !== null && SPACE_CODES.has(code)) || /no space|MAP_FULL|quota|Input\/output/i.test(msg);
-  return { message: name && !msg.includes(name) ? `${msg} (${name})` : msg, space };
-}
-
 export class StoreWriter implements CaptureSink {
   readonly reader: StoreReader;
   readonly counters: WriterCounters = {
@@ -357,8 +338,10 @@ export class StoreWriter implements CaptureSink {
       this.curBytes = partitionBytes(this.reader, last.idx);
     }
     this.reader.mayOpen = () => this.inTxn;
-    const ret = meta.get(metaKey(M.RETAINED)) as { fromNs: number } | undefined;
+    const ret = meta.get(metaKey(M.RETAINED)) as { fromNs: number; capBytes?: number; capFor?: number } | undefined;
     if (ret) this.horizonNs = ret.fromNs;
+    // a cap learned from a full disk holds across restarts with the same --max-size (a new limit starts over)
+    if (ret?.capBytes && ret.capFor === this.o.maxBytes) this.capTo(ret.capBytes);
   }
 
   get root() {
@@ -757,19 +740,34 @@ export class StoreWriter implements CaptureSink {
     if (!this.pending.length && !this.partPuts.length && !this.metaPuts.size && !this.dirtyParts.size && !this.dirtyThreads.size && !this.session && !this.fail) {
       return this.lastRound;
     }
+    // A round takes the oldest blocks up to a bound (1 MiB while retrying after failures, so that what
+    // fits on a nearly full disk goes in; 4 MiB otherwise); the rest follows in the next round.
+    const limit = this.fail !== null ? this.o.roundBytes : Math.max(4 << 20, this.o.roundBytes);
+    let take = this.pending.length;
+    let bytes = this.pendingBytes;
+    if (bytes > limit) {
+      take = 0;
+      bytes = 0;
+      for (const p of this.pending) {
+        if (take > 0 && bytes + p.value.length > limit) break;
+        bytes += p.value.length;
+        take++;
+      }
+    }
     const W: Round = {
-      pend: this.pending, bytes: this.pendingBytes, events: 0, partPuts: this.partPuts,
+      pend: this.pending.slice(0, take), bytes, events: 0, partPuts: this.partPuts,
       metaPuts: [...this.metaPuts].map(([h, [k, v]]) => [h, k, v]), parts: [...this.dirtyParts], threads: [...this.dirtyThreads],
       newThreads: this.newByTid.size ? [...this.newByTid.values()].flat() : null, opened: [],
     };
     for (const p of W.pend) W.events += p.events;
-    this.pending = [];
-    this.pendingBytes = 0;
+    this.pending = take === this.pending.length ? [] : this.pending.slice(take);
+    this.pendingBytes -= bytes;
     this.partPuts = [];
     this.metaPuts = new Map();
     this.dirtyParts.clear();
     this.dirtyThreads.clear();
-    if (this.session && this.sessionKey) {
+    // (the session's committed-through time holds only when every sealed block is in this round)
+    if (this.session && this.sessionKey && this.pending.length === 0) {
       // other processes read the session's end as "captured and committed up to here"
       const through = this.committedThroughNs;
       if (through > this.session.endNs) this.session.endNs = through;
@@ -843,6 +841,8 @@ export class StoreWriter implements CaptureSink {
       if (W.pend.length > 0 || this.pending.length === 0) this.recovered();
       else this.fail.retryAt = Date.now();
     }
+    // blocks left over by the round's bound go next
+    if (this.pending.length && !this.closed && this.fail === null) setImmediate(() => this.commitRound());
   }
 
   private async roundFailed(W: Round, e: unknown): Promise<void> {
@@ -929,12 +929,44 @@ export class StoreWriter implements CaptureSink {
   /** Seal every open block and commit; resolves when everything ingested so far is committed. Throws StoreCommitError while the store cannot commit. */
   async flush(): Promise<void> {
     this.sweep(true);
-    await this.commitRound(true);
-    await this.lastRound;
+    await this.commitAll();
     if (this.fail) {
       const h = this.health;
       throw new StoreCommitError(`the store in ${this.dir} cannot commit: ${h.error}`, h);
     }
+  }
+
+  /** Commit rounds until nothing is pending, or one fails (one attempt, whatever the retry time). */
+  private async commitAll(): Promise<void> {
+    for (;;) {
+      await this.commitRound(true);
+      await this.lastRound;
+      if (this.fail !== null || this.closed || !this.pending.length) return;
+    }
+  }
+
+  /**
+   * The store cannot commit (disk full): wait for the room the writer makes
+   * by itself (with a limit), commit what is held; still failing, drop the
+   * oldest partitions (`includeNewest`: even the one being written) and
+   * commit again. Resolves with the partitions dropped here; `health` says
+   * whether it commits now.
+   */
+  async makeRoom(includeNewest: boolean): Promise<number[]> {
+    if (this.emergency) await this.emergency;
+    if (this.fail === null) return [];
+    await this.commitAll();
+    if (this.fail === null) return [];
+    const dropped = await this.emergencyRetention(includeNewest).catch(() => [] as number[]);
+    await this.commitAll();
+    return dropped;
+  }
+
+  /** Events in the live partitions (committed or about to be). */
+  get liveEvents(): number {
+    let n = 0;
+    for (const pm of this.partMeta.values()) n += pm.events;
+    return n;
   }
 
   /** Where the store stands (see StoreHealth). */
@@ -1240,17 +1272,14 @@ export class StoreWriter implements CaptureSink {
     const run = async (): Promise<RetentionResult> => {
       const t0 = performance.now();
       const used = usedBytes(this);
-      // partitions become small against the real capacity, so the next drop can free part of the data
-      const small = Math.max(256 << 10, Math.floor(used / 16));
-      if (this.splitBytes === 0 || this.splitBytes > small) this.splitBytes = small;
-      if (this.cur >= 0 && this.curBytes >= this.splitBytes) this.splitDue = true;
       // the disk filled at about this size: learned once per episode (later failures of the same
       // episode come after drops, at a smaller size)
       if (this.capEpisode !== this.episodes) {
         this.capEpisode = this.episodes;
         const cap = Math.floor(used * 0.85);
-        if (cap > 0 && (this.capBytes === 0 || cap < this.capBytes)) this.capBytes = cap;
+        if (cap > 0 && (this.capBytes === 0 || cap < this.capBytes)) this.capTo(cap);
       }
+      if (this.cur >= 0 && this.curBytes >= this.splitBytes) this.splitDue = true;
       const victims: number[] = [];
       let freed = 0;
       for (const idx of this.order) {
@@ -1271,6 +1300,13 @@ export class StoreWriter implements CaptureSink {
     });
     this.retentionRunning = mine;
     return mine.then((r) => r.dropped);
+  }
+
+  /** Hold the store under `cap` bytes (learned from a full disk); partitions become small against it (cap / 16). */
+  private capTo(cap: number): void {
+    this.capBytes = cap;
+    const small = Math.max(256 << 10, Math.floor(cap / 16));
+    if (this.splitBytes === 0 || this.splitBytes > small) this.splitBytes = small;
   }
 
   /** Indexes of the live partitions this writer knows (committed or about to be), oldest first. */
@@ -1334,17 +1370,21 @@ export class StoreWriter implements CaptureSink {
     const horizon = this.horizonNs;
     const old = this.oldMetaKeys(horizon);
     const opened: number[] = [];
+    const meta = this.reader.meta;
+    const retained = { fromNs: horizon, ...(this.capBytes ? { capBytes: this.capBytes, capFor: this.o.maxBytes } : {}) };
     try {
       await this.txn(() => {
-        const meta = this.reader.meta;
         for (const idx of idxs) {
           this.txnPartition(idx, opened)?.drop();
           meta.remove(metaKey(M.PARTITION, [idx, 4]));
         }
-        meta.put(metaKey(M.RETAINED), { fromNs: horizon });
+        meta.put(metaKey(M.RETAINED), retained);
         for (const k of old) meta.remove(k);
       });
       for (const idx of idxs) this.zombies.delete(idx);
+      // LMDB reuses the pages a transaction freed only after a later one commits: on a full disk,
+      // commit a small one now, so the retried blocks can go where the dropped partitions were
+      if (this.fail !== null) await this.txn(() => meta.put(metaKey(M.RETAINED), retained)).catch((e: unknown) => describeCommitError(e));
     } catch (e) {
       // dropped here, not in the store: dropped again at the next retention run
       for (const idx of idxs) this.zombies.add(idx);
@@ -1396,8 +1436,7 @@ export class StoreWriter implements CaptureSink {
     this.closing = true;
     this.sweep(true);
     this.endSession();
-    await this.commitRound(true);
-    await this.lastRound;
+    await this.commitAll();
     await this.emergency;
     this.closed = true;
     // lmdb-js's close waits for the last commit's flush, which never comes when that commit failed
