@@ -67,6 +67,8 @@ commands:
       --mcp-http ADDR     also serve the MCP tools over Streamable HTTP at ADDR/mcp (loopback unless a token
                           is set: KSPAN_MCP_TOKEN or --mcp-token-file FILE; calls traced to --upstream)
       --status-interval S status line every S seconds on stderr (default 10; 0: none)
+      --store-retry-buffer SIZE  kernel data held in memory while the store cannot commit (disk full;
+                          default 32M); past it new events are not stored (counted) until it can
       --duration S        stop after S seconds (default: until SIGINT/SIGTERM)
   stats --data DIR [--json]                   what a store holds: time range, events by kind, threads, drops, size
   explain TRACE_ID --data DIR [--json]        why the trace's spans were slow: time breakdown, causes, chains
@@ -197,6 +199,7 @@ async function cmdRun(argv: string[]): Promise<number> {
     'max-age': { type: 'string' },
     'max-size': { type: 'string' },
     'status-interval': { type: 'string' },
+    'store-retry-buffer': { type: 'string' },
     duration: { type: 'string', short: 'd' },
     'mcp-http': { type: 'string' },
     'mcp-token-file': { type: 'string' },
@@ -245,6 +248,7 @@ async function cmdRun(argv: string[]): Promise<number> {
       dataDir,
       maxAgeNs: o['max-age'] !== undefined ? parseDuration(o['max-age'], 'max-age') : undefined,
       maxBytes: o['max-size'] !== undefined ? parseSize(o['max-size'], 'max-size') : undefined,
+      storeRetryBytes: o['store-retry-buffer'] !== undefined ? parseSize(o['store-retry-buffer'], 'store-retry-buffer') : undefined,
       otlpGrpc: addr(o['otlp-grpc'], DEFAULT_OTLP_GRPC_ADDR),
       otlpHttp: addr(o['otlp-http'], DEFAULT_OTLP_HTTP_ADDR),
       upstream: o.upstream ? {
@@ -299,7 +303,9 @@ async function cmdRun(argv: string[]): Promise<number> {
   const c = daemon.pipeline.counters;
   log(`done: ${s.spans.received} spans received, ${s.spans.enriched} enriched, ${s.spans.passed} forwarded unchanged ` +
     `(${Object.entries(c.passed).filter(([, v]) => v).map(([k, v]) => `${k} ${v}`).join(', ') || 'none'})` +
-    (s.upstream ? `; upstream: ${s.upstream.exported} exported, ${s.upstream.dropped} dropped` : '') + `; ${s.events.stored} kernel events stored`);
+    (s.upstream ? `; upstream: ${s.upstream.exported} exported, ${s.upstream.dropped} dropped` : '') + `; ${s.events.stored} kernel events stored` +
+    (s.store.notStoredEvents || s.store.notStoredSpans ? `; not stored (store full): ${s.store.notStoredEvents} events, ${s.store.notStoredSpans} spans` : '') +
+    (s.captureRestarts.count ? `; capture restarted ${s.captureRestarts.count}x` : ''));
   process.off('SIGINT', force);
   process.off('SIGTERM', force);
   return 0;
@@ -356,9 +362,23 @@ async function cmdRecord(argv: string[]): Promise<number> {
   const maxAgeNs = o['max-age'] !== undefined ? parseDuration(o['max-age'], 'max-age') : undefined;
   const maxBytes = o['max-size'] !== undefined ? parseSize(o['max-size'], 'max-size') : undefined;
   let store: RecordIntoStore | null = null;
+  // the store cannot commit (disk full): capture stops with this reason
+  let storeFull: ((why: string) => void) | null = null;
+  let storeFullWhy: string | null = null;
+  const storeFailed = new Promise<string>((res) => {
+    storeFull = (why) => {
+      storeFullWhy ??= why;
+      res(why);
+    };
+  });
   if (o.data) {
     try {
-      store = recordIntoStore(o.data, { maxAgeNs, maxBytes });
+      store = recordIntoStore(o.data, {
+        maxAgeNs, maxBytes,
+        onStoreState: (h) => {
+          if (!h.ok) storeFull?.(h.error ?? 'commit failed');
+        },
+      });
     } catch (e) {
       throw new Error(`cannot open the store in ${o.data}: ${(e as Error).message}`);
     }
@@ -426,7 +446,11 @@ async function cmdRecord(argv: string[]): Promise<number> {
   const probe = capture.probe;
 
   progress.start(probe);
-  const stopReason = await waitForStop(probe, durationS, child, childExit);
+  const stopReason = await waitForStop(probe, durationS, child, childExit, storeFailed);
+  if (stopReason === 'store full' && child && child.exitCode === null && child.signalCode === null) {
+    // CMD keeps running; kspan stops capturing it
+    progress.message(`kspan record: the store cannot commit: capture stops; ${cmd[0]} keeps running`);
+  }
 
   let failure: unknown = null;
   // everything produced before now reaches the summary / the file
@@ -438,28 +462,44 @@ async function cmdRecord(argv: string[]): Promise<number> {
   }
   let storeFailure: unknown = null;
   let stored: ReturnType<RecordIntoStore['progress']> | null = null;
+  let made = '';
   if (store) {
+    const w = store.writer;
     try {
-      await store.writer.flush(); // everything captured is committed
-      stored = store.progress();
-      await store.close();
+      await w.flush(); // everything captured is committed
     } catch (e) {
       storeFailure = e;
     }
+    if (storeFailure && (maxBytes || maxAgeNs)) {
+      // Disk full. With a size or age limit, make room now so that a restart can commit (no crash
+      // loop under a supervisor): the oldest partitions go, then what is held is committed.
+      await w.makeRoom(true);
+      if (w.health.ok) storeFailure = null;
+    }
+    const h = w.health;
+    if (h.emergencyDropped) made = `; dropped the ${h.emergencyDropped} oldest partition(s) to make room, the store is held under ${(h.capBytes / 1e6).toFixed(1)} MB from now on`;
+    stored = store.progress();
+    await store.close();
   }
   progress.done();
   const elapsedS = Number(process.hrtime.bigint() - t0) / 1e9;
 
   let code = 0;
   if (failure) code = reportProbeError(failure);
-  if (storeFailure) {
-    process.stderr.write(`kspan record: writing the store in ${o.data} failed: ${(storeFailure as Error).message}\n`);
+  if (storeFailure || storeFullWhy) {
+    // one line: why it stopped, what was not stored, what was done about it
+    const h = store!.writer.health;
+    const why = storeFailure ? (storeFailure as Error).message.replace(/^the store in \S+ cannot commit: /, '') : storeFullWhy;
+    const lost = (stored?.events ?? 0) - (stored?.committedEvents ?? 0) + h.notStoredEvents;
+    process.stderr.write(`kspan record: stopped: the store in ${o.data} cannot commit (${why}; disk full?)` +
+      `${lost > 0 ? `; ${lost.toLocaleString('en-US')} events not stored` : ''}` +
+      (made || (maxBytes || maxAgeNs ? '' : '; free space, or set --max-size below the free space, before restarting')) + '\n');
     code = 1;
   }
   if (childExit) {
     if (stopReason === 'duration') process.stderr.write(`kspan record: --duration reached; waiting for ${cmd[0]} to exit\n`);
     const cc = await childExit;
-    if (!failure) code = cc;
+    if (!failure && !code) code = cc;
   }
 
   const d = probe.decoder;
@@ -479,7 +519,7 @@ async function cmdRecord(argv: string[]): Promise<number> {
   if (stored) {
     const p = stored;
     process.stderr.write(`kspan record: stored ${p.committedEvents.toLocaleString('en-US')} events in ${o.data} ` +
-      `(${(p.usedBytes / 1e6).toFixed(1)} MB in use${p.skipped ? `, ${p.skipped} records skipped` : ''}); \`kspan stats --data ${o.data}\`\n`);
+      `(${p.liveEvents.toLocaleString('en-US')} events, ${(p.usedBytes / 1e6).toFixed(1)} MB in use${p.skipped ? `, ${p.skipped} records skipped` : ''}); \`kspan stats --data ${o.data}\`\n`);
   }
   return code;
 }
@@ -507,7 +547,9 @@ function parseSize(v: string, name: string): number {
  * exit (without a terminal it passes SIGINT on); a second Ctrl-C kills CMD,
  * a SIGTERM is passed on.
  */
-function waitForStop(probe: ProbeProcess, durationS: number | undefined, child: ChildProcess | null, childExit: Promise<number> | null): Promise<string> {
+function waitForStop(
+  probe: ProbeProcess, durationS: number | undefined, child: ChildProcess | null, childExit: Promise<number> | null, storeFailed: Promise<string>,
+): Promise<string> {
   return new Promise<string>((resolve) => {
     let sigints = 0;
     let timer: NodeJS.Timeout | null = null;
@@ -533,6 +575,7 @@ function waitForStop(probe: ProbeProcess, durationS: number | undefined, child: 
     if (durationS !== undefined) timer = setTimeout(() => finish('duration'), durationS * 1000);
     childExit?.then(() => finish('command exited'));
     probe.done.then(() => finish('probe exited'), () => finish('probe failed'));
+    storeFailed.then(() => finish('store full'));
   });
 }
 

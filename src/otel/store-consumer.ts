@@ -24,6 +24,8 @@ export const KEPT_ATTRIBUTES = [
 
 export interface SpanSink {
   putSpans(spans: SpanInput[]): Promise<void>;
+  /** false while the store cannot commit (disk full): spans are counted as not stored without trying */
+  writable?(): boolean;
 }
 
 export interface StoreSpanConsumerOptions {
