@@ -1367,8 +1367,8 @@ static __always_inline int cuda_return(__u32 api, long rc)
 	return 0;
 }
 
-/* The n-th 8-byte stack argument at function entry (x86-64 SysV: after the
- * return address). */
+/* The 8-byte word at sp + 8 * n at function entry (x86-64: n = 0 is the
+ * return address, stack arguments start at 1; arm64: they start at 0). */
 static __always_inline __u64 stack_arg(struct pt_regs *ctx, int n)
 {
 	__u64 v = 0;
@@ -1377,6 +1377,21 @@ static __always_inline __u64 stack_arg(struct pt_regs *ctx, int n)
 	return v;
 }
 
+/* The stream argument of the launch calls: where it is depends on the ABI. */
+#if defined(__TARGET_ARCH_x86)
+/* SysV: six register arguments, each dim3 takes two */
+#define CUDA_LAUNCH_STREAM(ctx) stack_arg(ctx, 2)
+#define CU_LAUNCH_STREAM(ctx) stack_arg(ctx, 3)
+#elif defined(__TARGET_ARCH_arm64)
+/* AAPCS64: eight register arguments (x0..x7), each dim3 takes two */
+#define CUDA_LAUNCH_STREAM(ctx) (__PT_REGS_CAST(ctx)->regs[7])
+#define CU_LAUNCH_STREAM(ctx) stack_arg(ctx, 0)
+#else
+/* other ABIs: not read (0); `kspan doctor` says so */
+#define CUDA_LAUNCH_STREAM(ctx) 0
+#define CU_LAUNCH_STREAM(ctx) 0
+#endif
+
 #define CUDA_PROBE(name, api, argexpr)                                   \
 	SEC("uprobe")                                                    \
 	int BPF_KPROBE(name##_enter) { return cuda_enter(api, (__u64)(argexpr)); } \
@@ -1384,15 +1399,15 @@ static __always_inline __u64 stack_arg(struct pt_regs *ctx, int n)
 	int BPF_KRETPROBE(name##_return, long rc) { return cuda_return(api, rc); }
 
 /* cudaLaunchKernel(func, dim3 grid, dim3 block, args, sharedMem, stream): each
- * dim3 takes two registers, so sharedMem and stream are on the stack. */
-CUDA_PROBE(cuda_launch_kernel, KSPAN_CUDA_LAUNCH_KERNEL, stack_arg(ctx, 2))     /* stream */
+ * dim3 takes two registers, so on x86-64 sharedMem and stream are on the stack. */
+CUDA_PROBE(cuda_launch_kernel, KSPAN_CUDA_LAUNCH_KERNEL, CUDA_LAUNCH_STREAM(ctx)) /* stream */
 CUDA_PROBE(cuda_memcpy, KSPAN_CUDA_MEMCPY, PT_REGS_PARM3(ctx))                 /* count */
 CUDA_PROBE(cuda_memcpy_async, KSPAN_CUDA_MEMCPY_ASYNC, PT_REGS_PARM3(ctx))     /* count */
 CUDA_PROBE(cuda_stream_sync, KSPAN_CUDA_STREAM_SYNC, PT_REGS_PARM1(ctx))       /* stream */
 CUDA_PROBE(cuda_device_sync, KSPAN_CUDA_DEVICE_SYNC, 0)
 CUDA_PROBE(cuda_event_sync, KSPAN_CUDA_EVENT_SYNC, PT_REGS_PARM1(ctx))         /* event */
 /* cuLaunchKernel(f, gx, gy, gz, bx, by, bz, sharedMem, hStream, ...) */
-CUDA_PROBE(cu_launch_kernel, KSPAN_CU_LAUNCH_KERNEL, stack_arg(ctx, 3))         /* hStream */
+CUDA_PROBE(cu_launch_kernel, KSPAN_CU_LAUNCH_KERNEL, CU_LAUNCH_STREAM(ctx))     /* hStream */
 CUDA_PROBE(cu_memcpy, KSPAN_CU_MEMCPY, PT_REGS_PARM3(ctx))                     /* bytes */
 CUDA_PROBE(cu_memcpy_async, KSPAN_CU_MEMCPY_ASYNC, PT_REGS_PARM3(ctx))         /* bytes */
 CUDA_PROBE(cu_ctx_sync, KSPAN_CU_CTX_SYNC, 0)

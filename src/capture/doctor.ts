@@ -70,6 +70,69 @@ export function kernelVersion(rel: string): [number, number] {
   return m ? [Number(m[1]), Number(m[2])] : [0, 0];
 }
 
+/**
+ * The oldest kernel kspan-probe runs on: 6.2, for bpf_rdonly_cast (the
+ * per-CPU preempt count that says a waking came from interrupt context) and
+ * bpf_task_pt_regs with task storage in the sched hooks (futex waits and
+ * wakes from saved registers). Before that the floor would be 5.18, where
+ * sched_switch started passing `prev_state` to its tracepoint (the probe's
+ * tp_btf program takes it as an argument; it never re-reads prev->__state).
+ * What else it uses is older: BTF tp_btf programs (5.5), ring buffers (5.8),
+ * task storage and bpf_get_current_task_btf (5.11).
+ */
+export const KERNEL_FLOOR: readonly [number, number] = [6, 2];
+/** block_io_start (6.5): block I/O charged to the submitting thread. */
+export const BLOCK_IO_START: readonly [number, number] = [6, 5];
+
+const atLeast = ([maj, min]: [number, number], [fm, fn]: readonly [number, number]): boolean => maj > fm || (maj === fm && min >= fn);
+
+/** The kernel checks: the floor, and what block_io_start (6.5) adds. `blockIoStart`: the tracepoint was seen (null: unknown, go by version). */
+export function kernelChecks(rel: string, archName: string, blockIoStart: boolean | null): Check[] {
+  const v = kernelVersion(rel);
+  const out: Check[] = [];
+  if (atLeast(v, KERNEL_FLOOR)) out.push({ name: 'kernel', status: 'ok', detail: `${rel} (${archName})` });
+  else {
+    out.push({
+      name: 'kernel', status: 'fail',
+      detail: `${rel}: kspan-probe needs Linux >= 6.2 (bpf_rdonly_cast and bpf_task_pt_regs in the sched hooks; ` +
+        'sched_switch prev_state, which tells preempted from blocked, since 5.18)',
+    });
+  }
+  const has = blockIoStart ?? atLeast(v, BLOCK_IO_START);
+  out.push(has
+    ? { name: 'block I/O', status: 'ok', detail: 'block_io_start (Linux 6.5+): each request is charged to the thread that submitted it' }
+    : {
+      name: 'block I/O', status: 'warn',
+      detail: 'no block_io_start (Linux < 6.5): a request is charged to the thread current when it is dispatched ' +
+        '(block_rq_issue), usually the submitter but kblockd or another task\'s plug flush for queued I/O; such records are marked issuer-guessed',
+    });
+  return out;
+}
+
+/** What the probe does on this CPU architecture (Node's os.arch() names). */
+export function archCheck(a: string): Check {
+  if (a === 'x64') return { name: 'arch', status: 'ok', detail: 'x86-64: every probe group, CUDA launch stream arguments (SysV ABI)' };
+  if (a === 'arm64') {
+    return {
+      name: 'arch', status: 'ok',
+      detail: 'arm64: CUDA launch stream arguments per AAPCS64; the BPF programs are compile-checked for arm64, tested on x86-64',
+    };
+  }
+  return {
+    name: 'arch', status: 'warn',
+    detail: `${a}: the BPF programs are built and checked for x86-64 and arm64 only (Makefile ARCH); elsewhere ` +
+      'the CUDA launch stream argument is not read (0) and syscall arguments are not decoded from registers',
+  };
+}
+
+/** Does this kernel have the block_io_start tracepoint? null when tracefs is not readable. */
+function blockIoStartSeen(): boolean | null {
+  for (const root of ['/sys/kernel/tracing', '/sys/kernel/debug/tracing']) {
+    if (existsSync(`${root}/events/block`)) return existsSync(`${root}/events/block/block_io_start`);
+  }
+  return null;
+}
+
 const CUDA_LIB_RE = /\/(libcudart\.so[^/]*|libcuda\.so[^/]*)$/;
 
 /** CUDA libraries mapped by running processes (/proc/*\/maps), plus the given paths. */
@@ -114,11 +177,13 @@ export async function runDoctor(opts: DoctorOptions = {}): Promise<DoctorReport>
     fatal ??= `${name}: ${detail}`;
   };
 
-  // kernel
+  // kernel: the probe's floor, what block_io_start adds; the CPU architecture
   const rel = release();
-  const [maj, min] = kernelVersion(rel);
-  if (maj > 6 || (maj === 6 && min >= 2)) checks.push({ name: 'kernel', status: 'ok', detail: `${rel} (${arch()})` });
-  else failed('kernel', `${rel}: the BPF programs need Linux >= 6.2 (sched_switch prev_state, bpf_task_pt_regs, bpf_rdonly_cast)`);
+  for (const c of kernelChecks(rel, arch(), blockIoStartSeen())) {
+    if (c.status === 'fail') failed(c.name, c.detail);
+    else checks.push(c);
+  }
+  checks.push(archCheck(arch()));
 
   // BTF
   const btf = '/sys/kernel/btf/vmlinux';

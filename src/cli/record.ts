@@ -92,9 +92,23 @@ export async function cmdRecord(argv: string[]): Promise<number> {
   const maxAgeNs = o['max-age'] !== undefined ? parseDuration(o['max-age'], 'max-age') : undefined;
   const maxBytes = o['max-size'] !== undefined ? parseSize(o['max-size'], 'max-size') : undefined;
   let store: RecordIntoStore | null = null;
+  // the store cannot commit (disk full): capture stops with this reason
+  let storeFull: ((why: string) => void) | null = null;
+  let storeFullWhy: string | null = null;
+  const storeFailed = new Promise<string>((res) => {
+    storeFull = (why) => {
+      storeFullWhy ??= why;
+      res(why);
+    };
+  });
   if (o.data) {
     try {
-      store = recordIntoStore(o.data, { maxAgeNs, maxBytes, host, cgroups: o.cgroup });
+      store = recordIntoStore(o.data, {
+        maxAgeNs, maxBytes, host, cgroups: o.cgroup,
+        onStoreState: (h) => {
+          if (!h.ok) storeFull?.(h.error ?? 'commit failed');
+        },
+      });
     } catch (e) {
       throw new Error(`cannot open the store in ${o.data}: ${(e as Error).message}`);
     }
@@ -162,7 +176,11 @@ export async function cmdRecord(argv: string[]): Promise<number> {
   const probe = capture.probe;
 
   progress.start(probe);
-  const stopReason = await waitForStop(probe, durationS, child, childExit);
+  const stopReason = await waitForStop(probe, durationS, child, childExit, storeFailed);
+  if (stopReason === 'store full' && child && child.exitCode === null && child.signalCode === null) {
+    // CMD keeps running; kspan stops capturing it
+    progress.message(`kspan record: the store cannot commit: capture stops; ${cmd[0]} keeps running`);
+  }
 
   let failure: unknown = null;
   // everything produced before now reaches the summary / the file
@@ -174,28 +192,44 @@ export async function cmdRecord(argv: string[]): Promise<number> {
   }
   let storeFailure: unknown = null;
   let stored: ReturnType<RecordIntoStore['progress']> | null = null;
+  let made = '';
   if (store) {
+    const w = store.writer;
     try {
-      await store.writer.flush(); // everything captured is committed
-      stored = store.progress();
-      await store.close();
+      await w.flush(); // everything captured is committed
     } catch (e) {
       storeFailure = e;
     }
+    if (storeFailure && (maxBytes || maxAgeNs)) {
+      // Disk full. With a size or age limit, make room now so that a restart can commit (no crash
+      // loop under a supervisor): the oldest partitions go, then what is held is committed.
+      await w.makeRoom(true);
+      if (w.health.ok) storeFailure = null;
+    }
+    const h = w.health;
+    if (h.emergencyDropped) made = `; dropped the ${h.emergencyDropped} oldest partition(s) to make room, the store is held under ${(h.capBytes / 1e6).toFixed(1)} MB from now on`;
+    stored = store.progress();
+    await store.close();
   }
   progress.done();
   const elapsedS = Number(process.hrtime.bigint() - t0) / 1e9;
 
   let code = 0;
   if (failure) code = reportProbeError(failure);
-  if (storeFailure) {
-    process.stderr.write(`kspan record: writing the store in ${o.data} failed: ${(storeFailure as Error).message}\n`);
+  if (storeFailure || storeFullWhy) {
+    // one line: why it stopped, what was not stored, what was done about it
+    const h = store!.writer.health;
+    const why = storeFailure ? (storeFailure as Error).message.replace(/^the store in \S+ cannot commit: /, '') : storeFullWhy;
+    const lost = (stored?.events ?? 0) - (stored?.committedEvents ?? 0) + h.notStoredEvents;
+    process.stderr.write(`kspan record: stopped: the store in ${o.data} cannot commit (${why}; disk full?)` +
+      `${lost > 0 ? `; ${lost.toLocaleString('en-US')} events not stored` : ''}` +
+      (made || (maxBytes || maxAgeNs ? '' : '; free space, or set --max-size below the free space, before restarting')) + '\n');
     code = 1;
   }
   if (childExit) {
     if (stopReason === 'duration') process.stderr.write(`kspan record: --duration reached; waiting for ${cmd[0]} to exit\n`);
     const cc = await childExit;
-    if (!failure) code = cc;
+    if (!failure && !code) code = cc;
   }
 
   const d = probe.decoder;
@@ -215,7 +249,7 @@ export async function cmdRecord(argv: string[]): Promise<number> {
   if (stored) {
     const p = stored;
     process.stderr.write(`kspan record: stored ${p.committedEvents.toLocaleString('en-US')} events in ${o.data} ` +
-      `(${(p.usedBytes / 1e6).toFixed(1)} MB in use${p.skipped ? `, ${p.skipped} records skipped` : ''}); \`kspan stats --data ${o.data}\`\n`);
+      `(${p.liveEvents.toLocaleString('en-US')} events, ${(p.usedBytes / 1e6).toFixed(1)} MB in use${p.skipped ? `, ${p.skipped} records skipped` : ''}); \`kspan stats --data ${o.data}\`\n`);
   }
   return code;
 }
@@ -227,7 +261,9 @@ export async function cmdRecord(argv: string[]): Promise<number> {
  * exit (without a terminal it passes SIGINT on); a second Ctrl-C kills CMD,
  * a SIGTERM is passed on.
  */
-function waitForStop(probe: ProbeProcess, durationS: number | undefined, child: ChildProcess | null, childExit: Promise<number> | null): Promise<string> {
+function waitForStop(
+  probe: ProbeProcess, durationS: number | undefined, child: ChildProcess | null, childExit: Promise<number> | null, storeFailed: Promise<string>,
+): Promise<string> {
   return new Promise<string>((resolve) => {
     let sigints = 0;
     let timer: NodeJS.Timeout | null = null;
@@ -253,6 +289,7 @@ function waitForStop(probe: ProbeProcess, durationS: number | undefined, child: 
     if (durationS !== undefined) timer = setTimeout(() => finish('duration'), durationS * 1000);
     childExit?.then(() => finish('command exited'));
     probe.done.then(() => finish('probe exited'), () => finish('probe failed'));
+    storeFailed.then(() => finish('store full'));
   });
 }
 

@@ -35,6 +35,8 @@ export const RUN_HELP = `usage: kspan
       --peers URL,... | --peers-file F | --peers-dns NAME:PORT   with --mcp-http: other kspans that
                           explain_request / find_slow_requests fan out to (see \`kspan mcp --help\`)
       --status-interval S status line every S seconds on stderr (default 10; 0: none)
+      --store-retry-buffer SIZE  kernel data held in memory while the store cannot commit (disk full;
+                          default 32M); past it new events are not stored (counted) until it can
       --duration S        stop after S seconds (default: until SIGINT/SIGTERM)`;
 
 export async function cmdRun(argv: string[]): Promise<number> {
@@ -62,6 +64,7 @@ export async function cmdRun(argv: string[]): Promise<number> {
     'max-age': { type: 'string' },
     'max-size': { type: 'string' },
     'status-interval': { type: 'string' },
+    'store-retry-buffer': { type: 'string' },
     duration: { type: 'string', short: 'd' },
     'mcp-http': { type: 'string' },
     'mcp-token-file': { type: 'string' },
@@ -123,6 +126,7 @@ export async function cmdRun(argv: string[]): Promise<number> {
       dataDir,
       maxAgeNs: o['max-age'] !== undefined ? parseDuration(o['max-age'], 'max-age') : undefined,
       maxBytes: o['max-size'] !== undefined ? parseSize(o['max-size'], 'max-size') : undefined,
+      storeRetryBytes: o['store-retry-buffer'] !== undefined ? parseSize(o['store-retry-buffer'], 'store-retry-buffer') : undefined,
       otlpGrpc: addr(o['otlp-grpc'], DEFAULT_OTLP_GRPC_ADDR),
       otlpHttp: addr(o['otlp-http'], DEFAULT_OTLP_HTTP_ADDR),
       upstream: o.upstream ? {
@@ -183,7 +187,9 @@ export async function cmdRun(argv: string[]): Promise<number> {
   const c = daemon.pipeline.counters;
   log(`done: ${s.spans.received} spans received, ${s.spans.enriched} enriched, ${s.spans.passed} forwarded unchanged ` +
     `(${Object.entries(c.passed).filter(([, v]) => v).map(([k, v]) => `${k} ${v}`).join(', ') || 'none'})` +
-    (s.upstream ? `; upstream: ${s.upstream.exported} exported, ${s.upstream.dropped} dropped` : '') + `; ${s.events.stored} kernel events stored`);
+    (s.upstream ? `; upstream: ${s.upstream.exported} exported, ${s.upstream.dropped} dropped` : '') + `; ${s.events.stored} kernel events stored` +
+    (s.store.notStoredEvents || s.store.notStoredSpans ? `; not stored (store full): ${s.store.notStoredEvents} events, ${s.store.notStoredSpans} spans` : '') +
+    (s.captureRestarts.count ? `; capture restarted ${s.captureRestarts.count}x` : ''));
   process.off('SIGINT', force);
   process.off('SIGTERM', force);
   return 0;

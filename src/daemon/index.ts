@@ -7,14 +7,23 @@
 //   MCP over HTTP (read-only handle on the store; tool calls traced upstream)
 //
 // Capture failing to start (no privileges, no BTF) does not stop the daemon:
-// spans keep flowing through unchanged, and the status line says why.
+// spans keep flowing through unchanged, and the status line says why. A
+// probe that dies later (killed, crashed) is restarted with backoff (1 s
+// doubling to 60 s; back to 1 s after a minute of running): the capture
+// session ends where the data ends, with the reason, so explains over the
+// gap say "not covered", and the status line counts the restarts.
+//
+// A store that cannot commit (disk full) does not stop the daemon either:
+// spans are received and forwarded as before (counted as not stored), the
+// writer keeps kernel data in memory and retries (store/writer.ts); the log
+// says so once per change and the status line while it lasts.
 
 import { startCapture, type CaptureSession, type CaptureSink, type ProbeOptions, type ProbeProcess } from '../capture/index.js';
 import type { ExplainOptions } from '../correlator/index.js';
 import {
   EnrichPipeline, OtlpReceiver, UpstreamExporter, createOtlpTraceExporter, type EmitMode, type KernelSide, type UpstreamProtocol,
 } from '../otel/index.js';
-import { localHost, recordIntoStore, usedBytes, type HostIdentity, type RecordIntoStore } from '../store/index.js';
+import { localHost, recordIntoStore, usedBytes, type HostIdentity, type RecordIntoStore, type StoreHealth } from '../store/index.js';
 import { startMcpHttpServer, type McpHttpHandle, type PeerOptions } from '../mcp/index.js';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { BasicTracerProvider, BatchSpanProcessor } from '@opentelemetry/sdk-trace-base';
@@ -47,6 +56,10 @@ export interface DaemonOptions {
   mcpHttp?: { addr: string; tokenFile?: string; allowedHosts?: string[]; peers?: PeerOptions | null } | null;
   /** host.name recorded in the store and named by status and MCP (default os.hostname()) */
   hostName?: string;
+  /** kernel data held in memory while the store cannot commit, bytes (default 32 MiB); past it, new events are not stored */
+  storeRetryBytes?: number;
+  /** restart a probe that died: first after minMs, doubling up to maxMs (default 1 s .. 60 s); false: never */
+  captureRestart?: { minMs?: number; maxMs?: number } | false;
   /** status line every N ms on the log (0: none) */
   statusIntervalMs?: number;
   log?: (msg: string) => void;
@@ -58,9 +71,14 @@ export interface DaemonStatus {
   /** cgroup v2 paths capture is scoped to (empty: the whole host) */
   cgroups: string[];
   uptimeS: number;
-  capture: 'running' | 'stopped' | 'off' | 'failed';
+  /** restarting: the probe died and is restarted after a backoff */
+  capture: 'running' | 'restarting' | 'stopped' | 'off' | 'failed';
   captureError: string | null;
-  spans: { received: number; enriched: number; enrichedPartial: number; passed: number; stored: number; buffered: number };
+  /** probe restarts after it died: how many, why it last stopped, when the next try is (null: none pending) */
+  captureRestarts: { count: number; lastReason: string | null; nextInMs: number | null };
+  spans: { received: number; enriched: number; enrichedPartial: number; passed: number; stored: number; notStored: number; buffered: number };
+  /** the store: committing or not (disk full), and what was not stored because of it */
+  store: { ok: boolean; error: string | null; failingSinceMs: number | null; notStoredEvents: number; notStoredSpans: number; retainedBytes: number; capBytes: number };
   upstream: { exported: number; queued: number; dropped: number; down: boolean } | null;
   events: { stored: number; lostInKernel: number };
   /** how far the ingest watermark (kernel data readable by explain) lags the wall clock, ms (null: no capture) */
@@ -73,6 +91,7 @@ export interface Daemon {
   readonly pipeline: EnrichPipeline;
   readonly upstream: UpstreamExporter | null;
   readonly store: RecordIntoStore;
+  /** the running probe (a new one after each restart) */
   readonly probe: ProbeProcess | null;
   readonly mcp: McpHttpHandle | null;
   status(): DaemonStatus;
@@ -88,32 +107,112 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const host = localHost(o.hostName);
   const cgroups = [...new Set([...(o.capture?.cgroup ? [o.capture.cgroup] : []), ...(o.capture?.cgroups ?? [])])];
   let store: RecordIntoStore;
+  let pipelineRef: EnrichPipeline | null = null;
+  let lastHealth: StoreHealth | null = null;
+  const mb = (n: number): string => `${(n / 1e6).toFixed(1)} MB`;
+  // one line per change of the store's state (failing, not storing new events, room made, committing again)
+  const onStoreState = (h: StoreHealth): void => {
+    const prev = lastHealth;
+    lastHealth = h;
+    if (!h.ok && (!prev || prev.ok)) {
+      log(`store cannot commit (${h.error}): spans are received and forwarded as before, counted as not stored; ` +
+        `kernel data is kept in memory and committed when it can (retried with backoff)`);
+    }
+    if (h.discarding && !prev?.discarding) {
+      log(`store still cannot commit: new kernel events are not stored (counted) until it can; ` +
+        `the capture session ends here, explains over the gap say "not covered"`);
+    }
+    if (h.emergencyDropped > (prev?.emergencyDropped ?? 0)) {
+      log(`store full: dropped the ${h.emergencyDropped - (prev?.emergencyDropped ?? 0)} oldest partition(s) to make room; ` +
+        `holding the store under ${mb(h.capBytes)} from now on (85% of where the disk filled)`);
+    }
+    if (h.ok && prev && !prev.ok) {
+      const spans = pipelineRef?.counters.notStoredBy.storeError ?? 0;
+      log(`store commits again after ${((Date.now() - (prev.failingSince ?? Date.now())) / 1000).toFixed(1)} s; ` +
+        `not stored so far: ${h.notStoredEvents} kernel events, ${spans} spans`);
+    }
+  };
   try {
-    store = recordIntoStore(o.dataDir, { maxAgeNs: o.maxAgeNs, maxBytes: o.maxBytes, host, cgroups });
+    store = recordIntoStore(o.dataDir, { maxAgeNs: o.maxAgeNs, maxBytes: o.maxBytes, host, cgroups, maxRetainedBytes: o.storeRetryBytes, onStoreState });
   } catch (e) {
     throw new Error(`cannot open the store in ${o.dataDir}: ${(e as Error).message}`);
   }
+  const writer = store.writer;
 
-  // --- capture
+  // --- capture, supervised
   let capture: CaptureSession | null = null;
   let captureState: DaemonStatus['capture'] = o.capture ? 'running' : 'off';
   let captureError: string | null = null;
-  if (o.capture) {
-    const sink: CaptureSink = { onBatch: (b, c) => store.sink.onBatch(b, c) };
-    try {
-      capture = await startCapture({ ...o.capture, onStderr: (line) => log(line.startsWith('kspan-probe') ? line : `kspan-probe: ${line}`) }, sink, {
-        log, cudaWatch: { pids: o.capture.pids?.length ? () => new Set(o.capture!.pids) : null },
+  const restarts = { count: 0, lastReason: null as string | null, nextAt: null as number | null };
+  const restartMin = o.captureRestart === false ? 0 : o.captureRestart?.minMs ?? 1000;
+  const restartMax = o.captureRestart === false ? 0 : o.captureRestart?.maxMs ?? 60_000;
+  let backoffMs = restartMin;
+  let restartTimer: NodeJS.Timeout | null = null;
+  let closingDaemon = false;
+  /** kernel losses of probes that exited (the running probe counts its own) */
+  let lostBefore = 0;
+  const sink: CaptureSink = { onBatch: (b, c) => store.sink.onBatch(b, c) };
+  const startProbe = (): Promise<CaptureSession> => startCapture(
+    { ...o.capture!, onStderr: (line) => log(line.startsWith('kspan-probe') ? line : `kspan-probe: ${line}`) }, sink,
+    { log, cudaWatch: { pids: o.capture!.pids?.length ? () => new Set(o.capture!.pids) : null } },
+  );
+  const scheduleRestart = (): void => {
+    const wait = backoffMs;
+    backoffMs = Math.min(backoffMs * 2, restartMax);
+    restarts.nextAt = Date.now() + wait;
+    restartTimer = setTimeout(() => {
+      restartTimer = null;
+      restarts.nextAt = null;
+      if (closingDaemon) return;
+      startProbe().then((c) => {
+        if (closingDaemon) {
+          void c.stop().catch(() => undefined);
+          return;
+        }
+        capture = c;
+        restarts.count++;
+        captureState = 'running';
+        captureError = null;
+        log(`capture restarted (${restarts.count} restart${restarts.count === 1 ? '' : 's'}; it had stopped: ${restarts.lastReason})`);
+        watch(c);
+      }, (e: Error) => {
+        if (closingDaemon) return;
+        captureError = e.message;
+        log(`capture restart failed: ${e.message.split('\n')[0]}; next try in ${(backoffMs / 1000).toFixed(0)} s`);
+        scheduleRestart();
       });
-      const onExit = (why: string): void => {
-        if (captureState !== 'running') return;
+    }, wait);
+  };
+  const watch = (c: CaptureSession): void => {
+    const startedAt = Date.now();
+    const onExit = (why: string): void => {
+      if (closingDaemon || capture !== c || captureState !== 'running') return;
+      lostBefore += c.probe.state.totalLost;
+      void c.stop().catch(() => undefined); // the CUDA watcher
+      // the data ends here: the session closes with the reason, the gap until a new probe's HELLO is not covered
+      writer.endSession({ atNs: writer.ingestWatermarkNs, reason: why });
+      captureError = why;
+      restarts.lastReason = why;
+      if (!restartMin) {
         captureState = 'stopped';
-        captureError = why;
         log(`capture stopped: ${why}; spans are forwarded unchanged from now on`);
-      };
-      capture.probe.done.then(
-        (exit) => onExit(`kspan-probe exited (${exit.signal ?? `code ${exit.code}`})`),
-        (e: Error) => onExit(e.message),
-      );
+        return;
+      }
+      // a probe that ran a while starts over at the shortest wait
+      if (Date.now() - startedAt >= 60_000) backoffMs = restartMin;
+      captureState = 'restarting';
+      log(`capture stopped: ${why}; restarting in ${(backoffMs / 1000).toFixed(0)} s (spans are forwarded unchanged meanwhile)`);
+      scheduleRestart();
+    };
+    c.probe.done.then(
+      (exit) => onExit(`kspan-probe exited (${exit.signal ?? `code ${exit.code}`})`),
+      (e: Error) => onExit(e.message.split('\n')[0]),
+    );
+  };
+  if (o.capture) {
+    try {
+      capture = await startProbe();
+      watch(capture);
     } catch (e) {
       captureState = 'failed';
       captureError = (e as Error).message;
@@ -121,9 +220,6 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       log('spans will be stored and forwarded unchanged (see `kspan doctor`)');
     }
   }
-  const probe = capture?.probe ?? null;
-
-  const writer = store.writer;
   // the pipeline explains recent windows of the same threads again and again
   writer.reader.enableBlockCache();
   const kernel: KernelSide = {
@@ -136,10 +232,13 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
 
   // --- upstream, pipeline, receivers
   const upstream = o.upstream ? new UpstreamExporter({ ...o.upstream, log: (m) => log(m) }) : null;
+  // spans go to the store's span index unless it cannot commit (then they are counted as not stored)
+  const spanSink = { putSpans: (x: Parameters<typeof writer.reader.spans.putSpans>[0]) => writer.reader.spans.putSpans(x), writable: () => writer.health.ok };
   const pipeline = new EnrichPipeline({
-    kernel, spanSink: writer.reader.spans, upstream, emit: o.emit, waitMs: o.waitMs, maxBufferedSpans: o.maxBufferedSpans, minDurationMs: o.minSpanMs,
+    kernel, spanSink, upstream, emit: o.emit, waitMs: o.waitMs, maxBufferedSpans: o.maxBufferedSpans, minDurationMs: o.minSpanMs,
     explain: o.explain, log: (m) => log(m),
   });
+  pipelineRef = pipeline;
   let receiver: OtlpReceiver;
   try {
     receiver = await OtlpReceiver.start({
@@ -148,6 +247,8 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   } catch (e) {
     await pipeline.close();
     await upstream?.close(1000);
+    closingDaemon = true;
+    if (restartTimer) clearTimeout(restartTimer);
     await capture?.stop().catch(() => undefined);
     await store.close();
     throw e;
@@ -179,6 +280,8 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       await pipeline.close();
       await upstream?.close(1000);
       await tracing?.shutdown();
+      closingDaemon = true;
+      if (restartTimer) clearTimeout(restartTimer);
       await capture?.stop().catch(() => undefined);
       await store.close();
       throw new Error(`MCP over HTTP: ${(e as Error).message}`);
@@ -190,17 +293,26 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     const c = pipeline.counters;
     const passed = Object.values(c.passed).reduce((a, b) => a + b, 0);
     const w = kernel.watermarkUnixNano();
+    const h = writer.health;
     return {
       host, cgroups,
       uptimeS: (Date.now() - t0) / 1000,
       capture: captureState,
       captureError,
-      spans: { received: c.received, enriched: c.enriched, enrichedPartial: c.enrichedPartial, passed, stored: c.stored, buffered: pipeline.bufferedSpans },
+      captureRestarts: { count: restarts.count, lastReason: restarts.lastReason, nextInMs: restarts.nextAt === null ? null : Math.max(0, restarts.nextAt - Date.now()) },
+      spans: {
+        received: c.received, enriched: c.enriched, enrichedPartial: c.enrichedPartial, passed, stored: c.stored, notStored: c.notStored,
+        buffered: pipeline.bufferedSpans,
+      },
+      store: {
+        ok: h.ok, error: h.error, failingSinceMs: h.failingSince, notStoredEvents: h.notStoredEvents, notStoredSpans: c.notStoredBy.storeError,
+        retainedBytes: h.retainedBytes, capBytes: h.capBytes,
+      },
       upstream: upstream ? {
         exported: upstream.counters.exported, queued: upstream.pending, down: upstream.down,
         dropped: upstream.counters.dropped.queueFull + upstream.counters.dropped.rejected + upstream.counters.dropped.shutdown,
       } : null,
-      events: { stored: writer.counters.committedEvents, lostInKernel: probe?.state.totalLost ?? 0 },
+      events: { stored: writer.counters.committedEvents, lostInKernel: lostBefore + (capture?.probe.state.totalLost ?? 0) },
       lagMs: w === null ? null : Math.max(0, Number(BigInt(Date.now()) * 1_000_000n - w) / 1e6),
       storeBytes: usedBytes(writer),
     };
@@ -217,10 +329,17 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     const up = s.upstream
       ? ` | upstream ${s.upstream.down ? 'DOWN' : 'ok'}: ${s.upstream.exported} sent, ${s.upstream.queued} queued, ${s.upstream.dropped} dropped`
       : ' | no upstream';
-    const cap = s.capture === 'running' ? `lag ${s.lagMs === null ? '?' : Math.round(s.lagMs)} ms` : `capture ${s.capture}`;
+    const r = s.captureRestarts;
+    let cap = s.capture === 'running' ? `lag ${s.lagMs === null ? '?' : Math.round(s.lagMs)} ms` : `capture ${s.capture}`;
+    if (s.capture === 'restarting') cap = `capture DOWN (${r.lastReason}), restart in ${Math.ceil((r.nextInMs ?? 0) / 1000)} s`;
+    if (r.count) cap += ` | capture restarted ${r.count}x (last: ${r.lastReason})`;
     const partial = s.spans.enrichedPartial ? ` (${s.spans.enrichedPartial} partial)` : '';
+    const st = s.store;
+    const store = !st.ok
+      ? ` | STORE FULL since ${new Date(st.failingSinceMs ?? Date.now()).toISOString().slice(11, 19)} (${st.error}): ${st.notStoredEvents} events, ${st.notStoredSpans} spans not stored, ${mb(st.retainedBytes)} waiting`
+      : st.notStoredEvents || st.notStoredSpans ? ` | store ok (was full: ${st.notStoredEvents} events, ${st.notStoredSpans} spans not stored)` : '';
     return `${s.host.name}: spans ${spanRate.toFixed(0)}/s (${s.spans.received} in, ${s.spans.enriched} enriched${partial}, ${s.spans.passed} unchanged, ` +
-      `${s.spans.buffered} waiting) | events ${evRate.toFixed(0)}/s, ${s.events.lostInKernel} lost | ${cap}${up}`;
+      `${s.spans.buffered} waiting) | events ${evRate.toFixed(0)}/s, ${s.events.lostInKernel} lost | ${cap}${up}${store}`;
   };
   let statusTimer: NodeJS.Timeout | null = null;
   if (o.statusIntervalMs) {
@@ -231,6 +350,8 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   let closing: Promise<void> | null = null;
   const close = (): Promise<void> => {
     closing ??= (async () => {
+      closingDaemon = true;
+      if (restartTimer) clearTimeout(restartTimer);
       if (statusTimer) clearInterval(statusTimer);
       await mcp?.close();
       await tracing?.shutdown().catch(() => undefined);
@@ -251,5 +372,10 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     return closing;
   };
 
-  return { receiver, pipeline, upstream, store, probe, mcp, status, statusLine, close };
+  return {
+    receiver, pipeline, upstream, store, mcp, status, statusLine, close,
+    get probe() {
+      return capture?.probe ?? null;
+    },
+  };
 }

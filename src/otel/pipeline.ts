@@ -76,6 +76,8 @@ export interface PipelineCounters {
   stored: number;
   /** spans the store refused (invalid ids) or that failed to be written */
   notStored: number;
+  /** notStored by reason: invalid ids, or the store could not commit (disk full) */
+  notStoredBy: { invalid: number; storeError: number };
   /** spans that got kspan's attributes/events (or a child span) */
   enriched: number;
   /** of those, explained before their whole window was ingested (the wait expired): the rest is `unknown` */
@@ -104,7 +106,7 @@ interface TraceBuffer {
 
 export class EnrichPipeline implements SpanConsumer {
   readonly counters: PipelineCounters = {
-    received: 0, stored: 0, notStored: 0, enriched: 0, enrichedPartial: 0,
+    received: 0, stored: 0, notStored: 0, notStoredBy: { invalid: 0, storeError: 0 }, enriched: 0, enrichedPartial: 0,
     passed: { noKernelData: 0, kernelDown: 0, bufferFull: 0, short: 0, explainError: 0, shutdown: 0 },
     childSpans: 0, traces: 0, explainMs: 0,
   };
@@ -158,15 +160,23 @@ export class EnrichPipeline implements SpanConsumer {
     }
     this.counters.received += arrivals.length;
     this.counters.notStored += arrivals.length - inputs.length;
-    if (inputs.length && this.o.spanSink) {
+    this.counters.notStoredBy.invalid += arrivals.length - inputs.length;
+    const sink = this.o.spanSink;
+    if (inputs.length && sink && sink.writable?.() === false) {
+      // the store cannot commit (disk full): forwarded, counted, not tried until it can again
+      this.counters.notStored += inputs.length;
+      this.counters.notStoredBy.storeError += inputs.length;
+    } else if (inputs.length && sink) {
       // The span index write commits asynchronously; the OTLP answer does not
       // wait for it (the spans are in the buffer), unless writes pile up.
-      const w = this.o.spanSink.putSpans(inputs).then(
+      const w = sink.putSpans(inputs).then(
         () => { this.counters.stored += inputs.length; },
         (err: Error) => {
           // a full disk or a closed store must not stop spans flowing upstream
           this.counters.notStored += inputs.length;
-          this.rateLimitedLog(`span index write failed (${err.message}); spans are forwarded, not stored`);
+          this.counters.notStoredBy.storeError += inputs.length;
+          // the daemon reports a store that cannot commit itself (once)
+          if (sink.writable?.() !== false) this.rateLimitedLog(`span index write failed (${err.message}); spans are forwarded, not stored`);
         },
       ).finally(() => { this.storeWrites.delete(w); });
       this.storeWrites.add(w);

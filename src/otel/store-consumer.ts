@@ -14,6 +14,8 @@ import { findAttr, type AnyValue, type ConsumeMeta, type ConsumeResult, type Dec
 
 export interface SpanSink {
   putSpans(spans: SpanInput[]): Promise<void>;
+  /** false while the store cannot commit (disk full): spans are counted as not stored without trying */
+  writable?(): boolean;
 }
 
 export interface StoreSpanConsumerOptions {

@@ -22,7 +22,7 @@ export { ThreadDirectory, incarnationAt, incarnationNear } from './threads.js';
 export { KEPT_ATTRIBUTES, PROCESS_ID_ATTRIBUTES, REQUEST_ID_ATTRIBUTES, SERVICE_ATTRIBUTES, type ServiceAttributes } from './service-attributes.js';
 export { storeClock } from './clock.js';
 export type { HeadBlock, StoreHead } from './head.js';
-export { StoreWriter, usedBytes, type RetentionResult, type WriterCounters, type WriterOptions } from './writer.js';
+export { StoreCommitError, StoreWriter, usedBytes, type RetentionResult, type StoreHealth, type WriterCounters, type WriterOptions } from './writer.js';
 export { SpanIndex, storedSpan, type SlowSpanQuery, type SpanInput, type StoredSpan } from './spans.js';
 export { formatStats, statsOf, storeStats, type StoreStats } from './stats.js';
 export { recordIntoStore, type RecordIntoStore } from './ingest.js';

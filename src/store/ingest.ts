@@ -8,7 +8,7 @@ export interface RecordIntoStore {
   sink: CaptureSink;
   writer: StoreWriter;
   /** live numbers for a progress line */
-  progress(): { events: number; committedEvents: number; usedBytes: number; skipped: number; watermarkNs: number };
+  progress(): { events: number; committedEvents: number; liveEvents: number; usedBytes: number; skipped: number; watermarkNs: number };
   /** flush, end the coverage session, close the environment */
   close(): Promise<void>;
 }
@@ -38,7 +38,7 @@ export function recordIntoStore(dir: string, o: WriterOptions = {}): RecordIntoS
   return {
     sink, writer,
     progress: () => ({
-      events: writer.counters.events, committedEvents: writer.counters.committedEvents, usedBytes: usedBytes(writer),
+      events: writer.counters.events, committedEvents: writer.counters.committedEvents, liveEvents: writer.liveEvents, usedBytes: usedBytes(writer),
       skipped: writer.counters.unknownKind + writer.counters.badValue + writer.counters.expired, watermarkNs: writer.committedThroughNs,
     }),
     close: () => writer.close(),

@@ -315,13 +315,11 @@ export async function scanEvents(r: StoreReader, q: EventScanQuery, visit: (l: E
   if (b < a || !tids.length) return res;
   // First read of each thread: as wide as is safe if that one thread had every
   // event of the window (partition metadata); then adapt to its density.
-  const P = r.partitionNs;
   let evInWindow = 0;
   for (const p of parts) {
-    const lo = p.idx * P;
-    if (p.maxEnd < a || lo - p.maxDur > b) continue;
-    const span = Math.max(1, p.maxEnd - Math.max(lo, p.minEnd));
-    const overlap = Math.max(0, Math.min(b, p.maxEnd) - Math.max(a, p.minEnd, lo));
+    if (p.maxEnd < a || p.minEnd - p.maxDur > b) continue;
+    const span = Math.max(1, p.maxEnd - p.minEnd);
+    const overlap = Math.max(0, Math.min(b, p.maxEnd) - Math.max(a, p.minEnd));
     evInWindow += p.events * Math.min(1, Math.max(overlap, 1) / span);
   }
   const width0 = Math.max(1e3, ((b - a) * SCAN_TARGET_EVENTS) / Math.max(1, evInWindow));

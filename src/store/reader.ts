@@ -13,7 +13,7 @@ import { Kind, groupName, type ClockHistory } from '../capture/index.js';
 import { DecodedBlockCache } from './block-cache.js';
 import { ByteReader, EventList, decodeBlock, decodeFutexBlock, readBlockHeader, type BlockHeader } from './codec.js';
 import {
-  DEFAULT_PARTITION_NS, M, futexPrefix, futexRangeKey, getU64, metaKey, partitionDbName, pidMapKey,
+  DEFAULT_PARTITION_NS, M, futexPrefix, futexRangeKey, getU64, metaKey, partitionDbName, partitionMayOverlap, pidMapKey,
   tidKey, type ClockSampleMeta, type DropsSample, type PartitionMeta, type SessionMeta, type StatusMeta,
   type StoreConfig, type ThreadMeta,
 } from './schema.js';
@@ -53,6 +53,9 @@ export function openEnv(dir: string, readOnly: boolean, o: OpenOptions = {}): Ro
     maxDbs: o.maxDbs ?? MAX_DBS_DEFAULT,
     readOnly,
     keyEncoding: 'binary',
+    // every write goes through transaction(); lmdb-js's event-turn batches add a
+    // promise of their own that nobody can handle when a commit fails (disk full)
+    ...(readOnly ? {} : { eventTurnBatching: false }),
   });
 }
 
@@ -114,10 +117,24 @@ export class StoreReader {
     this.refresh();
   }
 
+  /**
+   * Set by the writer on its own reader: opening a sub-database on a writable
+   * environment is a synchronous LMDB transaction, which lmdb-js runs by
+   * interrupting its write thread; when that thread's commit then fails (disk
+   * full) lmdb-js 3.5 crashes. So the writer opens partitions only inside its
+   * own transactions (and all existing ones when it starts), and its reader
+   * uses only the handles it has.
+   */
+  mayOpen: (() => boolean) | null = null;
+
+  /** partitions the writer opened inside a transaction that has not committed yet: not readable (their stats are garbage) */
+  private readonly uncommitted = new Set<number>();
+
   /** Partition handle, or null when it does not exist (yet, or any more). */
   partitionDb(idx: number, create = false): Database | null {
     let db = this.parts.get(idx);
-    if (db) return db;
+    if (db) return this.uncommitted.has(idx) && !this.mayOpen?.() ? null : db;
+    if (this.mayOpen && !this.mayOpen()) return null;
     try {
       if (!create && this.readOnly) {
         db = this.root.openDB(partitionDbName(idx), { keyEncoding: 'binary', encoding: 'binary' }) as Database | undefined;
@@ -132,8 +149,20 @@ export class StoreReader {
     return db;
   }
 
+  /** True when this reader holds a handle on partition idx. */
+  hasPartitionHandle(idx: number): boolean {
+    return this.parts.has(idx);
+  }
+
+  /** The writer: partition idx was opened in a transaction not committed yet (true) / that committed (false). */
+  setUncommitted(idx: number, yes: boolean): void {
+    if (yes) this.uncommitted.add(idx);
+    else this.uncommitted.delete(idx);
+  }
+
   forgetPartition(idx: number): void {
     this.parts.delete(idx);
+    this.uncommitted.delete(idx);
     this.blockCache?.dropPartition(idx);
   }
 
@@ -184,8 +213,6 @@ export class StoreReader {
   eventsOnThread(tid: number, a: number, b: number, out = new EventList(), kindMask = 0, parts?: PartitionMeta[], append = false): EventList {
     if (!append) out.clear();
     const list = parts ?? this.partitions();
-    const P = this.partitionNs;
-    const first = Math.floor(a / P);
     const prefix = tidKey(tid);
     const endKey = tidKey(tid, b + 1);
     const head = this.head;
@@ -193,9 +220,8 @@ export class StoreReader {
     const headSeqs = head?.sealedSeqs(tid) ?? null;
     let seenSeqs: number[] | null = null;
     for (const pm of list) {
-      if (pm.idx < first) continue; // every end there is < a
-      const pStart = pm.idx * P;
-      if (pStart > b && pStart - b > pm.maxDur) continue; // nothing there started by b
+      // every end there is < a, or nothing there started by b
+      if (!partitionMayOverlap(pm, a, b)) continue;
       const db = this.partitionDb(pm.idx);
       if (!db) continue;
       const ext = this.extent(db, prefix);
@@ -228,7 +254,7 @@ export class StoreReader {
     }
     if (head) {
       head.threadBlocks(tid, (hb) => {
-        if (hb.part < first || (seenSeqs !== null && seenSeqs.includes(hb.seq))) return;
+        if (seenSeqs !== null && seenSeqs.includes(hb.seq)) return;
         decodeBlock(hb.value, tid, a, b, kindMask, out, this.r, this.h);
       });
     }
@@ -271,12 +297,8 @@ export class StoreReader {
 
   /** Visit the pid-map keys in [start, end) of every partition that can overlap [a, b]; stop when visit returns false. */
   private scanPidMap(a: number, b: number, start: Buffer, end: Buffer, visit: (pid: number, tid: number) => boolean, parts?: PartitionMeta[]): void {
-    const P = this.partitionNs;
-    const first = Math.floor(a / P);
     for (const pm of parts ?? this.partitions()) {
-      if (pm.idx < first) continue;
-      const pStart = pm.idx * P;
-      if (pStart > b && pStart - b > pm.maxDur) continue;
+      if (!partitionMayOverlap(pm, a, b)) continue;
       const db = this.partitionDb(pm.idx);
       if (!db) continue;
       try {
@@ -313,17 +335,13 @@ export class StoreReader {
   /** Futex waits (kind 3) and wakes (kind 4) on lock word (pid, uaddr) overlapping [a, b]; f[0] = uaddr. */
   futexByUaddr(pid: number, uaddr: number, a: number, b: number, out = new EventList(), kindMask = 0): EventList {
     out.clear();
-    const P = this.partitionNs;
-    const first = Math.floor(a / P);
     const prefix = futexPrefix(pid, uaddr);
     const endKey = futexRangeKey(pid, uaddr, b + 1);
     const head = this.head;
     const headSeqs = head?.futexSealedSeqs(pid, uaddr) ?? null;
     let seenSeqs: number[] | null = null;
     for (const pm of this.partitions()) {
-      if (pm.idx < first) continue;
-      const pStart = pm.idx * P;
-      if (pStart > b && pStart - b > pm.maxDur) continue;
+      if (!partitionMayOverlap(pm, a, b)) continue;
       const db = this.partitionDb(pm.idx);
       if (!db) continue;
       const ext = this.extent(db, prefix);
@@ -333,7 +351,7 @@ export class StoreReader {
       });
     }
     head?.futexBlocks(pid, uaddr, (hb) => {
-      if (hb.part < first || (seenSeqs !== null && seenSeqs.includes(hb.seq))) return;
+      if (seenSeqs !== null && seenSeqs.includes(hb.seq)) return;
       decodeFutexBlock(hb.value, pid, uaddr, a, b, kindMask, out, this.r);
     });
     out.sortByStart();

@@ -3,8 +3,14 @@
 // Sub-databases:
 //   meta            binary key -> msgpack value: config, partitions, sessions,
 //                   clock samples, drop counters, status, threads, processes
-//   e:<P>           one per time partition P = floor(end_ns / partitionNs):
-//                   binary key -> binary value
+//   e:<P>           one per partition P (a sequence number; stores written before
+//                   schema 2: P = floor(end_ns / partitionNs)). A partition holds the
+//                   events whose end is in [fromNs, next partition's fromNs): a new one
+//                   starts at each partitionNs time slot, and when the current one's
+//                   blocks pass the size trigger (maxBytes / 16 by default), so
+//                   retention by size can hold within a fraction of the limit.
+//                   Readers skip partitions by their stored [minEnd, maxEnd] and
+//                   maxDur (exact), never by P. binary key -> binary value
 //     [u32 tid][u64 minStart][u32 seq]          event block of thread tid (codec.ts)
 //     [u32 tid]                                 f64 LE: max (maxEnd - minStart) of tid's blocks here
 //     [0xFFFFFFFE][u32 pid][u64 uaddr][u64 minStart][u32 seq]  futex index block
@@ -19,7 +25,8 @@
 
 import type { StatusInfo } from '../capture/index.js';
 
-export const SCHEMA_VERSION = 1;
+/** 2: partitions are sequence-numbered with `fromNs` (size-triggered partitions); 1 (read and upgraded): P = time slot */
+export const SCHEMA_VERSION = 2;
 export const DEFAULT_PARTITION_NS = 10 * 60 * 1e9;
 const TWO32 = 4294967296;
 
@@ -39,6 +46,7 @@ export const M = {
   COUNTERS: 0x43, // 'C': writer counters (skipped records etc.)
   RETAINED: 0x52, // 'R': { fromNs }: retention horizon, events before it were dropped
   HOST: 0x48, // 'H' + u64 epoch ms: HostMeta, the host of the writer that opened the store then
+  NEXT_PARTITION: 0x4e, // 'N': number: the next partition's idx (never reused)
 } as const;
 
 export function putU64(b: Buffer, at: number, v: number): void {
@@ -136,6 +144,8 @@ export interface StoreConfig {
 
 export interface PartitionMeta {
   idx: number;
+  /** events whose end is >= this (and below the next partition's fromNs) are routed here; absent (schema 1): idx * partitionNs */
+  fromNs?: number;
   /** range of event end times stored, monotonic ns */
   minEnd: number;
   maxEnd: number;
@@ -172,6 +182,8 @@ export interface SessionMeta {
   startedAt: string;
   stoppedAt: string | null;
   groups: Record<string, GroupCoverage>;
+  /** why the session ended (null/absent: a clean stop), e.g. "kspan-probe was killed by SIGKILL", "store full: ..." */
+  endReason?: string | null;
 }
 
 export interface ThreadMeta {
@@ -219,5 +231,17 @@ export interface SkipCounters {
   badValue: number;
   /** older than the oldest live partition (already expired) */
   expired: number;
+  /** thread events discarded because the store could not commit (disk full) and the retry buffer was full */
+  storeFull?: number;
   /** decoder-side counts are kept by the capture module (FrameDecoder counters) */
+}
+
+/** Lower bound of the end times routed to partition `pm` (schema 1 partitions: their time slot). */
+export function partitionFromNs(pm: PartitionMeta, partitionNs: number): number {
+  return pm.fromNs ?? pm.idx * partitionNs;
+}
+
+/** Can partition `pm` hold an event overlapping [a, b]? From its stored end range and longest event (exact). */
+export function partitionMayOverlap(pm: PartitionMeta, a: number, b: number): boolean {
+  return pm.maxEnd >= a && pm.minEnd - pm.maxDur <= b;
 }

@@ -5,6 +5,7 @@
 // Epoch ns are u64 (bigint / decimal string in the API: they exceed 2^53).
 
 import type { Database, RootDatabase } from 'lmdb';
+import { describeCommitError } from './commit-error.js';
 
 export interface SpanInput {
   /** 32 lowercase hex */
@@ -130,6 +131,16 @@ export class SpanIndex {
   }
 
   private async commit(spans: SpanInput[], stored: StoredSpan[]): Promise<void> {
+    try {
+      await this.transact(spans, stored);
+    } catch (e) {
+      // a failed commit (disk full): its cause is handled here, the caller gets one error that says it
+      const d = await describeCommitError(e);
+      throw new Error(`span index commit failed: ${d.message}`);
+    }
+  }
+
+  private async transact(spans: SpanInput[], stored: StoredSpan[]): Promise<void> {
     await this.root.transaction(() => {
       spans.forEach((s, k) => {
         const id = idBytes(s.traceId, s.spanId);

@@ -4,10 +4,26 @@
 // Kernel events are buffered per thread (BlockBuilder, delta/varint coded as
 // they arrive, no object per event) and flushed as one LMDB value per block
 // when a block reaches `blockBytes`, when its oldest event is `maxAgeMs` of
-// capture time (or wall time) old, when the event's time partition changes,
-// and on flush()/close(). Sealed blocks are put in commit rounds (one LMDB
-// transaction per round, on lmdb-js's write thread); onBatch returns a
+// capture time (or wall time) old, when the event's partition changes, and on
+// flush()/close(). Sealed blocks are put in commit rounds: one LMDB
+// transaction per round (lmdb-js `transaction()`: the puts run in the write
+// transaction, the commit on lmdb-js's write thread); onBatch returns a
 // promise (backpressure) while too many bytes are uncommitted.
+//
+// Partitions: a new one starts at each `partitionNs` time slot and, with a
+// size limit, whenever the current one's blocks pass `partitionBytes`
+// (maxBytes / 16 by default), so retention by size holds within one small
+// partition of the limit (schema.ts).
+//
+// A commit that fails (disk full: ENOSPC/EIO, MDB_MAP_FULL) never throws
+// into the capture path: the round's puts stay queued (and readable through
+// the head) and are retried with backoff (1 s doubling to 30 s); past
+// `maxRetainedBytes` of queued data, new events are not stored (counted as
+// `storeFull`) and the capture session is closed with its reason, so the gap
+// reads as not covered; a new session starts when a commit succeeds again.
+// With a size or age limit, a commit that fails for space also drops the
+// oldest partitions (`emergency` retention) and caps the store below the size
+// at which the disk filled. `health` says where the store stands.
 
 import { existsSync, mkdirSync } from 'node:fs';
 import type { Database } from 'lmdb';
@@ -18,10 +34,12 @@ import {
 import { BlockBuilder, FutexBuilder, KIND_SPECS } from './codec.js';
 import type { HeadBlock, StoreHead } from './head.js';
 import { localHost, type HostIdentity, type HostMeta } from './host.js';
+import { describeCommitError } from './commit-error.js';
 import { StoreReader, openEnv, type OpenOptions } from './reader.js';
 import {
-  DEFAULT_PARTITION_NS, M, SCHEMA_VERSION, blockKey, f64, futexBlockKey, futexPrefix, getU64, metaKey, pidMapKey,
-  tidKey, type PartitionMeta, type SessionMeta, type SkipCounters, type StoreConfig, type ThreadMeta,
+  DEFAULT_PARTITION_NS, M, SCHEMA_VERSION, blockKey, f64, futexBlockKey, futexPrefix, getU64, metaKey, partitionFromNs,
+  partitionMayOverlap, pidMapKey, tidKey, type GroupCoverage, type PartitionMeta, type SessionMeta, type SkipCounters,
+  type StoreConfig, type ThreadMeta,
 } from './schema.js';
 
 const TWO32 = 4294967296;
@@ -29,7 +47,15 @@ const TWO32 = 4294967296;
 export interface WriterOptions extends OpenOptions {
   /** time partition width, ns (fixed when the store is created). Default 10 min. */
   partitionNs?: number;
-  /** flush a thread's block at this many encoded bytes. Default 8150 (fits 2 LMDB overflow pages). */
+  /**
+   * start a new partition when the current one's blocks pass this many bytes
+   * (default: maxBytes / 16, at least 256 KiB, when maxBytes is set; 0 = time slots only)
+   */
+  partitionBytes?: number;
+  /**
+   * largest block value, bytes: a block is sealed when its next event would likely take it past this.
+   * Default 8176: two 4 KiB LMDB overflow pages less their 16-byte header (one byte more takes three pages).
+   */
   blockBytes?: number;
   /** flush a block whose first event is this old (capture time, and wall time). Default 1000 ms. */
   maxAgeMs?: number;
@@ -39,16 +65,24 @@ export interface WriterOptions extends OpenOptions {
   roundMs?: number;
   /** onBatch returns a promise while more than this many bytes are uncommitted. Default 64 MiB. */
   maxOutstandingBytes?: number;
+  /** while commits fail: sealed bytes kept for the retry; past it, new events are not stored (counted). Default 32 MiB. */
+  maxRetainedBytes?: number;
+  /** first retry after a failed commit, ms (doubling up to retryMaxMs). Default 1000. */
+  retryMinMs?: number;
+  /** Default 30000. */
+  retryMaxMs?: number;
   /** retention: drop partitions older than this (capture time, ns); 0 = keep. */
   maxAgeNs?: number;
   /** retention: drop oldest partitions while pages in use exceed this (bytes); 0 = no limit. */
   maxBytes?: number;
-  /** check retention every this many ms of wall time (default 5000; 0 = only when enforceRetention() is called). */
+  /** check retention every this many ms of wall time (default 1000; 0 = only when enforceRetention() is called or a partition starts). */
   retentionEveryMs?: number;
   /** the host this writer runs on (default: os.hostname() and the kernel's boot id): recorded per session and in a host record */
   host?: HostIdentity;
   /** cgroup v2 paths capture is scoped to, recorded per session */
   cgroups?: string[];
+  /** told when the store stops committing and when it commits again */
+  onStoreState?: (h: StoreHealth) => void;
 }
 
 export interface WriterCounters extends SkipCounters {
@@ -64,6 +98,46 @@ export interface WriterCounters extends SkipCounters {
   /** records seen by kind (index = kind) */
   byKind: number[];
   droppedPartitions: number;
+  /** thread events not stored because the store could not commit (see SkipCounters) */
+  storeFull: number;
+  /** LMDB transactions of this writer that failed to commit */
+  commitFailures: number;
+  /** partitions dropped to make room after a commit failed for space */
+  emergencyDropped: number;
+}
+
+/** Where the store stands: committing, or not (and why, since when). */
+export interface StoreHealth {
+  ok: boolean;
+  /** wall ms since commits fail (null: ok) */
+  failingSince: number | null;
+  /** the last commit error, e.g. "Input/output error (EIO)" */
+  error: string | null;
+  /** the error looks like no space (ENOSPC, EIO of a short write, MDB_MAP_FULL, EDQUOT) */
+  space: boolean;
+  /** sealed bytes waiting for a commit */
+  retainedBytes: number;
+  /** new events are not stored (the retry buffer is full) */
+  discarding: boolean;
+  /** wall ms of the next commit attempt (null: ok) */
+  retryAt: number | null;
+  /** times the store went from committing to failing */
+  episodes: number;
+  commitFailures: number;
+  /** thread events not stored so far */
+  notStoredEvents: number;
+  /** partitions dropped to make room */
+  emergencyDropped: number;
+  /** size cap learned from a full disk (bytes; 0: none) */
+  capBytes: number;
+}
+
+/** Thrown by flush() while the store cannot commit. */
+export class StoreCommitError extends Error {
+  constructor(message: string, readonly health: StoreHealth) {
+    super(message);
+    this.name = 'StoreCommitError';
+  }
 }
 
 export interface RetentionResult {
@@ -109,23 +183,65 @@ for (const off of [FUTEX_WAIT.start_ns, FUTEX_WAKE.start_ns, BLOCK_IO.start_ns, 
 }
 if (FUTEX_WAKE.uaddr !== FUTEX_WAIT.uaddr) throw new Error('record ABI: futex records disagree on uaddr offset');
 
+/** A put into a partition besides blocks: a block extent (value: the largest known, read at put time) or a pid-map key. */
+interface PartPut {
+  part: number;
+  key: Buffer;
+  /** extent of thread `tid` (fx null) or of lock word `fx`; pid-map keys: ext false */
+  ext: boolean;
+  tid: number;
+  fx: string | null;
+}
+
+/** What one commit round writes (kept to be queued again when its commit fails). */
+interface Round {
+  pend: Pending[];
+  bytes: number;
+  events: number;
+  partPuts: PartPut[];
+  metaPuts: [string, Buffer, unknown][];
+  parts: number[];
+  threads: string[];
+  newThreads: ThreadMeta[] | null;
+  /** partitions opened inside this round's transaction (their handles die with it if it fails) */
+  opened: number[];
+}
+
 /** Events are ingested through the probe's DRAINED time less this (a record is reserved right after its time is read). */
 const DRAIN_SLOP_NS = 1_000_000;
+const EMPTY = Buffer.alloc(0);
+
+/** lmdb-js prints every failed commit with console.error; the writer reports it itself (once), so those are left out. */
+let lmdbErrorsQuiet = false;
+function quietLmdbCommitErrors(): void {
+  if (lmdbErrorsQuiet) return;
+  lmdbErrorsQuiet = true;
+  const orig = console.error.bind(console);
+  console.error = (...args: unknown[]) => {
+    const e = args[0];
+    if (args.length === 1 && e instanceof Error && /[/\\]lmdb[/\\]write\.js/.test(e.stack ?? '')) return;
+    orig(...args);
+  };
+}
 
 export class StoreWriter implements CaptureSink {
   readonly reader: StoreReader;
   readonly counters: WriterCounters = {
     events: 0, committedEvents: 0, blocks: 0, futexBlocks: 0, commitRounds: 0, valueBytes: 0,
     byKind: new Array(KIND_MAX + 1).fill(0), unknownKind: 0, badValue: 0, expired: 0, droppedPartitions: 0,
+    storeFull: 0, commitFailures: 0, emergencyDropped: 0,
   };
   readonly partitionNs: number;
-  private readonly o: Required<Omit<WriterOptions, keyof OpenOptions | 'host' | 'cgroups'>>;
+  private readonly o: Required<Omit<WriterOptions, keyof OpenOptions | 'host' | 'cgroups' | 'onStoreState'>>;
   /** the host recorded for this writer's sessions */
   readonly host: HostIdentity;
   private readonly cgroups: string[] | undefined;
+  private readonly onStoreState: ((h: StoreHealth) => void) | null;
   private readonly threads = new Map<number, BlockBuilder>();
   private readonly futex = new Map<number, Map<number, FutexBuilder>>();
   private readonly partMeta = new Map<number, PartitionMeta>();
+  /** live partitions, oldest first (idx order = time order) */
+  private readonly order: number[] = [];
   private readonly dirtyParts = new Set<number>();
   /** partitions that existed when this writer opened (their extents may be stored already) */
   private readonly openedParts = new Set<number>();
@@ -145,30 +261,59 @@ export class StoreWriter implements CaptureSink {
   private readonly scratch = { buf: new Uint8Array(16384) };
   private pending: Pending[] = [];
   private pendingBytes = 0;
-  private pendingMeta: [Buffer, unknown][] = [];
+  private partPuts: PartPut[] = [];
+  /** metadata puts for the next round, by key (hex): the latest value wins */
+  private metaPuts = new Map<string, [Buffer, unknown]>();
   private slab = Buffer.allocUnsafe(4 << 20);
   private slabUsed = 0;
   private outstandingBytes = 0;
-  private lastRound: Promise<unknown> = Promise.resolve();
+  private lastRound: Promise<void> = Promise.resolve();
   private lastRoundWall = Date.now();
   private lastSweepTs = 0;
   private lastRetentionWall = Date.now();
+  private retentionDue = false;
   private seq = (Math.random() * TWO32) >>> 0;
   private maxTs = 0;
-  /** partitions below this are expired: events for them are skipped */
-  private minLivePartition = 0;
+  /** the partition being written (newest), its lower bound and the end of its time slot */
+  private cur = -1;
+  private curFrom = Infinity;
+  private curSlotEnd = Infinity;
+  /** bytes sealed into the current partition, and in its open blocks (size trigger) */
+  private curBytes = 0;
+  private curOpen = 0;
+  private splitDue = false;
+  private splitBytes: number;
+  private nextIdx = 0;
+  /** retention horizon: events that end before it are expired */
+  private horizonNs = 0;
+  /** partitions dropped here whose LMDB drop did not commit: dropped again at the next retention run */
+  private readonly zombies = new Set<number>();
   private session: SessionMeta | null = null;
   private sessionKey: Buffer | null = null;
+  /** while discarding: what the session that was cut had (a new one starts with it when commits work again; null: none was running) */
+  private resume: { info: Partial<SessionMeta>; groups: Record<string, GroupCoverage> } | null = null;
   private readonly hv = new HelloView();
   private statusSeq = 0;
   private closed = false;
+  /** close() is under way: no emergency drops any more */
+  private closing = false;
+  private inTxn = false;
   private timer: NodeJS.Timeout | null = null;
   private retentionRunning: Promise<RetentionResult> | null = null;
+  private emergency: Promise<void> | null = null;
+  /** commits failing since, and why (null: committing) */
+  private fail: { since: number; error: string; space: boolean; backoffMs: number; retryAt: number } | null = null;
+  private discarding: { sinceNs: number; reason: string } | null = null;
+  private episodes = 0;
+  /** a size cap learned from a full disk (0: none), and the failure episode it was learned in */
+  private capBytes = 0;
+  private capEpisode = 0;
   /** error of the last timer-driven retention check (null: none) */
   lastRetentionError: Error | null = null;
 
   constructor(readonly dir: string, opts: WriterOptions = {}) {
     if (!existsSync(dir)) mkdirSync(dir, { recursive: true });
+    quietLmdbCommitErrors();
     const root = openEnv(dir, false, opts);
     this.reader = new StoreReader(root, false);
     this.reader.attachHead(this.headView());
@@ -178,19 +323,29 @@ export class StoreWriter implements CaptureSink {
       cfg = { schema: SCHEMA_VERSION, partitionNs: opts.partitionNs ?? DEFAULT_PARTITION_NS, createdAt: new Date().toISOString() };
       meta.putSync(metaKey(M.CONFIG), cfg);
     }
-    if (cfg.schema !== SCHEMA_VERSION) throw new Error(`store schema ${cfg.schema}, this kspan writes ${SCHEMA_VERSION}`);
+    if (cfg.schema !== SCHEMA_VERSION && cfg.schema !== 1) throw new Error(`store schema ${cfg.schema}, this kspan writes ${SCHEMA_VERSION}`);
+    if (cfg.schema === 1) {
+      // schema 1 partitions (idx = time slot) are read as they are; new ones are sequence-numbered
+      cfg = { ...cfg, schema: SCHEMA_VERSION };
+      this.putMeta(metaKey(M.CONFIG), cfg);
+    }
     this.reader.config = cfg;
     this.partitionNs = cfg.partitionNs;
+    const maxBytes = opts.maxBytes ?? 0;
     this.o = {
       partitionNs: cfg.partitionNs,
-      blockBytes: opts.blockBytes ?? 8150,
+      partitionBytes: opts.partitionBytes ?? (maxBytes > 0 ? Math.max(256 << 10, Math.floor(maxBytes / 16)) : 0),
+      blockBytes: opts.blockBytes ?? 8176,
       maxAgeMs: opts.maxAgeMs ?? 1000,
       roundBytes: opts.roundBytes ?? 1 << 20,
       roundMs: opts.roundMs ?? 200,
       maxOutstandingBytes: opts.maxOutstandingBytes ?? 64 << 20,
+      maxRetainedBytes: opts.maxRetainedBytes ?? 32 << 20,
+      retryMinMs: opts.retryMinMs ?? 1000,
+      retryMaxMs: opts.retryMaxMs ?? 30_000,
       maxAgeNs: opts.maxAgeNs ?? 0,
-      maxBytes: opts.maxBytes ?? 0,
-      retentionEveryMs: opts.retentionEveryMs ?? 5000,
+      maxBytes,
+      retentionEveryMs: opts.retentionEveryMs ?? 1000,
     };
     this.host = opts.host ?? localHost();
     this.cgroups = opts.cgroups?.length ? [...opts.cgroups] : undefined;
@@ -198,19 +353,36 @@ export class StoreWriter implements CaptureSink {
     const sinceMs = Date.now();
     const hm: HostMeta = { name: this.host.name, bootId: this.host.bootId, since: new Date(sinceMs).toISOString(), sinceMs };
     meta.putSync(metaKey(M.HOST, [sinceMs, 8]), hm);
-    for (const pm of this.reader.partitions()) {
-      this.partMeta.set(pm.idx, pm);
-      this.openedParts.add(pm.idx);
-      if (pm.maxEnd > this.maxTs) this.maxTs = pm.maxEnd;
-    }
-    const ret = meta.get(metaKey(M.RETAINED)) as { fromNs: number } | undefined;
-    if (ret) this.minLivePartition = Math.floor(ret.fromNs / this.partitionNs);
+    this.onStoreState = opts.onStoreState ?? null;
+    this.splitBytes = this.o.partitionBytes;
     const c = meta.get(metaKey(M.COUNTERS)) as Partial<SkipCounters> | undefined;
     if (c) {
       this.counters.unknownKind = c.unknownKind ?? 0;
       this.counters.badValue = c.badValue ?? 0;
       this.counters.expired = c.expired ?? 0;
+      this.counters.storeFull = c.storeFull ?? 0;
     }
+    this.nextIdx = (meta.get(metaKey(M.NEXT_PARTITION)) as number | undefined) ?? 0;
+    // every existing partition is opened now, before any write is under way (see StoreReader.mayOpen)
+    for (const pm of this.reader.partitions()) {
+      this.partMeta.set(pm.idx, pm);
+      this.order.push(pm.idx);
+      this.openedParts.add(pm.idx);
+      this.reader.partitionDb(pm.idx);
+      if (pm.maxEnd > this.maxTs) this.maxTs = pm.maxEnd;
+      if (pm.idx >= this.nextIdx) this.nextIdx = pm.idx + 1;
+    }
+    this.order.sort((a, b) => a - b);
+    if (this.order.length) {
+      const last = this.partMeta.get(this.order[this.order.length - 1])!;
+      this.setCurrent(last);
+      this.curBytes = partitionBytes(this.reader, last.idx);
+    }
+    this.reader.mayOpen = () => this.inTxn;
+    const ret = meta.get(metaKey(M.RETAINED)) as { fromNs: number; capBytes?: number; capFor?: number } | undefined;
+    if (ret) this.horizonNs = ret.fromNs;
+    // a cap learned from a full disk holds across restarts with the same --max-size (a new limit starts over)
+    if (ret?.capBytes && ret.capFor === this.o.maxBytes) this.capTo(ret.capBytes);
   }
 
   get root() {
@@ -231,7 +403,6 @@ export class StoreWriter implements CaptureSink {
     const u32 = batch.u32;
     const buf = batch.buf;
     const offs = batch.offsets;
-    const P = this.partitionNs;
     const byKind = this.counters.byKind;
     for (let i = 0; i < batch.count; i++) {
       const off = offs[i];
@@ -267,9 +438,19 @@ export class StoreWriter implements CaptureSink {
           this.counters.badValue++;
           continue;
         }
-        const part = Math.floor(end / P);
-        if (part < this.minLivePartition) {
+        let part: number;
+        if (end >= this.curFrom) {
+          part = end >= this.curSlotEnd || this.splitDue ? this.newPartition(end) : this.cur;
+        } else if (end < this.horizonNs) {
           this.counters.expired++;
+          continue;
+        } else {
+          part = this.routeOld(end);
+        }
+        if (this.discarding !== null) {
+          // the store cannot commit and the retry buffer is full: counted, not stored
+          this.counters.storeFull++;
+          if (end > this.maxTs) this.maxTs = end;
           continue;
         }
         const tid = u32[w + W.tid];
@@ -284,9 +465,16 @@ export class StoreWriter implements CaptureSink {
           bb.reset(part);
           bb.openedAt = end;
         }
+        const len0 = bb.len;
         bb.append(sp, u32, w, buf, off, size, start, end);
         this.counters.events++;
-        if (bb.len >= this.o.blockBytes) this.sealThread(bb);
+        if (part === this.cur) {
+          // the size trigger counts open blocks too: they are sealed into this partition
+          this.curOpen += bb.len - len0;
+          if (this.splitBytes > 0 && this.curBytes + this.curOpen >= this.splitBytes) this.splitDue = true;
+        }
+        // seal while the value fits the page budget: the next event is taken to be up to twice this one
+        if (bb.len + Math.max(2 * (bb.len - len0), 64) + BlockBuilder.HEADER_MAX > this.o.blockBytes) this.sealThread(bb);
         if (kind === Kind.FUTEX_WAIT || kind === Kind.FUTEX_WAKE) {
           const uaddr = u32[w + W.uaddrHi] * TWO32 + u32[w + W.uaddr];
           this.futexAppend(u32[w + W.pid], uaddr, kind, tid, start, end, part);
@@ -312,13 +500,72 @@ export class StoreWriter implements CaptureSink {
     }
     if (this.maxTs - this.lastSweepTs >= this.o.maxAgeMs * 250_000) this.sweep(false);
     if (this.pendingBytes >= this.o.roundBytes || Date.now() - this.lastRoundWall >= this.o.roundMs) this.commitRound();
-    if (this.o.retentionEveryMs > 0 && Date.now() - this.lastRetentionWall >= this.o.retentionEveryMs && (this.o.maxAgeNs || this.o.maxBytes)) {
-      this.lastRetentionWall = Date.now();
-      this.enforceRetention().catch((e: unknown) => {
-        this.lastRetentionError = e as Error;
-      });
+    // metadata (clock samples, sessions, probe status) is committed at once, blocks by rounds
+    else if (this.metaPuts.size) this.commitRound(false, true);
+    if (this.fail !== null && this.discarding === null && this.pendingBytes > this.o.maxRetainedBytes) this.startDiscarding();
+    this.maybeRetention();
+    if (this.outstandingBytes > this.o.maxOutstandingBytes) return this.lastRound;
+  }
+
+  private maybeRetention(): void {
+    if (!(this.o.maxAgeNs || this.o.maxBytes || this.capBytes || this.zombies.size)) return;
+    const timed = this.o.retentionEveryMs > 0 && Date.now() - this.lastRetentionWall >= this.o.retentionEveryMs;
+    if (!timed && !this.retentionDue) return;
+    // one check at a time; one asked for meanwhile runs when it ends
+    if (this.retentionRunning || this.closing) {
+      this.retentionDue = true;
+      return;
     }
-    if (this.outstandingBytes > this.o.maxOutstandingBytes) return this.lastRound.then(() => undefined);
+    this.retentionDue = false;
+    this.lastRetentionWall = Date.now();
+    this.enforceRetention().catch((e: unknown) => {
+      this.lastRetentionError = e as Error;
+    });
+  }
+
+  // ------------------------------------------------------------------
+  // partitions
+
+  private setCurrent(pm: PartitionMeta): void {
+    const P = this.partitionNs;
+    this.cur = pm.idx;
+    this.curFrom = partitionFromNs(pm, P);
+    this.curSlotEnd = (Math.floor(this.curFrom / P) + 1) * P;
+  }
+
+  /** Start a partition for an event ending at `end`: at its time slot, or (size trigger) at `end`. */
+  private newPartition(end: number): number {
+    const P = this.partitionNs;
+    const from = this.cur < 0 || end >= this.curSlotEnd ? Math.floor(end / P) * P : Math.max(end, this.curFrom + 1);
+    const idx = this.nextIdx++;
+    const pm: PartitionMeta = {
+      idx, fromNs: from, minEnd: Infinity, maxEnd: 0, maxDur: 0, events: 0, blocks: 0, valueBytes: 0, byKind: new Array(KIND_MAX + 1).fill(0),
+    };
+    this.partMeta.set(idx, pm);
+    this.order.push(idx);
+    this.setCurrent(pm);
+    this.curBytes = 0;
+    this.curOpen = 0;
+    this.splitDue = false;
+    // the previous partition is complete: a size limit may drop the oldest now
+    this.retentionDue = true;
+    return idx;
+  }
+
+  /** The partition of an event that ends before the current partition starts (late, out of order). */
+  private routeOld(end: number): number {
+    const P = this.partitionNs;
+    const o = this.order;
+    if (!o.length) return this.newPartition(end);
+    let lo = 0;
+    let hi = o.length - 1;
+    if (end < partitionFromNs(this.partMeta.get(o[0])!, P)) return o[0];
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (partitionFromNs(this.partMeta.get(o[mid])!, P) <= end) lo = mid;
+      else hi = mid - 1;
+    }
+    return o[lo];
   }
 
   private futexAppend(pid: number, uaddr: number, kind: number, tid: number, start: number, end: number, part: number): void {
@@ -332,8 +579,9 @@ export class StoreWriter implements CaptureSink {
       fb.openedAt = end;
       fb.openedWall = Date.now();
     }
+    const len0 = fb.len;
     fb.append(kind, tid, start, end);
-    if (fb.len >= this.o.blockBytes) this.sealFutex(fb);
+    if (fb.len + Math.max(2 * (fb.len - len0), 64) + 19 > this.o.blockBytes) this.sealFutex(fb);
   }
 
   private slabAlloc(n: number): Buffer {
@@ -349,11 +597,22 @@ export class StoreWriter implements CaptureSink {
   private part(idx: number): PartitionMeta {
     let pm = this.partMeta.get(idx);
     if (!pm) {
-      pm = { idx, minEnd: Infinity, maxEnd: 0, maxDur: 0, events: 0, blocks: 0, valueBytes: 0, byKind: new Array(KIND_MAX + 1).fill(0) };
+      // not reached: builders of a dropped partition are discarded with it
+      pm = { idx, fromNs: this.horizonNs, minEnd: Infinity, maxEnd: 0, maxDur: 0, events: 0, blocks: 0, valueBytes: 0, byKind: new Array(KIND_MAX + 1).fill(0) };
       this.partMeta.set(idx, pm);
+      this.order.push(idx);
+      this.order.sort((a, b) => a - b);
     }
     this.dirtyParts.add(idx);
     return pm;
+  }
+
+  /** A block of `open` encoded bytes was sealed into partition idx as `n` bytes. */
+  private grew(idx: number, n: number, open: number): void {
+    if (idx !== this.cur) return;
+    this.curBytes += pageBytes(n);
+    this.curOpen = Math.max(0, this.curOpen - open);
+    if (this.splitBytes > 0 && this.curBytes + this.curOpen >= this.splitBytes) this.splitDue = true;
   }
 
   private sealThread(bb: BlockBuilder): void {
@@ -370,6 +629,7 @@ export class StoreWriter implements CaptureSink {
     if (bb.maxEnd > pm.maxEnd) pm.maxEnd = bb.maxEnd;
     if (bb.maxDur > pm.maxDur) pm.maxDur = bb.maxDur;
     for (let k = 0; k < 16; k++) if (bb.kinds & (1 << k)) pm.byKind[k] = (pm.byKind[k] ?? 0) + bb.kindCounts[k];
+    this.grew(idx, n, bb.len);
     // extent of this tid's blocks in the partition
     let ex = this.extents.get(idx);
     if (!ex) this.extents.set(idx, (ex = new Map()));
@@ -379,14 +639,14 @@ export class StoreWriter implements CaptureSink {
     if (known === undefined) ex.set(bb.tid, (known = this.storedExtent(idx, tidKey(bb.tid))));
     if (known < extent) {
       ex.set(bb.tid, extent);
-      this.pendingMeta.push([Buffer.concat([Buffer.from([0xee]), partKey(idx), tidKey(bb.tid)]), extent]);
+      this.partPuts.push({ part: idx, key: tidKey(bb.tid), ext: true, tid: bb.tid, fx: null });
     }
     let pt = this.pidTids.get(idx);
     if (!pt) this.pidTids.set(idx, (pt = new Set()));
     const pk = bb.pid * 4194304 + bb.tid;
     if (!pt.has(pk)) {
       pt.add(pk);
-      this.pendingMeta.push([Buffer.concat([Buffer.from([0xef]), partKey(idx), pidMapKey(bb.pid, bb.tid)]), null]);
+      this.partPuts.push({ part: idx, key: pidMapKey(bb.pid, bb.tid), ext: false, tid: bb.tid, fx: null });
     }
     const seq = this.seq++ >>> 0;
     const head: HeadBlock = { seq, part: idx, pid: bb.pid, value };
@@ -406,6 +666,10 @@ export class StoreWriter implements CaptureSink {
     const idx = fb.partition;
     const pm = this.part(idx);
     if (fb.maxDur > pm.maxDur) pm.maxDur = fb.maxDur;
+    // readers skip partitions by their end range: it covers the lock-word index too
+    if (fb.minEnd < pm.minEnd) pm.minEnd = fb.minEnd;
+    if (fb.maxEnd > pm.maxEnd) pm.maxEnd = fb.maxEnd;
+    this.grew(idx, n, 0);
     let ex = this.fxExtents.get(idx);
     if (!ex) this.fxExtents.set(idx, (ex = new Map()));
     const ek = `${fb.pid}:${fb.uaddr}`;
@@ -414,7 +678,7 @@ export class StoreWriter implements CaptureSink {
     if (known === undefined) ex.set(ek, (known = this.storedExtent(idx, futexPrefix(fb.pid, fb.uaddr))));
     if (known < extent) {
       ex.set(ek, extent);
-      this.pendingMeta.push([Buffer.concat([Buffer.from([0xee]), partKey(idx), futexPrefix(fb.pid, fb.uaddr)]), extent]);
+      this.partPuts.push({ part: idx, key: futexPrefix(fb.pid, fb.uaddr), ext: true, tid: -1, fx: ek });
     }
     const seq = this.seq++ >>> 0;
     const head: HeadBlock = { seq, part: idx, pid: fb.pid, value: v.subarray(0, n) };
@@ -457,83 +721,304 @@ export class StoreWriter implements CaptureSink {
   tick(): void {
     if (this.closed) return;
     this.sweep(false);
-    if (this.pending.length || this.pendingMeta.length || this.dirtyParts.size || this.dirtyThreads.size) this.commitRound();
+    if (this.pending.length || this.partPuts.length || this.metaPuts.size || this.dirtyParts.size || this.dirtyThreads.size || this.fail) this.commitRound();
+    if (this.fail !== null && this.discarding === null && this.pendingBytes > this.o.maxRetainedBytes) this.startDiscarding();
+    this.maybeRetention();
   }
 
-  /** Issue the pending puts as one transaction (all puts of one event turn commit together). */
-  private commitRound(): Promise<unknown> {
+  // ------------------------------------------------------------------
+  // commit rounds
+
+  /** Queue a metadata put for the next round (the latest value per key wins). */
+  private putMeta(key: Buffer, value: unknown): void {
+    this.metaPuts.set(key.toString('hex'), [key, value]);
+  }
+
+  /**
+   * Run `fn` inside one LMDB write transaction (lmdb-js `transaction()`): its
+   * puts and drops are in that transaction, partitions may be opened inside.
+   * Rejects when the transaction does not commit.
+   */
+  private txn(fn: () => void): Promise<unknown> {
+    return this.root.transaction(() => {
+      this.inTxn = true;
+      try {
+        fn();
+      } finally {
+        this.inTxn = false;
+      }
+    });
+  }
+
+  /** A partition's handle inside a transaction (opening it there; noted in `opened`). */
+  private txnPartition(idx: number, opened: number[]): Database | null {
+    const had = this.reader.hasPartitionHandle(idx);
+    const db = this.reader.partitionDb(idx, true);
+    if (db && !had) {
+      opened.push(idx);
+      this.reader.setUncommitted(idx, true);
+    }
+    return db;
+  }
+
+  /**
+   * Issue what is pending as one transaction. Never rejects: a round that
+   * does not commit is queued again (see `fail`). While commits fail, rounds
+   * wait for the retry time unless `force`.
+   */
+  private commitRound(force = false, metaOnly = false): Promise<void> {
+    if (this.closed) return this.lastRound;
+    if (this.fail !== null && !force && Date.now() < this.fail.retryAt) return this.lastRound;
+    if (metaOnly) {
+      const W: Round = {
+        pend: [], bytes: 0, events: 0, partPuts: [], metaPuts: [...this.metaPuts].map(([h, [k, v]]) => [h, k, v]),
+        parts: [], threads: [], newThreads: null, opened: [],
+      };
+      this.metaPuts = new Map();
+      return this.issue(W);
+    }
     this.lastRoundWall = Date.now();
-    const pend = this.pending;
-    const metaPend = this.pendingMeta;
-    if (!pend.length && !metaPend.length && !this.dirtyParts.size && !this.dirtyThreads.size && !this.session) return this.lastRound;
-    this.pending = [];
-    this.pendingMeta = [];
-    const bytes = this.pendingBytes;
-    this.pendingBytes = 0;
+    if (!this.pending.length && !this.partPuts.length && !this.metaPuts.size && !this.dirtyParts.size && !this.dirtyThreads.size && !this.session && !this.fail) {
+      return this.lastRound;
+    }
+    // A round takes the oldest blocks up to a bound (1 MiB while retrying after failures, so that what
+    // fits on a nearly full disk goes in; 4 MiB otherwise); the rest follows in the next round.
+    const limit = this.fail !== null ? this.o.roundBytes : Math.max(4 << 20, this.o.roundBytes);
+    let take = this.pending.length;
+    let bytes = this.pendingBytes;
+    if (bytes > limit) {
+      take = 0;
+      bytes = 0;
+      for (const p of this.pending) {
+        if (take > 0 && bytes + p.value.length > limit) break;
+        bytes += p.value.length;
+        take++;
+      }
+    }
+    const W: Round = {
+      pend: this.pending.slice(0, take), bytes, events: 0, partPuts: this.partPuts,
+      metaPuts: [...this.metaPuts].map(([h, [k, v]]) => [h, k, v]), parts: [...this.dirtyParts], threads: [...this.dirtyThreads],
+      newThreads: this.newByTid.size ? [...this.newByTid.values()].flat() : null, opened: [],
+    };
+    for (const p of W.pend) W.events += p.events;
+    this.pending = take === this.pending.length ? [] : this.pending.slice(take);
+    this.pendingBytes -= bytes;
+    this.partPuts = [];
+    this.metaPuts = new Map();
+    this.dirtyParts.clear();
+    this.dirtyThreads.clear();
+    // (the session's committed-through time holds only when every sealed block is in this round)
+    if (this.session && this.sessionKey && this.pending.length === 0) {
+      // other processes read the session's end as "captured and committed up to here"
+      const through = this.committedThroughNs;
+      if (through > this.session.endNs) this.session.endNs = through;
+      W.metaPuts.push([this.sessionKey.toString('hex'), this.sessionKey, { ...this.session }]);
+    }
+    W.metaPuts.push(['counters', metaKey(M.COUNTERS), {
+      unknownKind: this.counters.unknownKind, badValue: this.counters.badValue, expired: this.counters.expired,
+      storeFull: this.counters.storeFull,
+    }]);
+    W.metaPuts.push(['next', metaKey(M.NEXT_PARTITION), this.nextIdx]);
     // the current slab stays referenced by `pend` until committed; start a fresh one
     if (this.slabUsed > 0) {
       this.slab = Buffer.allocUnsafe(this.slab.length);
       this.slabUsed = 0;
     }
-    let events = 0;
-    let last: Promise<unknown> = Promise.resolve();
-    for (const p of pend) {
-      const db = this.reader.partitionDb(p.part, true);
-      if (!db) continue;
-      last = db.put(p.key, p.value);
-      events += p.events;
-    }
-    for (const [k, v] of metaPend) {
-      // 0xee/0xef tagged: [tag][u32 part][key] -> goes to the partition db
-      const idx = k.readUInt32BE(1);
-      const db = this.reader.partitionDb(idx, true);
-      if (!db) continue;
-      const key = k.subarray(5);
-      last = db.put(key, k[0] === 0xee ? f64(v as number) : Buffer.alloc(0));
-    }
-    const meta = this.reader.meta;
-    for (const idx of this.dirtyParts) {
-      const pm = this.partMeta.get(idx);
-      if (pm && idx >= this.minLivePartition) last = meta.put(metaKey(M.PARTITION, [idx, 4]), pm);
-    }
-    this.dirtyParts.clear();
-    for (const k of this.dirtyThreads) {
-      const t = this.threadMeta.get(k);
-      if (t) last = meta.put(metaKey(M.THREAD, [t.tid, 4], [t.startTime, 8]), t);
-    }
-    this.dirtyThreads.clear();
-    if (this.session && this.sessionKey) {
-      // other processes read the session's end as "captured and committed up to here"
-      const through = this.committedThroughNs;
-      if (through > this.session.endNs) this.session.endNs = through;
-      last = meta.put(this.sessionKey, this.session);
-    }
-    const newThreads = this.newByTid.size ? [...this.newByTid.values()].flat() : null;
-    last = meta.put(metaKey(M.COUNTERS), { unknownKind: this.counters.unknownKind, badValue: this.counters.badValue, expired: this.counters.expired });
-    this.outstandingBytes += bytes;
     this.counters.commitRounds++;
-    const round = last.then(() => {
-      this.outstandingBytes -= bytes;
-      this.counters.committedEvents += events;
-      // committed: LMDB answers for these now (pend also keeps the slab alive until here)
-      for (const p of pend) {
-        if (p.fx === null) removeFrom(this.sealedThread, p.tid, p.head);
-        else removeFrom(this.sealedFutex, p.fx, p.head);
-      }
-      if (newThreads) for (const t of newThreads) {
-        removeFrom(this.newByTid, t.tid, t);
-        removeFrom(this.newByPid, t.pid, t);
-      }
-    });
+    return this.issue(W);
+  }
+
+  /** Start the transaction of round W; the promise settles after its outcome is handled (never rejects). */
+  private issue(W: Round): Promise<void> {
+    this.outstandingBytes += W.bytes;
+    const meta = this.reader.meta;
+    let txn: Promise<unknown>;
+    try {
+      txn = this.txn(() => {
+        for (const p of W.pend) {
+          if (!this.partMeta.has(p.part)) continue; // dropped meanwhile
+          this.txnPartition(p.part, W.opened)?.put(p.key, p.value);
+        }
+        for (const q of W.partPuts) {
+          if (!this.partMeta.has(q.part)) continue;
+          const db = this.txnPartition(q.part, W.opened);
+          if (!db) continue;
+          if (!q.ext) db.put(q.key, EMPTY);
+          else db.put(q.key, f64((q.fx === null ? this.extents.get(q.part)?.get(q.tid) : this.fxExtents.get(q.part)?.get(q.fx)) ?? 0));
+        }
+        for (const idx of W.parts) {
+          const pm = this.partMeta.get(idx);
+          if (pm) meta.put(metaKey(M.PARTITION, [idx, 4]), pm);
+        }
+        for (const k of W.threads) {
+          const t = this.threadMeta.get(k);
+          if (t) meta.put(metaKey(M.THREAD, [t.tid, 4], [t.startTime, 8]), t);
+        }
+        for (const [, k, v] of W.metaPuts) meta.put(k, v);
+      });
+    } catch (e) {
+      txn = Promise.reject(e);
+    }
+    const round = txn.then(() => this.roundDone(W), (e: unknown) => this.roundFailed(W, e));
     this.lastRound = round;
     return round;
   }
 
-  /** Seal every open block and commit; resolves when everything ingested so far is committed. */
+  private roundDone(W: Round): void {
+    this.outstandingBytes -= W.bytes;
+    for (const idx of W.opened) this.reader.setUncommitted(idx, false);
+    this.counters.committedEvents += W.events;
+    // committed: LMDB answers for these now (pend also keeps the slab alive until here)
+    for (const p of W.pend) {
+      if (p.fx === null) removeFrom(this.sealedThread, p.tid, p.head);
+      else removeFrom(this.sealedFutex, p.fx, p.head);
+    }
+    if (W.newThreads) for (const t of W.newThreads) {
+      removeFrom(this.newByTid, t.tid, t);
+      removeFrom(this.newByPid, t.pid, t);
+    }
+    if (this.fail !== null) {
+      // a small transaction may fit where the retained blocks did not: recovered once those commit
+      if (W.pend.length > 0 || this.pending.length === 0) this.recovered();
+      else this.fail.retryAt = Date.now();
+    }
+    // blocks left over by the round's bound go next
+    if (this.pending.length && !this.closed && this.fail === null) setImmediate(() => this.commitRound());
+  }
+
+  private async roundFailed(W: Round, e: unknown): Promise<void> {
+    this.outstandingBytes -= W.bytes;
+    // handles opened in a transaction that aborted are closed by LMDB: open them again next time
+    for (const idx of W.opened) this.reader.forgetPartition(idx);
+    // queue it all again, ahead of what came since (sealed blocks stay readable in the head)
+    const keep = W.pend.filter((p) => this.partMeta.has(p.part));
+    for (const p of keep) this.pendingBytes += p.value.length;
+    this.pending = keep.concat(this.pending);
+    this.partPuts = W.partPuts.filter((q) => this.partMeta.has(q.part)).concat(this.partPuts);
+    for (const [h, k, v] of W.metaPuts) if (!this.metaPuts.has(h) && h !== 'counters' && h !== 'next' && !(this.sessionKey && h === this.sessionKey.toString('hex'))) this.metaPuts.set(h, [k, v]);
+    for (const idx of W.parts) this.dirtyParts.add(idx);
+    for (const k of W.threads) this.dirtyThreads.add(k);
+    await this.noteFailure(e);
+  }
+
+  /** A transaction did not commit: enter (or stay in) the failing state; with limits, make room. */
+  private async noteFailure(e: unknown): Promise<void> {
+    const d = await describeCommitError(e);
+    this.counters.commitFailures++;
+    const now = Date.now();
+    if (this.fail === null) {
+      this.episodes++;
+      this.fail = { since: now, error: d.message, space: d.space, backoffMs: this.o.retryMinMs, retryAt: now + this.o.retryMinMs };
+      this.onStoreState?.(this.health);
+    } else {
+      this.fail.error = d.message;
+      this.fail.space ||= d.space;
+      this.fail.backoffMs = Math.min(this.fail.backoffMs * 2, this.o.retryMaxMs);
+      this.fail.retryAt = now + this.fail.backoffMs;
+    }
+    if (d.space && (this.o.maxBytes || this.o.maxAgeNs) && !this.emergency && !this.closing) {
+      const em = this.emergencyRetention(false).then((dropped) => {
+        // room was made: try again at once
+        if (dropped.length && this.fail) this.fail.retryAt = Date.now();
+      }, () => undefined).finally(() => {
+        this.emergency = null;
+      });
+      this.emergency = em;
+    }
+    if (this.discarding === null && this.pendingBytes > this.o.maxRetainedBytes) this.startDiscarding();
+  }
+
+  /** A commit went through after failures. */
+  private recovered(): void {
+    this.fail = null;
+    if (this.discarding) {
+      const at = Math.max(this.ingestWatermarkNs, this.maxTs);
+      this.discarding = null;
+      const r = this.resume;
+      this.resume = null;
+      if (r) {
+        this.beginSession(at, r.info);
+        for (const [name, g] of Object.entries(r.groups)) {
+          const open = g.ranges.filter((x) => x.to === null && x.err === 0);
+          if (open.length) this.session!.groups[name] = { ranges: open.map((x) => ({ ...x, from: at })) };
+        }
+      }
+    }
+    this.onStoreState?.(this.health);
+  }
+
+  /** The retry buffer is full: stop storing new events; the session ends here (the gap is not covered). */
+  private startDiscarding(): void {
+    const f = this.fail!;
+    const at = this.ingestWatermarkNs;
+    const reason = `store full: ${f.error}`;
+    this.discarding = { sinceNs: at, reason };
+    const s = this.session;
+    this.resume = null;
+    if (s) {
+      const groups: Record<string, GroupCoverage> = {};
+      for (const [name, g] of Object.entries(s.groups)) groups[name] = { ranges: g.ranges.filter((r) => r.to === null).map((r) => ({ ...r })) };
+      this.resume = {
+        info: { bootId: s.bootId, probePid: s.probePid, offcpuMinNs: s.offcpuMinNs, observerPids: s.observerPids },
+        groups,
+      };
+      this.endSession({ atNs: Math.max(s.startNs, at), reason });
+    }
+    this.onStoreState?.(this.health);
+  }
+
+  /** Seal every open block and commit; resolves when everything ingested so far is committed. Throws StoreCommitError while the store cannot commit. */
   async flush(): Promise<void> {
     this.sweep(true);
-    await this.commitRound();
-    await this.lastRound;
+    await this.commitAll();
+    if (this.fail) {
+      const h = this.health;
+      throw new StoreCommitError(`the store in ${this.dir} cannot commit: ${h.error}`, h);
+    }
+  }
+
+  /** Commit rounds until nothing is pending, or one fails (one attempt, whatever the retry time). */
+  private async commitAll(): Promise<void> {
+    for (;;) {
+      await this.commitRound(true);
+      await this.lastRound;
+      if (this.fail !== null || this.closed || !this.pending.length) return;
+    }
+  }
+
+  /**
+   * The store cannot commit (disk full): wait for the room the writer makes
+   * by itself (with a limit), commit what is held; still failing, drop the
+   * oldest partitions (`includeNewest`: even the one being written) and
+   * commit again. Resolves with the partitions dropped here; `health` says
+   * whether it commits now.
+   */
+  async makeRoom(includeNewest: boolean): Promise<number[]> {
+    if (this.emergency) await this.emergency;
+    if (this.fail === null) return [];
+    await this.commitAll();
+    if (this.fail === null) return [];
+    const dropped = await this.emergencyRetention(includeNewest).catch(() => [] as number[]);
+    await this.commitAll();
+    return dropped;
+  }
+
+  /** Events in the live partitions (committed or about to be). */
+  get liveEvents(): number {
+    let n = 0;
+    for (const pm of this.partMeta.values()) n += pm.events;
+    return n;
+  }
+
+  /** Where the store stands (see StoreHealth). */
+  get health(): StoreHealth {
+    const f = this.fail;
+    return {
+      ok: f === null, failingSince: f?.since ?? null, error: f?.error ?? null, space: f?.space ?? false,
+      retainedBytes: this.pendingBytes, discarding: this.discarding !== null, retryAt: f?.retryAt ?? null,
+      episodes: this.episodes, commitFailures: this.counters.commitFailures, notStoredEvents: this.counters.storeFull,
+      emergencyDropped: this.counters.emergencyDropped, capBytes: this.capBytes,
+    };
   }
 
   /**
@@ -557,7 +1042,6 @@ export class StoreWriter implements CaptureSink {
   // StoreHead: what this writer holds that LMDB has not committed (see head.ts)
 
   private headView(): StoreHead {
-    const P = this.partitionNs;
     return {
       sealedSeqs: (tid) => seqsOf(this.sealedThread.get(tid)),
       threadBlocks: (tid, visit) => {
@@ -576,12 +1060,14 @@ export class StoreWriter implements CaptureSink {
         if (fb && fb.count > 0) visit({ seq: -1, part: fb.partition, pid, value: this.sealScratch(fb.len + 19, (o) => fb.sealInto(o, 0)) });
       },
       threads: (a, b, visit) => {
-        const first = Math.floor(a / P);
-        // the committed pid map's rule (reader.scanPidMap): partitions from a's on, not starting after b by more than their longest event
-        const can = (part: number, maxDur: number): boolean =>
-          part >= first && !(part * P > b && part * P - b > Math.max(maxDur, this.partMeta.get(part)?.maxDur ?? 0));
-        for (const [tid, l] of this.sealedThread) for (const h of l) if (can(h.part, 0) && !visit(h.pid, tid)) return;
-        for (const bb of this.threads.values()) if (bb.count > 0 && can(bb.partition, bb.maxDur) && !visit(bb.pid, bb.tid)) return;
+        // sealed head blocks: the committed pid map's rule (their partition's end range); open blocks: their own range
+        for (const [tid, l] of this.sealedThread) {
+          for (const h of l) {
+            const pm = this.partMeta.get(h.part);
+            if (pm && partitionMayOverlap(pm, a, b) && !visit(h.pid, tid)) return;
+          }
+        }
+        for (const bb of this.threads.values()) if (bb.count > 0 && bb.maxEnd >= a && bb.minStart <= b && !visit(bb.pid, bb.tid)) return;
       },
       threadMeta: (tid, startTime) => this.threadMeta.get(`${tid}:${startTime}`),
       newIncarnations: (tid) => this.newByTid.get(tid) ?? NONE,
@@ -616,37 +1102,56 @@ export class StoreWriter implements CaptureSink {
       startNs, endNs: Math.max(startNs, this.maxTs), closed: false, bootId: info.bootId ?? this.host.bootId, probePid: info.probePid ?? null,
       hostName: info.hostName ?? this.host.name, ...(this.cgroups ? { cgroups: this.cgroups } : {}),
       observerPids: info.observerPids ?? [process.pid],
-      offcpuMinNs: info.offcpuMinNs ?? null, startedAt: new Date().toISOString(), stoppedAt: null, groups: {},
+      offcpuMinNs: info.offcpuMinNs ?? null, startedAt: new Date().toISOString(), stoppedAt: null, groups: {}, endReason: null,
     };
     this.sessionKey = metaKey(M.SESSION, [startNs, 8], [this.seq++, 4]);
-    this.reader.meta.put(this.sessionKey, this.session);
+    this.putMeta(this.sessionKey, { ...this.session });
   }
 
-  /** Mark the current session ended at the latest capture time. */
-  endSession(): void {
+  /**
+   * Mark the current session ended: at the latest capture time, or at `atNs`
+   * (what was captured after it is not covered), with the reason when it
+   * ended because something failed (the probe died, the store filled).
+   */
+  endSession(o: { atNs?: number; reason?: string } = {}): void {
+    if (this.discarding && !this.session) this.resume = null; // stopped while the store was full: nothing to resume
     if (!this.session || !this.sessionKey) return;
-    if (this.maxTs > this.session.endNs) this.session.endNs = this.maxTs;
-    this.session.closed = true;
-    this.session.stoppedAt = new Date().toISOString();
-    for (const g of Object.values(this.session.groups)) for (const r of g.ranges) if (r.to === null) r.to = this.session.endNs;
-    this.reader.meta.put(this.sessionKey, this.session);
+    const s = this.session;
+    if (o.atNs !== undefined) s.endNs = Math.max(s.startNs, o.atNs);
+    else if (this.maxTs > s.endNs) s.endNs = this.maxTs;
+    s.closed = true;
+    s.stoppedAt = new Date().toISOString();
+    s.endReason = o.reason ?? null;
+    for (const g of Object.values(s.groups)) for (const r of g.ranges) if (r.to === null || r.to > s.endNs) r.to = Math.max(r.from, s.endNs);
+    this.putMeta(this.sessionKey, { ...s, groups: structuredClone(s.groups) });
     this.session = null;
     this.sessionKey = null;
+  }
+
+  /** The running session (null: none): its start, probe, groups. */
+  get currentSession(): Readonly<SessionMeta> | null {
+    return this.session;
   }
 
   private onHello(batch: RecordBatch, i: number): void {
     const v = this.hv.set(batch, i);
     const mono = v.monoNs;
-    this.reader.meta.put(metaKey(M.CLOCK, [mono, 8]), { monoNs: mono, realtimeNs: v.realtimeNs.toString(), errorNs: 0, stepped: false });
+    this.putMeta(metaKey(M.CLOCK, [mono, 8]), { monoNs: mono, realtimeNs: v.realtimeNs.toString(), errorNs: 0, stepped: false });
     if (mono > this.maxTs) this.maxTs = mono;
-    this.beginSession(mono, { bootId: v.bootId, probePid: v.probePid, offcpuMinNs: v.offcpuMinNs });
+    const info = { bootId: v.bootId, probePid: v.probePid, offcpuMinNs: v.offcpuMinNs };
+    if (this.discarding) {
+      // a new probe while the store is full: its session starts when commits work again
+      this.resume = { info, groups: {} };
+      return;
+    }
+    this.beginSession(mono, info);
   }
 
   private onClock(u32: Uint32Array, w: number): void {
     const mono = u32[w + W.tsHi] * TWO32 + u32[w + W.ts];
     const rt = (BigInt(u32[w + W.clockRealHi]) << 32n) | BigInt(u32[w + W.clockReal]);
     const err = u32[w + W.clockErrHi] * TWO32 + u32[w + W.clockErr];
-    this.reader.meta.put(metaKey(M.CLOCK, [mono, 8]), { monoNs: mono, realtimeNs: rt.toString(), errorNs: err, stepped: u32[w + W.clockStepped] !== 0 });
+    this.putMeta(metaKey(M.CLOCK, [mono, 8]), { monoNs: mono, realtimeNs: rt.toString(), errorNs: err, stepped: u32[w + W.clockStepped] !== 0 });
     if (mono > this.maxTs) this.maxTs = mono;
   }
 
@@ -657,7 +1162,7 @@ export class StoreWriter implements CaptureSink {
       this.counters.badValue++;
       return;
     }
-    this.reader.meta.put(metaKey(M.DROPS, [ring, 1], [ts, 8]), {
+    this.putMeta(metaKey(M.DROPS, [ring, 1], [ts, 8]), {
       ring, ts, lost: u32[w + W.dropsLostHi] * TWO32 + u32[w + W.dropsLost], records: u32[w + W.dropsRecordsHi] * TWO32 + u32[w + W.dropsRecords], bytes: u32[w + W.dropsBytesHi] * TWO32 + u32[w + W.dropsBytes],
     });
   }
@@ -671,10 +1176,17 @@ export class StoreWriter implements CaptureSink {
     const detail = buf.toString('utf8', off + STATUS.detail, e);
     const name = groupName(group);
     const st = { ts, group, name, err, nAttached: u32[w + W.statusAttached], nFailed: u32[w + W.statusFailed], detail };
-    this.reader.meta.put(metaKey(M.STATUS, [ts, 8], [this.statusSeq++, 4]), st);
-    if (!this.session) this.beginSession(ts);
-    const s = this.session!;
-    const g = (s.groups[name] ??= { ranges: [] });
+    this.putMeta(metaKey(M.STATUS, [ts, 8], [this.statusSeq++, 4]), st);
+    let groups: Record<string, GroupCoverage>;
+    if (this.discarding) {
+      // the store is full: the session that resumes later gets the groups attached then
+      this.resume ??= { info: {}, groups: {} };
+      groups = this.resume.groups;
+    } else {
+      if (!this.session) this.beginSession(ts);
+      groups = this.session!.groups;
+    }
+    const g = (groups[name] ??= { ranges: [] });
     const open = g.ranges.find((r) => r.to === null && r.detail === detail) ?? (name !== 'cuda' ? g.ranges.find((r) => r.to === null) : undefined);
     if (err === 0) {
       if (!open) g.ranges.push({ from: ts, to: null, err: 0, detail });
@@ -706,7 +1218,7 @@ export class StoreWriter implements CaptureSink {
         pushTo(this.newByPid, pid, t);
       }
       this.threadMeta.set(k, t);
-      this.reader.meta.put(metaKey(M.PROC, [pid, 4], [tid, 4], [startTime, 8]), null);
+      this.putMeta(metaKey(M.PROC, [pid, 4], [tid, 4], [startTime, 8]), null);
       if (this.threadMeta.size > 100_000) {
         for (const key of this.threadMeta.keys()) {
           if (!this.dirtyThreads.has(key)) this.threadMeta.delete(key);
@@ -743,29 +1255,38 @@ export class StoreWriter implements CaptureSink {
   // retention
 
   /**
-   * Drop whole partitions: those entirely older than maxAgeNs before the
-   * latest capture time, then the oldest while pages in use exceed maxBytes
-   * (never the partition currently being written).
+   * Drop whole partitions (never the one being written): those whose events
+   * all ended more than maxAgeNs before the latest capture time, then the
+   * oldest while pages in use exceed maxBytes less 1.25 partitions' worth
+   * (`partitionBytes`: room for the current one to grow until it is
+   * complete and the next check runs, so pages in use stay under maxBytes).
    */
   enforceRetention(o: { maxAgeNs?: number; maxBytes?: number } = {}): Promise<RetentionResult> {
     if (this.retentionRunning) return this.retentionRunning;
     const run = async (): Promise<RetentionResult> => {
       const t0 = performance.now();
+      await this.dropZombies();
       const maxAge = o.maxAgeNs ?? this.o.maxAgeNs;
-      const maxBytes = o.maxBytes ?? this.o.maxBytes;
-      const P = this.partitionNs;
-      const current = Math.floor(this.maxTs / P);
-      const live = [...this.partMeta.keys()].filter((i) => i >= this.minLivePartition && i < current).sort((a, b) => a - b);
+      let maxBytes = o.maxBytes ?? this.o.maxBytes;
+      if (this.capBytes > 0 && (maxBytes === 0 || this.capBytes < maxBytes)) maxBytes = this.capBytes;
+      const live = this.order.filter((i) => i !== this.cur);
       const victims: number[] = [];
-      if (maxAge > 0) for (const idx of live) if ((idx + 1) * P <= this.maxTs - maxAge) victims.push(idx);
+      if (maxAge > 0) {
+        for (const idx of live) {
+          if (this.partMeta.get(idx)!.maxEnd > this.maxTs - maxAge) break;
+          victims.push(idx);
+        }
+      }
       let used = usedBytes(this);
-      if (maxBytes > 0 && used > maxBytes) {
+      // room for the partition being written (it passes partitionBytes by up to a block per thread) and metadata growth
+      const target = Math.max(0, maxBytes - (o.maxBytes !== undefined ? 0 : Math.ceil(1.25 * this.splitBytes)));
+      if (maxBytes > 0 && used > target) {
         // decide from the partitions' own page counts, measured before dropping (stats read right
         // after a drop can lag behind it, which would drop everything)
         let est = used;
         for (const idx of victims) est -= partitionBytes(this.reader, idx);
         for (const idx of live) {
-          if (est <= maxBytes) break;
+          if (est <= target) break;
           if (victims.includes(idx)) continue;
           est -= partitionBytes(this.reader, idx);
           victims.push(idx);
@@ -778,23 +1299,83 @@ export class StoreWriter implements CaptureSink {
     };
     this.retentionRunning = run().finally(() => {
       this.retentionRunning = null;
+      if (this.retentionDue && !this.closing) setImmediate(() => this.maybeRetention());
     });
     return this.retentionRunning;
   }
 
+  /**
+   * A commit failed for space: drop the oldest partitions (a quarter of the
+   * pages in use at least, one partition at least; the one being written
+   * only with `includeNewest`) and hold the store below 85 % of the size at
+   * which the disk filled from now on. Returns what was dropped.
+   */
+  emergencyRetention(includeNewest: boolean): Promise<number[]> {
+    const run = async (): Promise<RetentionResult> => {
+      const t0 = performance.now();
+      const used = usedBytes(this);
+      // the disk filled at about this size: learned once per episode (later failures of the same
+      // episode come after drops, at a smaller size)
+      if (this.capEpisode !== this.episodes) {
+        this.capEpisode = this.episodes;
+        const cap = Math.floor(used * 0.85);
+        if (cap > 0 && (this.capBytes === 0 || cap < this.capBytes)) this.capTo(cap);
+      }
+      if (this.cur >= 0 && this.curBytes >= this.splitBytes) this.splitDue = true;
+      const victims: number[] = [];
+      let freed = 0;
+      for (const idx of this.order) {
+        if (idx === this.cur && !includeNewest) continue;
+        if (victims.length && freed >= used / 4) break;
+        freed += partitionBytes(this.reader, idx);
+        victims.push(idx);
+      }
+      await this.dropPartitions(victims);
+      this.counters.droppedPartitions += victims.length;
+      this.counters.emergencyDropped += victims.length;
+      return { dropped: victims, usedBytes: usedBytes(this), ms: performance.now() - t0 };
+    };
+    const prev = this.retentionRunning ?? Promise.resolve();
+    const p = prev.catch(() => undefined).then(run);
+    const mine: Promise<RetentionResult> = p.finally(() => {
+      if (this.retentionRunning === mine) this.retentionRunning = null;
+    });
+    this.retentionRunning = mine;
+    return mine.then((r) => r.dropped);
+  }
+
+  /** Hold the store under `cap` bytes (learned from a full disk); partitions become small against it (cap / 16). */
+  private capTo(cap: number): void {
+    this.capBytes = cap;
+    const small = Math.max(256 << 10, Math.floor(cap / 16));
+    if (this.splitBytes === 0 || this.splitBytes > small) this.splitBytes = small;
+  }
+
   /** Indexes of the live partitions this writer knows (committed or about to be), oldest first. */
   partitionIndexes(): number[] {
-    return [...this.partMeta.keys()].filter((i) => i >= this.minLivePartition).sort((a, b) => a - b);
+    return [...this.order];
+  }
+
+  /** The partition being written (-1: none yet). */
+  get currentPartition(): number {
+    return this.cur;
   }
 
   private async dropPartitions(idxs: number[]): Promise<void> {
     if (!idxs.length) return;
+    const P = this.partitionNs;
     const maxIdx = Math.max(...idxs);
-    if (maxIdx + 1 > this.minLivePartition) this.minLivePartition = maxIdx + 1;
+    const rest = this.order.filter((i) => i > maxIdx);
+    // horizon: where the first partition after the dropped ones starts (nothing dropped ends after it)
+    const horizon = Math.max(this.horizonNs, rest.length ? partitionFromNs(this.partMeta.get(rest[0])!, P) : this.maxTs + 1);
+    // commit what is outstanding first (rounds issued from here on skip the dropped partitions)
+    await this.lastRound;
     // discard open builders and pending puts for those partitions
     for (const bb of this.threads.values()) if (bb.count > 0 && bb.partition <= maxIdx) { bb.count = 0; bb.len = 0; }
     for (const m of this.futex.values()) for (const fb of m.values()) if (fb.count > 0 && fb.partition <= maxIdx) { fb.count = 0; fb.len = 0; }
     this.pending = this.pending.filter((p) => p.part > maxIdx);
+    this.pendingBytes = this.pending.reduce((n, p) => n + p.value.length, 0);
+    this.partPuts = this.partPuts.filter((q) => q.part > maxIdx);
     for (const m of [this.sealedThread, this.sealedFutex] as Map<unknown, HeadBlock[]>[]) {
       for (const [k, l] of m) {
         const keep = l.filter((h) => h.part > maxIdx);
@@ -802,27 +1383,62 @@ export class StoreWriter implements CaptureSink {
         else m.delete(k);
       }
     }
-    this.pendingMeta = this.pendingMeta.filter(([k]) => k.readUInt32BE(1) > maxIdx);
-    // commit what is outstanding first, so nothing re-creates a dropped db
-    await this.lastRound;
-    const meta = this.reader.meta;
-    const ps: Promise<unknown>[] = [];
     for (const idx of idxs) {
-      const db = this.reader.partitionDb(idx);
-      if (db) ps.push(db.drop());
-      ps.push(meta.remove(metaKey(M.PARTITION, [idx, 4])));
-      this.reader.forgetPartition(idx);
       this.partMeta.delete(idx);
       this.dirtyParts.delete(idx);
       this.extents.delete(idx);
       this.fxExtents.delete(idx);
       this.pidTids.delete(idx);
+      const i = this.order.indexOf(idx);
+      if (i >= 0) this.order.splice(i, 1);
     }
-    // retention horizon: coverage stops reporting the dropped range as captured; a reopened writer skips it
-    const horizon = this.minLivePartition * this.partitionNs;
-    ps.push(meta.put(metaKey(M.RETAINED), { fromNs: horizon }));
-    this.pruneMeta(horizon, ps);
-    await Promise.all(ps);
+    if (this.cur >= 0 && !this.partMeta.has(this.cur)) {
+      const last = this.order[this.order.length - 1];
+      if (last !== undefined) this.setCurrent(this.partMeta.get(last)!);
+      else {
+        this.cur = -1;
+        this.curFrom = Infinity;
+        this.curSlotEnd = Infinity;
+      }
+      this.curBytes = 0;
+      this.curOpen = 0;
+    }
+    this.horizonNs = horizon;
+    await this.dropInStore(idxs);
+  }
+
+  /** One transaction: drop the sub-databases, their metadata, old clock and drop rows; the retention horizon. */
+  private async dropInStore(idxs: number[]): Promise<void> {
+    const horizon = this.horizonNs;
+    const old = this.oldMetaKeys(horizon);
+    const opened: number[] = [];
+    const meta = this.reader.meta;
+    const retained = { fromNs: horizon, ...(this.capBytes ? { capBytes: this.capBytes, capFor: this.o.maxBytes } : {}) };
+    try {
+      await this.txn(() => {
+        for (const idx of idxs) {
+          this.txnPartition(idx, opened)?.drop();
+          meta.remove(metaKey(M.PARTITION, [idx, 4]));
+        }
+        meta.put(metaKey(M.RETAINED), retained);
+        for (const k of old) meta.remove(k);
+      });
+      for (const idx of idxs) this.zombies.delete(idx);
+      // LMDB reuses the pages a transaction freed only after a later one commits: on a full disk,
+      // commit a small one now, so the retried blocks can go where the dropped partitions were
+      if (this.fail !== null) await this.txn(() => meta.put(metaKey(M.RETAINED), retained)).catch((e: unknown) => describeCommitError(e));
+    } catch (e) {
+      // dropped here, not in the store: dropped again at the next retention run
+      for (const idx of idxs) this.zombies.add(idx);
+      await this.noteFailure(e);
+    } finally {
+      // LMDB closes a dropped handle even when its transaction aborts
+      for (const idx of idxs) this.reader.forgetPartition(idx);
+    }
+  }
+
+  private async dropZombies(): Promise<void> {
+    if (this.zombies.size) await this.dropInStore([...this.zombies]);
   }
 
   /**
@@ -830,7 +1446,7 @@ export class StoreWriter implements CaptureSink {
    * (the last one before the horizon is kept, it is the baseline for the
    * first live window). A few rows per second of capture, so row deletes are fine.
    */
-  private pruneMeta(horizon: number, ps: Promise<unknown>[]): void {
+  private oldMetaKeys(horizon: number): Buffer[] {
     const meta = this.reader.meta;
     this.root.resetReadTxn();
     const old: Buffer[] = [];
@@ -844,21 +1460,31 @@ export class StoreWriter implements CaptureSink {
       if (prev) old.push(prev);
       lastPerRing.set(key[1], key);
     }
-    for (const k of old) ps.push(meta.remove(k));
+    return old;
   }
 
   // ------------------------------------------------------------------
 
+  /**
+   * Seal, end the session, commit and close the environment. Resolves even
+   * when the store cannot commit (what was not committed is lost; `health`
+   * and the counters say how much).
+   */
   async close(): Promise<void> {
     if (this.closed) return;
     if (this.timer) clearInterval(this.timer);
-    if (this.retentionRunning) await this.retentionRunning;
-    await this.flush();
+    if (this.retentionRunning) await this.retentionRunning.catch(() => undefined);
+    if (this.emergency) await this.emergency;
+    this.closing = true;
+    this.sweep(true);
     this.endSession();
-    await this.commitRound();
-    await this.lastRound;
+    await this.commitAll();
+    await this.emergency;
     this.closed = true;
-    await this.root.close();
+    // lmdb-js's close waits for the last commit's flush, which never comes when that commit failed
+    const closing = this.root.close();
+    if (this.fail === null) await closing;
+    else await Promise.race([closing.catch(() => undefined), new Promise((r) => setTimeout(r, 1000))]);
   }
 }
 
@@ -882,16 +1508,19 @@ function removeFrom<K, V>(m: Map<K, V[]>, k: K, v: V): void {
   if (!l.length) m.delete(k);
 }
 
-function partKey(idx: number): Buffer {
-  const b = Buffer.allocUnsafe(4);
-  b.writeUInt32BE(idx, 0);
-  return b;
-}
-
 function cstr(buf: Buffer, at: number): string {
   let e = at;
   while (e < at + 16 && buf[e] !== 0) e++;
   return buf.toString('utf8', at, e);
+}
+
+/**
+ * LMDB bytes a value of n bytes takes, roughly: a large one (over ~2 KB with a
+ * 4 KiB page) whole overflow pages (16-byte header); a small one its share of
+ * a leaf page (node header, key, half-full pages).
+ */
+function pageBytes(n: number): number {
+  return n > 2000 ? Math.ceil((n + 16) / 4096) * 4096 : Math.ceil((n + 40) * 1.5);
 }
 
 /** Bytes of LMDB pages in use (all sub-databases + the main and free-list trees): what retention limits. */
@@ -901,7 +1530,11 @@ export function usedBytes(w: StoreWriter | StoreReader): number {
   // fresh read transaction: the stats of the latest commit (a drop just committed must not count)
   root.resetReadTxn();
   type S = { treeBranchPageCount: number; treeLeafPageCount: number; overflowPages: number; pageSize: number };
-  const pages = (s: S): number => s.treeBranchPageCount + s.treeLeafPageCount + s.overflowPages;
+  // (a sub-database's stats are read in a read transaction; one it does not know yet would answer garbage)
+  const pages = (s: S): number => {
+    const n = s.treeBranchPageCount + s.treeLeafPageCount + s.overflowPages;
+    return Number.isFinite(n) && n >= 0 && n < 2 ** 40 ? n : 0;
+  };
   const rs = root.getStats() as S & { root: S; free: S };
   let n = pages(rs.root ?? rs) + pages(rs.free) + 2;
   const dbs: Database[] = [r.meta, r.spans.byId, r.spans.byTime, r.spans.byDur];

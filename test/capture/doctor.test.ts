@@ -1,7 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, effectiveCaps, findCudaLibs, formatDoctor, hasCap, kernelVersion, runDoctor } from '../../src/capture/doctor.js';
-import { realpathSync } from 'node:fs';
+import {
+  CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, archCheck, effectiveCaps, findCudaLibs, formatDoctor, hasCap, kernelChecks, kernelVersion, runDoctor,
+} from '../../src/capture/doctor.js';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { REPO_ROOT } from '../../src/capture/probe.js';
 import { ABI_VERSION } from '../../src/capture/records.js';
 import { fixture, requireLiveProbe, unprivilegedProbe } from '../helpers/live.js';
 
@@ -21,6 +27,47 @@ test('kernel version parsing', () => {
   assert.deepEqual(kernelVersion('6.18.44-fc-v669'), [6, 18]);
   assert.deepEqual(kernelVersion('5.4.0-1-generic'), [5, 4]);
   assert.deepEqual(kernelVersion('weird'), [0, 0]);
+});
+
+test('kernel floor: 6.2 (bpf_rdonly_cast, bpf_task_pt_regs); block_io_start (6.5) decides how block I/O is attributed', () => {
+  const st = (rel: string, seen: boolean | null = null) => kernelChecks(rel, 'x64', seen).map((c) => `${c.name}:${c.status}`);
+  assert.deepEqual(st('5.18.0'), ['kernel:fail', 'block I/O:warn']);
+  assert.deepEqual(st('6.1.55'), ['kernel:fail', 'block I/O:warn']);
+  assert.match(kernelChecks('5.15.0-91-generic', 'x64', null)[0].detail, /needs Linux >= 6\.2 \(bpf_rdonly_cast/);
+  assert.deepEqual(st('6.2.0'), ['kernel:ok', 'block I/O:warn']);
+  assert.match(kernelChecks('6.1.0', 'x64', null)[1].detail, /no block_io_start \(Linux < 6\.5\).*block_rq_issue.*issuer-guessed/);
+  assert.deepEqual(st('6.5.0'), ['kernel:ok', 'block I/O:ok']);
+  assert.deepEqual(st('6.18.44-fc'), ['kernel:ok', 'block I/O:ok']);
+  // what tracefs shows wins over the version (backports, configs)
+  assert.deepEqual(st('6.2.0', true), ['kernel:ok', 'block I/O:ok']);
+  assert.deepEqual(st('6.8.0', false), ['kernel:ok', 'block I/O:warn']);
+});
+
+test('arch: x86-64 and arm64 are build targets; elsewhere doctor says what is not read', () => {
+  assert.equal(archCheck('x64').status, 'ok');
+  assert.equal(archCheck('arm64').status, 'ok');
+  assert.match(archCheck('arm64').detail, /AAPCS64/);
+  const other = archCheck('riscv64');
+  assert.equal(other.status, 'warn');
+  assert.match(other.detail, /riscv64: .*CUDA launch stream argument is not read/);
+});
+
+test('bpf/kspan.bpf.c compiles for arm64 (clang -target bpf -D__TARGET_ARCH_arm64; compile only)', () => {
+  // This host's vmlinux.h is x86-64's: it lacks arm64's struct user_pt_regs, which libbpf's
+  // PT_REGS_* macros cast to on arm64, so a one-line shim supplies it. Loading needs an arm64 kernel.
+  const dir = mkdtempSync(join(tmpdir(), 'kspan-arm64-'));
+  try {
+    writeFileSync(join(dir, 'shim.h'), 'struct user_pt_regs { __u64 regs[31]; __u64 sp; __u64 pc; __u64 pstate; };\n');
+    const r = spawnSync('clang', [
+      '-g', '-O2', '-target', 'bpf', '-D__TARGET_ARCH_arm64', `-I${join(REPO_ROOT, 'build')}`, `-I${join(REPO_ROOT, 'bpf')}`,
+      '-Wall', '-Wno-unused-function', '-include', join(REPO_ROOT, 'build', 'vmlinux.h'), '-include', join(dir, 'shim.h'),
+      '-c', join(REPO_ROOT, 'bpf', 'kspan.bpf.c'), '-o', join(dir, 'kspan.arm64.o'),
+    ], { encoding: 'utf8' });
+    assert.equal(r.error, undefined, 'clang (npm run setup installs it)');
+    assert.equal(r.status, 0, r.stderr);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('given CUDA library paths are reported, missing ones flagged', () => {
@@ -44,7 +91,7 @@ test('runDoctor with the real probe: every group attaches, a given CUDA library 
     assert.ok(g.n_attached > 0, `${g.group} attached programs`);
   }
   assert.equal(r.probe.groups.find((g) => g.group === 'cuda')?.detail, lib);
-  for (const name of ['kernel', 'btf', 'privileges', 'probe binary', 'probe check']) {
+  for (const name of ['kernel', 'arch', 'btf', 'privileges', 'probe binary', 'probe check']) {
     assert.equal(r.checks.find((c) => c.name === name)?.status, 'ok', name);
   }
   assert.equal(r.checks.find((c) => c.name === 'probe check')!.detail, `attached: sched task futex block tcp cuda (ABI ${ABI_VERSION})`);

@@ -172,18 +172,18 @@ test('the status line and a graceful stop: everything received is accounted for'
   assert.ok(enriched >= 3, `the three scenario spans were enriched (${enriched})`);
 });
 
-test('kernel side stopped: the daemon keeps forwarding spans, unchanged', async () => {
+test('kernel side down (probe killed, restart pending): the daemon keeps forwarding spans, unchanged', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'kspan-down-'));
   const d = await startDaemon({
     dataDir: dir, otlpGrpc: null, otlpHttp: '127.0.0.1:0', upstream: { url: sink.grpcUrl, timeoutMs: 2000 },
-    capture: {}, waitMs: 10_000, log: () => {},
+    capture: {}, waitMs: 10_000, log: () => {}, captureRestart: { minMs: 60_000 }, // the restart itself: test/reliability/probe-restart
   });
   try {
     assert.equal(d.status().capture, 'running');
     process.kill(d.probe!.pid!, 'SIGKILL');
     const t0 = Date.now();
     while (d.status().capture === 'running' && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 20));
-    assert.equal(d.status().capture, 'stopped');
+    assert.equal(d.status().capture, 'restarting');
     const spanId = 'abcdef0123456789';
     const req = {
       resourceSpans: [{ resource: { attributes: [{ key: 'service.name', value: { stringValue: 'after-crash' } }] }, scopeSpans: [{ scope: { name: 's' }, spans: [{

@@ -22,8 +22,8 @@ test('block cache: same events as an uncached reader over many windows, bounded,
     let s = 99;
     const rnd = (): number => (s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 4294967296;
     const parts = plain.partitions();
-    const lo = parts[0].idx * 100_000_000;
-    const hi = (parts[parts.length - 1].idx + 1) * 100_000_000;
+    const lo = parts[0].fromNs!;
+    const hi = parts[parts.length - 1].maxEnd;
     let compared = 0;
     for (let q = 0; q < 400; q++) {
       const tid = gen.tidOf(Math.floor(rnd() * 4)); // few threads: the cache gets hits

@@ -103,3 +103,52 @@ test('a writer reopened on an existing partition keeps the stored block extents 
     cleanup();
   }
 });
+
+test('kill -9 of `kspan record --data` 10 times during ingest: the store reopens each time, the committed event count never goes down', async (t) => {
+  const { spawn } = await import('node:child_process');
+  const { join } = await import('node:path');
+  const { REPO_ROOT } = await import('../../src/capture/probe.js');
+  const { fakeProbePath } = await import('../helpers/fake-probe.js');
+  const { dir, cleanup } = tempDir('crash-record');
+  const probe = fakeProbePath();
+  const THREADS = 50;
+  const TID0 = 710_000;
+  try {
+    const counts: number[] = [];
+    const delays: number[] = [];
+    let prev = 0;
+    for (let round = 0; round < 10; round++) {
+      const child = spawn(process.execPath, [join(REPO_ROOT, 'bin', 'kspan.js'), 'record', '--data', dir, '--quiet'], {
+        cwd: REPO_ROOT, stdio: ['ignore', 'ignore', 'pipe'],
+        env: { ...process.env, KSPAN_PROBE: probe, FAKE_PROBE_RATE: '200000', FAKE_PROBE_THREADS: String(THREADS), FAKE_PROBE_PID_BASE: String(TID0) },
+      });
+      let err = '';
+      child.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
+      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) => child.on('exit', (code, signal) => res({ code, signal })));
+      const delay = 1500 + Math.floor(Math.random() * 1500); // record takes ~1 s to start (node, the stand-in probe)
+      delays.push(delay);
+      await sleep(delay);
+      child.kill('SIGKILL');
+      const { signal } = await exited;
+      assert.equal(signal, 'SIGKILL', `round ${round}: record exited on its own: ${err}`);
+      // the store opens (read-only) and every event its metadata counts is there to read
+      const r = openStoreReader(dir);
+      const st = statsOf(r, dir);
+      const out = new EventList();
+      let readable = 0;
+      for (let tid = TID0; tid < TID0 + THREADS; tid++) readable += r.eventsOnThread(tid, 0, 2 ** 52, out).count;
+      await r.root.close();
+      assert.equal(readable, st.events, `round ${round}: ${readable} events readable, ${st.events} counted`);
+      assert.ok(st.events >= prev, `round ${round}: committed events went down: ${st.events} < ${prev}`);
+      counts.push(st.events);
+      prev = st.events;
+    }
+    assert.ok(counts[counts.length - 1] > counts[0], `the count grows over the rounds: ${counts.join(', ')}`);
+    // and it opens for writing afterwards, and closes cleanly
+    const w = openStoreWriter(dir);
+    await w.close();
+    t.diagnostic(`killed after ${delays.join(', ')} ms; committed events after each kill: ${counts.join(', ')}`);
+  } finally {
+    cleanup();
+  }
+});

@@ -67,16 +67,21 @@ test('retention by age: old partitions dropped during ingest, live windows exact
     }
     await w.enforceRetention();
     const maxTs = w.maxTimeNs;
-    const live = w.reader.partitions().map((p) => p.idx);
+    const parts = w.reader.partitions();
+    const live = parts.map((p) => p.fromNs! / P);
+    // one partition per 1 s slot (no size limit), consecutive up to the newest; the oldest one kept has events younger than the limit
     const expected: number[] = [];
-    for (let idx = Math.floor(T0 / P); idx <= Math.floor(maxTs / P); idx++) if ((idx + 1) * P > maxTs - MAX_AGE) expected.push(idx);
+    for (let slot = live[0]; slot <= Math.floor(maxTs / P); slot++) expected.push(slot);
     assert.deepEqual(live, expected, `live partitions at maxTs ${maxTs}`);
+    assert.ok(parts[0].maxEnd > maxTs - MAX_AGE, `the oldest live partition ends at ${parts[0].maxEnd}, older than the limit`);
+    assert.ok(live.length <= MAX_AGE / P + 2, `${live.length} live partitions`);
     assert.ok(w.counters.droppedPartitions >= 8, `dropped ${w.counters.droppedPartitions}`);
     // the automatic checks kept the count bounded while ingesting (age limit + the partition being written + one check period)
     assert.ok(maxParts <= MAX_AGE / P + 3, `up to ${maxParts} partitions while ingesting`);
-    // live windows: exact
-    const oldest = live[0] * P;
+    // live windows: exact; nothing younger than the limit was dropped
+    const oldest = parts[0].fromNs!;
     let n = checkWindow(w.reader, g, oldest + 5e6, maxTs);
+    n += checkWindow(w.reader, g, maxTs - MAX_AGE, maxTs);
     n += checkWindow(w.reader, g, maxTs - 1e9, maxTs - 0.5e9);
     assert.ok(n > 100, `${n} events checked`);
     // a dropped window: nothing, no error; one straddling the horizon: only the live part
@@ -111,41 +116,52 @@ test('retention by age: old partitions dropped during ingest, live windows exact
   }
 });
 
-test('retention by size: pages in use stay under maxBytes (within one partition) under continuous ingest; live windows exact', async (t) => {
+test('retention by size: pages in use stay under maxBytes under continuous ingest (size-triggered partitions); live windows exact', async (t) => {
   const { dir, cleanup } = tempDir('ret-size');
   const T0 = 6_100_000_000_000;
   const g = gen(12, T0);
   const MAX_BYTES = 8 << 20;
-  const w = openStoreWriter(dir, { partitionNs: P, maxBytes: MAX_BYTES, retentionEveryMs: 20 });
+  // 10 min time slots: every partition change is the size trigger (maxBytes / 16)
+  const w = openStoreWriter(dir, { partitionNs: 600e9, maxBytes: MAX_BYTES });
   try {
     let maxPart = 0;
     let maxUsed = 0;
-    const useds: number[] = [];
-    for (let step = 0; step < 30; step++) {
-      await feed(w, g.next(100_000));
+    let minAfterDrop = Infinity;
+    let samples = 0;
+    let lastDropped = 0;
+    for (let step = 0; step < 150; step++) {
+      await feed(w, g.next(20_000));
       await w.flush();
-      await sleep(25);
-      for (const p of w.reader.partitions()) maxPart = Math.max(maxPart, partBytes(w, p.idx));
-      const res = await w.enforceRetention();
-      useds.push(res.usedBytes);
-      maxUsed = Math.max(maxUsed, usedBytes(w));
+      await sleep(2);
+      for (const idx of w.partitionIndexes()) maxPart = Math.max(maxPart, partBytes(w, idx));
+      const used = usedBytes(w);
+      maxUsed = Math.max(maxUsed, used);
+      samples++;
+      if (w.counters.droppedPartitions > lastDropped && step > 100) minAfterDrop = Math.min(minAfterDrop, used);
+      lastDropped = w.counters.droppedPartitions;
     }
     const live = w.reader.partitions();
     const used = usedBytes(w);
     assert.ok(maxPart > 0);
-    assert.ok(w.counters.droppedPartitions >= 10, `dropped ${w.counters.droppedPartitions}`);
-    assert.ok(maxUsed <= MAX_BYTES + maxPart, `used up to ${maxUsed} > ${MAX_BYTES} + ${maxPart}`);
-    // not over-dropping: right after a check the store holds more than maxBytes minus two partitions
-    assert.ok(used > MAX_BYTES - 2 * maxPart, `used ${used}: dropped too much (partition ${maxPart})`);
-    assert.ok(live.length >= 2, `${live.length} partitions left`);
-    // consecutive, newest kept
+    assert.ok(w.counters.droppedPartitions >= 20, `dropped ${w.counters.droppedPartitions}`);
+    // the guarantee: pages in use never above the limit (the current partition is at most maxBytes / 16,
+    // and retention keeps the rest under maxBytes less that)
+    assert.ok(maxUsed <= MAX_BYTES, `used up to ${maxUsed} > ${MAX_BYTES} (partition ${maxPart})`);
+    assert.ok(maxPart <= MAX_BYTES / 16 + (64 << 10), `partition up to ${maxPart}`);
+    // not over-dropping: the store stays above the limit less a few partitions
+    assert.ok(minAfterDrop > MAX_BYTES - 4 * (MAX_BYTES / 16), `used ${minAfterDrop} right after a drop: dropped too much`);
+    assert.ok(live.length >= 8, `${live.length} partitions left`);
+    // consecutive, newest kept, all in the one 10 min slot
     const idxs = live.map((p) => p.idx);
     assert.deepEqual(idxs, idxs.map((_, i) => idxs[0] + i));
-    assert.equal(idxs[idxs.length - 1], Math.floor(w.maxTimeNs / P));
-    const oldest = idxs[0] * P;
-    assert.ok(checkWindow(w.reader, g, oldest + 5e6, w.maxTimeNs) > 100);
+    assert.equal(idxs[idxs.length - 1], w.currentPartition);
+    for (let i = 1; i < live.length; i++) assert.ok(live[i].fromNs! > live[i - 1].maxEnd - live[i].maxDur, 'partitions follow in time');
+    const oldest = live[0].fromNs!;
+    assert.equal(w.reader.retainedFromNs(), oldest);
+    assert.ok(checkWindow(w.reader, g, oldest, w.maxTimeNs) > 100);
+    assert.ok(checkWindow(w.reader, g, oldest + 1e6, oldest + 20e6) > 0);
     const file = statSync(join(dir, 'data.mdb')).size;
-    t.diagnostic(`partition ~${(maxPart / 1e6).toFixed(2)} MB, used ${(used / 1e6).toFixed(2)} MB (max ${(maxUsed / 1e6).toFixed(2)}) of ${(MAX_BYTES / 1e6).toFixed(2)} MB, ${live.length} live partitions, dropped ${w.counters.droppedPartitions}, data.mdb ${(file / 1e6).toFixed(1)} MB`);
+    t.diagnostic(`partition up to ${(maxPart / 1e6).toFixed(2)} MB, used ${(used / 1e6).toFixed(2)} MB (max ${(maxUsed / 1e6).toFixed(2)} over ${samples} samples, min after a drop ${(minAfterDrop / 1e6).toFixed(2)}) of ${(MAX_BYTES / 1e6).toFixed(2)} MB, ${live.length} live partitions, dropped ${w.counters.droppedPartitions}, data.mdb ${(file / 1e6).toFixed(1)} MB`);
   } finally {
     await w.close();
     cleanup();
@@ -163,7 +179,8 @@ test('retention horizon persists: a reopened writer skips expired events; old cl
     await w.flush();
     const res = await w.enforceRetention();
     assert.ok(res.dropped.length >= 3, JSON.stringify(res));
-    const horizon = (Math.max(...res.dropped) + 1) * P;
+    const horizon = w.reader.partitions()[0].fromNs!;
+    assert.equal(horizon % P, 0, 'a slot boundary (no size limit)');
     assert.equal(w.reader.retainedFromNs(), horizon);
     const clocks = w.reader.clockSamples().map((c) => c.monoNs);
     assert.equal(clocks.filter((m) => m < horizon).length, 1);
@@ -176,7 +193,7 @@ test('retention horizon persists: a reopened writer skips expired events; old cl
     await feed(w2, f.toBuffer());
     await w2.flush();
     assert.equal(w2.counters.expired, 1);
-    assert.ok(w2.reader.partitions().every((p) => p.idx * P >= horizon));
+    assert.ok(w2.reader.partitions().every((p) => p.fromNs! >= horizon && p.minEnd >= horizon));
     assert.equal(w2.reader.eventsOnThread(2, 0, 2 ** 52).count, 1);
     assert.equal(w2.reader.coverage(T0, horizon - 1).fraction, 0);
     await w2.close();
