@@ -77,12 +77,12 @@ export interface WriterOptions extends OpenOptions {
   maxBytes?: number;
   /** check retention every this many ms of wall time (default 1000; 0 = only when enforceRetention() is called or a partition starts). */
   retentionEveryMs?: number;
+  /** told when the store stops committing and when it commits again */
+  onStoreState?: (h: StoreHealth) => void;
   /** the host this writer runs on (default: os.hostname() and the kernel's boot id): recorded per session and in a host record */
   host?: HostIdentity;
   /** cgroup v2 paths capture is scoped to, recorded per session */
   cgroups?: string[];
-  /** told when the store stops committing and when it commits again */
-  onStoreState?: (h: StoreHealth) => void;
 }
 
 export interface WriterCounters extends SkipCounters {
@@ -159,30 +159,6 @@ interface Pending {
   fx: string | null;
 }
 
-/**
- * u32 word indexes of the record fields read here, from the record ABI
- * (src/capture/records.ts). 64-bit fields are two words, low first.
- */
-const w32 = (byteOff: number): number => byteOff >>> 2;
-const W = {
-  ts: w32(HDR.ts), tsHi: w32(HDR.ts) + 1, pid: w32(HDR.pid), tid: w32(HDR.tid),
-  /** every interval kind has its start_ns at one offset (checked below) */
-  start: w32(OFFCPU.start_ns), startHi: w32(OFFCPU.start_ns) + 1,
-  /** futex waits and wakes have uaddr at one offset (checked below) */
-  uaddr: w32(FUTEX_WAIT.uaddr), uaddrHi: w32(FUTEX_WAIT.uaddr) + 1,
-  clockReal: w32(CLOCK.realtime_ns), clockRealHi: w32(CLOCK.realtime_ns) + 1,
-  clockErr: w32(CLOCK.error_ns), clockErrHi: w32(CLOCK.error_ns) + 1, clockStepped: w32(CLOCK.stepped),
-  dropsRing: w32(DROPS.ring), dropsLost: w32(DROPS.lost), dropsLostHi: w32(DROPS.lost) + 1,
-  dropsRecords: w32(DROPS.records), dropsRecordsHi: w32(DROPS.records) + 1, dropsBytes: w32(DROPS.bytes), dropsBytesHi: w32(DROPS.bytes) + 1,
-  statusGroup: w32(STATUS.group), statusErr: w32(STATUS.err), statusAttached: w32(STATUS.n_attached), statusFailed: w32(STATUS.n_failed),
-  taskStart: w32(TASK.start_time), taskStartHi: w32(TASK.start_time) + 1, taskEvent: w32(TASK.event),
-  taskOtherPid: w32(TASK.other_pid), taskOtherTid: w32(TASK.other_tid), taskExitCode: w32(TASK.exit_code),
-} as const;
-for (const off of [FUTEX_WAIT.start_ns, FUTEX_WAKE.start_ns, BLOCK_IO.start_ns, CUDA_CALL.start_ns]) {
-  if (off !== OFFCPU.start_ns) throw new Error('record ABI: interval kinds disagree on start_ns offset');
-}
-if (FUTEX_WAKE.uaddr !== FUTEX_WAIT.uaddr) throw new Error('record ABI: futex records disagree on uaddr offset');
-
 /** A put into a partition besides blocks: a block extent (value: the largest known, read at put time) or a pid-map key. */
 interface PartPut {
   part: number;
@@ -206,6 +182,30 @@ interface Round {
   /** partitions opened inside this round's transaction (their handles die with it if it fails) */
   opened: number[];
 }
+
+/**
+ * u32 word indexes of the record fields read here, from the record ABI
+ * (src/capture/records.ts). 64-bit fields are two words, low first.
+ */
+const w32 = (byteOff: number): number => byteOff >>> 2;
+const W = {
+  ts: w32(HDR.ts), tsHi: w32(HDR.ts) + 1, pid: w32(HDR.pid), tid: w32(HDR.tid),
+  /** every interval kind has its start_ns at one offset (checked below) */
+  start: w32(OFFCPU.start_ns), startHi: w32(OFFCPU.start_ns) + 1,
+  /** futex waits and wakes have uaddr at one offset (checked below) */
+  uaddr: w32(FUTEX_WAIT.uaddr), uaddrHi: w32(FUTEX_WAIT.uaddr) + 1,
+  clockReal: w32(CLOCK.realtime_ns), clockRealHi: w32(CLOCK.realtime_ns) + 1,
+  clockErr: w32(CLOCK.error_ns), clockErrHi: w32(CLOCK.error_ns) + 1, clockStepped: w32(CLOCK.stepped),
+  dropsRing: w32(DROPS.ring), dropsLost: w32(DROPS.lost), dropsLostHi: w32(DROPS.lost) + 1,
+  dropsRecords: w32(DROPS.records), dropsRecordsHi: w32(DROPS.records) + 1, dropsBytes: w32(DROPS.bytes), dropsBytesHi: w32(DROPS.bytes) + 1,
+  statusGroup: w32(STATUS.group), statusErr: w32(STATUS.err), statusAttached: w32(STATUS.n_attached), statusFailed: w32(STATUS.n_failed),
+  taskStart: w32(TASK.start_time), taskStartHi: w32(TASK.start_time) + 1, taskEvent: w32(TASK.event),
+  taskOtherPid: w32(TASK.other_pid), taskOtherTid: w32(TASK.other_tid), taskExitCode: w32(TASK.exit_code),
+} as const;
+for (const off of [FUTEX_WAIT.start_ns, FUTEX_WAKE.start_ns, BLOCK_IO.start_ns, CUDA_CALL.start_ns]) {
+  if (off !== OFFCPU.start_ns) throw new Error('record ABI: interval kinds disagree on start_ns offset');
+}
+if (FUTEX_WAKE.uaddr !== FUTEX_WAIT.uaddr) throw new Error('record ABI: futex records disagree on uaddr offset');
 
 /** Events are ingested through the probe's DRAINED time less this (a record is reserved right after its time is read). */
 const DRAIN_SLOP_NS = 1_000_000;
@@ -232,7 +232,7 @@ export class StoreWriter implements CaptureSink {
     storeFull: 0, commitFailures: 0, emergencyDropped: 0,
   };
   readonly partitionNs: number;
-  private readonly o: Required<Omit<WriterOptions, keyof OpenOptions | 'host' | 'cgroups' | 'onStoreState'>>;
+  private readonly o: Required<Omit<WriterOptions, keyof OpenOptions | 'onStoreState' | 'host' | 'cgroups'>>;
   /** the host recorded for this writer's sessions */
   readonly host: HostIdentity;
   private readonly cgroups: string[] | undefined;
@@ -347,13 +347,13 @@ export class StoreWriter implements CaptureSink {
       maxBytes,
       retentionEveryMs: opts.retentionEveryMs ?? 1000,
     };
+    this.onStoreState = opts.onStoreState ?? null;
     this.host = opts.host ?? localHost();
     this.cgroups = opts.cgroups?.length ? [...opts.cgroups] : undefined;
     // the host of the data written from now on (a store moved between hosts, or renamed, keeps its history)
     const sinceMs = Date.now();
     const hm: HostMeta = { name: this.host.name, bootId: this.host.bootId, since: new Date(sinceMs).toISOString(), sinceMs };
     meta.putSync(metaKey(M.HOST, [sinceMs, 8]), hm);
-    this.onStoreState = opts.onStoreState ?? null;
     this.splitBytes = this.o.partitionBytes;
     const c = meta.get(metaKey(M.COUNTERS)) as Partial<SkipCounters> | undefined;
     if (c) {
@@ -770,12 +770,12 @@ export class StoreWriter implements CaptureSink {
     if (this.closed) return this.lastRound;
     if (this.fail !== null && !force && Date.now() < this.fail.retryAt) return this.lastRound;
     if (metaOnly) {
-      const W: Round = {
+      const rd: Round = {
         pend: [], bytes: 0, events: 0, partPuts: [], metaPuts: [...this.metaPuts].map(([h, [k, v]]) => [h, k, v]),
         parts: [], threads: [], newThreads: null, opened: [],
       };
       this.metaPuts = new Map();
-      return this.issue(W);
+      return this.issue(rd);
     }
     this.lastRoundWall = Date.now();
     if (!this.pending.length && !this.partPuts.length && !this.metaPuts.size && !this.dirtyParts.size && !this.dirtyThreads.size && !this.session && !this.fail) {
@@ -795,12 +795,12 @@ export class StoreWriter implements CaptureSink {
         take++;
       }
     }
-    const W: Round = {
+    const rd: Round = {
       pend: this.pending.slice(0, take), bytes, events: 0, partPuts: this.partPuts,
       metaPuts: [...this.metaPuts].map(([h, [k, v]]) => [h, k, v]), parts: [...this.dirtyParts], threads: [...this.dirtyThreads],
       newThreads: this.newByTid.size ? [...this.newByTid.values()].flat() : null, opened: [],
     };
-    for (const p of W.pend) W.events += p.events;
+    for (const p of rd.pend) rd.events += p.events;
     this.pending = take === this.pending.length ? [] : this.pending.slice(take);
     this.pendingBytes -= bytes;
     this.partPuts = [];
@@ -812,92 +812,92 @@ export class StoreWriter implements CaptureSink {
       // other processes read the session's end as "captured and committed up to here"
       const through = this.committedThroughNs;
       if (through > this.session.endNs) this.session.endNs = through;
-      W.metaPuts.push([this.sessionKey.toString('hex'), this.sessionKey, { ...this.session }]);
+      rd.metaPuts.push([this.sessionKey.toString('hex'), this.sessionKey, { ...this.session }]);
     }
-    W.metaPuts.push(['counters', metaKey(M.COUNTERS), {
+    rd.metaPuts.push(['counters', metaKey(M.COUNTERS), {
       unknownKind: this.counters.unknownKind, badValue: this.counters.badValue, expired: this.counters.expired,
       storeFull: this.counters.storeFull,
     }]);
-    W.metaPuts.push(['next', metaKey(M.NEXT_PARTITION), this.nextIdx]);
+    rd.metaPuts.push(['next', metaKey(M.NEXT_PARTITION), this.nextIdx]);
     // the current slab stays referenced by `pend` until committed; start a fresh one
     if (this.slabUsed > 0) {
       this.slab = Buffer.allocUnsafe(this.slab.length);
       this.slabUsed = 0;
     }
     this.counters.commitRounds++;
-    return this.issue(W);
+    return this.issue(rd);
   }
 
   /** Start the transaction of round W; the promise settles after its outcome is handled (never rejects). */
-  private issue(W: Round): Promise<void> {
-    this.outstandingBytes += W.bytes;
+  private issue(rd: Round): Promise<void> {
+    this.outstandingBytes += rd.bytes;
     const meta = this.reader.meta;
     let txn: Promise<unknown>;
     try {
       txn = this.txn(() => {
-        for (const p of W.pend) {
+        for (const p of rd.pend) {
           if (!this.partMeta.has(p.part)) continue; // dropped meanwhile
-          this.txnPartition(p.part, W.opened)?.put(p.key, p.value);
+          this.txnPartition(p.part, rd.opened)?.put(p.key, p.value);
         }
-        for (const q of W.partPuts) {
+        for (const q of rd.partPuts) {
           if (!this.partMeta.has(q.part)) continue;
-          const db = this.txnPartition(q.part, W.opened);
+          const db = this.txnPartition(q.part, rd.opened);
           if (!db) continue;
           if (!q.ext) db.put(q.key, EMPTY);
           else db.put(q.key, f64((q.fx === null ? this.extents.get(q.part)?.get(q.tid) : this.fxExtents.get(q.part)?.get(q.fx)) ?? 0));
         }
-        for (const idx of W.parts) {
+        for (const idx of rd.parts) {
           const pm = this.partMeta.get(idx);
           if (pm) meta.put(metaKey(M.PARTITION, [idx, 4]), pm);
         }
-        for (const k of W.threads) {
+        for (const k of rd.threads) {
           const t = this.threadMeta.get(k);
           if (t) meta.put(metaKey(M.THREAD, [t.tid, 4], [t.startTime, 8]), t);
         }
-        for (const [, k, v] of W.metaPuts) meta.put(k, v);
+        for (const [, k, v] of rd.metaPuts) meta.put(k, v);
       });
     } catch (e) {
       txn = Promise.reject(e);
     }
-    const round = txn.then(() => this.roundDone(W), (e: unknown) => this.roundFailed(W, e));
+    const round = txn.then(() => this.roundDone(rd), (e: unknown) => this.roundFailed(rd, e));
     this.lastRound = round;
     return round;
   }
 
-  private roundDone(W: Round): void {
-    this.outstandingBytes -= W.bytes;
-    for (const idx of W.opened) this.reader.setUncommitted(idx, false);
-    this.counters.committedEvents += W.events;
+  private roundDone(rd: Round): void {
+    this.outstandingBytes -= rd.bytes;
+    for (const idx of rd.opened) this.reader.setUncommitted(idx, false);
+    this.counters.committedEvents += rd.events;
     // committed: LMDB answers for these now (pend also keeps the slab alive until here)
-    for (const p of W.pend) {
+    for (const p of rd.pend) {
       if (p.fx === null) removeFrom(this.sealedThread, p.tid, p.head);
       else removeFrom(this.sealedFutex, p.fx, p.head);
     }
-    if (W.newThreads) for (const t of W.newThreads) {
+    if (rd.newThreads) for (const t of rd.newThreads) {
       removeFrom(this.newByTid, t.tid, t);
       removeFrom(this.newByPid, t.pid, t);
     }
     if (this.fail !== null) {
       // a small transaction may fit where the retained blocks did not: recovered once those commit
-      if (W.pend.length > 0 || this.pending.length === 0) this.recovered();
+      if (rd.pend.length > 0 || this.pending.length === 0) this.recovered();
       else this.fail.retryAt = Date.now();
     }
     // blocks left over by the round's bound go next
     if (this.pending.length && !this.closed && this.fail === null) setImmediate(() => this.commitRound());
   }
 
-  private async roundFailed(W: Round, e: unknown): Promise<void> {
-    this.outstandingBytes -= W.bytes;
+  private async roundFailed(rd: Round, e: unknown): Promise<void> {
+    this.outstandingBytes -= rd.bytes;
     // handles opened in a transaction that aborted are closed by LMDB: open them again next time
-    for (const idx of W.opened) this.reader.forgetPartition(idx);
+    for (const idx of rd.opened) this.reader.forgetPartition(idx);
     // queue it all again, ahead of what came since (sealed blocks stay readable in the head)
-    const keep = W.pend.filter((p) => this.partMeta.has(p.part));
+    const keep = rd.pend.filter((p) => this.partMeta.has(p.part));
     for (const p of keep) this.pendingBytes += p.value.length;
     this.pending = keep.concat(this.pending);
-    this.partPuts = W.partPuts.filter((q) => this.partMeta.has(q.part)).concat(this.partPuts);
-    for (const [h, k, v] of W.metaPuts) if (!this.metaPuts.has(h) && h !== 'counters' && h !== 'next' && !(this.sessionKey && h === this.sessionKey.toString('hex'))) this.metaPuts.set(h, [k, v]);
-    for (const idx of W.parts) this.dirtyParts.add(idx);
-    for (const k of W.threads) this.dirtyThreads.add(k);
+    this.partPuts = rd.partPuts.filter((q) => this.partMeta.has(q.part)).concat(this.partPuts);
+    for (const [h, k, v] of rd.metaPuts) if (!this.metaPuts.has(h) && h !== 'counters' && h !== 'next' && !(this.sessionKey && h === this.sessionKey.toString('hex'))) this.metaPuts.set(h, [k, v]);
+    for (const idx of rd.parts) this.dirtyParts.add(idx);
+    for (const k of rd.threads) this.dirtyThreads.add(k);
     await this.noteFailure(e);
   }
 
