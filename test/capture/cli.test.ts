@@ -20,7 +20,8 @@ function kspan(args: string[], env: Record<string, string> = {}, input?: string)
   const e: NodeJS.ProcessEnv = { ...process.env, ...env };
   if (!env.KSPAN_PROBE) delete e.KSPAN_PROBE;
   const r = spawnSync(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'src', 'cli.ts'), ...args], {
-    cwd: REPO_ROOT, env: e, encoding: 'utf8', input, timeout: 60000,
+    // dump --json of a busy host's half second can pass spawnSync's default 1 MiB (the child is then killed)
+    cwd: REPO_ROOT, env: e, encoding: 'utf8', input, timeout: 60000, maxBuffer: 256 << 20,
   });
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
