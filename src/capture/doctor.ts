@@ -71,32 +71,40 @@ export function kernelVersion(rel: string): [number, number] {
 }
 
 /**
- * The oldest kernel kspan-probe runs on: 6.2, for bpf_rdonly_cast (the
- * per-CPU preempt count that says a waking came from interrupt context) and
- * bpf_task_pt_regs with task storage in the sched hooks (futex waits and
- * wakes from saved registers). Before that the floor would be 5.18, where
- * sched_switch started passing `prev_state` to its tracepoint (the probe's
- * tp_btf program takes it as an argument; it never re-reads prev->__state).
- * What else it uses is older: BTF tp_btf programs (5.5), ring buffers (5.8),
- * task storage and bpf_get_current_task_btf (5.11).
+ * What kspan-probe needs of the kernel, and since when. The floor is the
+ * latest of those that apply to the architecture: the sched programs take
+ * sched_switch's `prev_state` argument (tp_btf; 5.18) and never re-read
+ * prev->__state; futex waits come from a blocked task's saved registers
+ * (bpf_task_pt_regs, 5.15); on x86-64 the interrupt context comes from the
+ * per-CPU preempt count through bpf_rdonly_cast (6.2). Older features used:
+ * BTF tp_btf programs (5.5), ring buffers (5.8), task storage (5.11).
  */
-export const KERNEL_FLOOR: readonly [number, number] = [6, 2];
+export const PROBE_NEEDS: readonly { what: string; since: readonly [number, number]; arch?: string }[] = [
+  { what: "sched_switch's prev_state argument (tp_btf)", since: [5, 18] },
+  { what: 'bpf_task_pt_regs (futex arguments from saved registers)', since: [5, 15] },
+  { what: 'bpf_rdonly_cast (interrupt context from the x86-64 preempt count)', since: [6, 2], arch: 'x64' },
+];
 /** block_io_start (6.5): block I/O charged to the submitting thread. */
 export const BLOCK_IO_START: readonly [number, number] = [6, 5];
 
-const atLeast = ([maj, min]: [number, number], [fm, fn]: readonly [number, number]): boolean => maj > fm || (maj === fm && min >= fn);
+const atLeast = ([maj, min]: readonly [number, number], [fm, fn]: readonly [number, number]): boolean => maj > fm || (maj === fm && min >= fn);
+
+/** The oldest kernel the probe runs on, for an architecture (Node's os.arch() names). */
+export function kernelFloor(archName: string): [number, number] {
+  let f: readonly [number, number] = [0, 0];
+  for (const n of PROBE_NEEDS) if ((!n.arch || n.arch === archName) && !atLeast(f, n.since)) f = n.since;
+  return [f[0], f[1]];
+}
 
 /** The kernel checks: the floor, and what block_io_start (6.5) adds. `blockIoStart`: the tracepoint was seen (null: unknown, go by version). */
 export function kernelChecks(rel: string, archName: string, blockIoStart: boolean | null): Check[] {
   const v = kernelVersion(rel);
   const out: Check[] = [];
-  if (atLeast(v, KERNEL_FLOOR)) out.push({ name: 'kernel', status: 'ok', detail: `${rel} (${archName})` });
+  const floor = kernelFloor(archName);
+  if (atLeast(v, floor)) out.push({ name: 'kernel', status: 'ok', detail: `${rel} (${archName})` });
   else {
-    out.push({
-      name: 'kernel', status: 'fail',
-      detail: `${rel}: kspan-probe needs Linux >= 6.2 (bpf_rdonly_cast and bpf_task_pt_regs in the sched hooks; ` +
-        'sched_switch prev_state, which tells preempted from blocked, since 5.18)',
-    });
+    const missing = PROBE_NEEDS.filter((n) => (!n.arch || n.arch === archName) && !atLeast(v, n.since)).map((n) => `${n.what}: ${n.since.join('.')}`);
+    out.push({ name: 'kernel', status: 'fail', detail: `${rel}: kspan-probe needs Linux >= ${floor.join('.')} on ${archName} (${missing.join('; ')})` });
   }
   const has = blockIoStart ?? atLeast(v, BLOCK_IO_START);
   out.push(has
@@ -115,7 +123,8 @@ export function archCheck(a: string): Check {
   if (a === 'arm64') {
     return {
       name: 'arch', status: 'ok',
-      detail: 'arm64: CUDA launch stream arguments per AAPCS64; the BPF programs are compile-checked for arm64, tested on x86-64',
+      detail: 'arm64: syscall arguments from registers (syscallno, orig_x0), CUDA launch stream arguments per AAPCS64; ' +
+        'the BPF programs are compile-checked for arm64 (make check-arm64), tested on x86-64',
     };
   }
   return {
