@@ -4,9 +4,9 @@
 // parallel, each peer a kspan MCP server over its own store in another
 // process (bench/lib/fanout-peers.ts; synthetic stores of test/hosts/multihost.ts).
 //
-//   1. 3 hosts: host 1 + 2 peers, each holding one span of the trace.
+//   1. 3 hosts: host 1 + 2 peers (a process each), each holding one span of the trace.
 //      Also host 1 alone (no peers) for reference. Target: p99 <= 50 ms.
-//   2. 20 peers: 18 answer (one span each), 1 is slow (answers after 5 s),
+//   2. 20 peers: 18 answer (one span each; 3 processes of 6), 1 is slow (answers after 5 s),
 //      1 is down (closed port); per-peer deadline 2 s (the default), so every
 //      call waits for the deadline. Target: p99 <= deadline + 50 ms.
 //
@@ -93,7 +93,10 @@ async function main(): Promise<void> {
     // ---- 1. three hosts
     const [a, b, c] = await Promise.all([hostA(), hostB(), hostC()]);
     stores.push(a, b, c);
-    const peers = await startPeers([{ dir: b.dir, host: b.host.name }, { dir: c.dir, host: c.host.name }]);
+    // each host its own process, as on separate machines
+    const pb = await startPeers([{ dir: b.dir, host: b.host.name }]);
+    const pc = await startPeers([{ dir: c.dir, host: c.host.name }]);
+    const peers = { urls: [...pb.urls, ...pc.urls] };
     const h1 = await startPeers([
       { dir: a.dir, host: a.host.name, peers: peers.urls, timeoutMs: DEADLINE_MS },
       { dir: a.dir, host: a.host.name }, // host 1 alone, for reference
@@ -117,13 +120,17 @@ async function main(): Promise<void> {
       await c1.close();
     } finally {
       await stopPeers(h1);
-      await stopPeers(peers);
+      await stopPeers(pb);
+      await stopPeers(pc);
     }
 
     // ---- 2. twenty peers: 18 answer, 1 slow, 1 down
     const healthy = await Promise.all(Array.from({ length: 18 }, (_, i) => hostWithSpan(`peer-${i + 1}`, 1, 20 + i)));
     stores.push(...healthy);
-    const p18 = await startPeers([...healthy.map((h) => ({ dir: h.dir, host: h.host.name })), { slowMs: 5000 }]);
+    // 18 kspans in 3 processes of 6, the slow one in a fourth
+    const groups = await Promise.all([0, 1, 2].map((g) => startPeers(healthy.slice(6 * g, 6 * g + 6).map((h) => ({ dir: h.dir, host: h.host.name })))));
+    const slowP = await startPeers([{ slowMs: 5000 }]);
+    const p18 = { urls: [...groups.flatMap((g) => g.urls), ...slowP.urls] };
     const down = await closedPort();
     const h1b = await startPeers([{ dir: a.dir, host: a.host.name, peers: [...p18.urls, down], timeoutMs: DEADLINE_MS }]);
     try {
@@ -143,7 +150,7 @@ async function main(): Promise<void> {
       await c20.close();
     } finally {
       await stopPeers(h1b);
-      await stopPeers(p18);
+      for (const g of [...groups, slowP]) await stopPeers(g);
     }
   } finally {
     for (const s of stores) s.cleanup();

@@ -29,7 +29,12 @@ function stepText(s: ChainStep): string {
 
 export function formatExplanation(e: Explanation): string {
   const L: string[] = [];
-  if (!e.found) return `trace ${e.trace_id}: not found in the store\n`;
+  if (!e.found) {
+    const hs = e.data_quality.hosts;
+    if (!hs) return `trace ${e.trace_id}: not found in the store\n`;
+    return `trace ${e.trace_id}: not found on any host asked${e.data_quality.partial ? ' (PARTIAL: not every host answered)' : ''}: ` +
+      `${hs.map((h) => `${h.name ?? h.url} ${h.status}${h.reason ? ` (${h.reason})` : ''}`).join(', ')}\n`;
+  }
   L.push(e.trace_id ? `trace ${e.trace_id}` : 'window');
   L.push(`  ${e.summary}`);
   const dq = e.data_quality;

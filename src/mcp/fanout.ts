@@ -24,6 +24,8 @@ import { DEFAULT_PEER_CONCURRENCY, DEFAULT_PEER_TIMEOUT_MS, PeerSet, type PeerOp
 export const PEER_META = 'kspan/peer';
 /** `_meta` key of every kspan tool result: the host that answered. */
 export const HOST_META = 'kspan/host';
+/** The SDK's own request timeout is the deadline plus this: it only cleans up requests the deadline gave up on. */
+const SDK_GRACE_MS = 10_000;
 
 export interface PeerAnswer {
   url: string;
@@ -103,7 +105,7 @@ export class FanOut {
     this.slots = new Slots(Math.max(1, o.concurrency ?? DEFAULT_PEER_CONCURRENCY));
   }
 
-  private conn(url: string, signal: AbortSignal): PeerConn {
+  private conn(url: string): PeerConn {
     let c = this.conns.get(url);
     if (c) return c;
     const headers: Record<string, string> = {};
@@ -111,7 +113,8 @@ export class FanOut {
     const transport = new StreamableHTTPClientTransport(new URL(url), { requestInit: { headers } });
     const client = new Client({ name: this.o.clientName ?? `kspan-fanout@${this.o.self.name}`, version: '1' }, { capabilities: {} });
     client.onerror = () => { /* per-call errors are reported by the calls */ };
-    const ready = client.connect(transport, { signal, timeout: this.timeoutMs });
+    const ready = client.connect(transport, { timeout: this.timeoutMs + SDK_GRACE_MS });
+    ready.catch(() => undefined);
     c = { client, transport, ready };
     this.conns.set(url, c);
     return c;
@@ -162,11 +165,13 @@ export class FanOut {
     let timedOut = false;
     try {
       const work = (async () => {
-        const c = this.conn(url, signal);
+        const c = this.conn(url);
         await c.ready;
-        return c.client.callTool({ name: tool, arguments: args, _meta: { [PEER_META]: { from: this.o.self.name } } }, undefined, { signal, timeout: this.timeoutMs });
+        // no signal for the SDK: at the deadline nothing has to run before the answer is
+        // sent; the late request is dropped afterwards (below), or by the SDK's own timeout
+        return c.client.callTool({ name: tool, arguments: args, _meta: { [PEER_META]: { from: this.o.self.name } } }, undefined, { timeout: this.timeoutMs + SDK_GRACE_MS });
       })();
-      // the deadline wins even when a transport does not honour the signal
+      // the deadline (or the client leaving) decides
       const res = await Promise.race([
         work,
         new Promise<never>((_, rej) => {
@@ -190,12 +195,14 @@ export class FanOut {
       } else out.structured = (res.structuredContent ?? {}) as Record<string, unknown>;
       return out;
     } catch (e) {
-      // a broken connection is opened again next time (the peer may have restarted)
-      this.drop(url);
       if (timedOut || signal.aborted) {
+        // closing the late connection (aborting its request) waits until the answer is out
+        setTimeout(() => this.drop(url), 0).unref?.();
         const why = (signal.reason as Error | undefined)?.message === 'cancelled' ? 'cancelled: the client left' : `no answer within ${this.timeoutMs} ms`;
         return { ...base, status: signal.reason && (signal.reason as Error).message === 'cancelled' ? 'failed' : 'timeout', elapsedMs: ms(), reason: why };
       }
+      // a broken connection is opened again next time (the peer may have restarted)
+      this.drop(url);
       return { ...base, status: 'failed', elapsedMs: ms(), reason: describeError(e) };
     } finally {
       this.slots.give();
