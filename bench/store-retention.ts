@@ -57,6 +57,8 @@ async function runOnce(seed: number): Promise<Run> {
   // warm up: WARM_PARTS partitions of capture time
   const warm = Math.round((WARM_PARTS * PART_NS) / 1000);
   for (let done = 0; done < warm; done += 250_000) await f.feed(gen.next(Math.min(250_000, warm - done)));
+  // the writer's rounds are lmdb transactions whose puts run on this thread: let them commit
+  await w.flush();
   // measured phase: frames prepared beforehand, so generation is not timed
   const slices: Buffer[] = [];
   for (let i = 0; i < BEFORE_SLICES + AFTER_SLICES; i++) slices.push(gen.next(SLICE));
@@ -69,8 +71,8 @@ async function runOnce(seed: number): Promise<Run> {
   let res: { ms: number; dropped: number[] } | null = null;
   for (let i = 0; i < slices.length; i++) {
     if (i === BEFORE_SLICES) {
-      // exactly the oldest partition is older than this age
-      const maxAge = w.maxTimeNs - (oldest.idx + 1) * PART_NS;
+      // exactly the oldest partition is older than this age (all its events ended by then)
+      const maxAge = w.maxTimeNs - oldest.maxEnd;
       dropStart = performance.now();
       drop = w.enforceRetention({ maxAgeNs: maxAge });
       void drop.then((r) => {
