@@ -91,8 +91,11 @@ test('kspan record --cgroup (repeatable): only tasks in those cgroups (or below)
         const e = explainWindow(reader, { tid: w.tid, fromUnixNano: BigInt(Date.now() - 60_000) * 1_000_000n, toUnixNano: BigInt(Date.now()) * 1_000_000n });
         const pre = e.spans[0].causes.find((c) => c.kind === 'cpu_preemption');
         assert.ok(pre, `cpu_preemption found: ${JSON.stringify(e.spans[0].causes.map((c) => [c.kind, c.duration_ns]))}`);
-        assert.equal(pre.culprit?.pid, h.pid, `the culprit is the hog outside the scope: ${JSON.stringify(pre.culprit)}`);
-        assert.equal(pre.culprit?.comm, 'cpu_hog');
+        // the hog (outside the scope) is among the culprits, named, with a good part of the time
+        // (not always the first: other work pinned to the same CPU on a shared machine competes too)
+        const hogC = pre.culprits?.find((c) => c.pid === h.pid);
+        assert.ok(hogC && hogC.duration_ns >= 0.2 * pre.duration_ns, `the hog outside the scope is a culprit: ${JSON.stringify(pre.culprits?.slice(0, 5))}`);
+        assert.equal(hogC.comm, 'cpu_hog');
         assert.equal(e.spans[0].host?.name, 'scoped-host');
         const mv = offcpuOf(reader, m.tid);
         const before = mv.filter((x) => x.end < movedAt - 50e6);
