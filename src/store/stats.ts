@@ -19,7 +19,8 @@ export interface StoreStats {
   events: number;
   eventsByKind: Record<string, number>;
   threads: number;
-  sessions: { startNs: number; endNs: number; closed: boolean; groups: string[] }[];
+  /** endReason: why a session ended when something failed (the probe died, the store filled); null: a clean stop */
+  sessions: { startNs: number; endNs: number; closed: boolean; groups: string[]; endReason: string | null }[];
   lostByRing: Record<string, number>;
   lostTotal: number;
   skipped: Record<string, number>;
@@ -60,7 +61,7 @@ export function statsOf(r: StoreReader, dir: string): StoreStats {
     fromUnixNano: has && clock.size ? clock.toEpochNs(from).toString() : null,
     toUnixNano: has && clock.size ? clock.toEpochNs(to).toString() : null,
     events, eventsByKind: byKind, threads: r.threadCount(),
-    sessions: r.sessions().map((s) => ({ startNs: s.startNs, endNs: s.endNs, closed: s.closed, groups: Object.keys(s.groups) })),
+    sessions: r.sessions().map((s) => ({ startNs: s.startNs, endNs: s.endNs, closed: s.closed, groups: Object.keys(s.groups), endReason: s.endReason ?? null })),
     lostByRing: drops.byRing, lostTotal: drops.total, skipped: r.skipCounters(),
     fileBytes, usedBytes: used, bytesPerEvent: events ? used / events : null,
   };
@@ -86,7 +87,7 @@ export function formatStats(s: StoreStats): string {
     `  events       ${n(s.events)}` + (Object.keys(s.eventsByKind).length ? `  (${Object.entries(s.eventsByKind).map(([k, v]) => `${k} ${n(v)}`).join(', ')})` : ''),
     `  threads      ${n(s.threads)} known incarnations`,
     `  partitions   ${s.partitions} x ${(s.partitionNs / 60e9).toFixed(1)} min`,
-    `  sessions     ${s.sessions.length}` + s.sessions.map((x) => `\n    ${(x.startNs / 1e9).toFixed(3)} .. ${(x.endNs / 1e9).toFixed(3)} s${x.closed ? '' : ' (open or interrupted)'}${x.groups.length ? `  groups: ${x.groups.join(',')}` : ''}`).join(''),
+    `  sessions     ${s.sessions.length}` + s.sessions.map((x) => `\n    ${(x.startNs / 1e9).toFixed(3)} .. ${(x.endNs / 1e9).toFixed(3)} s${x.closed ? '' : ' (open or interrupted)'}${x.groups.length ? `  groups: ${x.groups.join(',')}` : ''}${x.endReason ? `  ended: ${x.endReason}` : ''}`).join(''),
     `  lost         ${n(s.lostTotal)}` + (s.lostTotal ? `  (${Object.entries(s.lostByRing).map(([k, v]) => `${k} ${n(v)}`).join(', ')})` : ''),
     `  skipped      ${Object.entries(s.skipped).map(([k, v]) => `${k} ${n(v)}`).join(', ') || '0'}`,
     `  size         ${mb(s.usedBytes)} in use, data.mdb ${mb(s.fileBytes)} (LMDB files do not shrink)` +

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { REPO_ROOT } from '../../src/capture/index.js';
 import { explainTrace } from '../../src/correlator/index.js';
-import { openStoreReader } from '../../src/store/index.js';
+import { formatStats, openStoreReader, statsOf } from '../../src/store/index.js';
 import { requireLiveProbe, sleep } from '../helpers/live.js';
 import { UpstreamSink, type Received } from '../otel/upstream-sink.js';
 
@@ -157,6 +157,7 @@ test('probe killed under kspan run: restarted, the gap is a closed session, span
     assert.ok(ea.spans[0].breakdown_ns.unknown >= 0.95 * gap, `unknown ${ea.spans[0].breakdown_ns.unknown / 1e6} ms, gap ${gap / 1e6} ms`);
     const eb = explainTrace(r, 'b'.repeat(32));
     assert.equal(eb.data_quality.covered, true);
+    assert.match(formatStats(statsOf(r, dataDir)), /\n {4}[\d.]+ \.\. [\d.]+ s {2}groups: [a-z,]+ {2}ended: kspan-probe was killed by SIGKILL/);
     t.diagnostic(`restart after ${restartedMs} ms; gap ${(gap / 1e6).toFixed(0)} ms; span over it: coverage ${num(a, 'kspan.data.coverage').toFixed(2)}, ` +
       `unknown ${(ea.spans[0].breakdown_ns.unknown / 1e6).toFixed(0)} ms; span after: off-CPU ${(offCpu / 1e6).toFixed(0)} of ${(bDur / 1e6).toFixed(0)} ms`);
   } finally {
