@@ -105,6 +105,8 @@ test('record --duration --out: the file holds what the probe wrote, dump reads e
   const out = join(dir, 'rec.kspan');
   const env: NodeJS.ProcessEnv = { ...process.env };
   delete env.KSPAN_PROBE;
+  // something that certainly blocks and wakes while the 0.5 s capture runs (an idle host may not)
+  const sleeper = spawn('sh', ['-c', 'for i in $(seq 200); do sleep 0.02; done'], { stdio: 'ignore' });
   // spawned (not spawnSync) to know kspan's pid
   const cli = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'src', 'cli.ts'), 'record', '--duration', '0.5', '--out', out, '--quiet'], {
     cwd: REPO_ROOT, env, stdio: ['ignore', 'ignore', 'pipe'],
@@ -112,6 +114,7 @@ test('record --duration --out: the file holds what the probe wrote, dump reads e
   let err = '';
   cli.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
   const [code] = (await once(cli, 'close')) as [number | null];
+  sleeper.kill();
   assert.equal(code, 0, err);
   const m = /wrote ([\d,]+) records \(([\d.]+) MB\) to /.exec(err);
   assert.ok(m, err);
