@@ -28,8 +28,6 @@ export interface CaptureSession {
   readonly cuda: CudaWatcher | null;
   /** running and not stopped */
   readonly running: boolean;
-  /** monotonic ns -> epoch ns with the probe's clock samples (null: no sample yet) */
-  toEpochNs(mono: number): bigint | null;
   /** drain the rings: every record produced before this call has reached the sink */
   flush(): Promise<void>;
   /** stop watching for CUDA libraries and stop the probe (the stream ends cleanly) */
@@ -63,10 +61,6 @@ export async function startCapture(opts: ProbeOptions, sink: CaptureSink, o: Cap
     probe, cuda,
     get running() {
       return probe.running && stopped === null;
-    },
-    toEpochNs(mono: number): bigint | null {
-      const clock = probe.state.clock;
-      return clock.size ? clock.toEpochNs(mono) : null;
     },
     async flush() {
       if (probe.running) await probe.control('flush').catch(() => undefined);

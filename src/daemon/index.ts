@@ -80,7 +80,8 @@ export interface DaemonStatus {
   /** the store: committing or not (disk full), and what was not stored because of it */
   store: { ok: boolean; error: string | null; failingSinceMs: number | null; notStoredEvents: number; notStoredSpans: number; retainedBytes: number; capBytes: number };
   upstream: { exported: number; queued: number; dropped: number; down: boolean } | null;
-  events: { stored: number; lostInKernel: number };
+  /** outOfRange: events not stored because they are past the store's time range (2^53 ns = 104 days of monotonic time from its origin) */
+  events: { stored: number; lostInKernel: number; outOfRange: number };
   /** how far the ingest watermark (kernel data readable by explain) lags the wall clock, ms (null: no capture) */
   lagMs: number | null;
   storeBytes: number;
@@ -226,7 +227,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     reader: writer.reader,
     watermarkUnixNano(): bigint | null {
       if (!capture?.running || captureState !== 'running') return null;
-      return capture.toEpochNs(writer.ingestWatermarkNs);
+      return writer.ingestWatermarkUnixNano;
     },
   };
 
@@ -312,7 +313,10 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
         exported: upstream.counters.exported, queued: upstream.pending, down: upstream.down,
         dropped: upstream.counters.dropped.queueFull + upstream.counters.dropped.rejected + upstream.counters.dropped.shutdown,
       } : null,
-      events: { stored: writer.counters.committedEvents, lostInKernel: lostBefore + (capture?.probe.state.totalLost ?? 0) },
+      events: {
+        stored: writer.counters.committedEvents, lostInKernel: lostBefore + (capture?.probe.state.totalLost ?? 0),
+        outOfRange: writer.counters.outOfRange,
+      },
       lagMs: w === null ? null : Math.max(0, Number(BigInt(Date.now()) * 1_000_000n - w) / 1e6),
       storeBytes: usedBytes(writer),
     };
@@ -338,8 +342,10 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     const store = !st.ok
       ? ` | STORE FULL since ${new Date(st.failingSinceMs ?? Date.now()).toISOString().slice(11, 19)} (${st.error}): ${st.notStoredEvents} events, ${st.notStoredSpans} spans not stored, ${mb(st.retainedBytes)} waiting`
       : st.notStoredEvents || st.notStoredSpans ? ` | store ok (was full: ${st.notStoredEvents} events, ${st.notStoredSpans} spans not stored)` : '';
+    const range = s.events.outOfRange
+      ? ` | ${s.events.outOfRange} events NOT STORED: past the store's 104-day time range (start kspan on a new --data directory)` : '';
     return `${s.host.name}: spans ${spanRate.toFixed(0)}/s (${s.spans.received} in, ${s.spans.enriched} enriched${partial}, ${s.spans.passed} unchanged, ` +
-      `${s.spans.buffered} waiting) | events ${evRate.toFixed(0)}/s, ${s.events.lostInKernel} lost | ${cap}${up}${store}`;
+      `${s.spans.buffered} waiting) | events ${evRate.toFixed(0)}/s, ${s.events.lostInKernel} lost | ${cap}${up}${store}${range}`;
   };
   let statusTimer: NodeJS.Timeout | null = null;
   if (o.statusIntervalMs) {

@@ -506,7 +506,7 @@ export function registerTools(server: McpServer, ctx: ToolContext): void {
       skipped: st.skipped,
       coverage_last_5m: { fraction: Math.round(cov.fraction * 1e4) / 1e4, covered: cov.covered },
       clock: {
-        samples: samples.length, offset_ns: last ? (BigInt(last.realtimeNs) - BigInt(Math.trunc(last.monoNs))).toString() : null,
+        samples: samples.length, offset_ns: last ? (BigInt(last.realtimeNs) - reader.originNs - BigInt(Math.trunc(last.monoNs))).toString() : null,
         error_ns: last?.errorNs ?? null, stepped: samples.filter((s) => s.stepped).length,
       },
       store: {

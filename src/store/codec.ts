@@ -17,11 +17,15 @@
 //   v   pid              (if PID_DIFF)
 //   v   change mask      (bit c set: column c differs from its previous value in this block)
 //   columns whose bit is set, in spec order (see KIND_SPECS)
+// Times are relative to the store's origin (time.ts). REL columns (version 2):
+// varint 0 = the record had 0 there ("not seen"), else zigzag(value - start) + 1;
+// version 1 blocks have zigzag(value - start), a 0 coming out as -start.
 // Stacks append their frames raw (8 bytes each) after the columns.
 
+import { relTime } from './time.js';
 import { BLOCK_IO, CUDA_CALL, FUTEX_WAIT, FUTEX_WAKE, Kind, OFFCPU, STACK, TASK, TCP_RETRANS } from '../capture/index.js';
 
-export const BLOCK_VERSION = 1;
+export const BLOCK_VERSION = 2;
 const TWO32 = 4294967296;
 
 /** Column value types. */
@@ -32,7 +36,7 @@ export const Col = {
   I32: 1,
   /** u64 (address, counter): varint hi, varint lo — exact for every u64 */
   U64: 2,
-  /** u64 time relative to the event's start: zigzag varint of (value - start) */
+  /** u64 monotonic time, relative to the event's start (0 = not seen): see the block layout above */
   REL: 3,
   /** char[16] NUL-terminated: varint len + bytes */
   STR16: 4,
@@ -244,6 +248,8 @@ export class BlockBuilder {
   maxDur = 0;
   /** events per kind in this block */
   kindCounts = new Uint32Array(16);
+  /** the store's time origin, high word (time.ts): REL columns are read from the record as absolute u64 */
+  originHi = 0;
 
   constructor(public tid: number, public partition: number, initial = 256) {
     this.bytes = new Uint8Array(initial);
@@ -350,11 +356,14 @@ export class BlockBuilder {
           break;
         }
         case Col.REL: {
-          const v = u32[cw + 1] * TWO32 + u32[cw] - start;
+          const hi = u32[cw + 1];
+          const lo = u32[cw];
+          // NaN: not seen (0 in the record; a time outside the store's range is stored so too). NaN !== NaN: always written
+          const v = (hi | lo) === 0 ? NaN : relTime(hi, lo, this.originHi) - start;
           if (v !== prev[pb + c]) {
             prev[pb + c] = v;
             mask |= 1 << c;
-            p = writeVarint(b, p, zz(v));
+            p = writeVarint(b, p, v === v ? zz(v) + 1 : 0);
           }
           break;
         }
@@ -620,6 +629,8 @@ export class EventList {
 
 /** Block header fields (read without decoding the events). */
 export interface BlockHeader {
+  /** 1 or 2 (REL columns: see the block layout) */
+  version?: number;
   count: number;
   pid: number;
   extent: number;
@@ -628,7 +639,8 @@ export interface BlockHeader {
 }
 
 export function readBlockHeader(v: Uint8Array, r: ByteReader, out: BlockHeader): boolean {
-  if (v.length < 4 || v[0] !== BLOCK_VERSION) return false;
+  if (v.length < 4 || (v[0] !== BLOCK_VERSION && v[0] !== 1)) return false;
+  out.version = v[0];
   r.reset(v, 1);
   out.count = r.varint();
   out.pid = r.varint();
@@ -646,6 +658,7 @@ export function readBlockHeader(v: Uint8Array, r: ByteReader, out: BlockHeader):
 export function decodeBlock(v: Uint8Array, tid: number, a: number, b: number, kindMask: number, out: EventList, r: ByteReader, h: BlockHeader): number {
   if (!readBlockHeader(v, r, h)) return 0;
   const count = h.count;
+  const relV1 = h.version === 1;
   let prevEnd = 0;
   let prevCpu = 0;
   const prev = new Float64Array(16 * 16);
@@ -711,14 +724,19 @@ export function decodeBlock(v: Uint8Array, tid: number, a: number, b: number, ki
         switch (t) {
           case Col.I32: val = unzz(r.varint()); break;
           case Col.U64: { const hi = r.varint(); const lo = r.varint(); val = hi * TWO32 + lo; break; }
-          case Col.REL: val = unzz(r.varint()); break;
+          case Col.REL: {
+            // NaN: not seen (comes out as 0)
+            const u = r.varint();
+            val = relV1 ? unzz(u) : u === 0 ? NaN : unzz(u - 1);
+            break;
+          }
           default: val = r.varint();
         }
         prev[pb + c] = val;
       }
       if (keep) {
         const val = prev[pb + c];
-        out.f[sp.numIdx[c]][i] = t === Col.REL ? start + val : val;
+        out.f[sp.numIdx[c]][i] = t === Col.REL ? (val === val ? start + val : 0) : val;
       }
     }
     seenKinds[kind] = 1;

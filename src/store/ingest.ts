@@ -39,7 +39,7 @@ export function recordIntoStore(dir: string, o: WriterOptions = {}): RecordIntoS
     sink, writer,
     progress: () => ({
       events: writer.counters.events, committedEvents: writer.counters.committedEvents, liveEvents: writer.liveEvents, usedBytes: usedBytes(writer),
-      skipped: writer.counters.unknownKind + writer.counters.badValue + writer.counters.expired, watermarkNs: writer.committedThroughNs,
+      skipped: writer.counters.unknownKind + writer.counters.badValue + writer.counters.outOfRange + writer.counters.expired, watermarkNs: writer.committedThroughNs,
     }),
     close: () => writer.close(),
   };

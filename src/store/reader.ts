@@ -13,7 +13,7 @@ import { Kind, groupName, type ClockHistory } from '../capture/index.js';
 import { DecodedBlockCache } from './block-cache.js';
 import { ByteReader, EventList, decodeBlock, decodeFutexBlock, readBlockHeader, type BlockHeader } from './codec.js';
 import {
-  DEFAULT_PARTITION_NS, M, futexPrefix, futexRangeKey, getU64, metaKey, partitionDbName, partitionMayOverlap, pidMapKey,
+  DEFAULT_PARTITION_NS, M, futexPrefix, futexRangeKey, getU64, metaKey, partitionDbName, partitionMayOverlap, pidMapKey, threadKey,
   tidKey, type ClockSampleMeta, type DropsSample, type PartitionMeta, type SessionMeta, type StatusMeta,
   type StoreConfig, type ThreadMeta,
 } from './schema.js';
@@ -22,6 +22,7 @@ import type { HostIdentity, HostMeta } from './host.js';
 import type { StoreHead } from './head.js';
 import { incarnationAt } from './threads.js';
 import { SpanIndex } from './spans.js';
+import { getAbsU64 } from './time.js';
 
 export interface OpenOptions {
   /** max named sub-databases (time partitions + 4). Default 1024. */
@@ -76,6 +77,36 @@ export class StoreReader {
     this.config = (this.meta?.get(metaKey(M.CONFIG)) as StoreConfig | undefined) ?? {
       schema: 1, partitionNs: DEFAULT_PARTITION_NS, createdAt: '',
     };
+    this.loadOrigin();
+  }
+
+  private originKnown = false;
+  private originHiValue = 0;
+
+  /**
+   * The store's time origin (time.ts), as its high word: every monotonic time
+   * this reader returns counts from originHi * 2^32 ns. 0 until the store has
+   * one (a store written before origins, or one that saw no time yet).
+   */
+  get originHi(): number {
+    if (!this.originKnown) this.loadOrigin();
+    return this.originHiValue;
+  }
+
+  /** The store's origin in absolute monotonic ns. */
+  get originNs(): bigint {
+    return BigInt(this.originHi) << 32n;
+  }
+
+  /** Set by the writer when it fixes the origin of a new store (its reader sees it before the commit). */
+  setOrigin(hi: number): void {
+    this.originHiValue = hi;
+    this.originKnown = true;
+  }
+
+  private loadOrigin(): void {
+    const o = this.meta?.get(metaKey(M.ORIGIN)) as { hi: number } | undefined;
+    if (o) this.setOrigin(o.hi);
   }
 
   get partitionNs(): number {
@@ -396,8 +427,8 @@ export class StoreReader {
     for (const { key } of this.meta.getRange({ start: metaKey(M.PROC, [pid, 4]), end: metaKey(M.PROC, [pid + 1, 4]) })) {
       const k = key as Buffer;
       const tid = k.readUInt32BE(5);
-      const st = getU64(k, 9);
-      const m = head?.threadMeta(tid, st) ?? (this.meta.get(metaKey(M.THREAD, [tid, 4], [st, 8])) as ThreadMeta | undefined);
+      const st = getAbsU64(k, 9, this.originHi);
+      const m = head?.threadMeta(tid, st) ?? (this.meta.get(threadKey(tid, st, this.originHi)) as ThreadMeta | undefined);
       if (m) out.push(m);
     }
     if (head) for (const m of head.newThreadsOf(pid)) if (!out.some((o) => o.tid === m.tid && o.startTime === m.startTime)) out.push(m);

@@ -21,9 +21,11 @@
 //   spans_by_dur    [service utf8][0x00][u64 duration_ns][u64 start][16][8] -> (empty)
 //
 // All times in keys are u64 big-endian (memcmp order = numeric order).
-// Monotonic ns are JS numbers (exact below 2^53 ns = 104 days of uptime).
+// Monotonic times count from the store's origin (time.ts: exact at any
+// uptime); thread start times in 't'/'P' keys are absolute u64.
 
 import type { StatusInfo } from '../capture/index.js';
+import { putAbsU64 } from './time.js';
 
 /** 2: partitions are sequence-numbered with `fromNs` (size-triggered partitions); 1 (read and upgraded): P = time slot */
 export const SCHEMA_VERSION = 2;
@@ -47,6 +49,7 @@ export const M = {
   RETAINED: 0x52, // 'R': { fromNs }: retention horizon, events before it were dropped
   HOST: 0x48, // 'H' + u64 epoch ms: HostMeta, the host of the writer that opened the store then
   NEXT_PARTITION: 0x4e, // 'N': number: the next partition's idx (never reused)
+  ORIGIN: 0x4f, // 'O': { hi }: the store's time origin, hi * 2^32 monotonic ns (time.ts); absent: 0
 } as const;
 
 export function putU64(b: Buffer, at: number, v: number): void {
@@ -57,6 +60,24 @@ export function putU64(b: Buffer, at: number, v: number): void {
 export function getU64(b: Uint8Array, at: number): number {
   const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
   return dv.getUint32(at) * TWO32 + dv.getUint32(at + 4);
+}
+
+/** meta 't' key of one thread incarnation: start_time as the absolute u64 (it may precede the origin). */
+export function threadKey(tid: number, startTime: number, originHi: number): Buffer {
+  const k = Buffer.allocUnsafe(13);
+  k[0] = M.THREAD;
+  k.writeUInt32BE(tid >>> 0, 1);
+  putAbsU64(k, 5, startTime, originHi);
+  return k;
+}
+/** meta 'P' key: incarnation (tid, startTime) belongs to pid. */
+export function procKey(pid: number, tid: number, startTime: number, originHi: number): Buffer {
+  const k = Buffer.allocUnsafe(17);
+  k[0] = M.PROC;
+  k.writeUInt32BE(pid >>> 0, 1);
+  k.writeUInt32BE(tid >>> 0, 5);
+  putAbsU64(k, 9, startTime, originHi);
+  return k;
 }
 
 export function blockKey(tid: number, minStart: number, seq: number): Buffer {
@@ -227,8 +248,10 @@ export type StatusMeta = StatusInfo;
 /** Records that did not make it into the store, by reason. */
 export interface SkipCounters {
   unknownKind: number;
-  /** end < start, zero or > 2^53 times, size below the struct */
+  /** end < start, zero times, size below the struct */
   badValue: number;
+  /** times the store cannot hold exactly: before its origin, or 2^53 ns (104 days) after it (time.ts) */
+  outOfRange?: number;
   /** older than the oldest live partition (already expired) */
   expired: number;
   /** thread events discarded because the store could not commit (disk full) and the retry buffer was full */

@@ -28,8 +28,8 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import type { Database } from 'lmdb';
 import {
-  BLOCK_IO, CLOCK, CUDA_CALL, DROPS, FUTEX_WAIT, FUTEX_WAKE, HDR, HelloView, Kind, KIND_MAX, MIN_SIZE, OFFCPU, STATUS, STATUS_DETAIL_LEN, TASK,
-  groupName, type ClockHistory, type CaptureSink, type RecordBatch,
+  BLOCK_IO, CLOCK, CUDA_CALL, DROPS, FUTEX_WAIT, FUTEX_WAKE, HDR, HELLO, HelloView, Kind, KIND_MAX, MIN_SIZE, OFFCPU, STATUS, STATUS_DETAIL_LEN, TASK,
+  ClockHistory, groupName, type CaptureSink, type RecordBatch,
 } from '../capture/index.js';
 import { BlockBuilder, FutexBuilder, KIND_SPECS } from './codec.js';
 import type { HeadBlock, StoreHead } from './head.js';
@@ -38,9 +38,10 @@ import { describeCommitError } from './commit-error.js';
 import { StoreReader, openEnv, type OpenOptions } from './reader.js';
 import {
   DEFAULT_PARTITION_NS, M, SCHEMA_VERSION, blockKey, f64, futexBlockKey, futexPrefix, getU64, metaKey, partitionFromNs,
-  partitionMayOverlap, pidMapKey, tidKey, type GroupCoverage, type PartitionMeta, type SessionMeta, type SkipCounters,
+  partitionMayOverlap, pidMapKey, procKey, threadKey, tidKey, type GroupCoverage, type PartitionMeta, type SessionMeta, type SkipCounters,
   type StoreConfig, type ThreadMeta,
 } from './schema.js';
+import { originHiFor, relTime, relTimeSigned } from './time.js';
 
 const TWO32 = 4294967296;
 
@@ -86,6 +87,7 @@ export interface WriterOptions extends OpenOptions {
 }
 
 export interface WriterCounters extends SkipCounters {
+  outOfRange: number;
   /** kernel events accepted into thread blocks */
   events: number;
   /** of those, committed (durable per lmdb overlappingSync) */
@@ -200,6 +202,7 @@ const W = {
   dropsRecords: w32(DROPS.records), dropsRecordsHi: w32(DROPS.records) + 1, dropsBytes: w32(DROPS.bytes), dropsBytesHi: w32(DROPS.bytes) + 1,
   statusGroup: w32(STATUS.group), statusErr: w32(STATUS.err), statusAttached: w32(STATUS.n_attached), statusFailed: w32(STATUS.n_failed),
   taskStart: w32(TASK.start_time), taskStartHi: w32(TASK.start_time) + 1, taskEvent: w32(TASK.event),
+  helloMono: w32(HELLO.mono_ns), helloMonoHi: w32(HELLO.mono_ns) + 1,
   taskOtherPid: w32(TASK.other_pid), taskOtherTid: w32(TASK.other_tid), taskExitCode: w32(TASK.exit_code),
 } as const;
 for (const off of [FUTEX_WAIT.start_ns, FUTEX_WAKE.start_ns, BLOCK_IO.start_ns, CUDA_CALL.start_ns]) {
@@ -228,7 +231,7 @@ export class StoreWriter implements CaptureSink {
   readonly reader: StoreReader;
   readonly counters: WriterCounters = {
     events: 0, committedEvents: 0, blocks: 0, futexBlocks: 0, commitRounds: 0, valueBytes: 0,
-    byKind: new Array(KIND_MAX + 1).fill(0), unknownKind: 0, badValue: 0, expired: 0, droppedPartitions: 0,
+    byKind: new Array(KIND_MAX + 1).fill(0), unknownKind: 0, badValue: 0, outOfRange: 0, expired: 0, droppedPartitions: 0,
     storeFull: 0, commitFailures: 0, emergencyDropped: 0,
   };
   readonly partitionNs: number;
@@ -293,6 +296,8 @@ export class StoreWriter implements CaptureSink {
   /** while discarding: what the session that was cut had (a new one starts with it when commits work again; null: none was running) */
   private resume: { info: Partial<SessionMeta>; groups: Record<string, GroupCoverage> } | null = null;
   private readonly hv = new HelloView();
+  /** the clock samples ingested (store times): converts the watermark before they commit */
+  private readonly clock = new ClockHistory();
   private statusSeq = 0;
   private closed = false;
   /** close() is under way: no emergency drops any more */
@@ -359,6 +364,7 @@ export class StoreWriter implements CaptureSink {
     if (c) {
       this.counters.unknownKind = c.unknownKind ?? 0;
       this.counters.badValue = c.badValue ?? 0;
+      this.counters.outOfRange = c.outOfRange ?? 0;
       this.counters.expired = c.expired ?? 0;
       this.counters.storeFull = c.storeFull ?? 0;
     }
@@ -379,6 +385,10 @@ export class StoreWriter implements CaptureSink {
       this.curBytes = partitionBytes(this.reader, last.idx);
     }
     this.reader.mayOpen = () => this.inTxn;
+    // the time origin: fixed once per store (time.ts); a store with data but no origin predates them (0)
+    const origin = meta.get(metaKey(M.ORIGIN)) as { hi: number } | undefined;
+    if (origin) this.originHi = origin.hi;
+    else if (this.order.length || meta.getKeysCount({ start: metaKey(M.CLOCK), end: metaKey(M.CLOCK + 1) }) > 0) this.fixOrigin(0);
     const ret = meta.get(metaKey(M.RETAINED)) as { fromNs: number; capBytes?: number; capFor?: number } | undefined;
     if (ret) this.horizonNs = ret.fromNs;
     // a cap learned from a full disk holds across restarts with the same --max-size (a new limit starts over)
@@ -387,6 +397,17 @@ export class StoreWriter implements CaptureSink {
 
   get root() {
     return this.reader.root;
+  }
+
+  /** The store's time origin, high word (time.ts); null until a new store sees its first time. */
+  private originHi: number | null = null;
+
+  /** Fix the store's origin (once): every time stored from now on counts from hi * 2^32 ns. */
+  private fixOrigin(hi: number): number {
+    this.originHi = hi;
+    this.reader.setOrigin(hi);
+    this.putMeta(metaKey(M.ORIGIN), { hi });
+    return hi;
   }
 
   /** Flush aged blocks and commit on a wall-clock timer too (for quiet captures). */
@@ -417,24 +438,26 @@ export class StoreWriter implements CaptureSink {
       byKind[kind]++;
       const sp = kind < KIND_SPECS.length ? KIND_SPECS[kind] : undefined;
       if (sp) {
-        if (size < MIN_SIZE[kind] || u32[w + W.tsHi] >= 0x200000) {
+        if (size < MIN_SIZE[kind] || (u32[w + W.tsHi] | u32[w + W.ts]) === 0) {
           this.counters.badValue++;
           continue;
         }
-        const end = u32[w + W.tsHi] * TWO32 + u32[w + W.ts];
+        const oh = this.originHi ?? this.fixOrigin(originHiFor(u32[w + W.tsHi]));
+        const end = relTime(u32[w + W.tsHi], u32[w + W.ts], oh);
         let start = end;
         if (sp.interval) {
-          if (u32[w + W.startHi] >= 0x200000) {
+          if ((u32[w + W.startHi] | u32[w + W.start]) === 0) {
             this.counters.badValue++;
             continue;
           }
-          start = u32[w + W.startHi] * TWO32 + u32[w + W.start];
-          if (start > end || start === 0) {
-            this.counters.badValue++;
-            continue;
-          }
+          start = relTime(u32[w + W.startHi], u32[w + W.start], oh);
         }
-        if (end === 0) {
+        if (start !== start || end !== end) {
+          // before the store's origin, or 2^53 ns past it (NaN): not representable exactly
+          this.counters.outOfRange++;
+          continue;
+        }
+        if (start > end) {
           this.counters.badValue++;
           continue;
         }
@@ -457,6 +480,7 @@ export class StoreWriter implements CaptureSink {
         let bb = this.threads.get(tid);
         if (bb === undefined) {
           bb = new BlockBuilder(tid, part);
+          bb.originHi = oh;
           this.threads.set(tid, bb);
         } else if (bb.count > 0 && bb.partition !== part) {
           this.sealThread(bb);
@@ -485,14 +509,18 @@ export class StoreWriter implements CaptureSink {
         continue;
       }
       switch (kind) {
-        case Kind.HELLO: this.onHello(batch, i); break;
-        case Kind.CLOCK: this.onClock(u32, w); break;
-        case Kind.DROPS: this.onDrops(u32, w); break;
-        case Kind.STATUS: this.onStatus(buf, u32, w, off); break;
         case Kind.ACK: break;
-        case Kind.DRAINED: {
-          const ts = u32[w + W.tsHi] * TWO32 + u32[w + W.ts];
-          if (ts > this.drainedNs) this.drainedNs = ts;
+        case Kind.HELLO: this.onHello(batch, i); break;
+        case Kind.CLOCK: case Kind.DROPS: case Kind.STATUS: case Kind.DRAINED: {
+          const ts = relTime(u32[w + W.tsHi], u32[w + W.ts], this.originHi ?? this.fixOrigin(originHiFor(u32[w + W.tsHi])));
+          if (!(ts >= 0)) {
+            this.counters.outOfRange++;
+            break;
+          }
+          if (kind === Kind.CLOCK) this.onClock(u32, w, ts);
+          else if (kind === Kind.DROPS) this.onDrops(u32, w, ts);
+          else if (kind === Kind.STATUS) this.onStatus(buf, u32, w, off, ts);
+          else if (ts > this.drainedNs) this.drainedNs = ts;
           break;
         }
         default: this.counters.unknownKind++;
@@ -815,7 +843,7 @@ export class StoreWriter implements CaptureSink {
       rd.metaPuts.push([this.sessionKey.toString('hex'), this.sessionKey, { ...this.session }]);
     }
     rd.metaPuts.push(['counters', metaKey(M.COUNTERS), {
-      unknownKind: this.counters.unknownKind, badValue: this.counters.badValue, expired: this.counters.expired,
+      unknownKind: this.counters.unknownKind, badValue: this.counters.badValue, outOfRange: this.counters.outOfRange, expired: this.counters.expired,
       storeFull: this.counters.storeFull,
     }]);
     rd.metaPuts.push(['next', metaKey(M.NEXT_PARTITION), this.nextIdx]);
@@ -852,7 +880,7 @@ export class StoreWriter implements CaptureSink {
         }
         for (const k of rd.threads) {
           const t = this.threadMeta.get(k);
-          if (t) meta.put(metaKey(M.THREAD, [t.tid, 4], [t.startTime, 8]), t);
+          if (t) meta.put(threadKey(t.tid, t.startTime, this.originHi ?? 0), t);
         }
         for (const [, k, v] of rd.metaPuts) meta.put(k, v);
       });
@@ -1030,6 +1058,11 @@ export class StoreWriter implements CaptureSink {
     return this.drainedNs > 0 ? Math.max(0, this.drainedNs - DRAIN_SLOP_NS) : this.maxTs;
   }
 
+  /** The ingest watermark as epoch ns, from the clock samples ingested so far (null: none yet). */
+  get ingestWatermarkUnixNano(): bigint | null {
+    return this.clock.size ? this.clock.toEpochNs(this.ingestWatermarkNs) : null;
+  }
+
   /** Capture time up to which every ingested event is in a sealed block (committed by the round under way). */
   get committedThroughNs(): number {
     let w = this.ingestWatermarkNs;
@@ -1135,8 +1168,16 @@ export class StoreWriter implements CaptureSink {
 
   private onHello(batch: RecordBatch, i: number): void {
     const v = this.hv.set(batch, i);
-    const mono = v.monoNs;
+    // mono_ns: the monotonic half of the (monotonic, realtime) pair; a new store's origin is fixed from it
+    const w = batch.offsets[i] >>> 2;
+    const hi = batch.u32[w + W.helloMonoHi];
+    const mono = relTime(hi, batch.u32[w + W.helloMono], this.originHi ?? this.fixOrigin(originHiFor(hi)));
+    if (!(mono >= 0)) {
+      this.counters.outOfRange++;
+      return;
+    }
     this.putMeta(metaKey(M.CLOCK, [mono, 8]), { monoNs: mono, realtimeNs: v.realtimeNs.toString(), errorNs: 0, stepped: false });
+    this.clock.add(mono, v.realtimeNs);
     if (mono > this.maxTs) this.maxTs = mono;
     const info = { bootId: v.bootId, probePid: v.probePid, offcpuMinNs: v.offcpuMinNs };
     if (this.discarding) {
@@ -1147,16 +1188,15 @@ export class StoreWriter implements CaptureSink {
     this.beginSession(mono, info);
   }
 
-  private onClock(u32: Uint32Array, w: number): void {
-    const mono = u32[w + W.tsHi] * TWO32 + u32[w + W.ts];
+  private onClock(u32: Uint32Array, w: number, mono: number): void {
     const rt = (BigInt(u32[w + W.clockRealHi]) << 32n) | BigInt(u32[w + W.clockReal]);
     const err = u32[w + W.clockErrHi] * TWO32 + u32[w + W.clockErr];
     this.putMeta(metaKey(M.CLOCK, [mono, 8]), { monoNs: mono, realtimeNs: rt.toString(), errorNs: err, stepped: u32[w + W.clockStepped] !== 0 });
+    this.clock.add(mono, rt, err);
     if (mono > this.maxTs) this.maxTs = mono;
   }
 
-  private onDrops(u32: Uint32Array, w: number): void {
-    const ts = u32[w + W.tsHi] * TWO32 + u32[w + W.ts];
+  private onDrops(u32: Uint32Array, w: number, ts: number): void {
     const ring = u32[w + W.dropsRing];
     if (ring > 255) {
       this.counters.badValue++;
@@ -1167,8 +1207,7 @@ export class StoreWriter implements CaptureSink {
     });
   }
 
-  private onStatus(buf: Buffer, u32: Uint32Array, w: number, off: number): void {
-    const ts = u32[w + W.tsHi] * TWO32 + u32[w + W.ts];
+  private onStatus(buf: Buffer, u32: Uint32Array, w: number, off: number, ts: number): void {
     const group = u32[w + W.statusGroup];
     const err = u32[w + W.statusErr] | 0;
     let e = off + STATUS.detail;
@@ -1200,14 +1239,15 @@ export class StoreWriter implements CaptureSink {
   private onTask(u32: Uint32Array, w: number, buf: Buffer, off: number, ts: number): void {
     const tid = u32[w + W.tid];
     const pid = u32[w + W.pid];
-    const startTime = u32[w + W.taskStartHi] * TWO32 + u32[w + W.taskStart];
+    // may precede the origin (a process started before the store): negative, exact down to -2^53
+    const startTime = relTimeSigned(u32[w + W.taskStartHi], u32[w + W.taskStart], this.originHi ?? 0);
     const event = u32[w + W.taskEvent];
     const comm = cstr(buf, off + TASK.comm);
     const pcomm = cstr(buf, off + TASK.pcomm);
     const k = `${tid}:${startTime}`;
     let t = this.threadMeta.get(k);
     if (!t) {
-      t = this.reader.meta.get(metaKey(M.THREAD, [tid, 4], [startTime, 8])) as ThreadMeta | undefined;
+      t = this.reader.meta.get(threadKey(tid, startTime, this.originHi ?? 0)) as ThreadMeta | undefined;
       if (!t) {
         t = {
           tid, pid, startTime, comm, pcomm, names: [[ts, comm]], firstSeen: ts, lastSeen: ts,
@@ -1218,7 +1258,7 @@ export class StoreWriter implements CaptureSink {
         pushTo(this.newByPid, pid, t);
       }
       this.threadMeta.set(k, t);
-      this.putMeta(metaKey(M.PROC, [pid, 4], [tid, 4], [startTime, 8]), null);
+      this.putMeta(procKey(pid, tid, startTime, this.originHi ?? 0), null);
       if (this.threadMeta.size > 100_000) {
         for (const key of this.threadMeta.keys()) {
           if (!this.dirtyThreads.has(key)) this.threadMeta.delete(key);

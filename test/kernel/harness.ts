@@ -210,15 +210,19 @@ export interface ScenarioSpan {
   attributes?: Record<string, string | number | boolean>;
 }
 
-/** Store one trace's spans in DIR's span index (monotonic ns converted with the store's clock history); returns the trace id. */
-export async function putTrace(dir: string, spans: ScenarioSpan[]): Promise<string> {
+/**
+ * Store one trace's spans in DIR's span index (monotonic ns converted with the store's clock history); returns the trace id.
+ * `shiftNs`: the capture's times were shifted by this much (test/helpers/shift-probe.ts), the fixtures' were not.
+ */
+export async function putTrace(dir: string, spans: ScenarioSpan[], shiftNs = 0n): Promise<string> {
   const traceId = randomBytes(16).toString('hex');
   const w = openStoreWriter(dir);
   try {
     const clock = w.reader.clockHistory();
+    const rel = (mono: number): number => Number(BigInt(mono) + shiftNs - w.reader.originNs);
     const input: SpanInput[] = spans.map((s) => ({
       traceId, spanId: randomBytes(8).toString('hex'), service: s.service ?? 'scenario', name: s.name,
-      startUnixNano: clock.toEpochNs(s.startMono), endUnixNano: clock.toEpochNs(s.endMono),
+      startUnixNano: clock.toEpochNs(rel(s.startMono)), endUnixNano: clock.toEpochNs(rel(s.endMono)),
       tid: s.tid ?? null, pid: s.pid ?? null, requestId: s.requestId ?? null, attributes: s.attributes ?? {},
     }));
     await w.reader.spans.putSpans(input);

@@ -191,7 +191,7 @@ test('corrupt and unknown records are skipped and counted, never a crash', async
     fw.offcpu({ ts: 2e9, pid: 1, tid: 5, startNs: 1e9 });
     fw.offcpu({ ts: 1e9, pid: 1, tid: 5, startNs: 2e9 }); // end < start
     fw.futexWait({ ts: 3e9, pid: 1, tid: 5, startNs: 0 }); // start 0
-    fw.cudaCall({ ts: 2n ** 60n, pid: 1, tid: 5, startNs: 1e9 }); // beyond 2^53
+    fw.cudaCall({ ts: 2n ** 60n, pid: 1, tid: 5, startNs: 1e9 }); // 2^53 ns past the store's origin (0)
     fw.raw(Kind.DRAINED + 1, 48, { ts: 4e9, tid: 5 }); // KIND_MAX: unknown to the decoder
     fw.raw(Kind.OFFCPU, 32, { ts: 4e9, tid: 5 }); // too short for its kind (decoder drops)
     const good = fw.toBuffer();
@@ -201,7 +201,8 @@ test('corrupt and unknown records are skipped and counted, never a crash', async
     await w.flush();
     const objs = w.reader.eventsOnThread(5, 0, 1e10).toObjects();
     assert.deepEqual(objs.map((o) => [o.startNs, o.endNs]), [[1e9, 2e9], [5e9, 6e9]]);
-    assert.equal(w.counters.badValue, 3);
+    assert.equal(w.counters.badValue, 2);
+    assert.equal(w.counters.outOfRange, 1);
     assert.ok(d.unknownKinds + d.corruptBytes > 0);
     // an unknown kind that reaches the sink (a decoder newer than the store) is counted
     const fake = new FrameWriter().raw(15, 48, { ts: 7e9, tid: 5 }).toBuffer();
@@ -210,7 +211,8 @@ test('corrupt and unknown records are skipped and counted, never a crash', async
     assert.equal(w.counters.unknownKind, 1);
     await w.close();
     const r = openStoreReader(dir);
-    assert.equal(r.skipCounters().badValue, 3);
+    assert.equal(r.skipCounters().badValue, 2);
+    assert.equal(r.skipCounters().outOfRange, 1);
     void r.root.close();
   } finally {
     cleanup();
