@@ -29,7 +29,6 @@ import { selfUrlMatcher, type PeerOptions } from './peers.js';
 import { auditTransport, createKspanMcpServer, type AuditRecord } from './server.js';
 import { serverHost } from './tools.js';
 import type { HostIdentity } from '../store/index.js';
-import { ClockCacheMcp } from './time.js';
 
 export interface McpHttpOptions {
   /** store directory (opened read-only here, closed by close()) */
@@ -196,7 +195,6 @@ export async function startMcpHttpServer(o: McpHttpOptions): Promise<McpHttpHand
   const tokenDigest = token ? digest(token) : null;
   const rate = o.rateLimit ?? { perSecond: 20, burst: 40 };
   const buckets = new Buckets(rate.perSecond, rate.burst);
-  const clocks = new ClockCacheMcp();
   let allowed = new Set<string>();
   let fanout: FanOut | null = null;
   const me = o.host ?? serverHost({ reader });
@@ -253,7 +251,7 @@ export async function startMcpHttpServer(o: McpHttpOptions): Promise<McpHttpHand
       }
     }
     // building the server (nine tools' schemas) costs ~7 ms: idle ones are kept and reused
-    const mcp = idle.pop() ?? createKspanMcpServer({ reader, dataDir: o.dataDir, serviceProcess: o.serviceProcess, clocks, limits: o.limits, host: me, fanout });
+    const mcp = idle.pop() ?? createKspanMcpServer({ reader, dataDir: o.dataDir, serviceProcess: o.serviceProcess, limits: o.limits, host: me, fanout });
     const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
     // the client gone (or the answer sent): closing the transport aborts the
     // AbortSignal of every call still running for this POST; the server is
