@@ -114,7 +114,8 @@ export async function topologyOf(r: StoreReader, signal?: AbortSignal): Promise<
     budget.end();
   }
   const at = ev?.toNs ?? 0;
-  const comm = (pid: number): string => r.threadAt(pid, at)?.comm ?? r.threadIncarnations(pid).at(-1)?.comm ?? '?';
+  const threads = new ThreadDirectory(r);
+  const comm = (pid: number): string => threads.nameNear(pid, at) ?? '?';
   return {
     host: {
       note: lastBoot && bootId ? (lastBoot === bootId ? 'this server runs on the host and boot the store was captured on'
