@@ -22,6 +22,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import { isIP, type AddressInfo } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import type { Writable } from 'node:stream';
+import { parseListenAddr } from '../net/index.js';
 import { openStoreReader, type StoreReader } from '../store/index.js';
 import type { BudgetLimits } from './budget.js';
 import { FanOut } from './fanout.js';
@@ -35,7 +36,7 @@ export interface McpHttpOptions {
   dataDir?: string;
   /** or an already open reader (not closed by close()) */
   reader?: StoreReader;
-  /** "host:port" / "[v6]:port" / ":port" (= 127.0.0.1); port 0 = ephemeral. Default 127.0.0.1:7799 */
+  /** a listen address (src/net): "host:port" / "[v6]:port" / ":port" (= 127.0.0.1); port 0 = ephemeral. Default 127.0.0.1:7799 */
   addr?: string;
   /** env var holding the bearer token (default KSPAN_MCP_TOKEN) */
   tokenEnv?: string;
@@ -82,15 +83,6 @@ export function isLoopback(host: string): boolean {
   if (h === 'localhost' || h === '::1') return true;
   const v4 = h.startsWith('::ffff:') ? h.slice(7) : h;
   return isIP(v4) === 4 && v4.startsWith('127.');
-}
-
-export function parseAddr(addr: string): { host: string; port: number } {
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\[\]]*)):(\d{1,5})$/.exec(addr.trim());
-  if (!m) throw new Error(`--http wants HOST:PORT (e.g. 127.0.0.1:7799, [::1]:7799, :7799), got "${addr}"`);
-  const host = m[1] ?? (m[2] || '127.0.0.1');
-  const port = Number(m[3]);
-  if (port > 65535) throw new Error(`port out of range in "${addr}"`);
-  return { host, port };
 }
 
 function readToken(o: McpHttpOptions): string | null {
@@ -184,7 +176,7 @@ function readBody(req: IncomingMessage): Promise<unknown> {
  */
 export async function startMcpHttpServer(o: McpHttpOptions): Promise<McpHttpHandle> {
   if (!o.reader && !o.dataDir) throw new Error('startMcpHttpServer: give dataDir or reader');
-  const { host, port } = parseAddr(o.addr ?? '127.0.0.1:7799');
+  const { host, port } = parseListenAddr(o.addr ?? '127.0.0.1:7799');
   const token = readToken(o);
   if (!isLoopback(host) && !token) {
     throw new Error(`refusing to serve MCP on ${host} (not loopback) without a bearer token: set ${o.tokenEnv ?? 'KSPAN_MCP_TOKEN'} or give a token file`);

@@ -15,4 +15,4 @@ export { DEFAULT_PEER_CONCURRENCY, DEFAULT_PEER_TIMEOUT_MS, PeerSet, parseDnsPee
 export { DRILL_DOWN, investigationPrompt, registerGuide } from './guide.js';
 export { Budget, callsRunning, turnsWaiting, DEFAULT_MAX_EVENTS, DEFAULT_TIME_MS, SLICE_MS, type BudgetLimits } from './budget.js';
 export { parseTimeArg, resolveWindow, TIME_HELP, ToolInputError } from './time.js';
-export { isLoopback, parseAddr, startMcpHttpServer, type McpHttpHandle, type McpHttpOptions } from './http.js';
+export { isLoopback, startMcpHttpServer, type McpHttpHandle, type McpHttpOptions } from './http.js';
