@@ -7,6 +7,7 @@ import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { parseServiceProcess } from '../correlator/index.js';
 import { parseDnsPeer, peerUrl, runStdioServer, startMcpHttpServer, type PeerOptions } from '../mcp/index.js';
+import { parseListenAddr } from '../net/index.js';
 import { checkHostName, localHost } from '../store/index.js';
 
 /** The peer options of `kspan mcp`, `kspan run` and `kspan explain` (node:util parseArgs specs). */
@@ -149,12 +150,17 @@ export async function cmdMcp(argv: string[]): Promise<number> {
     await runStdioServer(common);
     return 0;
   }
+  try {
+    parseListenAddr(o.http);
+  } catch (e) {
+    return usage(`--http: ${(e as Error).message}`);
+  }
   let h;
   try {
     h = await startMcpHttpServer({ ...common, addr: o.http, tokenFile: o['token-file'], allowedHosts: o['allowed-host'], rateLimit: rate });
   } catch (e) {
     process.stderr.write(`kspan mcp: ${(e as Error).message}\n`);
-    return (e as Error).message.startsWith('--http') ? 2 : 1;
+    return 1;
   }
   // the bound URL on stdout (scripts and tests read it), then serve until a signal
   process.stdout.write(`${h.url}\n`);

@@ -9,7 +9,7 @@ import {
   IoFlag, Kind, OffcpuFlag, OWNER_SRC_NAMES, TASK_EVENT_NAMES, TCP_STATE_NAMES, cudaApiName, devMajor, devMinor,
   errnoName, formatAddr, futexOpName, stateLetters, type ClockHistory,
 } from '../capture/index.js';
-import { EventList, F, type StoreReader } from '../store/index.js';
+import { EventList, F, ThreadDirectory, type StoreReader } from '../store/index.js';
 import { MAX_SCAN_THREADS, scanEvents, type EventScanQuery, type EventScanResult } from '../store/queries.js';
 import type { Budget } from './budget.js';
 import { ToolInputError, epochStr } from './time.js';
@@ -32,18 +32,15 @@ export interface Who {
   comm: string;
 }
 
+/** The names of one query's threads: the thread directory's naming rule (store/threads.ts incarnationNear) at each time. */
 export class Names {
-  private readonly m = new Map<number, string>();
-  constructor(private readonly r: StoreReader) {}
+  readonly threads: ThreadDirectory;
+  constructor(r: StoreReader) {
+    this.threads = new ThreadDirectory(r);
+  }
   comm(tid: number, t: number): string {
     if (tid === 0) return 'swapper';
-    let c = this.m.get(tid);
-    if (c === undefined) {
-      const th = this.r.threadAt(tid, t) ?? this.r.threadIncarnations(tid).at(-1) ?? null;
-      c = th?.comm ?? '?';
-      this.m.set(tid, c);
-    }
-    return c;
+    return this.threads.nameNear(tid, t) ?? '?';
   }
   who(pid: number, tid: number, t: number): Who {
     return { pid, tid, comm: this.comm(tid, t) };
@@ -363,7 +360,7 @@ export function whoWoke(r: StoreReader, clock: ClockHistory, tid: number, atMono
     }
     res.nearest.before = bi >= 0 ? offcpuRow(near, bi, clock, names) : null;
     res.nearest.after = ai >= 0 ? offcpuRow(near, ai, clock, names) : null;
-    const known = r.threadAt(tid, atMono) ?? r.threadIncarnations(tid).at(-1);
+    const known = names.threads.incarnations(tid).length > 0;
     res.summary = !known && near.count === 0
       ? `no data for tid ${tid} around that time`
       : `tid ${tid} was not off CPU at that time (running, or blocked shorter than the capture threshold)`;
@@ -504,7 +501,7 @@ export async function futexContention(r: StoreReader, scope: Scope, a: number, b
   const top5 = <T>(m: Map<number, T>, by: (v: T) => number): [number, T][] => [...m].sort((x, y) => by(y[1]) - by(x[1])).slice(0, 5);
   for (const w of words.values()) {
     if (!w.waits.seen) continue; // wakes only: nobody waited on it in the window
-    const valsAreTids = !w.manyVals && [...w.vals].every((v) => v > 0 && (tidsSeen.has(v) || r.threadIncarnations(v).some((t) => t.pid === w.pid)));
+    const valsAreTids = !w.manyVals && [...w.vals].every((v) => v > 0 && (tidsSeen.has(v) || names.threads.incarnations(v).some((t) => t.pid === w.pid)));
     const guess: LockWord['guess'] = w.wakers.size || w.holders.size ? 'lock' : valsAreTids ? 'thread_join' : 'unknown';
     if (guess === 'thread_join' && !includeJoin) {
       joinOmitted++;
@@ -548,13 +545,14 @@ export async function listProcesses(r: StoreReader, a: number, b: number, limit:
   for (const [pid, tid] of pairs) (byPid.get(pid) ?? byPid.set(pid, new Set()).get(pid)!).add(tid);
   const order = [...byPid].sort((x, y) => y[1].size - x[1].size || x[0] - y[0]);
   const rows: ProcessRow[] = [];
+  const threads = new ThreadDirectory(r);
   for (const [pid, set] of order.slice(0, limit)) {
     const uniq = [...set].sort((x, y) => x - y);
-    const leader = r.threadAt(pid, b) ?? r.threadAt(pid, a) ?? r.threadIncarnations(pid).at(-1) ?? null;
-    const any = leader ?? r.threadAt(uniq[0], b) ?? r.threadIncarnations(uniq[0]).at(-1) ?? null;
+    const leader = threads.near(pid, b);
+    const any = leader ?? threads.near(uniq[0], b);
     rows.push({
       pid, comm: leader?.comm ?? any?.pcomm ?? '?', threads: uniq.length,
-      thread_sample: uniq.slice(0, 8).map((t) => ({ tid: t, comm: r.threadAt(t, b)?.comm ?? r.threadIncarnations(t).at(-1)?.comm ?? '?' })),
+      thread_sample: uniq.slice(0, 8).map((t) => ({ tid: t, comm: threads.nameNear(t, b) ?? '?' })),
       parent_pid: leader?.parentPid ?? null, exited: leader?.exitTs != null && leader.exitTs <= b,
     });
     const t = budget.tick();

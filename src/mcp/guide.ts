@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import * as z from 'zod';
 import { groupName } from '../capture/index.js';
-import { spanServices, type StoreReader } from '../store/index.js';
+import { ThreadDirectory, loadStoreClock, spanServices, storeClock, type StoreReader } from '../store/index.js';
 import { eventTimeRange, forRangeSliced, spanTimeRange } from '../store/queries.js';
 import type { StoredSpan } from '../store/spans.js';
 import { listProcesses } from './analysis.js';
@@ -61,8 +61,8 @@ function readText(path: string): string | null {
 }
 
 /** The store's coverage: sessions, probe groups attached, time range, losses. */
-export function coverageOf(r: StoreReader, clock: ToolContext['clocks']): Record<string, unknown> {
-  const c = clock!.get(r);
+export function coverageOf(r: StoreReader): Record<string, unknown> {
+  const c = storeClock(r);
   const ep = (mono: number): string | null => (c.size ? c.toEpochNs(mono).toString() : null);
   const ev = eventTimeRange(r);
   const sp = spanTimeRange(r);
@@ -114,7 +114,8 @@ export async function topologyOf(r: StoreReader, signal?: AbortSignal): Promise<
     budget.end();
   }
   const at = ev?.toNs ?? 0;
-  const comm = (pid: number): string => r.threadAt(pid, at)?.comm ?? r.threadIncarnations(pid).at(-1)?.comm ?? '?';
+  const threads = new ThreadDirectory(r);
+  const comm = (pid: number): string => threads.nameNear(pid, at) ?? '?';
   return {
     host: {
       note: lastBoot && bootId ? (lastBoot === bootId ? 'this server runs on the host and boot the store was captured on'
@@ -156,11 +157,11 @@ export function registerGuide(server: McpServer, ctx: ToolContext): void {
     const budget = new Budget({ timeMs: 10_000 }, extra.signal);
     try {
       await budget.begin();
-      await ctx.clocks!.load(ctx.reader, budget);
+      await loadStoreClock(ctx.reader, budget);
     } finally {
       budget.end();
     }
-    return json(uri, coverageOf(ctx.reader, ctx.clocks));
+    return json(uri, coverageOf(ctx.reader));
   });
   server.registerResource('topology', 'kspan://topology', {
     title: 'Host topology',

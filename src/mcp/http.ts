@@ -22,6 +22,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import { isIP, type AddressInfo } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import type { Writable } from 'node:stream';
+import { parseListenAddr } from '../net/index.js';
 import { openStoreReader, type StoreReader } from '../store/index.js';
 import type { BudgetLimits } from './budget.js';
 import { FanOut } from './fanout.js';
@@ -29,14 +30,13 @@ import { selfUrlMatcher, type PeerOptions } from './peers.js';
 import { auditTransport, createKspanMcpServer, type AuditRecord } from './server.js';
 import { serverHost } from './tools.js';
 import type { HostIdentity } from '../store/index.js';
-import { ClockCacheMcp } from './time.js';
 
 export interface McpHttpOptions {
   /** store directory (opened read-only here, closed by close()) */
   dataDir?: string;
   /** or an already open reader (not closed by close()) */
   reader?: StoreReader;
-  /** "host:port" / "[v6]:port" / ":port" (= 127.0.0.1); port 0 = ephemeral. Default 127.0.0.1:7799 */
+  /** a listen address (src/net): "host:port" / "[v6]:port" / ":port" (= 127.0.0.1); port 0 = ephemeral. Default 127.0.0.1:7799 */
   addr?: string;
   /** env var holding the bearer token (default KSPAN_MCP_TOKEN) */
   tokenEnv?: string;
@@ -83,15 +83,6 @@ export function isLoopback(host: string): boolean {
   if (h === 'localhost' || h === '::1') return true;
   const v4 = h.startsWith('::ffff:') ? h.slice(7) : h;
   return isIP(v4) === 4 && v4.startsWith('127.');
-}
-
-export function parseAddr(addr: string): { host: string; port: number } {
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\[\]]*)):(\d{1,5})$/.exec(addr.trim());
-  if (!m) throw new Error(`--http wants HOST:PORT (e.g. 127.0.0.1:7799, [::1]:7799, :7799), got "${addr}"`);
-  const host = m[1] ?? (m[2] || '127.0.0.1');
-  const port = Number(m[3]);
-  if (port > 65535) throw new Error(`port out of range in "${addr}"`);
-  return { host, port };
 }
 
 function readToken(o: McpHttpOptions): string | null {
@@ -185,7 +176,7 @@ function readBody(req: IncomingMessage): Promise<unknown> {
  */
 export async function startMcpHttpServer(o: McpHttpOptions): Promise<McpHttpHandle> {
   if (!o.reader && !o.dataDir) throw new Error('startMcpHttpServer: give dataDir or reader');
-  const { host, port } = parseAddr(o.addr ?? '127.0.0.1:7799');
+  const { host, port } = parseListenAddr(o.addr ?? '127.0.0.1:7799');
   const token = readToken(o);
   if (!isLoopback(host) && !token) {
     throw new Error(`refusing to serve MCP on ${host} (not loopback) without a bearer token: set ${o.tokenEnv ?? 'KSPAN_MCP_TOKEN'} or give a token file`);
@@ -196,7 +187,6 @@ export async function startMcpHttpServer(o: McpHttpOptions): Promise<McpHttpHand
   const tokenDigest = token ? digest(token) : null;
   const rate = o.rateLimit ?? { perSecond: 20, burst: 40 };
   const buckets = new Buckets(rate.perSecond, rate.burst);
-  const clocks = new ClockCacheMcp();
   let allowed = new Set<string>();
   let fanout: FanOut | null = null;
   const me = o.host ?? serverHost({ reader });
@@ -253,7 +243,7 @@ export async function startMcpHttpServer(o: McpHttpOptions): Promise<McpHttpHand
       }
     }
     // building the server (nine tools' schemas) costs ~7 ms: idle ones are kept and reused
-    const mcp = idle.pop() ?? createKspanMcpServer({ reader, dataDir: o.dataDir, serviceProcess: o.serviceProcess, clocks, limits: o.limits, host: me, fanout });
+    const mcp = idle.pop() ?? createKspanMcpServer({ reader, dataDir: o.dataDir, serviceProcess: o.serviceProcess, limits: o.limits, host: me, fanout });
     const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
     // the client gone (or the answer sent): closing the transport aborts the
     // AbortSignal of every call still running for this POST; the server is

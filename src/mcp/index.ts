@@ -14,5 +14,5 @@ export { FanOut, HOST_META, PEER_META, mergeExplanations, mergeSlowRequests, typ
 export { DEFAULT_PEER_CONCURRENCY, DEFAULT_PEER_TIMEOUT_MS, PeerSet, parseDnsPeer, parsePeersFile, peerUrl, selfUrlMatcher, type PeerOptions } from './peers.js';
 export { DRILL_DOWN, investigationPrompt, registerGuide } from './guide.js';
 export { Budget, callsRunning, turnsWaiting, DEFAULT_MAX_EVENTS, DEFAULT_TIME_MS, SLICE_MS, type BudgetLimits } from './budget.js';
-export { ClockCacheMcp, parseTimeArg, resolveWindow, TIME_HELP, ToolInputError } from './time.js';
-export { isLoopback, parseAddr, startMcpHttpServer, type McpHttpHandle, type McpHttpOptions } from './http.js';
+export { parseTimeArg, resolveWindow, TIME_HELP, ToolInputError } from './time.js';
+export { isLoopback, startMcpHttpServer, type McpHttpHandle, type McpHttpOptions } from './http.js';

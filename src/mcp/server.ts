@@ -15,7 +15,6 @@ import { REPO_ROOT } from '../capture/index.js';
 import { openStoreReader, type StoreReader } from '../store/index.js';
 import type { BudgetLimits } from './budget.js';
 import { registerGuide } from './guide.js';
-import { ClockCacheMcp } from './time.js';
 import { registerTools, serverHost, type ToolContext } from './tools.js';
 import { FanOut } from './fanout.js';
 import type { PeerOptions } from './peers.js';
@@ -71,7 +70,6 @@ export function createKspanMcpServer(ctx: ToolContext): McpServer {
     { name: 'kspan', version: VERSION, title: 'kspan — kernel causes of slow requests' },
     { capabilities: { tools: {}, prompts: {}, resources: {} }, instructions: SERVER_INSTRUCTIONS },
   );
-  ctx.clocks ??= new ClockCacheMcp();
   registerTools(server, ctx);
   registerGuide(server, ctx);
   leanToolList(server);

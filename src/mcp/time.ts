@@ -1,10 +1,8 @@
 // Time arguments of the MCP tools: epoch ns (string or number), RFC 3339, or
 // relative to now ("-5m", "now"); converted to the store's monotonic clock
-// with the stored clock history (sample in force at the time).
+// with the store's clock (store/clock.ts: the sample in force at the time).
 
-import { ClockHistory } from '../capture/index.js';
-import type { ClockSampleMeta, StoreReader } from '../store/index.js';
-import { clockSamplesSliced, type ScanControl } from '../store/queries.js';
+import type { ClockHistory } from '../capture/index.js';
 
 /** A tool argument failed validation: the message goes back to the client as an isError result. */
 export class ToolInputError extends Error {}
@@ -111,54 +109,6 @@ export function resolveWindow(
 
 function isoOf(ns: bigint): string {
   return new Date(Number(ns / 1_000_000n)).toISOString();
-}
-
-/**
- * The store's clock history, loaded once per reader and extended
- * incrementally with the samples written since (a long-running server).
- * `load()` reads them in slices under a call's budget (a day of capture has
- * ~86,000 samples: one read would stall the event loop); `get()` then only
- * adds the few written since.
- */
-export class ClockCacheMcp {
-  private readonly clock = new ClockHistory();
-  private last: number | undefined;
-  private loading: Promise<void> | null = null;
-
-  private add(s: ClockSampleMeta): void {
-    if (this.last !== undefined && s.monoNs <= this.last) return;
-    this.clock.add(s.monoNs, BigInt(s.realtimeNs), s.errorNs);
-    this.last = s.monoNs;
-  }
-
-  /**
-   * Load the samples not seen yet, in slices (ctl yields between them); one
-   * loader at a time (the others wait for it). Progress is kept when ctl
-   * stops it. Resolves true when the history is complete.
-   */
-  async load(r: StoreReader, ctl: ScanControl): Promise<boolean> {
-    while (this.loading) await this.loading;
-    let complete = false;
-    this.loading = (async () => {
-      complete = await clockSamplesSliced(r, this.last, (s) => this.add(s), { tick: () => ctl.tick(), due: () => ctl.due?.() ?? false });
-    })();
-    try {
-      await this.loading;
-    } finally {
-      this.loading = null;
-    }
-    return complete;
-  }
-
-  get(r: StoreReader): ClockHistory {
-    for (const s of r.clockSamples(this.last)) this.add(s);
-    return this.clock;
-  }
-
-  /** Samples loaded so far. */
-  get size(): number {
-    return this.clock.size;
-  }
 }
 
 /** Monotonic ns -> epoch ns as a decimal string. */

@@ -16,7 +16,7 @@ import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import * as z from 'zod';
 import { fmtDur, groupName, isoNs } from '../capture/index.js';
 import { explainTrace, formatExplanation, type Explanation } from '../correlator/index.js';
-import { localHost, spanServices, statsOf, type HostIdentity, type StoreReader } from '../store/index.js';
+import { loadStoreClock, localHost, spanServices, statsOf, storeClock, type HostIdentity, type StoreReader } from '../store/index.js';
 import { eventTimeRange, findSlowSpansAny, spanTimeRange, spansByRequestId } from '../store/queries.js';
 import {
   DIST_KINDS, EVENT_KIND_NAMES, GROUP_FIELDS, checkEventQuery, checkScope, futexContention, latencyDistribution, listProcesses,
@@ -24,7 +24,7 @@ import {
 } from './analysis.js';
 import { Budget, type BudgetLimits } from './budget.js';
 import { HOST_META, PEER_META, mergeExplanations, mergeSlowRequests, type FanOut, type PeerAnswer } from './fanout.js';
-import { ClockCacheMcp, ToolInputError, nowEpochNs, parseTimeArg, resolveWindow, type DataRange, type Window } from './time.js';
+import { ToolInputError, nowEpochNs, parseTimeArg, resolveWindow, type DataRange, type Window } from './time.js';
 
 export interface ToolContext {
   reader: StoreReader;
@@ -32,8 +32,6 @@ export interface ToolContext {
   dataDir?: string;
   /** service.name -> process comm, for the correlator's process join */
   serviceProcess?: Record<string, string>;
-  /** clock history cache shared by the servers made for one reader (HTTP makes one per request) */
-  clocks?: ClockCacheMcp;
   /** each call's time and row budget (default 2 s, 5 M events) */
   limits?: BudgetLimits;
   /** the host this server speaks for (default: the store's latest host record, else this machine) */
@@ -99,12 +97,12 @@ async function guarded(ctx: ToolContext, signal: AbortSignal | undefined, f: (b:
   const budget = new Budget(ctx.limits, signal);
   try {
     if (!(await budget.begin())) return toolError(budget.stopped === 'aborted' ? 'kspan: the request was cancelled' : 'kspan: no time left in the budget');
-    // the clock history (epoch <-> monotonic), loaded in slices the first time
-    const clockDone = await ctx.clocks!.load(ctx.reader, budget);
+    // the store's clock (epoch <-> monotonic), loaded in slices the first time (kept per reader)
+    const { clock, complete } = await loadStoreClock(ctx.reader, budget);
     await budget.turn();
-    if (!clockDone) {
+    if (!complete) {
       return toolError(budget.stopped === 'aborted' ? 'kspan: the request was cancelled'
-        : `kspan: the store's clock history is still loading (${ctx.clocks!.size} samples so far, kept): call again`);
+        : `kspan: the store's clock history is still loading (${clock.size} samples so far, kept): call again`);
     }
     return await f(budget);
   } catch (e) {
@@ -128,8 +126,7 @@ function boundExplanation(e: Explanation, maxSpans: number): Explanation & { spa
 
 export function registerTools(server: McpServer, ctx: ToolContext): void {
   const { reader } = ctx;
-  const clocks = ctx.clocks ?? (ctx.clocks = new ClockCacheMcp());
-  const clock = () => clocks.get(reader);
+  const clock = () => storeClock(reader);
   /** The store's data (kernel events and spans) as an epoch range, for the default window. */
   const dataRange = (): DataRange | null => {
     const c = clock();

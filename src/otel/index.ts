@@ -13,7 +13,7 @@ export {
 } from './otlp-decode.js';
 export { PbWriter, encodeRpcStatus, encodeTraceRequest, encodeTraceResponse, jsonTraceResponse } from './otlp-encode.js';
 export {
-  DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_INFLIGHT_BYTES, DEFAULT_OTLP_GRPC_ADDR, DEFAULT_OTLP_HTTP_ADDR, OtlpReceiver, TRACES_PATH, parseAddr,
+  DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_INFLIGHT_BYTES, DEFAULT_OTLP_GRPC_ADDR, DEFAULT_OTLP_HTTP_ADDR, OtlpReceiver, TRACES_PATH,
   type ReceiverCounters, type ReceiverOptions,
 } from './receiver.js';
 export { StoreSpanConsumer, type SpanSink, type StoreSpanConsumerOptions } from './store-consumer.js';

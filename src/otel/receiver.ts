@@ -24,6 +24,7 @@ import { createServer, type IncomingMessage, type Server as HttpServer, type Ser
 import type { AddressInfo } from 'node:net';
 import { gunzip } from 'node:zlib';
 import * as grpc from '@grpc/grpc-js';
+import { parseListenAddr } from '../net/index.js';
 import {
   checkDecodedLimits, decodeTraceRequestJson, decodeTraceRequestProtobuf, DEFAULT_DECODE_LIMITS, OtlpDecodeError, OtlpLimitError,
   scanTraceRequestJson, scanTraceRequestProtobuf, type DecodeLimits,
@@ -46,9 +47,9 @@ const ZERO_SPAN_ID = '0'.repeat(16);
 
 export interface ReceiverOptions {
   consumer: SpanConsumer;
-  /** 'host:port' (port 0 = ephemeral); null = no HTTP receiver. Default 127.0.0.1:4318 */
+  /** a listen address (src/net: host:port, [v6]:port, :port; port 0 = ephemeral); null = no HTTP receiver. Default 127.0.0.1:4318 */
   httpAddr?: string | null;
-  /** 'host:port' (port 0 = ephemeral); null = no gRPC receiver. Default 127.0.0.1:4317 */
+  /** a listen address (src/net, as httpAddr); null = no gRPC receiver. Default 127.0.0.1:4317 */
   grpcAddr?: string | null;
   /** max request body, compressed and decompressed (default 16 MiB) */
   maxBodyBytes?: number;
@@ -89,14 +90,6 @@ class BusyError extends Error {}
 const GRPC_INVALID_ARGUMENT = 3;
 const GRPC_RESOURCE_EXHAUSTED = 8;
 const GRPC_UNAVAILABLE = 14;
-
-export function parseAddr(addr: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(addr.trim());
-  if (!m) throw new Error(`bad address ${JSON.stringify(addr)} (want host:port)`);
-  const port = Number(m[3]);
-  if (port > 65535) throw new Error(`bad port in ${addr}`);
-  return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
-}
 
 /** Result of handling one request, transport-neutral. */
 type Outcome =
@@ -261,7 +254,7 @@ export class OtlpReceiver {
   // ------------------------------------------------------------ HTTP
 
   private async startHttp(addr: string): Promise<void> {
-    const { host, port } = parseAddr(addr);
+    const { host, port } = parseListenAddr(addr);
     const server = createServer((req, res) => {
       this.onHttp(req, res).catch((e) => {
         this.log(`otlp http: internal error: ${(e as Error).stack ?? e}`);
@@ -378,7 +371,7 @@ export class OtlpReceiver {
   // ------------------------------------------------------------ gRPC
 
   private async startGrpc(addr: string): Promise<void> {
-    const { host, port } = parseAddr(addr);
+    const { host, port } = parseListenAddr(addr);
     const server = new grpc.Server({
       'grpc.max_receive_message_length': this.maxBodyBytes,
       'grpc.max_send_message_length': 1024 * 1024,

@@ -20,7 +20,7 @@ export {
 export { MAX_DBS_DEFAULT, StoreReader, openStoreReader, type Coverage, type DropsInWindow, type OpenOptions } from './reader.js';
 export { ThreadDirectory, incarnationAt, incarnationNear } from './threads.js';
 export { KEPT_ATTRIBUTES, PROCESS_ID_ATTRIBUTES, REQUEST_ID_ATTRIBUTES, SERVICE_ATTRIBUTES, type ServiceAttributes } from './service-attributes.js';
-export { storeClock } from './clock.js';
+export { loadStoreClock, storeClock } from './clock.js';
 export type { HeadBlock, StoreHead } from './head.js';
 export { StoreCommitError, StoreWriter, usedBytes, type RetentionResult, type StoreHealth, type WriterCounters, type WriterOptions } from './writer.js';
 export { SpanIndex, storedSpan, type SlowSpanQuery, type SpanInput, type StoredSpan } from './spans.js';

@@ -24,7 +24,7 @@ import { after, before, test } from 'node:test';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
 import { ClockHistory, FrameDecoder } from '../../src/capture/index.js';
-import { auditTransport, callsRunning, ClockCacheMcp, createKspanMcpServer, startMcpHttpServer, type AuditRecord } from '../../src/mcp/index.js';
+import { auditTransport, callsRunning, createKspanMcpServer, startMcpHttpServer, type AuditRecord } from '../../src/mcp/index.js';
 import { openStoreReader, openStoreWriter, type StoreReader } from '../../src/store/index.js';
 import { eventTimeRange } from '../../src/store/queries.js';
 import { SynthGen } from '../store/synth.js';
@@ -214,9 +214,8 @@ test('a client that disconnects stops its calls (AbortSignal), and they are audi
 });
 
 test('in-process: the row budget and the time budget give partial answers that say so', async () => {
-  const clocks = new ClockCacheMcp(); // shared, as the HTTP server shares it across requests
   const run = async (limits: { timeMs?: number; maxEvents?: number }, name: string, args: Record<string, unknown>) => {
-    const server = createKspanMcpServer({ reader, limits, clocks });
+    const server = createKspanMcpServer({ reader, limits });
     const [ct, st] = InMemoryTransport.createLinkedPair();
     await server.connect(auditTransport(st, { log: null }));
     const client = new Client({ name: 'budget', version: '1' });

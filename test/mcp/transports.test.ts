@@ -88,6 +88,9 @@ test('`kspan mcp` usage errors and help', async () => {
   assert.equal((await cli([], env)).code, 2, 'no --data');
   assert.equal((await cli(['--data', tmp])).code, 1, 'no store there');
   assert.equal((await cli(['--data', dir, '--token', 'x'])).code, 2, 'no token flag');
+  const badAddr = await cli(['--data', dir, '--http', 'nonsense']);
+  assert.equal(badAddr.code, 2, 'a bad --http address is a usage error');
+  assert.match(badAddr.stderr, /--http: listen address "nonsense": no ":PORT"; want HOST:PORT/);
   const h = await cli(['--help']);
   assert.equal(h.code, 0);
   assert.match(h.stdout, /--token-file/);
