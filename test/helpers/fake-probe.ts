@@ -11,27 +11,14 @@
 // Environment: FAKE_PROBE_RATE events/s (default 200000), FAKE_PROBE_THREADS
 // (default 200), FAKE_PROBE_TICK_MS (default 10), FAKE_PROBE_PID_BASE (default 700000).
 
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Kind } from '../../src/capture/records.js';
 import { FrameWriter } from './frames.js';
+import { scriptExecutable } from './script-exe.js';
 
-let wrapper: string | null = null;
-
-/** An executable wrapper that runs this script (KSPAN_PROBE wants a path); one per process, removed when it exits. */
+/** An executable that runs this script (KSPAN_PROBE wants a path); one per process, removed when it exits. */
 export function fakeProbePath(): string {
-  if (wrapper) return wrapper;
-  const dir = mkdtempSync(join(tmpdir(), 'kspan-fake-probe-'));
-  process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
-  const repo = fileURLToPath(new URL('../..', import.meta.url));
-  const script = fileURLToPath(import.meta.url);
-  const path = join(dir, 'kspan-probe');
-  writeFileSync(path, `#!/bin/sh\ncd '${repo}' && exec '${process.execPath}' --import tsx '${script}' "$@"\n`);
-  chmodSync(path, 0o755);
-  wrapper = path;
-  return path;
+  return scriptExecutable(fileURLToPath(import.meta.url));
 }
 
 function main(): void {

@@ -10,27 +10,16 @@
 // A fixture's own monotonic times are the real ones: add the shift to compare.
 
 import { spawn } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   BLOCK_IO, CUDA_CALL, FUTEX_WAIT, FUTEX_WAKE, HDR, HELLO, Kind, OFFCPU, STACK, TASK,
 } from '../../src/capture/records.js';
-
-let wrapper: string | null = null;
+import { scriptExecutable } from './script-exe.js';
 
 /** An executable that runs this script (KSPAN_PROBE wants a path); one per process, removed when it exits. */
 export function shiftProbePath(): string {
-  if (wrapper) return wrapper;
-  const dir = mkdtempSync(join(tmpdir(), 'kspan-shift-probe-'));
-  process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
-  const repo = fileURLToPath(new URL('../..', import.meta.url));
-  const path = join(dir, 'kspan-probe');
-  writeFileSync(path, `#!/bin/sh\ncd '${repo}' && exec '${process.execPath}' --import tsx '${fileURLToPath(import.meta.url)}' "$@"\n`);
-  chmodSync(path, 0o755);
-  wrapper = path;
-  return path;
+  return scriptExecutable(fileURLToPath(import.meta.url));
 }
 
 /** Offsets of the monotonic u64 fields after the header's ts, per kind (0 in a record means "not seen": kept). */
