@@ -48,7 +48,6 @@ enum exit_code {
 };
 
 #define MAX_PIDS 256
-#define MAX_CGROUPS 64 /* target_cgroups in kspan.bpf.c */
 #define MAX_LIBS 32
 #define MAX_LINKS 256
 #define OUT_BUF (1 << 20)
@@ -63,7 +62,7 @@ static struct {
 	bool cuda_scan;
 	__u64 offcpu_min_ns, futex_min_ns, stack_min_ns;
 	bool stacks;
-	const char *cgroups[MAX_CGROUPS];
+	const char *cgroups[KSPAN_MAX_CGROUPS];
 	int n_cgroups;
 	unsigned ring_mb;
 	unsigned drain_ms, clock_ms;
@@ -75,7 +74,7 @@ static struct {
 	.offcpu_min_ns = 50000,
 	.futex_min_ns = 50000,
 	.stack_min_ns = 1000000,
-	.ring_mb = 16,
+	.ring_mb = KSPAN_RING_MB_DEFAULT,
 	.drain_ms = 50,
 	.clock_ms = 1000,
 };
@@ -388,7 +387,8 @@ static bool futex_regs_on, futex_sys_on;
 
 static void set_futex_mode(void)
 {
-	skel->bss->cfg.futex_mode = futex_sys_on ? 2 : futex_regs_on ? 1 : 0;
+	skel->bss->cfg.futex_mode = futex_sys_on ? KSPAN_FUTEX_MODE_SYSCALLS
+				  : futex_regs_on ? KSPAN_FUTEX_MODE_REGS : KSPAN_FUTEX_MODE_OFF;
 }
 
 static bool prog_attached(const char *name)
@@ -685,20 +685,16 @@ static int group_by_name(const char *name)
 	return -1;
 }
 
-/* Values of the target_tgids map (see kspan.bpf.c). */
-#define TGID_TARGET 1
-#define TGID_EXCLUDED 2
-
 static int pid_filter(const char *verb, __u32 pid)
 {
 	int fd = bpf_map__fd(skel->maps.target_tgids);
-	__u8 mark = !strcmp(verb, "exclude") ? TGID_EXCLUDED : TGID_TARGET;
+	__u8 mark = !strcmp(verb, "exclude") ? KSPAN_TGID_EXCLUDED : KSPAN_TGID_TARGET;
 
 	int err = -EINVAL;
 
 	if (!strcmp(verb, "add") || !strcmp(verb, "exclude")) {
 		err = bpf_map_update_elem(fd, &pid, &mark, BPF_ANY) ? -errno : 0;
-		if (!err && mark == TGID_TARGET)
+		if (!err && mark == KSPAN_TGID_TARGET)
 			skel->bss->cfg.filter_pids = 1;
 	} else if (!strcmp(verb, "del")) {
 		err = bpf_map_delete_elem(fd, &pid) ? -errno : 0;
@@ -717,7 +713,7 @@ static void pid_clear(void)
 	skel->bss->cfg.filter_pids = 0;
 	while (!bpf_map_get_next_key(fd, prev, &next)) {
 		key = next;
-		if (!bpf_map_lookup_elem(fd, &key, &mark) && mark == TGID_TARGET) {
+		if (!bpf_map_lookup_elem(fd, &key, &mark) && mark == KSPAN_TGID_TARGET) {
 			bpf_map_delete_elem(fd, &key);
 			prev = NULL; /* restart: the iteration key is gone */
 		} else {
@@ -1072,7 +1068,7 @@ int main(int argc, char **argv)
 	struct btf *vmlinux;
 	sigset_t mask;
 	bool any_attached = false;
-	__u64 cgids[MAX_CGROUPS] = {}, last_clock, last_drops, last_drained = 0;
+	__u64 cgids[KSPAN_MAX_CGROUPS] = {}, last_clock, last_drops, last_drained = 0;
 
 	while ((c = getopt_long(argc, argv, "p:", long_opts, NULL)) != -1) {
 		switch (c) {
@@ -1109,8 +1105,8 @@ int main(int argc, char **argv)
 		case 's': opt.stacks = true; break;
 		case 'S': opt.stack_min_ns = strtoull(optarg, NULL, 10) * 1000; break;
 		case 'C':
-			if (opt.n_cgroups >= MAX_CGROUPS) {
-				fprintf(stderr, "kspan-probe: at most %d --cgroup\n", MAX_CGROUPS);
+			if (opt.n_cgroups >= KSPAN_MAX_CGROUPS) {
+				fprintf(stderr, "kspan-probe: at most %d --cgroup\n", KSPAN_MAX_CGROUPS);
 				return EXIT_USAGE;
 			}
 			opt.cgroups[opt.n_cgroups++] = optarg;
@@ -1165,8 +1161,8 @@ int main(int argc, char **argv)
 	mark_available(vmlinux);
 	btf__free(vmlinux);
 	bpf_map__set_max_entries(skel->maps.rb_sched, opt.ring_mb << 20);
-	bpf_map__set_max_entries(skel->maps.rb_task, (opt.ring_mb << 20) / 8 > 262144 ? (opt.ring_mb << 20) / 8 : 262144);
-	bpf_map__set_max_entries(skel->maps.rb_cuda, (opt.ring_mb << 20) / 2);
+	bpf_map__set_max_entries(skel->maps.rb_task, KSPAN_RB_TASK_BYTES(opt.ring_mb << 20));
+	bpf_map__set_max_entries(skel->maps.rb_cuda, KSPAN_RB_CUDA_BYTES(opt.ring_mb << 20));
 
 	err = kspan_bpf__load(skel);
 	if (err) {
