@@ -49,7 +49,6 @@ enum exit_code {
 
 #define MAX_PIDS 256
 #define MAX_LIBS 32
-#define MAX_LINKS 256
 #define OUT_BUF (1 << 20)
 
 static struct {
@@ -497,8 +496,6 @@ static bool is_cuda_lib(const char *path)
 	return !strncmp(base, "libcudart.so", 12) || !strncmp(base, "libcuda.so", 10);
 }
 
-/* Attach every CUDA API pair to every symbol variant the library exports.
- * A missing symbol is normal (runtime vs driver library, versions). */
 /* File offset of a function symbol (for uprobes), from .dynsym or .symtab:
  * the symbol's address mapped through the PT_LOAD segment that holds it.
  * One pass over the ELF for all names; libbpf's attach-by-name would parse
