@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
  * kspan record layouts: the one ABI shared by bpf/kspan.bpf.c (producer),
- * native/kspan-probe.c (drains rings, adds its own records) and
+ * native/ (kspan-probe.c drains the rings, output.c adds its own records) and
  * src/capture/records.ts (decoder; offsets are checked against this file by
  * test/capture/layout.test.ts).
  *
