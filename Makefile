@@ -28,8 +28,12 @@ $(BUILD)/kspan.bpf.o: bpf/kspan.bpf.c bpf/kspan.h $(BUILD)/vmlinux.h
 $(BUILD)/kspan.skel.h: $(BUILD)/kspan.bpf.o
 	$(BPFTOOL) gen skeleton $< name kspan_bpf > $@.tmp && mv $@.tmp $@
 
-$(BUILD)/kspan-probe: native/kspan-probe.c bpf/kspan.h $(BUILD)/kspan.skel.h
-	$(CC) $(CFLAGS) -I$(BUILD) -Ibpf -Inative native/kspan-probe.c -o $@ -lbpf -lelf -lz
+# The loader (kspan-probe.c) and its parts, each a .c with its .h.
+PROBE_SRCS := $(addprefix native/,kspan-probe.c options.c output.c groups.c cuda-attach.c elf-sym.c control.c)
+PROBE_HDRS := $(PROBE_SRCS:.c=.h)
+
+$(BUILD)/kspan-probe: $(PROBE_SRCS) $(PROBE_HDRS) bpf/kspan.h $(BUILD)/kspan.skel.h
+	$(CC) $(CFLAGS) -I$(BUILD) -Ibpf -Inative $(PROBE_SRCS) -o $@ -lbpf -lelf -lz
 
 # Compile-only check of the arm64 code paths (syscall registers, preempt count)
 # on a non-arm64 host: this host's vmlinux.h lacks arm64's struct user_pt_regs,

@@ -25,10 +25,11 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
  * libbpf mmaps: the loader changes it while the programs run. */
 struct kspan_cfg cfg;
 
-/* Rings. Sizes are set by the loader before load. */
-struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, 16 << 20); } rb_sched SEC(".maps");
-struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, 2 << 20); } rb_task SEC(".maps");
-struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, 8 << 20); } rb_cuda SEC(".maps");
+/* Rings. Sizes are set by the loader before load (kspan.h). */
+#define RB_SCHED_BYTES (KSPAN_RING_MB_DEFAULT << 20)
+struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, RB_SCHED_BYTES); } rb_sched SEC(".maps");
+struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, KSPAN_RB_TASK_BYTES(RB_SCHED_BYTES)); } rb_task SEC(".maps");
+struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, KSPAN_RB_CUDA_BYTES(RB_SCHED_BYTES)); } rb_cuda SEC(".maps");
 
 /* bpf_ringbuf_reserve failures per ring, reported by the loader as KSPAN_DROPS. */
 struct {
@@ -38,11 +39,9 @@ struct {
 	__type(value, __u64);
 } ring_lost SEC(".maps");
 
-/* Process marks (tgid -> TGID_TARGET | TGID_EXCLUDED). Keyed by tgid so
- * threads that existed before the filter was set count too. With no filter
- * everything but EXCLUDED processes (kspan's own consumer) is captured. */
-#define TGID_TARGET 1
-#define TGID_EXCLUDED 2
+/* Process marks (tgid -> KSPAN_TGID_TARGET | KSPAN_TGID_EXCLUDED). Keyed by
+ * tgid so threads that existed before the filter was set count too. With no
+ * filter everything but EXCLUDED processes (kspan's own consumer) is captured. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 8192);
@@ -55,7 +54,7 @@ struct {
  * or an ancestor is here: a pod's cgroup covers its containers. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 64);
+	__uint(max_entries, KSPAN_MAX_CGROUPS);
 	__type(key, __u64);
 	__type(value, __u8);
 } target_cgroups SEC(".maps");
@@ -302,7 +301,7 @@ static __always_inline bool want_tgid(__u32 tgid)
 		return false;
 	mark = bpf_map_lookup_elem(&target_tgids, &tgid);
 	if (mark)
-		return *mark == TGID_TARGET;
+		return *mark == KSPAN_TGID_TARGET;
 	return !cfg.filter_pids;
 }
 
@@ -404,10 +403,6 @@ static __always_inline void emit_task(struct task_struct *t, __u32 event, __u32 
 }
 
 /* ---------------------------------- futex -------------------------------- */
-
-#define FUTEX_MODE_OFF 0
-#define FUTEX_MODE_REGS 1     /* group "futex": saved registers, in the sched programs */
-#define FUTEX_MODE_SYSCALLS 2 /* group "futex-syscalls": syscall tracepoints */
 
 #define FUTEX_CMD_MASK 127 /* ~(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME) */
 #define FUTEX_TID_MASK 0x3fffffff
@@ -834,7 +829,7 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 				} else {
 					__u32 fl = 0;
 
-					if (cfg.futex_mode == FUTEX_MODE_REGS) {
+					if (cfg.futex_mode == KSPAN_FUTEX_MODE_REGS) {
 						/* blocking inside a futex wait: say so, and
 						 * keep the call for the record at switch-in
 						 * (futex waits sleep TASK_INTERRUPTIBLE: D-state
@@ -843,7 +838,7 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 							s->fx_regs = 1;
 							fl = KSPAN_OFF_IN_FUTEX;
 						}
-					} else if (cfg.futex_mode == FUTEX_MODE_SYSCALLS && s->fx_kind == FX_WAIT) {
+					} else if (cfg.futex_mode == KSPAN_FUTEX_MODE_SYSCALLS && s->fx_kind == FX_WAIT) {
 						fl = KSPAN_OFF_IN_FUTEX;
 					}
 					s->flags = fl;
@@ -900,7 +895,7 @@ int BPF_PROG(sched_waking, struct task_struct *p)
 	 * wakeup to the lock word that caller was releasing. Only a thread
 	 * blocked in a futex wait can be woken by a futex wake call: the
 	 * waker's registers are read for those alone. */
-	if (cfg.futex_mode == FUTEX_MODE_REGS) {
+	if (cfg.futex_mode == KSPAN_FUTEX_MODE_REGS) {
 		__u64 uaddr, uaddr2;
 		__u32 op;
 
@@ -919,7 +914,7 @@ int BPF_PROG(sched_waking, struct task_struct *p)
 			s->wk_op = op;
 			s->wk_uaddr2 = uaddr2;
 		}
-	} else if (cfg.futex_mode == FUTEX_MODE_SYSCALLS) {
+	} else if (cfg.futex_mode == KSPAN_FUTEX_MODE_SYSCALLS) {
 		struct tstate *ws = bpf_task_storage_get(&tstates, cur, 0, 0);
 
 		if (ws && ws->fx_kind == FX_WAKE) {
@@ -969,7 +964,7 @@ int BPF_PROG(sched_process_fork, struct task_struct *parent, struct task_struct 
 	/* Follow: a new process (not a thread) forked by a target is a target. */
 	if (cfg.follow && cfg.filter_pids && ctgid != ptgid) {
 		__u8 *mark = bpf_map_lookup_elem(&target_tgids, &ptgid);
-		if (mark && *mark == TGID_TARGET)
+		if (mark && *mark == KSPAN_TGID_TARGET)
 			bpf_map_update_elem(&target_tgids, &ctgid, mark, BPF_ANY);
 	}
 	if (want_task(child))

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
  * kspan record layouts: the one ABI shared by bpf/kspan.bpf.c (producer),
- * native/kspan-probe.c (drains rings, adds its own records) and
+ * native/ (kspan-probe.c drains the rings, output.c adds its own records) and
  * src/capture/records.ts (decoder; offsets are checked against this file by
  * test/capture/layout.test.ts).
  *
@@ -322,6 +322,10 @@ struct kspan_drained {
 /* ---- loader <-> BPF configuration (not a record) ----
  * A global in the BPF object's .bss; the loader writes it through the
  * skeleton's mmap while the programs run. */
+#define KSPAN_FUTEX_MODE_OFF 0
+#define KSPAN_FUTEX_MODE_REGS 1     /* group "futex": saved registers, in the sched programs */
+#define KSPAN_FUTEX_MODE_SYSCALLS 2 /* group "futex-syscalls": syscall tracepoints */
+
 struct kspan_cfg {
 	__u64 offcpu_min_ns;
 	__u64 futex_min_ns;
@@ -334,10 +338,26 @@ struct kspan_cfg {
 	__u32 self_tgid;     /* the loader itself: never traced */
 	__u32 filter_gen;    /* bumped by the loader on every filter change: per-task
 	                      * decisions cached under an older generation are redone */
-	__u32 futex_mode;    /* 0 off, 1 registers, 2 syscall tracepoints */
+	__u32 futex_mode;    /* KSPAN_FUTEX_MODE_* */
 	__s64 pc_rq_delta;   /* x86: &__preempt_count - &runqueues in the per-CPU area (BTF), 0 = unknown */
 	__u32 irq_src;       /* 0 irq/softirq/hrtimer tracepoint depth, 1 preempt count */
 	__u32 _pad;
 };
+
+/* ---- maps the loader sizes and fills (not records) ---- */
+
+/* Values of the target_tgids map (tgid -> mark). */
+#define KSPAN_TGID_TARGET 1
+#define KSPAN_TGID_EXCLUDED 2
+
+/* Entries of the target_cgroups map: at most this many --cgroup. */
+#define KSPAN_MAX_CGROUPS 64
+
+/* Ring sizes in bytes. The loader sets them before load from --ring-mb (the
+ * scheduler ring); the map definitions use the default. The task ring gets
+ * 1/8 of the scheduler ring (at least 256 KiB), the CUDA ring 1/2. */
+#define KSPAN_RING_MB_DEFAULT 16
+#define KSPAN_RB_TASK_BYTES(sched_bytes) ((sched_bytes) / 8 > 262144 ? (sched_bytes) / 8 : 262144)
+#define KSPAN_RB_CUDA_BYTES(sched_bytes) ((sched_bytes) / 2)
 
 #endif /* KSPAN_H */
