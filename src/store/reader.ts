@@ -10,7 +10,7 @@ import { open, type Database, type RootDatabase } from 'lmdb';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Kind, groupName, type ClockHistory } from '../capture/index.js';
-import { DecodedBlockCache } from './block-cache.js';
+import { DecodedBlockCache, appendOverlapping, cachedBlock } from './block-cache.js';
 import { ByteReader, EventList, decodeBlock, decodeFutexBlock, readBlockHeader, type BlockHeader } from './codec.js';
 import {
   DEFAULT_PARTITION_NS, M, futexPrefix, futexRangeKey, getU64, metaKey, partitionDbName, partitionMayOverlap, pidMapKey,
@@ -239,17 +239,13 @@ export class StoreReader {
           return;
         }
         const ck = `${pm.idx}:${k.toString('latin1')}`;
-        let all = cache.get(ck);
-        if (!all) {
-          all = new EventList(Math.max(16, h.count));
+        let c = cache.get(ck);
+        if (!c) {
+          const all = new EventList(Math.max(16, h.count));
           decodeBlock(v, tid, -Infinity, Infinity, 0, all, r, h);
-          cache.set(ck, all);
+          cache.set(ck, (c = cachedBlock(all)));
         }
-        for (let i = 0; i < all.count; i++) {
-          if (all.start[i] > b || all.end[i] < a) continue;
-          if (kindMask !== 0 && (kindMask & (1 << all.kind[i])) === 0) continue;
-          out.appendFrom(all, i);
-        }
+        appendOverlapping(c, a, b, kindMask, out);
       });
     }
     if (head) {
