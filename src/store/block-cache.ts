@@ -15,14 +15,16 @@ export interface CachedBlock {
   list: EventList;
   /** longest event (end - start): events overlapping [a, b] start at or after a - maxDur */
   maxDur: number;
+  /** the block header's extent (its events end by key minStart + extent) */
+  extent: number;
 }
 
 /** A decoded block (events in block order) as the cache keeps it: sorted, with its longest event. */
-export function cachedBlock(list: EventList): CachedBlock {
+export function cachedBlock(list: EventList, extent: number): CachedBlock {
   list.sortByStart();
   let maxDur = 0;
   for (let i = 0; i < list.count; i++) if (list.end[i] - list.start[i] > maxDur) maxDur = list.end[i] - list.start[i];
-  return { list, maxDur };
+  return { list, maxDur, extent };
 }
 
 /**

@@ -195,6 +195,15 @@ export class StoreReader {
     }
   }
 
+  private scanKeys(db: Database, start: Buffer, end: Buffer, visit: (k: Buffer) => void): void {
+    try {
+      for (const key of db.getKeys({ start, end })) visit(key as Buffer);
+    } catch (e) {
+      // a partition dropped by retention between listing and scanning: nothing there
+      if (!/MDB_BAD_DBI|NOTFOUND|Invalid|dropped/i.test(String((e as Error).message))) throw e;
+    }
+  }
+
   private extent(db: Database, key: Buffer): number {
     try {
       const v = db.getBinary(key) as Buffer | undefined;
@@ -229,23 +238,32 @@ export class StoreReader {
       const startKey = tidKey(tid, lo);
       const h = this.h;
       const r = this.r;
+      const cache = this.blockCache;
+      if (cache) {
+        // keys only: a cached block's value is not read (nor copied) again
+        this.scanKeys(db, startKey, endKey, (k) => {
+          const seq = k.readUInt32BE(12);
+          if (headSeqs !== null && headSeqs.includes(seq)) (seenSeqs ??= []).push(seq);
+          const ck = `${pm.idx}:${k.toString('latin1')}`;
+          let c = cache.get(ck);
+          if (!c) {
+            const v = db.getBinaryFast(k);
+            // header: skip blocks that end before a without decoding them
+            if (!v || !readBlockHeader(v, r, h) || getU64(k, 4) + h.extent < a) return;
+            const all = new EventList(Math.max(16, h.count));
+            decodeBlock(v, tid, -Infinity, Infinity, 0, all, r, h);
+            cache.set(ck, (c = cachedBlock(all, h.extent)));
+          }
+          if (getU64(k, 4) + c.extent < a) return;
+          appendOverlapping(c, a, b, kindMask, out);
+        });
+        continue;
+      }
       this.scanBlocks(db, startKey, endKey, (k, v) => {
         if (headSeqs !== null && headSeqs.includes(k.readUInt32BE(12))) (seenSeqs ??= []).push(k.readUInt32BE(12));
         // header: skip blocks that end before a without decoding them
         if (!readBlockHeader(v, r, h) || getU64(k, 4) + h.extent < a) return;
-        const cache = this.blockCache;
-        if (!cache) {
-          decodeBlock(v, tid, a, b, kindMask, out, r, h);
-          return;
-        }
-        const ck = `${pm.idx}:${k.toString('latin1')}`;
-        let c = cache.get(ck);
-        if (!c) {
-          const all = new EventList(Math.max(16, h.count));
-          decodeBlock(v, tid, -Infinity, Infinity, 0, all, r, h);
-          cache.set(ck, (c = cachedBlock(all)));
-        }
-        appendOverlapping(c, a, b, kindMask, out);
+        decodeBlock(v, tid, a, b, kindMask, out, r, h);
       });
     }
     if (head) {
