@@ -19,7 +19,7 @@
 // (bounded queue), counted there.
 
 import type { StoreReader } from '../store/index.js';
-import { explainSpanGroups, type Explanation, type ExplainOptions } from '../correlator/index.js';
+import { explainSpanGroups, mayJoin, type Explanation, type ExplainOptions } from '../correlator/index.js';
 import type { SpanInput } from '../store/index.js';
 import { enrichSpan, hasKernelData, kspanChildSpan, type EnrichOptions } from './enrich.js';
 import { StoreSpanConsumer, type SpanSink, type StoreSpanConsumerOptions } from './store-consumer.js';
@@ -191,6 +191,11 @@ export class EnrichPipeline implements SpanConsumer {
       for (const e of arrivals) {
         if (!e.input || e.endNs - e.out.span.startTimeUnixNano < this.minDurNs) {
           this.passUnchanged([e], e.input ? 'short' : 'noKernelData');
+          continue;
+        }
+        // nothing to join it to (no tid, pid, process id or mapped service): the explanation would be empty
+        if (!mayJoin(e.input, this.explainOpts)) {
+          this.passUnchanged([e], 'noKernelData');
           continue;
         }
         let t = this.traces.get(e.input.traceId);

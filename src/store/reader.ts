@@ -556,10 +556,11 @@ export class StoreReader {
    * or with probe group `group` attached ("sched", "futex", "block", "tcp",
    * "cuda", "task", or the enum number).
    */
-  coverage(a: number, b: number, group?: string | number): Coverage {
+  coverage(a: number, b: number, group?: string | number, known?: { sessions: readonly SessionMeta[]; retainedFromNs: number }): Coverage {
     const gname = typeof group === 'number' ? groupName(group) : group;
     const ranges: [number, number][] = [];
-    for (const s of this.sessions()) {
+    // known: sessions() and retainedFromNs() of the same snapshot (callers that ask many times)
+    for (const s of known?.sessions ?? this.sessions()) {
       if (gname === undefined) {
         ranges.push([s.startNs, s.endNs]);
       } else {
@@ -569,7 +570,7 @@ export class StoreReader {
       }
     }
     // data before the retention horizon was dropped: not reported as captured any more
-    const from = this.retainedFromNs();
+    const from = known?.retainedFromNs ?? this.retainedFromNs();
     const clipped = ranges
       .map(([x, y]) => [Math.max(x, a, from), Math.min(y, b)] as [number, number])
       .filter(([x, y]) => y >= x)
