@@ -129,22 +129,46 @@ function firstEvidence(ev: SpanExplanation['causes'][number]['evidence'], fallba
   return best !== null && best > fallback ? best : fallback;
 }
 
-/** In-line mode: add kspan's attributes and events to the span (in place). */
-export function enrichSpan(span: Span, e: SpanExplanation, o: EnrichOptions = {}): void {
-  const attrs = kspanAttributes(e);
-  const { events, omitted } = kspanEvents(e, span.startTimeUnixNano, o);
-  if (omitted) put(attrs, 'kspan.events_omitted', omitted);
-  // a re-enriched span (kspan behind kspan) keeps one copy of each key
-  const ours = new Set(attrs.map((a) => a.key));
-  span.attributes = span.attributes.filter((a) => !ours.has(a.key)).concat(attrs);
-  span.events = span.events.filter((ev) => !ev.name.startsWith('kspan.')).concat(events);
+/**
+ * What kspan writes into one span: its attributes and events (bounded). Plain
+ * data (structured-cloneable): explain workers build it and the pipeline
+ * applies it on the receiving thread.
+ */
+export interface KspanEnrichment {
+  attributes: KeyValue[];
+  events: SpanEvent[];
+  /** explained before its whole window was ingested (data_quality.settling) */
+  settling: boolean;
 }
 
-/** Child-span mode: a `kspan` span under `parent` carrying the same attributes and events. */
-export function kspanChildSpan(parent: Span, e: SpanExplanation, o: EnrichOptions = {}): Span {
+/** The attributes and events of an explanation for a span that starts at `spanStart`. */
+export function kspanEnrichment(e: SpanExplanation, spanStart: bigint, o: EnrichOptions = {}): KspanEnrichment {
   const attributes = kspanAttributes(e);
-  const { events, omitted } = kspanEvents(e, parent.startTimeUnixNano, o);
+  const { events, omitted } = kspanEvents(e, spanStart, o);
   if (omitted) put(attributes, 'kspan.events_omitted', omitted);
+  return { attributes, events, settling: !!e.data_quality?.settling };
+}
+
+/** In-line mode: add an enrichment to the span (in place); a re-enriched span (kspan behind kspan) keeps one copy of each key. */
+export function applyEnrichment(span: Span, x: KspanEnrichment): void {
+  const attrs = x.attributes;
+  const ours = new Set<string>();
+  for (const a of attrs) ours.add(a.key);
+  let theirs = false;
+  for (const a of span.attributes) if (ours.has(a.key)) { theirs = true; break; }
+  span.attributes = (theirs ? span.attributes.filter((a) => !ours.has(a.key)) : span.attributes).concat(attrs);
+  let oldEvents = false;
+  for (const ev of span.events) if (ev.name.startsWith('kspan.')) { oldEvents = true; break; }
+  span.events = (oldEvents ? span.events.filter((ev) => !ev.name.startsWith('kspan.')) : span.events).concat(x.events);
+}
+
+/** In-line mode: add kspan's attributes and events to the span (in place). */
+export function enrichSpan(span: Span, e: SpanExplanation, o: EnrichOptions = {}): void {
+  applyEnrichment(span, kspanEnrichment(e, span.startTimeUnixNano, o));
+}
+
+/** Child-span mode: a `kspan` span under `parent` carrying an enrichment's attributes and events. */
+export function kspanChildSpanOf(parent: Span, x: KspanEnrichment): Span {
   return {
     traceId: parent.traceId,
     spanId: newSpanId(),
@@ -155,14 +179,19 @@ export function kspanChildSpan(parent: Span, e: SpanExplanation, o: EnrichOption
     kind: 1, // internal
     startTimeUnixNano: parent.startTimeUnixNano,
     endTimeUnixNano: parent.endTimeUnixNano,
-    attributes,
+    attributes: x.attributes,
     droppedAttributesCount: 0,
-    events,
+    events: x.events,
     droppedEventsCount: 0,
     links: [],
     droppedLinksCount: 0,
     status: { code: 0, message: '' },
   };
+}
+
+/** Child-span mode: a `kspan` span under `parent` carrying the same attributes and events. */
+export function kspanChildSpan(parent: Span, e: SpanExplanation, o: EnrichOptions = {}): Span {
+  return kspanChildSpanOf(parent, kspanEnrichment(e, parent.startTimeUnixNano, o));
 }
 
 function newSpanId(): string {
