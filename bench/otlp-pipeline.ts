@@ -250,6 +250,7 @@ async function driver(): Promise<void> {
       const perReq = SPANS_PER_REQ;
       const intervalMs = (perReq / perS) * 1000;
       await ask(sink.cp, 'latency'); // reset
+      const sentBefore = (await ask<{ spans: number }>(sink.cp, 'count')).spans;
       const startAt = performance.now();
       const endAt = startAt + secs * 1000;
       const inflight: Promise<number>[] = [];
@@ -263,6 +264,8 @@ async function driver(): Promise<void> {
         inflight.push(post(ks.port, encodeTraceRequest(makeRequest(built.minNs, built.maxNs, rnd, monoNs(), Math.min(1, progress)))));
       }
       await Promise.all(inflight);
+      // every span out (an overloaded kspan drains its backlog before the next phase), then 1.5 s more
+      await waitCount(sink.cp, sentBefore + inflight.length * perReq, 120_000);
       await new Promise((r) => setTimeout(r, 1500));
       const { lat } = await ask<{ lat: number[] }>(sink.cp, 'latency');
       console.log(`latency at ${perS.toLocaleString('en-US')} spans/s: ${lat.length.toLocaleString('en-US')} spans: added latency p50 ${pct(lat, 0.5).toFixed(1)} ms, p99 ${pct(lat, 0.99).toFixed(1)} ms, max ${Math.max(...lat).toFixed(1)} ms`);

@@ -149,6 +149,47 @@ export function kspanEnrichment(e: SpanExplanation, spanStart: bigint, o: Enrich
   return { attributes, events, settling: !!e.data_quality?.settling };
 }
 
+/**
+ * Every attribute key kspanAttributes can write (and kspan.events_omitted):
+ * an enrichment's keys as a bit mask (bit i: KSPAN_ATTR_KEYS[i]), which is
+ * what an explain worker sends with its encoded attributes.
+ */
+export const KSPAN_ATTR_KEYS: readonly string[] = [
+  'kspan.correlation.method', 'kspan.correlation.pid', 'kspan.correlation.tid', 'kspan.host.name',
+  ...BREAKDOWN_KEYS.map((k) => `kspan.${k}_ns`),
+  'kspan.top_cause', 'kspan.top_cause.severity', 'kspan.data.coverage', 'kspan.data.lost_events', 'kspan.data.settling',
+  'kspan.data.not_ingested_ns', 'kspan.events_omitted',
+];
+const KEY_BIT = new Map(KSPAN_ATTR_KEYS.map((k, i) => [k, 1 << i]));
+
+/** The bit mask of an enrichment's attribute keys (KSPAN_ATTR_KEYS). */
+export function keyMaskOf(attributes: readonly KeyValue[]): number {
+  let m = 0;
+  for (const a of attributes) {
+    const b = KEY_BIT.get(a.key);
+    if (b === undefined) throw new Error(`kspan attribute ${a.key} has no key bit`);
+    m |= b;
+  }
+  return m;
+}
+
+/**
+ * In-line mode, from an explain worker: the span gets kspan's attributes and
+ * events as encoded bytes (Span.encodedExtra); the keys of the attributes
+ * (mask) and its own kspan.* events are removed from it as applyEnrichment does.
+ */
+export function applyEncodedEnrichment(span: Span, bytes: Uint8Array, keyMask: number): void {
+  let theirs = false;
+  for (const a of span.attributes) {
+    if (a.key.startsWith('kspan.') && ((KEY_BIT.get(a.key) ?? 0) & keyMask) !== 0) { theirs = true; break; }
+  }
+  if (theirs) span.attributes = span.attributes.filter((a) => ((KEY_BIT.get(a.key) ?? 0) & keyMask) === 0);
+  let oldEvents = false;
+  for (const ev of span.events) if (ev.name.startsWith('kspan.')) { oldEvents = true; break; }
+  if (oldEvents) span.events = span.events.filter((ev) => !ev.name.startsWith('kspan.'));
+  span.encodedExtra = bytes;
+}
+
 /** In-line mode: add an enrichment to the span (in place); a re-enriched span (kspan behind kspan) keeps one copy of each key. */
 export function applyEnrichment(span: Span, x: KspanEnrichment): void {
   const attrs = x.attributes;

@@ -122,6 +122,7 @@ export class ExplainPool {
       s.deaths = 0;
       this.counters.batches++;
       this.counters.workerMs += m.ms;
+      if (m.bytes) for (const g of m.groups) if (g.kind === 'encoded') { g.bytes = m.bytes; g.meta = m.meta; }
       p.resolve(m.groups);
     });
     w.on('error', (e) => { this.log(`explain worker failed: ${e.stack ?? e.message}`); });

@@ -23,7 +23,8 @@
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { explainSpanGroups, type ExplainOptions, type Explanation, type SpanExplanation } from '../correlator/index.js';
 import { openStoreReader, type SpanInput, type StoreReader } from '../store/index.js';
-import { hasKernelData, kspanEnrichment, type EnrichOptions, type KspanEnrichment } from './enrich.js';
+import { hasKernelData, keyMaskOf, kspanEnrichment, type EnrichOptions, type KspanEnrichment } from './enrich.js';
+import { PbWriter, writeSpanExtra } from './otlp-encode.js';
 
 export interface ExplainGroup {
   traceId: string;
@@ -33,8 +34,12 @@ export interface ExplainGroup {
 export interface ExplainBatch {
   id: number;
   groups: ExplainGroup[];
-  /** enrich: each span's kspan attributes and events (the pipeline); explain: the explanations (tests, tools) */
-  mode: 'enrich' | 'explain';
+  /**
+   * encoded: each span's kspan attributes and events encoded (the pipeline in
+   * span-events mode: little to copy between threads); enrich: as objects
+   * (child-spans mode); explain: the explanations (tests, tools)
+   */
+  mode: 'encoded' | 'enrich' | 'explain';
   /**
    * the sender's reader merges a head and sees a running capture: answer
    * `unseen` for a trace whose window ends past what this reader's snapshot
@@ -47,6 +52,12 @@ export type GroupResult =
   /** per input span, in order: its enrichment, or null (no kernel data: forwarded unchanged) */
   | { kind: 'enriched'; spans: (KspanEnrichment | null)[] }
   | { kind: 'explained'; explanation: Explanation }
+  /**
+   * per input span, in order, rows at..at+n of the batch's `meta` (4 ints a
+   * row: offset and length in `bytes` of its encoded kspan fields, key mask,
+   * flags: 1 kernel data (else forwarded unchanged), 2 settling)
+   */
+  | { kind: 'encoded'; at: number; n: number; bytes?: Uint8Array; meta?: Int32Array }
   | { kind: 'error'; message: string }
   /** the trace's window is not all visible to this reader yet (not committed): explain it elsewhere */
   | { kind: 'unseen' };
@@ -54,6 +65,9 @@ export type GroupResult =
 export interface BatchResult {
   id: number;
   groups: GroupResult[];
+  /** encoded mode: the encoded kspan fields of every span and their rows (see GroupResult 'encoded') */
+  bytes?: Uint8Array;
+  meta?: Int32Array;
   /** ms spent explaining */
   ms: number;
 }
@@ -67,9 +81,42 @@ export interface ExplainWorkerInit {
   blockCacheEvents: number;
 }
 
+/** Encoded mode: the rows and bytes of a batch, filled group by group. */
+class EncodedOut {
+  readonly w = new PbWriter(64 * 1024);
+  meta: number[] = [];
+  rows = 0;
+
+  /** The batch's bytes and rows, in buffers of their own (transferable). */
+  finish(): { bytes: Uint8Array; meta: Int32Array } {
+    const b = this.w.finish();
+    const bytes = new Uint8Array(b.length);
+    bytes.set(b);
+    return { bytes, meta: Int32Array.from(this.meta) };
+  }
+}
+
 /** One group's result from its explanation. */
-function resultOf(g: ExplainGroup, x: Explanation, mode: ExplainBatch['mode'], enrich: EnrichOptions): GroupResult {
+function resultOf(g: ExplainGroup, x: Explanation, mode: ExplainBatch['mode'], enrich: EnrichOptions, enc: EncodedOut | null): GroupResult {
   if (mode === 'explain') return { kind: 'explained', explanation: x };
+  if (enc) {
+    const byId = new Map<string, SpanExplanation>();
+    for (const s of x.spans) byId.set(s.span_id, s);
+    const at = enc.rows;
+    for (const sp of g.spans) {
+      const e = byId.get(sp.spanId);
+      const off = enc.w.length;
+      if (e && hasKernelData(e)) {
+        const k = kspanEnrichment(e, BigInt(sp.startUnixNano), enrich);
+        writeSpanExtra(enc.w, k.attributes, k.events);
+        enc.meta.push(off, enc.w.length - off, keyMaskOf(k.attributes), 1 | (k.settling ? 2 : 0));
+      } else {
+        enc.meta.push(off, 0, 0, 0);
+      }
+      enc.rows++;
+    }
+    return { kind: 'encoded', at, n: g.spans.length };
+  }
   const byId = new Map<string, SpanExplanation>();
   for (const s of x.spans) byId.set(s.span_id, s);
   const spans: (KspanEnrichment | null)[] = [];
@@ -98,9 +145,10 @@ function allKnown(reader: StoreReader, g: ExplainGroup, known: number): boolean 
  */
 export function explainBatch(
   reader: StoreReader, groups: readonly ExplainGroup[], mode: ExplainBatch['mode'], onlyKnown: boolean,
-  explain: ExplainOptions, enrich: EnrichOptions = {},
+  explain: ExplainOptions, enrich: EnrichOptions = {}, encoded?: { bytes?: Uint8Array; meta?: Int32Array },
 ): GroupResult[] {
-  return reader.snapshot(() => {
+  const enc = mode === 'encoded' ? new EncodedOut() : null;
+  const res = reader.snapshot(() => {
     const out: GroupResult[] = new Array(groups.length);
     const todo: number[] = [];
     // onlyKnown: the sender sees a running capture; this snapshot must show it (committed) through every window
@@ -111,7 +159,8 @@ export function explainBatch(
     }
     const run = (ks: number[]): void => {
       const xs = explainSpanGroups(reader, ks.map((k) => groups[k]), explain);
-      ks.forEach((k, j) => { out[k] = resultOf(groups[k], xs[j], mode, enrich); });
+      // (encoded: a group's rows are written only once all of it is explained, so a retry writes no row twice)
+      ks.forEach((k, j) => { out[k] = resultOf(groups[k], xs[j], mode, enrich, enc); });
     };
     try {
       if (todo.length) run(todo);
@@ -127,6 +176,12 @@ export function explainBatch(
     }
     return out;
   });
+  if (enc) {
+    const { bytes, meta } = enc.finish();
+    if (encoded) { encoded.bytes = bytes; encoded.meta = meta; }
+    for (const r of res) if (r.kind === 'encoded') { r.bytes = bytes; r.meta = meta; }
+  }
+  return res;
 }
 
 function workerMain(init: ExplainWorkerInit): void {
@@ -140,9 +195,12 @@ function workerMain(init: ExplainWorkerInit): void {
       return;
     }
     const t0 = performance.now();
-    const groups = explainBatch(reader, m.groups, m.mode, m.onlyKnown, init.explain, init.enrich);
-    const res: BatchResult = { id: m.id, groups, ms: performance.now() - t0 };
-    port.postMessage(res);
+    const enc: { bytes?: Uint8Array; meta?: Int32Array } = {};
+    const groups = explainBatch(reader, m.groups, m.mode, m.onlyKnown, init.explain, init.enrich, enc);
+    // the bytes travel once, with the batch (not with each group)
+    for (const g of groups) if (g.kind === 'encoded') { delete g.bytes; delete g.meta; }
+    const res: BatchResult = { id: m.id, groups, ms: performance.now() - t0, bytes: enc.bytes, meta: enc.meta };
+    port.postMessage(res, enc.bytes ? [enc.bytes.buffer as ArrayBuffer, enc.meta!.buffer as ArrayBuffer] : []);
   });
   port.postMessage({ ready: true });
 }

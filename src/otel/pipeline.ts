@@ -21,7 +21,7 @@
 import type { StoreReader } from '../store/index.js';
 import { mayJoin, type ExplainOptions } from '../correlator/index.js';
 import type { SpanInput } from '../store/index.js';
-import { applyEnrichment, kspanChildSpanOf, type EnrichOptions } from './enrich.js';
+import { applyEncodedEnrichment, applyEnrichment, kspanChildSpanOf, type EnrichOptions } from './enrich.js';
 import { ExplainPool } from './explain-pool.js';
 import { explainBatch, type ExplainGroup, type GroupResult } from './explain-worker.js';
 import { StoreSpanConsumer, type SpanSink, type StoreSpanConsumerOptions } from './store-consumer.js';
@@ -357,7 +357,8 @@ export class EnrichPipeline implements SpanConsumer {
     // the head holds what the workers cannot see: they answer `unseen` for windows past what is committed
     const r = this.o.kernel.reader;
     const onlyKnown = !!r && r.hasHead && r.knownThroughNs() !== null;
-    void pool.submit(groups, 'enrich', onlyKnown).then((res) => {
+    // span-events mode: the kspan attributes and events come back encoded (one buffer a batch, little to copy)
+    void pool.submit(groups, this.emit === 'span-events' ? 'encoded' : 'enrich', onlyKnown).then((res) => {
       this.atWorkers -= n;
       const out: OutgoingSpan[] = [];
       if (!res) {
@@ -399,6 +400,23 @@ export class EnrichPipeline implements SpanConsumer {
 
   /** A trace's explain result into its spans (kspan attributes and events, or child spans), onto `out`. */
   private applyResult(traceId: string, t: TraceBuffer, r: GroupResult, out: OutgoingSpan[]): void {
+    if (r.kind === 'encoded' && r.bytes && r.meta && this.emit === 'span-events') {
+      this.counters.traces++;
+      const { bytes, meta } = r;
+      t.entries.forEach((e, i) => {
+        const row = 4 * (r.at + i);
+        if (!(meta[row + 3] & 1)) {
+          this.counters.passed.noKernelData++;
+          out.push(e.out);
+          return;
+        }
+        this.counters.enriched++;
+        if (meta[row + 3] & 2) this.counters.enrichedPartial++;
+        applyEncodedEnrichment(e.out.span, bytes.subarray(meta[row], meta[row] + meta[row + 1]), meta[row + 2]);
+        out.push(e.out);
+      });
+      return;
+    }
     if (r.kind !== 'enriched') {
       if (r.kind === 'error') this.rateLimitedLog(`explaining trace ${traceId} failed: ${r.message}; its spans are forwarded unchanged`);
       this.passUnchanged(t.entries, 'explainError', out);

@@ -12,7 +12,7 @@ import { FrameWriter } from '../helpers/frames.js';
 import { Kind, OffcpuFlag, OwnerSrc, TaskEvent } from '../../src/capture/records.js';
 import { openStoreWriter, type SpanInput, type StoreWriter } from '../../src/store/index.js';
 import {
-  EnrichPipeline, ExplainPool, explainBatch, type DecodedTraceRequest, type ExplainGroup, type KernelSide, type OutgoingSpan, type Span,
+  EnrichPipeline, ExplainPool, decodeTraceRequestProtobuf, encodeTraceRequest, explainBatch, type DecodedTraceRequest, type ExplainGroup, type KernelSide, type OutgoingSpan, type Span,
   type UpstreamExporter,
 } from '../../src/otel/index.js';
 import { EPOCH0, MS, T0, W0, epoch, sp, tr } from '../correlator/util.js';
@@ -93,6 +93,10 @@ test('explain workers: a worker explains exactly what the receiving thread does 
     const enrichThere = await pool.submit(groups, 'enrich', true);
     assert.deepEqual(enrichThere, enrichHere);
     assert.ok(enrichHere.every((r) => r.kind === 'enriched' && r.spans[0] !== null && r.spans[3] === null));
+    // encoded (what the pipeline asks for in span-events mode): the same bytes
+    const encHere = explainBatch(w.reader, groups, 'encoded', false, EXPLAIN);
+    const encThere = (await pool.submit(groups, 'encoded', true))!;
+    assert.deepEqual(encThere.map((r) => ({ ...r, bytes: Buffer.from(r.kind === 'encoded' ? r.bytes! : []) })), encHere.map((r) => ({ ...r, bytes: Buffer.from(r.kind === 'encoded' ? r.bytes! : []) })));
     assert.equal(pool.counters.crashes, 0);
   } finally {
     await pool.close();
@@ -155,8 +159,8 @@ test('explain workers: a window not committed yet (in the writer\'s head) is ans
     assert.equal(p.counters.enrichedPartial, 0);
     // every span on B gets its preemption, from the worker or from the head
     for (let k = 0; k < N; k++) {
-      const s = sent.find((o) => o.span.spanId === sp(4 * k + 3))!;
-      const rq = s.span.attributes.find((a) => a.key === 'kspan.runqueue_ns');
+      const s = wire(sent.find((o) => o.span.spanId === sp(4 * k + 3))!);
+      const rq = s.attributes.find((a) => a.key === 'kspan.runqueue_ns');
       // (the committed half also has a 1 ms wait for a CPU after B's I/O)
       assert.deepEqual(rq?.value, { type: 'int', value: BigInt((k < 6 ? 31 : 30) * MS) }, `request ${k}`);
     }
@@ -185,6 +189,14 @@ function request(groups: ExplainGroup[]): DecodedTraceRequest {
       scopeSpans: [{ scope: { name: 's', version: '1', attributes: [], droppedAttributesCount: 0 }, spans, schemaUrl: '' }], schemaUrl: '',
     }],
   };
+}
+
+/** A sent span as the upstream gets it: encoded (with what a worker encoded) and decoded again. */
+function wire(o: OutgoingSpan): Span {
+  const req: DecodedTraceRequest = {
+    resourceSpans: [{ resource: { attributes: [], droppedAttributesCount: 0 }, scopeSpans: [{ scope: o.scope, spans: [o.span], schemaUrl: '' }], schemaUrl: '' }],
+  };
+  return decodeTraceRequestProtobuf(encodeTraceRequest(req)).resourceSpans[0].scopeSpans[0].spans[0];
 }
 
 async function waitFor(cond: () => boolean, ms = 20_000): Promise<void> {
@@ -229,11 +241,12 @@ test('explain workers: the pipeline sends the same spans (ids, order, attributes
     assert.equal(there.p.counters.workers.spans, 3 * N, 'every joinable span went to a worker');
     assert.equal(here.p.counters.workers.spans, 0);
     // the no-join spans go out at once, the rest per batch: compare in the order each went out
-    assert.deepEqual(there.sent.map((o) => o.span), here.sent.map((o) => o.span));
+    assert.deepEqual(there.sent.map(wire), here.sent.map(wire));
+    assert.ok(there.sent.some((o) => o.span.encodedExtra), 'the workers\' kspan fields travel encoded');
     assert.deepEqual(there.p.counters.passed, here.p.counters.passed);
     assert.equal(there.p.counters.enriched, here.p.counters.enriched);
     assert.ok(here.p.counters.enriched >= 3 * N - 1, JSON.stringify(here.p.counters));
-    const a = here.sent.find((o) => o.span.spanId === sp(1))!.span;
+    const a = wire(here.sent.find((o) => o.span.spanId === sp(1))!);
     assert.ok(a.attributes.some((x) => x.key === 'kspan.top_cause'));
     assert.deepEqual(a.attributes.find((x) => x.key === 'app.attr')?.value, { type: 'double', value: 1.0 });
   } finally {
@@ -254,10 +267,10 @@ test('explain workers: a worker that dies loses no span without a count (its bat
     assert.equal(p.counters.workers.lostBatches, 1);
     assert.equal(sent.length, 8 * N);
     // the first round went out unchanged (no kspan attributes), the second was explained by the restarted worker
-    const first = sent.filter((o) => o.span.spanId === sp(1));
+    const first = sent.filter((o) => o.span.spanId === sp(1)).map(wire);
     assert.equal(first.length, 2);
-    assert.ok(!first[0].span.attributes.some((x) => x.key.startsWith('kspan.')));
-    assert.ok(first[1].span.attributes.some((x) => x.key === 'kspan.top_cause'));
+    assert.ok(!first[0].attributes.some((x) => x.key.startsWith('kspan.')));
+    assert.ok(first[1].attributes.some((x) => x.key === 'kspan.top_cause'));
     assert.equal(p.counters.enriched >= 3 * N - 1, true);
   } finally {
     await w.close();
