@@ -1,5 +1,5 @@
 // The OTel bridge under load: OTLP/HTTP in → span index → explain → kspan
-// events → OTLP/gRPC out, in one Node process pinned to one core.
+// events → OTLP/gRPC out, in one Node process.
 //
 //   driver (CPU 0) ──HTTP protobuf──► kspan pipeline (CPU 1) ──gRPC──► sink (CPU 0)
 //
@@ -15,12 +15,21 @@
 // another process, counting spans and reading each span's `bench.sent_ns`
 // attribute (CLOCK_MONOTONIC, shared by the processes) to time it.
 //
+// --explain-workers N: explain on N worker threads (0, the default: on the
+// receiving thread). The kspan process is pinned to CPU 1 with no workers and
+// to both CPUs with workers (--kspan-cpus LIST to choose): its workers then
+// share CPU 0 with the driver and the sink.
+//
 // Phase 1, throughput: every request sent as fast as the pipeline takes
 // them (4 in flight); spans/s = spans delivered to the sink / elapsed.
+// Every span goes through explain (those with nothing to join in O(1)).
+// Phase 1b, pass-through: the same with the kernel side down (spans stored
+// and forwarded unchanged), on the same kspan process.
 // Phase 2, latency: 2,000 spans/s for a few seconds; per span, sink arrival -
 // send time = the latency kspan adds (receive, store, explain, export).
+// Phase 3: the same at 10,000 spans/s.
 //
-//   npm run bench:pipeline [-- --quick] [-- --spans N] [-- --random] [-- --no-cache] [-- --no-enrich]
+//   npm run bench:pipeline [-- --quick] [-- --spans N] [-- --random] [-- --no-cache] [-- --no-enrich] [-- --explain-workers N]
 //   KSPAN_BENCH_PROF=DIR: a CPU profile of the kspan process into DIR
 
 import type { ChildProcess } from 'node:child_process';
@@ -43,7 +52,10 @@ const SPANS_PER_REQ = 256;
 const SELF = fileURLToPath(import.meta.url);
 
 const { values } = parseArgs({
-  options: { quick: { type: 'boolean' }, spans: { type: 'string' }, role: { type: 'string' }, dir: { type: 'string' }, sink: { type: 'string' }, events: { type: 'string' }, 'no-cache': { type: 'boolean' }, 'no-enrich': { type: 'boolean' }, random: { type: 'boolean' } },
+  options: {
+    quick: { type: 'boolean' }, spans: { type: 'string' }, role: { type: 'string' }, dir: { type: 'string' }, sink: { type: 'string' }, events: { type: 'string' },
+    'no-cache': { type: 'boolean' }, 'no-enrich': { type: 'boolean' }, random: { type: 'boolean' }, 'explain-workers': { type: 'string' }, 'kspan-cpus': { type: 'string' },
+  },
 });
 
 function pct(xs: number[], p: number): number {
@@ -84,10 +96,12 @@ async function kspanRole(): Promise<void> {
   const w = openStoreWriter(values.dir!);
   if (!values['no-cache']) w.reader.enableBlockCache(); // as kspan run does
   const up = new UpstreamExporter({ url: values.sink!, maxQueueSpans: 1_000_000, maxBatchSpans: 1024, log: (m) => console.error(m) });
+  // --no-enrich (or phase 1b): a kernel side that is down, so spans are stored and forwarded unchanged
+  let down = !!values['no-enrich'];
+  const mark = (): bigint | null => (down ? null : EPOCH0 + 10n ** 15n);
   const pipeline = new EnrichPipeline({
-    // --no-enrich: a kernel side that is down, so spans are stored and forwarded unchanged
-    kernel: { reader: w.reader, watermarkUnixNano: () => (values['no-enrich'] ? null : EPOCH0 + 10n ** 15n) },
-    spanSink: w.reader.spans, upstream: up, maxBufferedSpans: 1_000_000,
+    kernel: { reader: w.reader, watermarkUnixNano: mark, committedUnixNano: mark, storeDir: values.dir! },
+    spanSink: w.reader.spans, upstream: up, maxBufferedSpans: 1_000_000, explainWorkers: Number(values['explain-workers'] ?? 0),
     log: (m) => console.error(m),
   });
   const rx = await OtlpReceiver.start({ consumer: pipeline, httpAddr: '127.0.0.1:0', grpcAddr: null });
@@ -97,9 +111,10 @@ async function kspanRole(): Promise<void> {
   process.on('message', async (m: { cmd: string }) => {
     if (m.cmd === 'stats') {
       const c = process.cpuUsage(cpu0);
-      send({ counters: pipeline.counters, upstream: up.counters, cpuS: (c.user + c.system) / 1e6, buffered: pipeline.bufferedSpans, pending: up.pending, rssPeakMb: rssPeak / 1048576 });
+      send({ counters: pipeline.counters, upstream: up.counters, cpuS: (c.user + c.system) / 1e6, buffered: pipeline.bufferedSpans, pending: up.pending, rssPeakMb: rssPeak / 1048576, pool: pipeline.pool?.counters ?? null });
       rssPeak = 0;
     }
+    if (m.cmd === 'down') { down = true; send({ ok: true }); }
     if (m.cmd === 'stop') {
       await rx.close();
       await pipeline.close();
@@ -112,7 +127,7 @@ async function kspanRole(): Promise<void> {
 }
 
 // ---------------------------------------------------------------- driver
-function child(role: string, cpu: number, args: string[]): Promise<{ cp: ChildProcess; port: number }> {
+function child(role: string, cpu: number | string, args: string[]): Promise<{ cp: ChildProcess; port: number }> {
   const prof = process.env.KSPAN_BENCH_PROF && role === 'kspan' ? ['--cpu-prof', `--cpu-prof-dir=${process.env.KSPAN_BENCH_PROF}`] : [];
   return startRole(SELF, role, args, { cpu, execArgv: prof });
 }
@@ -185,7 +200,10 @@ async function driver(): Promise<void> {
     cpSync(built.dir, dir, { recursive: true });
     console.log(`store: ${built.events.toLocaleString('en-US')} events (copy in ${dir})`);
     const sink = await child('sink', 0, []);
-    const ks = await child('kspan', 1, ['--dir', dir, '--sink', `http://127.0.0.1:${sink.port}`,
+    const workers = Number(values['explain-workers'] ?? 0);
+    const kspanCpus = values['kspan-cpus'] ?? (workers > 0 ? '0-1' : '1');
+    console.log(`kspan process: ${workers} explain worker(s), CPUs ${kspanCpus}`);
+    const ks = await child('kspan', kspanCpus, ['--dir', dir, '--sink', `http://127.0.0.1:${sink.port}`, '--explain-workers', String(workers),
       ...(values['no-cache'] ? ['--no-cache'] : []), ...(values['no-enrich'] ? ['--no-enrich'] : [])]);
     // children never outlive the driver (an error below, Ctrl-C)
     const killAll = (): void => { ks.cp.kill('SIGKILL'); sink.cp.kill('SIGKILL'); };
@@ -197,58 +215,90 @@ async function driver(): Promise<void> {
     for (let i = 0; i < 8; i++) await post(ks.port, encodeTraceRequest(makeRequest(built.minNs, built.maxNs, rnd, null, i / 8)));
     await waitCount(sink.cp, 8 * SPANS_PER_REQ, 30_000);
 
-    // phase 1: throughput
-    const reqs: Buffer[] = [];
-    const nReq = total / SPANS_PER_REQ;
-    for (let i = 0; i < nReq; i++) reqs.push(encodeTraceRequest(makeRequest(built.minNs, built.maxNs, rnd, null, i / nReq)));
-    const before = (await ask<{ spans: number }>(sink.cp, 'count')).spans;
-    const st0 = await ask<{ cpuS: number }>(ks.cp, 'stats');
-    const t0 = performance.now();
-    let next = 0;
-    const worker = async (): Promise<void> => {
-      while (next < reqs.length) {
-        const code = await post(ks.port, reqs[next++]);
-        if (code !== 200) throw new Error(`HTTP ${code}`);
-      }
+    // phase 1: throughput (1b: the same, the kernel side down: pass-through)
+    type Stats = { cpuS: number; rssPeakMb: number; counters: { enriched: number; passed: Record<string, number>; explainMs: number; workers: Record<string, number> }; upstream: { exported: number }; pool: Record<string, number> | null };
+    const throughput = async (label: string): Promise<{ rate: number; cpu: number; got: number; rss: number }> => {
+      const reqs: Buffer[] = [];
+      const nReq = total / SPANS_PER_REQ;
+      for (let i = 0; i < nReq; i++) reqs.push(encodeTraceRequest(makeRequest(built.minNs, built.maxNs, rnd, null, i / nReq)));
+      const before = (await ask<{ spans: number }>(sink.cp, 'count')).spans;
+      const st0 = await ask<Stats>(ks.cp, 'stats');
+      const t0 = performance.now();
+      let next = 0;
+      const worker = async (): Promise<void> => {
+        while (next < reqs.length) {
+          const code = await post(ks.port, reqs[next++]);
+          if (code !== 200) throw new Error(`HTTP ${code}`);
+        }
+      };
+      await Promise.all([worker(), worker(), worker(), worker()]);
+      const got = (await waitCount(sink.cp, before + total, 120_000)) - before;
+      const el = (performance.now() - t0) / 1000;
+      const st1 = await ask<Stats>(ks.cp, 'stats');
+      const rate = got / el;
+      const cpu = st1.cpuS - st0.cpuS;
+      console.log(`${label}: ${got.toLocaleString('en-US')} / ${total.toLocaleString('en-US')} spans through in ${el.toFixed(2)} s = ${Math.round(rate).toLocaleString('en-US')} spans/s; ` +
+        `kspan used ${cpu.toFixed(2)} CPU-s (${(100 * cpu / el).toFixed(0)}% of one core; ${Math.round(got / cpu).toLocaleString('en-US')} spans per kspan CPU-s; peak RSS ${st1.rssPeakMb.toFixed(0)} MB); ` +
+        `${st1.counters.enriched} enriched in total, passed ${JSON.stringify(st1.counters.passed)}, workers ${JSON.stringify(st1.counters.workers)}${st1.pool ? ` pool ${JSON.stringify(st1.pool)}` : ''}`);
+      return { rate, cpu: cpu / el, got: got / cpu, rss: st1.rssPeakMb };
     };
-    await Promise.all([worker(), worker(), worker(), worker()]);
-    const got = (await waitCount(sink.cp, before + total, 120_000)) - before;
-    const el = (performance.now() - t0) / 1000;
-    const st1 = await ask<{ cpuS: number; rssPeakMb: number; counters: { enriched: number; passed: Record<string, number>; explainMs: number }; upstream: { exported: number } }>(ks.cp, 'stats');
-    const rate = got / el;
-    const cpu = st1.cpuS - st0.cpuS;
-    console.log(`phase 1: ${got.toLocaleString('en-US')} / ${total.toLocaleString('en-US')} spans through in ${el.toFixed(2)} s = ${Math.round(rate).toLocaleString('en-US')} spans/s; ` +
-      `kspan used ${cpu.toFixed(2)} CPU-s (${(100 * cpu / el).toFixed(0)}% of one core; ${Math.round(got / cpu).toLocaleString('en-US')} spans per kspan CPU-s; peak RSS ${st1.rssPeakMb.toFixed(0)} MB); ` +
-      `${st1.counters.enriched} enriched in total, passed ${JSON.stringify(st1.counters.passed)}`);
+    const p1 = await throughput('phase 1');
 
-    // phase 2: latency at a steady 2,000 spans/s
-    const secs = quick ? 3 : 8;
-    const perReq = SPANS_PER_REQ;
-    const intervalMs = (perReq / 2000) * 1000;
-    await ask(sink.cp, 'latency'); // reset
-    const endAt = performance.now() + secs * 1000;
-    const inflight: Promise<number>[] = [];
-    while (performance.now() < endAt) {
-      const tick = performance.now();
-      const progress = 1 - (endAt - performance.now()) / (secs * 1000);
-      inflight.push(post(ks.port, encodeTraceRequest(makeRequest(built.minNs, built.maxNs, rnd, monoNs(), progress))));
-      const wait = intervalMs - (performance.now() - tick);
-      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    // phase 2 (3): latency at a steady 2,000 (10,000) spans/s
+    const latency = async (perS: number): Promise<number[]> => {
+      const secs = quick ? 3 : 8;
+      const perReq = SPANS_PER_REQ;
+      const intervalMs = (perReq / perS) * 1000;
+      await ask(sink.cp, 'latency'); // reset
+      const sentBefore = (await ask<{ spans: number }>(sink.cp, 'count')).spans;
+      const startAt = performance.now();
+      const endAt = startAt + secs * 1000;
+      const inflight: Promise<number>[] = [];
+      // requests on a schedule (not after each other's replies): a slow reply does not lower the rate
+      for (let k = 0; ; k++) {
+        const due = startAt + k * intervalMs;
+        if (due >= endAt) break;
+        const wait = due - performance.now();
+        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+        const progress = (performance.now() - startAt) / (secs * 1000);
+        inflight.push(post(ks.port, encodeTraceRequest(makeRequest(built.minNs, built.maxNs, rnd, monoNs(), Math.min(1, progress)))));
+      }
+      await Promise.all(inflight);
+      // every span out (an overloaded kspan drains its backlog before the next phase), then 1.5 s more
+      await waitCount(sink.cp, sentBefore + inflight.length * perReq, 120_000);
+      await new Promise((r) => setTimeout(r, 1500));
+      const { lat } = await ask<{ lat: number[] }>(sink.cp, 'latency');
+      console.log(`latency at ${perS.toLocaleString('en-US')} spans/s: ${lat.length.toLocaleString('en-US')} spans: added latency p50 ${pct(lat, 0.5).toFixed(1)} ms, p99 ${pct(lat, 0.99).toFixed(1)} ms, max ${Math.max(...lat).toFixed(1)} ms`);
+      return lat;
+    };
+    const lat = await latency(2000);
+    const lat10k = await latency(10_000);
+    const st3 = await ask<Stats>(ks.cp, 'stats');
+
+    // phase 1b: pass-through (the kernel side down) on the same process
+    let pass: Awaited<ReturnType<typeof throughput>> | null = null;
+    if (!values['no-enrich']) {
+      await ask(ks.cp, 'down');
+      pass = await throughput('phase 1b (pass-through)');
     }
-    await Promise.all(inflight);
-    await new Promise((r) => setTimeout(r, 1500));
-    const { lat } = await ask<{ lat: number[] }>(sink.cp, 'latency');
-    console.log(`phase 2: ${lat.length.toLocaleString('en-US')} spans at 2,000 spans/s: added latency p50 ${pct(lat, 0.5).toFixed(1)} ms, p99 ${pct(lat, 0.99).toFixed(1)} ms, max ${Math.max(...lat).toFixed(1)} ms`);
 
     ks.cp.send({ cmd: 'stop' });
     sink.cp.send({ cmd: 'stop' });
     await Promise.all([new Promise((r) => ks.cp.once('exit', r)), new Promise((r) => sink.cp.once('exit', r))]);
-    console.log(`RESULT pipeline_spans_per_s ${Math.round(rate)} spans/s`);
-    console.log(`RESULT pipeline_cpu_share ${(cpu / el).toFixed(2)} cores`);
-    console.log(`RESULT pipeline_spans_per_cpu_s ${Math.round(got / cpu)} spans per kspan CPU-s`);
-    console.log(`RESULT pipeline_rss_peak_mb ${st1.rssPeakMb.toFixed(0)} MB (phase 1)`);
-    console.log(`RESULT pipeline_added_latency_p50_ms ${pct(lat, 0.5).toFixed(1)} ms`);
-    console.log(`RESULT pipeline_added_latency_p99_ms ${pct(lat, 0.99).toFixed(1)} ms`);
+    const what = values['no-enrich'] ? 'passed through unchanged' : 'every span explained';
+    console.log(`RESULT pipeline_spans_per_s ${Math.round(p1.rate)} spans/s (${what}, ${workers} explain worker(s))`);
+    console.log(`RESULT pipeline_cpu_share ${p1.cpu.toFixed(2)} cores`);
+    console.log(`RESULT pipeline_spans_per_cpu_s ${Math.round(p1.got)} spans per kspan CPU-s`);
+    console.log(`RESULT pipeline_rss_peak_mb ${p1.rss.toFixed(0)} MB (phase 1)`);
+    if (pass) {
+      console.log(`RESULT pipeline_passthrough_spans_per_s ${Math.round(pass.rate)} spans/s`);
+      console.log(`RESULT pipeline_passthrough_spans_per_cpu_s ${Math.round(pass.got)} spans per kspan CPU-s`);
+    }
+    console.log(`RESULT pipeline_added_latency_p50_ms ${pct(lat, 0.5).toFixed(1)} ms (2,000 spans/s)`);
+    console.log(`RESULT pipeline_added_latency_p99_ms ${pct(lat, 0.99).toFixed(1)} ms (2,000 spans/s)`);
+    console.log(`RESULT pipeline_added_latency_10k_p50_ms ${pct(lat10k, 0.5).toFixed(1)} ms (10,000 spans/s)`);
+    console.log(`RESULT pipeline_added_latency_10k_p99_ms ${pct(lat10k, 0.99).toFixed(1)} ms (10,000 spans/s)`);
+    console.log(`RESULT pipeline_rss_peak_latency_mb ${st3.rssPeakMb.toFixed(0)} MB (phases 2-3)`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
     agent.destroy();

@@ -6,8 +6,8 @@
 import { execFileSync, fork, type ChildProcess } from 'node:child_process';
 
 export interface RoleOptions {
-  /** pin the process (and its threads) to this CPU with taskset */
-  cpu?: number;
+  /** pin the process (and its threads) to this CPU (or CPU list, "0-1") with taskset */
+  cpu?: number | string;
   /** extra node flags (e.g. --cpu-prof) */
   execArgv?: string[];
 }

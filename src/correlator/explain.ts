@@ -291,7 +291,7 @@ export function explainSpanGroups(
       }
       t.retrans = null;
       t.retransWindow = spans.some((s) => peerOf(s)) ? [S, E] : [0, 0];
-      t.cov = reader.coverage(S, E);
+      t.cov = reader.coverage(S, E, undefined, t.known);
       t.covWindow = [S, E];
       return assemble(g.traceId.toLowerCase(), spans.map((s) => explainOne(t, s)), t);
     });

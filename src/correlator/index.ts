@@ -10,6 +10,7 @@ export {
   explainSpanGroups, explainTrace, explainWindow, parseServiceProcess, severityOf, summarizeSpans, type ExplainableSpan,
 } from './explain.js';
 export { formatExplanation } from './format.js';
+export { mayJoin } from './join.js';
 export type {
   Breakdown, Cause, CauseKind, ChainStep, Correlation, CorrelationMethod, Culprit, DataQuality, Evidence, ExplainOptions,
   Explanation, HostAnswer, Severity, SpanDataQuality, SpanExplanation, SpanHost,

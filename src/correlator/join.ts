@@ -53,6 +53,23 @@ function pidsByComm(reader: StoreReader, name: string, a: number, b: number): nu
   return out.sort((x, y) => y[1] - x[1]).map((x) => x[0]);
 }
 
+/**
+ * Can resolveJoin join this span to anything? False exactly when it would
+ * answer method 'none' without reading the store (no tid, no pid, no mapped
+ * service, no process-id attribute): such a span is explained in O(1) (the
+ * OTel pipeline forwards it unchanged without explaining it).
+ */
+export function mayJoin(
+  s: { service: string; pid?: number | null; tid?: number | null; processId?: string | null; attributes?: Record<string, string | number | boolean> },
+  o: { threadIdIsOsTid?: boolean; serviceProcess?: Record<string, string> },
+): boolean {
+  if (s.tid || s.pid || s.processId) return true;
+  const A = s.attributes ?? {};
+  if (numAttr(A, 'linux.tid', 'process.pid') || (o.threadIdIsOsTid && numAttr(A, 'thread.id'))) return true;
+  if (o.serviceProcess?.[s.service]) return true;
+  return PROCESS_ID_ATTRIBUTES.some((a) => typeof A[a] === 'string' || typeof A[a] === 'number');
+}
+
 export interface Join {
   c: Correlation;
 }

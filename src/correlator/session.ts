@@ -3,7 +3,7 @@
 // coverage, the observer's pids, the retransmit scan), and SpanCtx: one
 // span's window with each thread's events fetched once.
 
-import { ThreadDirectory, EventList, type Coverage, type PartitionMeta, type StoreReader, type ThreadMeta } from '../store/index.js';
+import { ThreadDirectory, EventList, type Coverage, type PartitionMeta, type SessionMeta, type StoreReader, type ThreadMeta } from '../store/index.js';
 import type { ClockHistory } from '../capture/index.js';
 import { readerCaches, type DropsCache } from './cache.js';
 import { buildTimeline, type Timeline } from './timeline.js';
@@ -55,6 +55,8 @@ export class ExplainSession {
   readonly knownThrough: number | null;
   /** kspan's own processes (probe and consumer): culprits among them are the observer */
   readonly observers: Set<number>;
+  /** sessions and retention horizon of this snapshot, for reader.coverage */
+  readonly known: { sessions: readonly SessionMeta[]; retainedFromNs: number };
   /** the hosts that wrote the store (host records) */
   private hosts: ReturnType<StoreReader['hosts']> | null = null;
 
@@ -68,6 +70,7 @@ export class ExplainSession {
     this.parts = reader.partitions();
     this.sessions = reader.sessions();
     this.knownThrough = reader.knownThroughNs();
+    this.known = { sessions: this.sessions, retainedFromNs: reader.retainedFromNs() };
     this.observers = new Set<number>();
     for (const s of this.sessions) {
       if (s.probePid) this.observers.add(s.probePid);
@@ -109,7 +112,7 @@ export class ExplainSession {
 
   /** reader.coverage(a, b), from one lookup over the trace window when it contains [a, b]. */
   coverage(a: number, b: number): Coverage {
-    if (!this.cov || a < this.covWindow[0] || b > this.covWindow[1]) return this.reader.coverage(a, b);
+    if (!this.cov || a < this.covWindow[0] || b > this.covWindow[1]) return this.reader.coverage(a, b, undefined, this.known);
     const ranges: [number, number][] = [];
     let len = 0;
     for (const [p, q] of this.cov.ranges) {

@@ -49,6 +49,8 @@ export interface DaemonOptions {
   minSpanMs?: number;
   /** spans buffered for enrichment at most */
   maxBufferedSpans?: number;
+  /** explain workers (worker_threads; default 0: explain on the receiving thread) */
+  explainWorkers?: number;
   /** capture options; null: no capture (store and forward only; what's in the store is still used) */
   capture: ProbeOptions | null;
   explain?: ExplainOptions;
@@ -229,6 +231,13 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       if (!capture?.running || captureState !== 'running') return null;
       return writer.ingestWatermarkUnixNano;
     },
+    // explain workers read what is committed (not the writer's head); a commit still under way is
+    // caught by the worker's own check (its snapshot's committed end) and explained here instead
+    committedUnixNano(): bigint | null {
+      if (!capture?.running || captureState !== 'running') return null;
+      return capture.toEpochNs(writer.committedThroughNs);
+    },
+    storeDir: o.dataDir,
   };
 
   // --- upstream, pipeline, receivers
@@ -237,7 +246,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const spanSink = { putSpans: (x: Parameters<typeof writer.reader.spans.putSpans>[0]) => writer.reader.spans.putSpans(x), writable: () => writer.health.ok };
   const pipeline = new EnrichPipeline({
     kernel, spanSink, upstream, emit: o.emit, waitMs: o.waitMs, maxBufferedSpans: o.maxBufferedSpans, minDurationMs: o.minSpanMs,
-    explain: o.explain, log: (m) => log(m),
+    explain: o.explain, explainWorkers: o.explainWorkers ?? 0, log: (m) => log(m),
   });
   pipelineRef = pipeline;
   let receiver: OtlpReceiver;

@@ -129,22 +129,87 @@ function firstEvidence(ev: SpanExplanation['causes'][number]['evidence'], fallba
   return best !== null && best > fallback ? best : fallback;
 }
 
-/** In-line mode: add kspan's attributes and events to the span (in place). */
-export function enrichSpan(span: Span, e: SpanExplanation, o: EnrichOptions = {}): void {
-  const attrs = kspanAttributes(e);
-  const { events, omitted } = kspanEvents(e, span.startTimeUnixNano, o);
-  if (omitted) put(attrs, 'kspan.events_omitted', omitted);
-  // a re-enriched span (kspan behind kspan) keeps one copy of each key
-  const ours = new Set(attrs.map((a) => a.key));
-  span.attributes = span.attributes.filter((a) => !ours.has(a.key)).concat(attrs);
-  span.events = span.events.filter((ev) => !ev.name.startsWith('kspan.')).concat(events);
+/**
+ * What kspan writes into one span: its attributes and events (bounded). Plain
+ * data (structured-cloneable): explain workers build it and the pipeline
+ * applies it on the receiving thread.
+ */
+export interface KspanEnrichment {
+  attributes: KeyValue[];
+  events: SpanEvent[];
+  /** explained before its whole window was ingested (data_quality.settling) */
+  settling: boolean;
 }
 
-/** Child-span mode: a `kspan` span under `parent` carrying the same attributes and events. */
-export function kspanChildSpan(parent: Span, e: SpanExplanation, o: EnrichOptions = {}): Span {
+/** The attributes and events of an explanation for a span that starts at `spanStart`. */
+export function kspanEnrichment(e: SpanExplanation, spanStart: bigint, o: EnrichOptions = {}): KspanEnrichment {
   const attributes = kspanAttributes(e);
-  const { events, omitted } = kspanEvents(e, parent.startTimeUnixNano, o);
+  const { events, omitted } = kspanEvents(e, spanStart, o);
   if (omitted) put(attributes, 'kspan.events_omitted', omitted);
+  return { attributes, events, settling: !!e.data_quality?.settling };
+}
+
+/**
+ * Every attribute key kspanAttributes can write (and kspan.events_omitted):
+ * an enrichment's keys as a bit mask (bit i: KSPAN_ATTR_KEYS[i]), which is
+ * what an explain worker sends with its encoded attributes.
+ */
+export const KSPAN_ATTR_KEYS: readonly string[] = [
+  'kspan.correlation.method', 'kspan.correlation.pid', 'kspan.correlation.tid', 'kspan.host.name',
+  ...BREAKDOWN_KEYS.map((k) => `kspan.${k}_ns`),
+  'kspan.top_cause', 'kspan.top_cause.severity', 'kspan.data.coverage', 'kspan.data.lost_events', 'kspan.data.settling',
+  'kspan.data.not_ingested_ns', 'kspan.events_omitted',
+];
+const KEY_BIT = new Map(KSPAN_ATTR_KEYS.map((k, i) => [k, 1 << i]));
+
+/** The bit mask of an enrichment's attribute keys (KSPAN_ATTR_KEYS). */
+export function keyMaskOf(attributes: readonly KeyValue[]): number {
+  let m = 0;
+  for (const a of attributes) {
+    const b = KEY_BIT.get(a.key);
+    if (b === undefined) throw new Error(`kspan attribute ${a.key} has no key bit`);
+    m |= b;
+  }
+  return m;
+}
+
+/**
+ * In-line mode, from an explain worker: the span gets kspan's attributes and
+ * events as encoded bytes (Span.encodedExtra); the keys of the attributes
+ * (mask) and its own kspan.* events are removed from it as applyEnrichment does.
+ */
+export function applyEncodedEnrichment(span: Span, bytes: Uint8Array, keyMask: number): void {
+  let theirs = false;
+  for (const a of span.attributes) {
+    if (a.key.startsWith('kspan.') && ((KEY_BIT.get(a.key) ?? 0) & keyMask) !== 0) { theirs = true; break; }
+  }
+  if (theirs) span.attributes = span.attributes.filter((a) => ((KEY_BIT.get(a.key) ?? 0) & keyMask) === 0);
+  let oldEvents = false;
+  for (const ev of span.events) if (ev.name.startsWith('kspan.')) { oldEvents = true; break; }
+  if (oldEvents) span.events = span.events.filter((ev) => !ev.name.startsWith('kspan.'));
+  span.encodedExtra = bytes;
+}
+
+/** In-line mode: add an enrichment to the span (in place); a re-enriched span (kspan behind kspan) keeps one copy of each key. */
+export function applyEnrichment(span: Span, x: KspanEnrichment): void {
+  const attrs = x.attributes;
+  const ours = new Set<string>();
+  for (const a of attrs) ours.add(a.key);
+  let theirs = false;
+  for (const a of span.attributes) if (ours.has(a.key)) { theirs = true; break; }
+  span.attributes = (theirs ? span.attributes.filter((a) => !ours.has(a.key)) : span.attributes).concat(attrs);
+  let oldEvents = false;
+  for (const ev of span.events) if (ev.name.startsWith('kspan.')) { oldEvents = true; break; }
+  span.events = (oldEvents ? span.events.filter((ev) => !ev.name.startsWith('kspan.')) : span.events).concat(x.events);
+}
+
+/** In-line mode: add kspan's attributes and events to the span (in place). */
+export function enrichSpan(span: Span, e: SpanExplanation, o: EnrichOptions = {}): void {
+  applyEnrichment(span, kspanEnrichment(e, span.startTimeUnixNano, o));
+}
+
+/** Child-span mode: a `kspan` span under `parent` carrying an enrichment's attributes and events. */
+export function kspanChildSpanOf(parent: Span, x: KspanEnrichment): Span {
   return {
     traceId: parent.traceId,
     spanId: newSpanId(),
@@ -155,14 +220,19 @@ export function kspanChildSpan(parent: Span, e: SpanExplanation, o: EnrichOption
     kind: 1, // internal
     startTimeUnixNano: parent.startTimeUnixNano,
     endTimeUnixNano: parent.endTimeUnixNano,
-    attributes,
+    attributes: x.attributes,
     droppedAttributesCount: 0,
-    events,
+    events: x.events,
     droppedEventsCount: 0,
     links: [],
     droppedLinksCount: 0,
     status: { code: 0, message: '' },
   };
+}
+
+/** Child-span mode: a `kspan` span under `parent` carrying the same attributes and events. */
+export function kspanChildSpan(parent: Span, e: SpanExplanation, o: EnrichOptions = {}): Span {
+  return kspanChildSpanOf(parent, kspanEnrichment(e, parent.startTimeUnixNano, o));
 }
 
 function newSpanId(): string {

@@ -17,7 +17,12 @@ export {
   type ReceiverCounters, type ReceiverOptions,
 } from './receiver.js';
 export { StoreSpanConsumer, type SpanSink, type StoreSpanConsumerOptions } from './store-consumer.js';
-export { enrichSpan, hasKernelData, kspanAttributes, kspanChildSpan, kspanEvents, type EnrichOptions } from './enrich.js';
+export {
+  applyEnrichment, enrichSpan, hasKernelData, kspanAttributes, kspanChildSpan, kspanChildSpanOf, kspanEnrichment, kspanEvents,
+  type EnrichOptions, type KspanEnrichment,
+} from './enrich.js';
+export { ExplainPool, type ExplainPoolCounters, type ExplainPoolOptions } from './explain-pool.js';
+export { explainBatch, type BatchResult, type ExplainBatch, type ExplainGroup, type GroupResult } from './explain-worker.js';
 export {
   ResourceRef, UpstreamExporter, defaultProtocol, type OutgoingSpan, type UpstreamCounters, type UpstreamOptions, type UpstreamProtocol,
 } from './upstream.js';

@@ -4,7 +4,7 @@
 // and scope; also used by tests and bench/otlp-decode.ts). Default-valued
 // fields are omitted, as proto3 does.
 
-import type { AnyValue, DecodedTraceRequest, InstrumentationScope, KeyValue, Span } from './types.js';
+import type { AnyValue, DecodedTraceRequest, InstrumentationScope, KeyValue, Span, SpanEvent } from './types.js';
 
 /** Bytes a varint of `v` (0 <= v < 2^53) takes. */
 export function varintSize(v: number): number {
@@ -232,14 +232,7 @@ export function writeSpanFields(w: PbWriter, s: Span): void {
   if (s.endTimeUnixNano !== 0n) w.fixed64(8, s.endTimeUnixNano);
   writeAttrs(w, 9, s.attributes);
   u32(w, 10, s.droppedAttributesCount);
-  for (const ev of s.events) {
-    w.fork();
-    if (ev.timeUnixNano !== 0n) w.fixed64(1, ev.timeUnixNano);
-    str(w, 2, ev.name);
-    writeAttrs(w, 3, ev.attributes);
-    u32(w, 4, ev.droppedAttributesCount);
-    w.join(11);
-  }
+  writeEvents(w, s.events);
   u32(w, 12, s.droppedEventsCount);
   for (const l of s.links) {
     w.fork();
@@ -259,6 +252,24 @@ export function writeSpanFields(w: PbWriter, s: Span): void {
     w.join(15);
   }
   if (s.flags !== 0) w.fixed32(16, s.flags);
+  if (s.encodedExtra) w.raw(s.encodedExtra);
+}
+
+function writeEvents(w: PbWriter, events: readonly SpanEvent[]): void {
+  for (const ev of events) {
+    w.fork();
+    if (ev.timeUnixNano !== 0n) w.fixed64(1, ev.timeUnixNano);
+    str(w, 2, ev.name);
+    writeAttrs(w, 3, ev.attributes);
+    u32(w, 4, ev.droppedAttributesCount);
+    w.join(11);
+  }
+}
+
+/** Span fields 9 (attributes) and 11 (events) for `attributes` and `events`: a Span's encodedExtra. */
+export function writeSpanExtra(w: PbWriter, attributes: KeyValue[], events: readonly SpanEvent[]): void {
+  writeAttrs(w, 9, attributes);
+  writeEvents(w, events);
 }
 
 /** The fields of a Resource message. */

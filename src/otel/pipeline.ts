@@ -19,9 +19,11 @@
 // (bounded queue), counted there.
 
 import type { StoreReader } from '../store/index.js';
-import { explainSpanGroups, type Explanation, type ExplainOptions } from '../correlator/index.js';
+import { mayJoin, type ExplainOptions } from '../correlator/index.js';
 import type { SpanInput } from '../store/index.js';
-import { enrichSpan, hasKernelData, kspanChildSpan, type EnrichOptions } from './enrich.js';
+import { applyEncodedEnrichment, applyEnrichment, kspanChildSpanOf, type EnrichOptions } from './enrich.js';
+import { ExplainPool } from './explain-pool.js';
+import { explainBatch, type ExplainGroup, type GroupResult } from './explain-worker.js';
 import { StoreSpanConsumer, type SpanSink, type StoreSpanConsumerOptions } from './store-consumer.js';
 import type { ConsumeMeta, ConsumeResult, DecodedTraceRequest, SpanConsumer } from './types.js';
 import { ResourceRef, type OutgoingSpan, type UpstreamExporter } from './upstream.js';
@@ -32,6 +34,14 @@ export interface KernelSide {
   readonly reader: StoreReader | null;
   /** epoch ns before which every kernel event is ingested and readable through `reader`; null when capture is not running */
   watermarkUnixNano(): bigint | null;
+  /**
+   * epoch ns before which every kernel event is committed to the store (what
+   * explain workers, which cannot see the writer's head, can read); default:
+   * the watermark (a reader with no head). Needed for explain workers.
+   */
+  committedUnixNano?(): bigint | null;
+  /** the store's directory: explain workers open it read-only (none: no workers) */
+  storeDir?: string;
 }
 
 export type EmitMode = 'span-events' | 'child-spans';
@@ -42,6 +52,9 @@ export type EmitMode = 'span-events' | 'child-spans';
  * enough to share the snapshot's caches.
  */
 const EXPLAIN_CHUNK_SPANS = 128;
+
+/** Spans per batch sent to an explain worker (one store snapshot there). */
+const WORKER_BATCH_SPANS = 256;
 
 export interface PipelineOptions {
   kernel: KernelSide;
@@ -63,6 +76,15 @@ export interface PipelineOptions {
   tickMs?: number;
   /** most time spent explaining per tick before yielding to the receivers, ms (default 50) */
   tickBudgetMs?: number;
+  /**
+   * explain workers (worker_threads; default 0: explain on the receiving
+   * thread). With workers, traces whose window is committed are explained
+   * there; the rest (the writer's head holds part of them) on the receiving
+   * thread as without. Needs kernel.storeDir.
+   */
+  explainWorkers?: number;
+  /** explain-worker batches in flight per worker at most (default 2) */
+  workerInFlight?: number;
   explain?: ExplainOptions;
   enrich?: EnrichOptions;
   storeOptions?: StoreSpanConsumerOptions;
@@ -83,13 +105,15 @@ export interface PipelineCounters {
   /** of those, explained before their whole window was ingested (the wait expired): the rest is `unknown` */
   enrichedPartial: number;
   /** spans forwarded unchanged, by reason */
-  passed: { noKernelData: number; kernelDown: number; bufferFull: number; short: number; explainError: number; shutdown: number };
+  passed: { noKernelData: number; kernelDown: number; bufferFull: number; short: number; explainError: number; shutdown: number; workerLost: number };
   /** child spans emitted (child-spans mode) */
   childSpans: number;
   /** traces explained */
   traces: number;
-  /** ms spent explaining and enriching */
+  /** ms spent explaining and enriching (on the receiving thread) */
   explainMs: number;
+  /** explain workers: spans sent, spans a worker had not seen all of (explained here instead), batches lost with a worker that died */
+  workers: { spans: number; unseen: number; lostBatches: number };
 }
 
 interface Entry {
@@ -102,13 +126,15 @@ interface TraceBuffer {
   entries: Entry[];
   firstAtMs: number;
   maxEndNs: bigint;
+  /** a worker could not see all of its window: explain it here (with the head) */
+  here?: boolean;
 }
 
 export class EnrichPipeline implements SpanConsumer {
   readonly counters: PipelineCounters = {
     received: 0, stored: 0, notStored: 0, notStoredBy: { invalid: 0, storeError: 0 }, enriched: 0, enrichedPartial: 0,
-    passed: { noKernelData: 0, kernelDown: 0, bufferFull: 0, short: 0, explainError: 0, shutdown: 0 },
-    childSpans: 0, traces: 0, explainMs: 0,
+    passed: { noKernelData: 0, kernelDown: 0, bufferFull: 0, short: 0, explainError: 0, shutdown: 0, workerLost: 0 },
+    childSpans: 0, traces: 0, explainMs: 0, workers: { spans: 0, unseen: 0, lostBatches: 0 },
   };
   private readonly traces = new Map<string, TraceBuffer>();
   private readonly storeWrites = new Set<Promise<void>>();
@@ -124,6 +150,15 @@ export class EnrichPipeline implements SpanConsumer {
   private readonly maxBuffered: number;
   private readonly minDurNs: bigint;
   private readonly explainOpts: ExplainOptions;
+  /** explain workers (null: none) */
+  readonly pool: ExplainPool | null;
+  /** spans in batches at the workers */
+  private atWorkers = 0;
+  /** worker batches answered out of order wait here to go out in the order they were sent */
+  private readonly doneBatches = new Map<number, OutgoingSpan[]>();
+  private nextBatch = 0;
+  private nextToSend = 0;
+  private draining = false;
 
   constructor(private readonly o: PipelineOptions) {
     this.log = o.log ?? ((m) => process.stderr.write(`kspan: ${m}\n`));
@@ -135,13 +170,20 @@ export class EnrichPipeline implements SpanConsumer {
     // span events carry no evidence lists: keep the correlator from building long ones
     this.explainOpts = { maxEvidence: 2, ...o.explain };
     this.mapper = new StoreSpanConsumer({ putSpans: async () => {} }, o.storeOptions);
+    const nw = o.explainWorkers ?? 0;
+    this.pool = nw > 0 && o.kernel.storeDir && o.kernel.reader
+      ? new ExplainPool({
+        workers: nw, dir: o.kernel.storeDir, explain: this.explainOpts, enrich: o.enrich, maxInFlight: o.workerInFlight, log: this.log,
+      })
+      : null;
+    if (nw > 0 && !this.pool) this.log('explain workers need the store directory and a reader: explaining on the receiving thread');
     this.timer = setInterval(() => this.tick(false), o.tickMs ?? 50);
     this.timer.unref?.();
   }
 
-  /** spans waiting in the buffer */
+  /** spans waiting in the buffer or being explained by workers */
   get bufferedSpans(): number {
-    return this.buffered;
+    return this.buffered + this.atWorkers;
   }
 
   async consume(req: DecodedTraceRequest, _meta: ConsumeMeta): Promise<ConsumeResult> {
@@ -193,6 +235,11 @@ export class EnrichPipeline implements SpanConsumer {
           this.passUnchanged([e], e.input ? 'short' : 'noKernelData');
           continue;
         }
+        // nothing to join it to (no tid, pid, process id or mapped service): the explanation would be empty
+        if (!mayJoin(e.input, this.explainOpts)) {
+          this.passUnchanged([e], 'noKernelData');
+          continue;
+        }
         let t = this.traces.get(e.input.traceId);
         if (!t) {
           t = { entries: [], firstAtMs: now, maxEndNs: 0n };
@@ -223,9 +270,11 @@ export class EnrichPipeline implements SpanConsumer {
     if (n) this.rateLimitedLog(`enrichment buffer full (${this.maxBuffered} spans): forwarded ${n} span(s) unchanged`);
   }
 
-  private passUnchanged(entries: Entry[], reason: keyof PipelineCounters['passed']): void {
+  private passUnchanged(entries: Entry[], reason: keyof PipelineCounters['passed'], into?: OutgoingSpan[]): void {
     this.counters.passed[reason] += entries.length;
-    if (this.emit === 'span-events') this.o.upstream?.send(entries.map((e) => e.out));
+    if (this.emit !== 'span-events') return;
+    if (into) for (const e of entries) into.push(e.out);
+    else this.o.upstream?.send(entries.map((e) => e.out));
   }
 
   private rateLimitedLog(msg: string): void {
@@ -242,14 +291,41 @@ export class EnrichPipeline implements SpanConsumer {
     const now = Date.now();
     const t0 = performance.now();
     const budget = all ? Infinity : (this.o.tickBudgetMs ?? 50);
+    // explain workers take the ready traces whose window is committed (they cannot see the writer's head)
+    const pool = this.pool && !all && !this.draining && this.pool.live > 0 ? this.pool : null;
+    const committed = pool ? (this.o.kernel.committedUnixNano ? this.o.kernel.committedUnixNano() : w) : null;
+    let slots = pool ? pool.capacity : 0;
+    let batch: [string, TraceBuffer][] = [];
+    let batchSpans = 0;
     let ready: [string, TraceBuffer][] = [];
     let spans = 0;
+    let overBudget = false;
     for (const [id, t] of this.traces) {
       const covered = w !== null && w >= t.maxEndNs + this.lagNs;
       if (!all && !covered && now - t.firstAtMs < this.waitMs) continue;
+      if (w === null && !all) {
+        this.traces.delete(id);
+        this.buffered -= t.entries.length;
+        this.passUnchanged(t.entries, 'kernelDown');
+        continue;
+      }
+      if (committed !== null && !t.here && committed >= t.maxEndNs + this.lagNs) {
+        if (slots <= 0) continue; // the workers are busy: it waits (the buffer bound still applies)
+        this.traces.delete(id);
+        this.buffered -= t.entries.length;
+        batch.push([id, t]);
+        batchSpans += t.entries.length;
+        if (batchSpans >= WORKER_BATCH_SPANS) {
+          this.toWorkers(pool!, batch);
+          batch = [];
+          batchSpans = 0;
+          slots--;
+        }
+        continue;
+      }
+      if (overBudget) continue;
       this.traces.delete(id);
       this.buffered -= t.entries.length;
-      if (w === null && !all) { this.passUnchanged(t.entries, 'kernelDown'); continue; }
       ready.push([id, t]);
       spans += t.entries.length;
       // explain in chunks (one store snapshot each), yielding to the receivers when over budget
@@ -257,59 +333,124 @@ export class EnrichPipeline implements SpanConsumer {
         this.explainAndSend(ready);
         ready = [];
         spans = 0;
-        if (performance.now() - t0 > budget) break;
+        if (performance.now() - t0 > budget) {
+          if (!pool) break;
+          overBudget = true; // keep handing committed traces to the workers
+        }
       }
     }
+    if (batch.length) this.toWorkers(pool!, batch);
     if (ready.length) this.explainAndSend(ready);
     this.counters.explainMs += performance.now() - t0;
+  }
+
+  /** Send a batch of traces to a worker; their spans go out (in the order batches were sent) when it answers. */
+  private toWorkers(pool: ExplainPool, batch: [string, TraceBuffer][]): void {
+    const seq = this.nextBatch++;
+    let n = 0;
+    const groups: ExplainGroup[] = batch.map(([traceId, t]) => {
+      n += t.entries.length;
+      return { traceId, spans: t.entries.map((e) => e.input!) };
+    });
+    this.atWorkers += n;
+    this.counters.workers.spans += n;
+    // the head holds what the workers cannot see: they answer `unseen` for windows past what is committed
+    const r = this.o.kernel.reader;
+    const onlyKnown = !!r && r.hasHead && r.knownThroughNs() !== null;
+    // span-events mode: the kspan attributes and events come back encoded (one buffer a batch, little to copy)
+    void pool.submit(groups, this.emit === 'span-events' ? 'encoded' : 'enrich', onlyKnown).then((res) => {
+      this.atWorkers -= n;
+      const out: OutgoingSpan[] = [];
+      if (!res) {
+        // the worker died: forwarded unchanged, counted
+        this.counters.workers.lostBatches++;
+        for (const [, t] of batch) this.passUnchanged(t.entries, 'workerLost', out);
+      } else {
+        batch.forEach(([traceId, t], k) => {
+          const r = res[k];
+          if (r.kind === 'unseen') {
+            // committed after all only in the writer's view: explained here, with the head, next tick
+            this.counters.workers.unseen += t.entries.length;
+            t.here = true;
+            const cur = this.traces.get(traceId);
+            if (cur) { cur.entries.push(...t.entries); if (t.maxEndNs > cur.maxEndNs) cur.maxEndNs = t.maxEndNs; cur.here = true; } else this.traces.set(traceId, t);
+            this.buffered += t.entries.length;
+            return;
+          }
+          this.applyResult(traceId, t, r, out);
+        });
+      }
+      this.doneBatches.set(seq, out);
+      while (this.doneBatches.has(this.nextToSend)) {
+        const o = this.doneBatches.get(this.nextToSend)!;
+        this.doneBatches.delete(this.nextToSend++);
+        if (o.length) this.o.upstream?.send(o);
+      }
+    });
   }
 
   private explainAndSend(ready: [string, TraceBuffer][]): void {
     const reader = this.o.kernel.reader;
     if (!reader) { for (const [, t] of ready) this.passUnchanged(t.entries, 'kernelDown'); return; }
-    let explained: Explanation[];
-    try {
-      explained = explainSpanGroups(reader, ready.map(([traceId, t]) => ({ traceId, spans: t.entries.map((e) => e.input!) })), this.explainOpts);
-    } catch (err) {
-      // one bad trace must not cost the others their enrichment: retry one by one
-      if (ready.length > 1) {
-        for (const r of ready) this.explainAndSend([r]);
-        return;
-      }
-      this.rateLimitedLog(`explaining trace ${ready[0][0]} failed: ${(err as Error).stack ?? err}; its spans are forwarded unchanged`);
-      this.passUnchanged(ready[0][1].entries, 'explainError');
-      return;
-    }
+    const res = explainBatch(reader, ready.map(([traceId, t]) => ({ traceId, spans: t.entries.map((e) => e.input!) })), 'enrich', false, this.explainOpts, this.o.enrich);
     const out: OutgoingSpan[] = [];
-    ready.forEach(([, t], k) => {
+    ready.forEach(([traceId, t], k) => this.applyResult(traceId, t, res[k], out));
+    this.o.upstream?.send(out);
+  }
+
+  /** A trace's explain result into its spans (kspan attributes and events, or child spans), onto `out`. */
+  private applyResult(traceId: string, t: TraceBuffer, r: GroupResult, out: OutgoingSpan[]): void {
+    if (r.kind === 'encoded' && r.bytes && r.meta && this.emit === 'span-events') {
       this.counters.traces++;
-      const byId = new Map(explained[k].spans.map((s) => [s.span_id, s]));
-      for (const e of t.entries) {
-        const x = byId.get(e.out.span.spanId);
-        if (!x || !hasKernelData(x)) {
+      const { bytes, meta } = r;
+      t.entries.forEach((e, i) => {
+        const row = 4 * (r.at + i);
+        if (!(meta[row + 3] & 1)) {
           this.counters.passed.noKernelData++;
-          if (this.emit === 'span-events') out.push(e.out);
-          continue;
+          out.push(e.out);
+          return;
         }
         this.counters.enriched++;
-        if (x.data_quality?.settling) this.counters.enrichedPartial++;
-        if (this.emit === 'span-events') {
-          enrichSpan(e.out.span, x, this.o.enrich);
-          out.push(e.out);
-        } else {
-          out.push({ ...e.out, span: kspanChildSpan(e.out.span, x, this.o.enrich) });
-          this.counters.childSpans++;
-        }
+        if (meta[row + 3] & 2) this.counters.enrichedPartial++;
+        applyEncodedEnrichment(e.out.span, bytes.subarray(meta[row], meta[row] + meta[row + 1]), meta[row + 2]);
+        out.push(e.out);
+      });
+      return;
+    }
+    if (r.kind !== 'enriched') {
+      if (r.kind === 'error') this.rateLimitedLog(`explaining trace ${traceId} failed: ${r.message}; its spans are forwarded unchanged`);
+      this.passUnchanged(t.entries, 'explainError', out);
+      return;
+    }
+    this.counters.traces++;
+    t.entries.forEach((e, i) => {
+      const x = r.spans[i];
+      if (!x) {
+        this.counters.passed.noKernelData++;
+        if (this.emit === 'span-events') out.push(e.out);
+        return;
+      }
+      this.counters.enriched++;
+      if (x.settling) this.counters.enrichedPartial++;
+      if (this.emit === 'span-events') {
+        applyEnrichment(e.out.span, x);
+        out.push(e.out);
+      } else {
+        out.push({ ...e.out, span: kspanChildSpanOf(e.out.span, x) });
+        this.counters.childSpans++;
       }
     });
-    this.o.upstream?.send(out);
   }
 
   /** Explain and send everything buffered now (graceful shutdown); later spans go out unchanged. */
   async close(): Promise<void> {
     if (this.timer) { clearInterval(this.timer); this.timer = null; }
     await Promise.all(this.storeWrites);
+    // the workers' batches come back (or are counted lost); what is left is explained here
+    this.draining = true;
+    await this.pool?.drain();
     this.tick(true);
     this.closed = true;
+    await this.pool?.close();
   }
 }

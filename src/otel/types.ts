@@ -77,6 +77,13 @@ export interface Span {
   links: SpanLink[];
   droppedLinksCount: number;
   status: SpanStatus;
+  /**
+   * Span message fields already encoded (protobuf), written after the others:
+   * kspan's attributes (field 9) and events (field 11) as an explain worker
+   * built them. Repeated fields may come in any order on the wire: decoded,
+   * they follow `attributes` and `events` (what concatenating them would give).
+   */
+  encodedExtra?: Uint8Array;
 }
 
 export interface ScopeSpans {

@@ -3,14 +3,60 @@
 // its kernel data was committed, mostly on a service's few threads).
 // Committed blocks never change, so a block is cached by (partition, key)
 // until evicted or its partition is dropped. Bounded by events held.
+//
+// A cached block is kept sorted by (start, end) (stable: ties keep the
+// block's order) with its longest event, so a window [a, b] is found by
+// binary search instead of a pass over the whole block.
 
 import { EventList } from './codec.js';
+
+export interface CachedBlock {
+  /** the block's events, sorted by (start, end), stable */
+  list: EventList;
+  /** longest event (end - start): events overlapping [a, b] start at or after a - maxDur */
+  maxDur: number;
+  /** the block header's extent (its events end by key minStart + extent) */
+  extent: number;
+}
+
+/** A decoded block (events in block order) as the cache keeps it: sorted, with its longest event. */
+export function cachedBlock(list: EventList, extent: number): CachedBlock {
+  list.sortByStart();
+  let maxDur = 0;
+  for (let i = 0; i < list.count; i++) if (list.end[i] - list.start[i] > maxDur) maxDur = list.end[i] - list.start[i];
+  return { list, maxDur, extent };
+}
+
+/**
+ * Append the events of `c` overlapping [a, b] (start <= b && end >= a) whose
+ * kind bit is in kindMask (0: all) to `out`, in the cached (start, end) order.
+ */
+export function appendOverlapping(c: CachedBlock, a: number, b: number, kindMask: number, out: EventList): void {
+  const l = c.list;
+  const st = l.start;
+  const from = a - c.maxDur;
+  let lo = 0;
+  let hi = l.count;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (st[mid] < from) lo = mid + 1;
+    else hi = mid;
+  }
+  const en = l.end;
+  const kind = l.kind;
+  for (let i = lo; i < l.count; i++) {
+    if (st[i] > b) break;
+    if (en[i] < a) continue;
+    if (kindMask !== 0 && (kindMask & (1 << kind[i])) === 0) continue;
+    out.appendFrom(l, i);
+  }
+}
 
 export class DecodedBlockCache {
   hits = 0;
   misses = 0;
-  private readonly map = new Map<string, EventList>();
-  private events = 0;
+  private readonly map = new Map<string, CachedBlock>();
+  private held = 0;
 
   constructor(readonly maxEvents: number) {}
 
@@ -18,7 +64,12 @@ export class DecodedBlockCache {
     return this.map.size;
   }
 
-  get(key: string): EventList | undefined {
+  /** events held */
+  get events(): number {
+    return this.held;
+  }
+
+  get(key: string): CachedBlock | undefined {
     const l = this.map.get(key);
     if (!l) { this.misses++; return undefined; }
     this.hits++;
@@ -27,13 +78,13 @@ export class DecodedBlockCache {
     return l;
   }
 
-  set(key: string, l: EventList): void {
-    this.map.set(key, l);
-    this.events += l.count;
+  set(key: string, c: CachedBlock): void {
+    this.map.set(key, c);
+    this.held += c.list.count;
     for (const [k, v] of this.map) {
-      if (this.events <= this.maxEvents || this.map.size <= 1) break;
+      if (this.held <= this.maxEvents || this.map.size <= 1) break;
       this.map.delete(k);
-      this.events -= v.count;
+      this.held -= v.list.count;
     }
   }
 
@@ -43,7 +94,7 @@ export class DecodedBlockCache {
     for (const [k, v] of this.map) {
       if (!k.startsWith(prefix)) continue;
       this.map.delete(k);
-      this.events -= v.count;
+      this.held -= v.list.count;
     }
   }
 }

@@ -10,7 +10,7 @@ import { open, type Database, type RootDatabase } from 'lmdb';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Kind, groupName, type ClockHistory } from '../capture/index.js';
-import { DecodedBlockCache } from './block-cache.js';
+import { DecodedBlockCache, appendOverlapping, cachedBlock } from './block-cache.js';
 import { ByteReader, EventList, decodeBlock, decodeFutexBlock, readBlockHeader, type BlockHeader } from './codec.js';
 import {
   DEFAULT_PARTITION_NS, M, futexPrefix, futexRangeKey, getU64, metaKey, partitionDbName, partitionMayOverlap, pidMapKey, threadKey,
@@ -226,6 +226,15 @@ export class StoreReader {
     }
   }
 
+  private scanKeys(db: Database, start: Buffer, end: Buffer, visit: (k: Buffer) => void): void {
+    try {
+      for (const key of db.getKeys({ start, end })) visit(key as Buffer);
+    } catch (e) {
+      // a partition dropped by retention between listing and scanning: nothing there
+      if (!/MDB_BAD_DBI|NOTFOUND|Invalid|dropped/i.test(String((e as Error).message))) throw e;
+    }
+  }
+
   private extent(db: Database, key: Buffer): number {
     try {
       const v = db.getBinary(key) as Buffer | undefined;
@@ -260,27 +269,32 @@ export class StoreReader {
       const startKey = tidKey(tid, lo);
       const h = this.h;
       const r = this.r;
+      const cache = this.blockCache;
+      if (cache) {
+        // keys only: a cached block's value is not read (nor copied) again
+        this.scanKeys(db, startKey, endKey, (k) => {
+          const seq = k.readUInt32BE(12);
+          if (headSeqs !== null && headSeqs.includes(seq)) (seenSeqs ??= []).push(seq);
+          const ck = `${pm.idx}:${k.toString('latin1')}`;
+          let c = cache.get(ck);
+          if (!c) {
+            const v = db.getBinaryFast(k);
+            // header: skip blocks that end before a without decoding them
+            if (!v || !readBlockHeader(v, r, h) || getU64(k, 4) + h.extent < a) return;
+            const all = new EventList(Math.max(16, h.count));
+            decodeBlock(v, tid, -Infinity, Infinity, 0, all, r, h);
+            cache.set(ck, (c = cachedBlock(all, h.extent)));
+          }
+          if (getU64(k, 4) + c.extent < a) return;
+          appendOverlapping(c, a, b, kindMask, out);
+        });
+        continue;
+      }
       this.scanBlocks(db, startKey, endKey, (k, v) => {
         if (headSeqs !== null && headSeqs.includes(k.readUInt32BE(12))) (seenSeqs ??= []).push(k.readUInt32BE(12));
         // header: skip blocks that end before a without decoding them
         if (!readBlockHeader(v, r, h) || getU64(k, 4) + h.extent < a) return;
-        const cache = this.blockCache;
-        if (!cache) {
-          decodeBlock(v, tid, a, b, kindMask, out, r, h);
-          return;
-        }
-        const ck = `${pm.idx}:${k.toString('latin1')}`;
-        let all = cache.get(ck);
-        if (!all) {
-          all = new EventList(Math.max(16, h.count));
-          decodeBlock(v, tid, -Infinity, Infinity, 0, all, r, h);
-          cache.set(ck, all);
-        }
-        for (let i = 0; i < all.count; i++) {
-          if (all.start[i] > b || all.end[i] < a) continue;
-          if (kindMask !== 0 && (kindMask & (1 << all.kind[i])) === 0) continue;
-          out.appendFrom(all, i);
-        }
+        decodeBlock(v, tid, a, b, kindMask, out, r, h);
       });
     }
     if (head) {
@@ -573,10 +587,11 @@ export class StoreReader {
    * or with probe group `group` attached ("sched", "futex", "block", "tcp",
    * "cuda", "task", or the enum number).
    */
-  coverage(a: number, b: number, group?: string | number): Coverage {
+  coverage(a: number, b: number, group?: string | number, known?: { sessions: readonly SessionMeta[]; retainedFromNs: number }): Coverage {
     const gname = typeof group === 'number' ? groupName(group) : group;
     const ranges: [number, number][] = [];
-    for (const s of this.sessions()) {
+    // known: sessions() and retainedFromNs() of the same snapshot (callers that ask many times)
+    for (const s of known?.sessions ?? this.sessions()) {
       if (gname === undefined) {
         ranges.push([s.startNs, s.endNs]);
       } else {
@@ -586,7 +601,7 @@ export class StoreReader {
       }
     }
     // data before the retention horizon was dropped: not reported as captured any more
-    const from = this.retainedFromNs();
+    const from = known?.retainedFromNs ?? this.retainedFromNs();
     const clipped = ranges
       .map(([x, y]) => [Math.max(x, a, from), Math.min(y, b)] as [number, number])
       .filter(([x, y]) => y >= x)

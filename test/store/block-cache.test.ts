@@ -34,7 +34,8 @@ test('block cache: same events as an uncached reader over many windows, bounded,
       const y = cached.eventsOnThread(tid, a, b, new EventList(), mask).toObjects();
       assert.deepEqual(y, x, `tid ${tid} [${a}, ${b}] mask ${mask}`);
       compared += x.length;
-      const held = [...(cache as unknown as { map: Map<string, EventList> }).map.values()].reduce((n, l) => n + l.count, 0);
+      const held = [...(cache as unknown as { map: Map<string, { list: EventList }> }).map.values()].reduce((n, c) => n + c.list.count, 0);
+      assert.equal(held, cache.events);
       assert.ok(held <= 20_000 || cache.size === 1, `cache holds ${held} events`);
     }
     assert.ok(compared > 1000, `compared ${compared} events`);
