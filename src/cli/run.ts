@@ -24,8 +24,8 @@ export const RUN_HELP = `usage: kspan
       --wait MS           longest a span waits for the kernel data of its window (default 1000)
       --buffer-spans N    spans waiting for enrichment at most (default 50000; past it: forwarded unchanged)
       --min-span-ms MS    forward spans shorter than MS unchanged, unexplained (default 0: explain all)
-      --explain-workers N explain on N worker threads (default: cores - 1, at least 1; 0: on the thread
-                          that receives and exports)
+      --explain-workers N explain on N worker threads (default: cores - 1, between 1 and 4; 0: on the
+                          thread that receives and exports)
       --service-process SERVICE=COMM   join spans of SERVICE to the process named COMM (repeatable)
       --thread-id-is-os-tid            spans' thread.id is the Linux tid (default: only linux.tid is)
       --no-capture        no kernel capture (store and forward; what the store has is still used)
@@ -142,7 +142,7 @@ export async function cmdRun(argv: string[]): Promise<number> {
       waitMs: intOpt(o.wait, 'wait'),
       maxBufferedSpans: intOpt(o['buffer-spans'], 'buffer-spans', 1),
       minSpanMs: o['min-span-ms'] !== undefined ? nonNegative(o['min-span-ms'], 'min-span-ms') : undefined,
-      explainWorkers: intOpt(o['explain-workers'], 'explain-workers', 0) ?? Math.max(1, availableParallelism() - 1),
+      explainWorkers: intOpt(o['explain-workers'], 'explain-workers', 0) ?? Math.min(4, Math.max(1, availableParallelism() - 1)),
       capture: o['no-capture'] ? null : {
         pids, follow: o.follow ?? false, cudaLibs: o['cuda-lib'],
         groups: o.groups?.split(',').map((g) => g.trim()).filter(Boolean),

@@ -229,13 +229,13 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     reader: writer.reader,
     watermarkUnixNano(): bigint | null {
       if (!capture?.running || captureState !== 'running') return null;
-      return writer.ingestWatermarkUnixNano;
+      return writer.toUnixNano(writer.ingestWatermarkNs);
     },
     // explain workers read what is committed (not the writer's head); a commit still under way is
     // caught by the worker's own check (its snapshot's committed end) and explained here instead
     committedUnixNano(): bigint | null {
       if (!capture?.running || captureState !== 'running') return null;
-      return capture.toEpochNs(writer.committedThroughNs);
+      return writer.toUnixNano(writer.committedThroughNs);
     },
     storeDir: o.dataDir,
   };

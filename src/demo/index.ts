@@ -198,7 +198,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
     pipeline = new EnrichPipeline({
       kernel: {
         reader: writer.reader,
-        watermarkUnixNano: () => (capture?.running ? writer.ingestWatermarkUnixNano : null),
+        watermarkUnixNano: () => (capture?.running ? writer.toUnixNano(writer.ingestWatermarkNs) : null),
       },
       spanSink: writer.reader.spans, upstream, waitMs: 3000,
       explain: { serviceProcess: { vllm: ENGINE_COMM } },

@@ -23,7 +23,7 @@ export interface ExplainPoolOptions {
   maxInFlight?: number;
   /** a batch not answered in this long: its worker is restarted, its spans go out unchanged (default 30 s) */
   batchTimeoutMs?: number;
-  /** decoded-block cache of each worker, events (default 500,000) */
+  /** decoded-block cache of each worker, events (default: 1,000,000 shared out among the workers, at least 100,000 each) */
   blockCacheEvents?: number;
   log?: (msg: string) => void;
 }
@@ -76,7 +76,8 @@ export class ExplainPool {
     this.log = o.log ?? ((m) => process.stderr.write(`kspan: ${m}\n`));
     this.init = {
       kspanExplainWorker: true, dir: o.dir, explain: o.explain ?? {}, enrich: o.enrich ?? {},
-      blockCacheEvents: o.blockCacheEvents ?? 500_000,
+      // memory is bounded for the pool, not per worker: a many-core host does not get a cache per core
+      blockCacheEvents: o.blockCacheEvents ?? Math.max(100_000, Math.floor(1_000_000 / o.workers)),
     };
     for (let i = 0; i < o.workers; i++) {
       const s: Slot = { worker: null, inFlight: new Map(), deaths: 0, restartTimer: null };

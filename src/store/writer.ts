@@ -1058,9 +1058,9 @@ export class StoreWriter implements CaptureSink {
     return this.drainedNs > 0 ? Math.max(0, this.drainedNs - DRAIN_SLOP_NS) : this.maxTs;
   }
 
-  /** The ingest watermark as epoch ns, from the clock samples ingested so far (null: none yet). */
-  get ingestWatermarkUnixNano(): bigint | null {
-    return this.clock.size ? this.clock.toEpochNs(this.ingestWatermarkNs) : null;
+  /** A store time (e.g. ingestWatermarkNs) as epoch ns, with the clock samples ingested so far (null: none yet). */
+  toUnixNano(ns: number): bigint | null {
+    return this.clock.size ? this.clock.toEpochNs(ns) : null;
   }
 
   /** Capture time up to which every ingested event is in a sealed block (committed by the round under way). */
