@@ -5,11 +5,15 @@
 // Realtime clock halves are left alone, so epoch <-> monotonic stays
 // consistent. For tests of exact times at 2^53 ns and 200 days of uptime:
 //
-//   KSPAN_PROBE=$(shiftProbePath()) SHIFT_PROBE_NS=... node bin/kspan.js record --data DIR
+//   KSPAN_PROBE=$(shiftProbePath()) SHIFT_PROBE_AT_NS=... SHIFT_PROBE_FILE=F node bin/kspan.js record --data DIR
 //
+// SHIFT_PROBE_AT_NS: the first record's time becomes this (whenever the probe
+// starts); the shift chosen is written to SHIFT_PROBE_FILE (decimal ns).
+// SHIFT_PROBE_NS instead: a fixed shift.
 // A fixture's own monotonic times are the real ones: add the shift to compare.
 
 import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
@@ -39,7 +43,8 @@ function shiftAt(b: Buffer, at: number, shift: bigint): void {
 }
 
 function main(): void {
-  const shift = BigInt(process.env.SHIFT_PROBE_NS ?? '0');
+  const at = process.env.SHIFT_PROBE_AT_NS ? BigInt(process.env.SHIFT_PROBE_AT_NS) : null;
+  let shift: bigint | null = at === null ? BigInt(process.env.SHIFT_PROBE_NS ?? '0') : null;
   const real = join(fileURLToPath(new URL('../..', import.meta.url)), 'build', 'kspan-probe');
   const child = spawn(real, process.argv.slice(2), { stdio: ['pipe', 'pipe', 'inherit'] });
   process.stdin.pipe(child.stdin);
@@ -54,6 +59,10 @@ function main(): void {
       const size = b.readUInt16LE(p);
       if (size < HDR.SIZE || p + size > b.length) break;
       const kind = b[p + 2];
+      if (shift === null) {
+        shift = at! - b.readBigUInt64LE(p + HDR.ts);
+        if (process.env.SHIFT_PROBE_FILE) writeFileSync(process.env.SHIFT_PROBE_FILE, shift.toString());
+      }
       shiftAt(b, p + HDR.ts, shift);
       for (const off of TIME_FIELDS[kind] ?? []) shiftAt(b, p + off, shift);
       p += size;
