@@ -50,6 +50,8 @@ export class ExportClock {
   /** offset - floor(offset / 1e9) * 1e9, in [0, 1e9) */
   private remNs: number[] = [];
   private offsets: bigint[] = [];
+  /** offset - the first sample's offset, ns (small: clock drift and steps) */
+  private offDelta: number[] = [];
   private reals: bigint[] = [];
   /** output times are µs since this epoch (ns; a whole second) */
   private baseNs = 0n;
@@ -69,6 +71,7 @@ export class ExportClock {
         rem += 1_000_000_000n;
       }
       this.monos.push(mono);
+      this.offDelta.push(this.offsets.length ? Number(off - this.offsets[0]) : 0);
       this.offsets.push(off);
       this.reals.push(real);
       this.secUs.push(Number(sec) * 1e6);
@@ -119,6 +122,18 @@ export class ExportClock {
     const int = this.secUs[i] - this.baseUs + q;
     if (int < 0) return epochNsToUs(this.toEpoch(mono), this.baseNs);
     return r ? `${int}.${frac(r)}` : String(int);
+  }
+
+  /**
+   * Duration text of the slice [a, b] (monotonic ns) as it lands in epoch time: b - a plus the change of
+   * offset between the samples in force at a and at b. A slice then ends exactly where the next one (us(b))
+   * starts even when a clock sample with a slightly different offset falls between them; with b - a alone,
+   * adjacent slices overlapped by that difference (a few ns) and Perfetto rejects them as misnested.
+   */
+  dur(a: number, b: number): string {
+    const ia = this.at(a);
+    const ib = this.at(b);
+    return usText(b - a + (ib < 0 || ia < 0 ? 0 : this.offDelta[ib] - this.offDelta[ia]));
   }
 
   /** Monotonic ns -> epoch ns. */

@@ -328,7 +328,7 @@ class Exporter {
           if (flags & IRQ_FLAGS) extra += `,"waker_irq":${q(flags & OffcpuFlag.WAKER_HARDIRQ ? 'hardirq' : 'softirq')}`;
         }
         if (sink.room(1)) {
-          sink.put(`{"name":${q(name)},"cat":"sched","ph":"X","ts":${clock.us(bs)},"dur":${usText(be - bs)},"pid":${pid},"tid":${tid},"args":{${argsCommon}${extra}}}`);
+          sink.put(`{"name":${q(name)},"cat":"sched","ph":"X","ts":${clock.us(bs)},"dur":${clock.dur(bs, be)},"pid":${pid},"tid":${tid},"args":{${argsCommon}${extra}}}`);
         }
       }
       // wakeup flow: waker's track -> this thread at the wake time
@@ -354,7 +354,7 @@ class Exporter {
         // PREEMPTED (kernel preemption) and RESCHED (return-to-user preemption, cond_resched, yield): both runnable at switch-out
         const name = runnableAtSwitch ? 'runqueue (preempted)' : 'runqueue (woken)';
         if (sink.room(1)) {
-          sink.put(`{"name":${q(name)},"cat":"sched","ph":"X","ts":${clock.us(be)},"dur":${usText(e - be)},"pid":${pid},"tid":${tid},"args":{${argsCommon}${extra}}}`);
+          sink.put(`{"name":${q(name)},"cat":"sched","ph":"X","ts":${clock.us(be)},"dur":${clock.dur(be, e)},"pid":${pid},"tid":${tid},"args":{${argsCommon}${extra}}}`);
         }
         if (culprits) {
           const cul = runnableAtSwitch && pt ? pt : lt;
@@ -457,7 +457,7 @@ class Exporter {
       if (ph === 'i') {
         sink.put(`{"name":${q(name)},"cat":"kernel","ph":"i","s":"t","ts":${clock.us(s)},"pid":${pid},"tid":${ltid},"args":{${args}}}`);
       } else {
-        sink.put(`{"name":${q(name)},"cat":"kernel","ph":"X","ts":${clock.us(s)},"dur":${usText(e - s)},"pid":${pid},"tid":${ltid},"args":{${args}${clip}}}`);
+        sink.put(`{"name":${q(name)},"cat":"kernel","ph":"X","ts":${clock.us(s)},"dur":${clock.dur(s, e)},"pid":${pid},"tid":${ltid},"args":{${args}${clip}}}`);
       }
     }
     t.lanes = this.lanes.resetHigh();
@@ -470,7 +470,7 @@ class Exporter {
       const e = Math.min(b, y);
       if (e <= s) continue;
       if (!this.sink.room(1)) return;
-      this.sink.put(`{"name":"running","cat":"sched","ph":"X","ts":${this.clock.us(s)},"dur":${usText(e - s)},"pid":${pid},"tid":${tid}}`);
+      this.sink.put(`{"name":"running","cat":"sched","ph":"X","ts":${this.clock.us(s)},"dur":${this.clock.dur(s, e)},"pid":${pid},"tid":${tid}}`);
     }
   }
 
