@@ -41,14 +41,12 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { openStoreWriter } from '../src/store/index.js';
 import {
-  EnrichPipeline, OtlpReceiver, UpstreamExporter, encodeTraceRequest, findAttr, type DecodedTraceRequest, type KeyValue, type Span,
+  EnrichPipeline, OtlpReceiver, UpstreamExporter, encodeTraceRequest, findAttr,
 } from '../src/otel/index.js';
 import { ask, startRole } from './lib/roles.js';
-import { SYNTH_T0 as T0, ensureSynthStore } from './lib/synth-store.js';
+import { EPOCH0, SPANS_PER_REQ, SpanMix, THREADS } from './lib/span-mix.js';
+import { ensureSynthStore } from './lib/synth-store.js';
 
-const EPOCH0 = 1_763_730_000_000_000_000n; // realtime at SYNTH_T0 in the synthetic stream
-const THREADS = 1000;
-const SPANS_PER_REQ = 256;
 const SELF = fileURLToPath(import.meta.url);
 
 const { values } = parseArgs({
@@ -132,43 +130,6 @@ function child(role: string, cpu: number | string, args: string[]): Promise<{ cp
   return startRole(SELF, role, args, { cpu, execArgv: prof });
 }
 
-let seq = 0;
-/**
- * One request of SPANS_PER_REQ spans. Default ("a service"): spans of the
- * first 100 threads (5 processes) of the store, at store times that advance
- * with `progress` (0..1) as a live service's would. --random: any of the
- * 1,000 threads at any time (no locality at all: the worst case).
- */
-function makeRequest(minNs: number, maxNs: number, rnd: () => number, sentNs: bigint | null, progress: number): DecodedTraceRequest {
-  const spans: Span[] = [];
-  const str = (key: string, value: string): KeyValue => ({ key, value: { type: 'string', value } });
-  const int = (key: string, value: bigint | number): KeyValue => ({ key, value: { type: 'int', value: BigInt(value) } });
-  const margin = Math.floor(Math.min(1e9, (maxNs - minNs) * 0.05));
-  const range = maxNs - minNs - 2 * margin - 25e6;
-  for (let k = 0; k < SPANS_PER_REQ; k++) {
-    const n = ++seq;
-    const ti = Math.floor(rnd() * (values.random ? THREADS : 100));
-    const at = values.random ? rnd() : Math.min(1, progress + rnd() * 0.002);
-    const start = minNs + margin + Math.floor(at * range);
-    const dur = Math.floor((1 + rnd() * 19) * 1e6);
-    const attributes: KeyValue[] = [str('http.route', '/api/v1/items'), int('http.response.status_code', 200)];
-    if (rnd() < 0.9) attributes.push(int('linux.tid', 10_000 + ti), int('process.pid', 10_000 + (ti - (ti % 20))));
-    if (sentNs !== null) attributes.push(int('bench.sent_ns', sentNs));
-    spans.push({
-      traceId: (0xbe00000000000000n + BigInt(Math.floor(n / 4))).toString(16).padStart(32, '0'),
-      spanId: (0x5000000000000000n + BigInt(n)).toString(16).padStart(16, '0'), traceState: '', parentSpanId: '', flags: 1,
-      name: 'GET /api/v1/items', kind: 2, startTimeUnixNano: EPOCH0 + BigInt(start - T0), endTimeUnixNano: EPOCH0 + BigInt(start - T0 + dur),
-      attributes, droppedAttributesCount: 0, events: [], droppedEventsCount: 0, links: [], droppedLinksCount: 0, status: { code: 0, message: '' },
-    });
-  }
-  return {
-    resourceSpans: [{
-      resource: { attributes: [str('service.name', 'bench-api')], droppedAttributesCount: 0 },
-      scopeSpans: [{ scope: { name: 'bench', version: '1', attributes: [], droppedAttributesCount: 0 }, spans, schemaUrl: '' }], schemaUrl: '',
-    }],
-  };
-}
-
 const agent = new Agent({ keepAlive: true, maxSockets: 8 });
 function post(port: number, body: Buffer): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -208,11 +169,11 @@ async function driver(): Promise<void> {
     // children never outlive the driver (an error below, Ctrl-C)
     const killAll = (): void => { ks.cp.kill('SIGKILL'); sink.cp.kill('SIGKILL'); };
     process.once('exit', killAll);
-    let s = 4242;
-    const rnd = (): number => (s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 4294967296;
+    // the span mix (bench/lib/span-mix.ts): 100 threads at advancing store times, or --random
+    const mix = new SpanMix(built.minNs, built.maxNs, !!values.random);
 
     // warm-up (JIT, caches)
-    for (let i = 0; i < 8; i++) await post(ks.port, encodeTraceRequest(makeRequest(built.minNs, built.maxNs, rnd, null, i / 8)));
+    for (let i = 0; i < 8; i++) await post(ks.port, encodeTraceRequest(mix.request(null, i / 8)));
     await waitCount(sink.cp, 8 * SPANS_PER_REQ, 30_000);
 
     // phase 1: throughput (1b: the same, the kernel side down: pass-through)
@@ -220,7 +181,7 @@ async function driver(): Promise<void> {
     const throughput = async (label: string): Promise<{ rate: number; cpu: number; got: number; rss: number }> => {
       const reqs: Buffer[] = [];
       const nReq = total / SPANS_PER_REQ;
-      for (let i = 0; i < nReq; i++) reqs.push(encodeTraceRequest(makeRequest(built.minNs, built.maxNs, rnd, null, i / nReq)));
+      for (let i = 0; i < nReq; i++) reqs.push(encodeTraceRequest(mix.request(null, i / nReq)));
       const before = (await ask<{ spans: number }>(sink.cp, 'count')).spans;
       const st0 = await ask<Stats>(ks.cp, 'stats');
       const t0 = performance.now();
@@ -261,7 +222,7 @@ async function driver(): Promise<void> {
         const wait = due - performance.now();
         if (wait > 0) await new Promise((r) => setTimeout(r, wait));
         const progress = (performance.now() - startAt) / (secs * 1000);
-        inflight.push(post(ks.port, encodeTraceRequest(makeRequest(built.minNs, built.maxNs, rnd, monoNs(), Math.min(1, progress)))));
+        inflight.push(post(ks.port, encodeTraceRequest(mix.request(monoNs(), Math.min(1, progress)))));
       }
       await Promise.all(inflight);
       // every span out (an overloaded kspan drains its backlog before the next phase), then 1.5 s more

@@ -295,7 +295,7 @@ test('a clock sample with a slightly different offset inside an off-CPU interval
   }, [span(1, W, W + 60 * MS, { tid: A, pid: PID })]);
   try {
     const doc = validateTrace((await perfettoTraceJson(st.reader, { traceId: tr(1) }, { marginNs: 0 })).json);
-    const mine = find(doc, (e) => e.ph === 'X' && e.tid === A && e.pid === PID).map((e) => ({ name: e.name, ts: Math.trunc(e.ts * 1000), end: Math.trunc(e.ts * 1000) + Math.trunc(e.dur! * 1000) }));
+    const mine = find(doc, (e) => e.ph === 'X' && e.tid === A && e.pid === PID).map((e) => ({ name: e.name, ts: Math.trunc(e.ts! * 1000), end: Math.trunc(e.ts! * 1000) + Math.trunc(e.dur! * 1000) }));
     mine.sort((x, y) => x.ts - y.ts);
     // the state track tiles: each slice ends where the next begins, to the ns
     for (let i = 1; i < mine.length; i++) assert.equal(mine[i].ts, mine[i - 1].end, `${mine[i - 1].name} -> ${mine[i].name}`);
