@@ -22,7 +22,7 @@
 // version 1 blocks have zigzag(value - start), a 0 coming out as -start.
 // Stacks append their frames raw (8 bytes each) after the columns.
 
-import { relTime } from './time.js';
+import { REL_HI_LIMIT } from './time.js';
 import { BLOCK_IO, CUDA_CALL, FUTEX_WAIT, FUTEX_WAKE, Kind, OFFCPU, STACK, TASK, TCP_RETRANS } from '../capture/index.js';
 
 export const BLOCK_VERSION = 2;
@@ -359,7 +359,8 @@ export class BlockBuilder {
           const hi = u32[cw + 1];
           const lo = u32[cw];
           // NaN: not seen (0 in the record; a time outside the store's range is stored so too). NaN !== NaN: always written
-          const v = (hi | lo) === 0 ? NaN : relTime(hi, lo, this.originHi) - start;
+          const rh = hi - this.originHi;
+          const v = (hi | lo) === 0 || rh < 0 || rh >= REL_HI_LIMIT ? NaN : rh * TWO32 + lo - start;
           if (v !== prev[pb + c]) {
             prev[pb + c] = v;
             mask |= 1 << c;

@@ -41,7 +41,7 @@ import {
   partitionMayOverlap, pidMapKey, procKey, threadKey, tidKey, type GroupCoverage, type PartitionMeta, type SessionMeta, type SkipCounters,
   type StoreConfig, type ThreadMeta,
 } from './schema.js';
-import { originHiFor, relTime, relTimeSigned } from './time.js';
+import { REL_HI_LIMIT, originHiFor, relTime, relTimeSigned } from './time.js';
 
 const TWO32 = 4294967296;
 
@@ -402,6 +402,11 @@ export class StoreWriter implements CaptureSink {
   /** The store's time origin, high word (time.ts); null until a new store sees its first time. */
   private originHi: number | null = null;
 
+  /** The store's origin; a new store's is fixed from the first time it sees (high word `firstHi`). */
+  private originOf(firstHi: number): number {
+    return this.originHi ?? this.fixOrigin(originHiFor(firstHi));
+  }
+
   /** Fix the store's origin (once): every time stored from now on counts from hi * 2^32 ns. */
   private fixOrigin(hi: number): number {
     this.originHi = hi;
@@ -442,21 +447,24 @@ export class StoreWriter implements CaptureSink {
           this.counters.badValue++;
           continue;
         }
-        const oh = this.originHi ?? this.fixOrigin(originHiFor(u32[w + W.tsHi]));
-        const end = relTime(u32[w + W.tsHi], u32[w + W.ts], oh);
-        let start = end;
+        // relative to the store's origin (time.ts relTime, inlined: this is the ingest hot path)
+        const oh = this.originHi ?? this.originOf(u32[w + W.tsHi]);
+        const endHi = u32[w + W.tsHi] - oh;
+        let startHi = endHi;
         if (sp.interval) {
           if ((u32[w + W.startHi] | u32[w + W.start]) === 0) {
             this.counters.badValue++;
             continue;
           }
-          start = relTime(u32[w + W.startHi], u32[w + W.start], oh);
+          startHi = u32[w + W.startHi] - oh;
         }
-        if (start !== start || end !== end) {
-          // before the store's origin, or 2^53 ns past it (NaN): not representable exactly
+        if (startHi < 0 || endHi >= REL_HI_LIMIT) {
+          // before the store's origin, or 2^53 ns past it: not representable exactly
           this.counters.outOfRange++;
           continue;
         }
+        const end = endHi * TWO32 + u32[w + W.ts];
+        const start = sp.interval ? startHi * TWO32 + u32[w + W.start] : end;
         if (start > end) {
           this.counters.badValue++;
           continue;
@@ -512,7 +520,7 @@ export class StoreWriter implements CaptureSink {
         case Kind.ACK: break;
         case Kind.HELLO: this.onHello(batch, i); break;
         case Kind.CLOCK: case Kind.DROPS: case Kind.STATUS: case Kind.DRAINED: {
-          const ts = relTime(u32[w + W.tsHi], u32[w + W.ts], this.originHi ?? this.fixOrigin(originHiFor(u32[w + W.tsHi])));
+          const ts = relTime(u32[w + W.tsHi], u32[w + W.ts], this.originOf(u32[w + W.tsHi]));
           if (!(ts >= 0)) {
             this.counters.outOfRange++;
             break;
@@ -1171,7 +1179,7 @@ export class StoreWriter implements CaptureSink {
     // mono_ns: the monotonic half of the (monotonic, realtime) pair; a new store's origin is fixed from it
     const w = batch.offsets[i] >>> 2;
     const hi = batch.u32[w + W.helloMonoHi];
-    const mono = relTime(hi, batch.u32[w + W.helloMono], this.originHi ?? this.fixOrigin(originHiFor(hi)));
+    const mono = relTime(hi, batch.u32[w + W.helloMono], this.originOf(hi));
     if (!(mono >= 0)) {
       this.counters.outOfRange++;
       return;
