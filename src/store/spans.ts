@@ -86,6 +86,30 @@ function svcPrefix(service: string): Buffer {
   return Buffer.concat([Buffer.from(service, 'utf8'), Buffer.from([0])]);
 }
 
+const EMPTY = Buffer.alloc(0);
+const U64_MAX = (1n << 64n) - 1n;
+
+/**
+ * A span's spans_by_time and spans_by_dur keys, in one allocation:
+ * [service][0][u64 start][id] and [service][0][u64 duration][u64 start][id].
+ */
+function indexKeys(service: string, start: bigint, durationNs: number, id: Buffer): [Buffer, Buffer] {
+  const n = Buffer.byteLength(service, 'utf8');
+  const t = n + 1 + 8 + id.length;
+  const b = Buffer.allocUnsafe(2 * t + 8);
+  const s64 = start < 0n ? 0n : start > U64_MAX ? U64_MAX : start;
+  b.write(service, 0, 'utf8');
+  b[n] = 0;
+  b.writeBigUInt64BE(s64, n + 1);
+  id.copy(b, n + 9);
+  b.write(service, t, 'utf8');
+  b[t + n] = 0;
+  b.writeBigUInt64BE(BigInt(durationNs), t + n + 1);
+  b.writeBigUInt64BE(s64, t + n + 9);
+  id.copy(b, t + n + 17);
+  return [b.subarray(0, t), b.subarray(t)];
+}
+
 export class SpanIndex {
   readonly byId: Database;
   readonly byTime: Database;
@@ -104,22 +128,44 @@ export class SpanIndex {
     this.owner.refresh();
   }
 
-  /** Store spans (one transaction). Re-putting a span replaces it and its index entries. */
+  /**
+   * Store spans (one transaction). Re-putting a span replaces it and its index
+   * entries.
+   *
+   * The puts go to lmdb-js as one batch: it encodes them here and applies them
+   * to the B-trees on its own write thread (a `transaction` callback would run
+   * the B-tree work on this thread, the OTel receiving thread: ~22 µs per span
+   * instead of ~12). A batch reads the committed store, not the batches still
+   * in flight, so the copy a re-put replaces is looked up in `pending` (this
+   * process's uncommitted puts, in order) before the store.
+   */
   async putSpans(spans: SpanInput[]): Promise<void> {
-    const stored = spans.map((s): StoredSpan => ({
-      traceId: s.traceId, spanId: s.spanId, parentSpanId: s.parentSpanId ?? null, service: s.service, name: s.name,
-      startUnixNano: s.startUnixNano.toString(), endUnixNano: s.endUnixNano.toString(), durationNs: Math.max(0, Number(s.endUnixNano - s.startUnixNano)),
-      kind: s.kind ?? 0, statusCode: s.statusCode ?? 0, pid: s.pid ?? null, tid: s.tid ?? null,
-      processId: s.processId ?? null, requestId: s.requestId ?? null, attributes: s.attributes ?? {},
-    }));
-    // readable by getTrace in this process until the transaction commits
-    for (const st of stored) {
+    const stored: StoredSpan[] = new Array(spans.length);
+    const olds: (StoredSpan | undefined)[] = new Array(spans.length);
+    const ids: Buffer[] = new Array(spans.length);
+    for (let k = 0; k < spans.length; k++) {
+      const s = spans[k];
+      const id = idBytes(s.traceId, s.spanId);
+      const st: StoredSpan = {
+        traceId: s.traceId, spanId: s.spanId, parentSpanId: s.parentSpanId ?? null, service: s.service, name: s.name,
+        startUnixNano: s.startUnixNano.toString(), endUnixNano: s.endUnixNano.toString(), durationNs: Math.max(0, Number(s.endUnixNano - s.startUnixNano)),
+        kind: s.kind ?? 0, statusCode: s.statusCode ?? 0, pid: s.pid ?? null, tid: s.tid ?? null,
+        processId: s.processId ?? null, requestId: s.requestId ?? null, attributes: s.attributes ?? {},
+      };
+      if (st.service.includes('\0')) throw new Error('service name contains NUL');
+      // the copy this put replaces: the latest uncommitted one (this call's earlier ones included), else the store's
       const l = this.pending.get(st.traceId);
+      let old: StoredSpan | undefined;
+      if (l) for (let j = l.length - 1; j >= 0; j--) if (l[j].spanId === st.spanId) { old = l[j]; break; }
+      olds[k] = old ?? (this.byId.get(id) as StoredSpan | undefined); // only its index keys are used
+      ids[k] = id;
+      stored[k] = st;
+      // readable by getTrace in this process until the batch commits
       if (l) l.push(st);
       else this.pending.set(st.traceId, [st]);
     }
     try {
-      await this.commit(spans, stored);
+      await this.commit(stored, olds, ids);
     } finally {
       for (const st of stored) {
         const l = this.pending.get(st.traceId);
@@ -130,9 +176,21 @@ export class SpanIndex {
     }
   }
 
-  private async commit(spans: SpanInput[], stored: StoredSpan[]): Promise<void> {
+  private async commit(stored: StoredSpan[], olds: (StoredSpan | undefined)[], ids: Buffer[]): Promise<void> {
     try {
-      await this.transact(spans, stored);
+      await this.root.batch(() => {
+        for (let k = 0; k < stored.length; k++) {
+          const old = olds[k];
+          if (old) this.removeIndex(old, ids[k]);
+          const st = stored[k];
+          this.byId.put(ids[k], st);
+          const [timeKey, durKey] = indexKeys(st.service, BigInt(st.startUnixNano), st.durationNs, ids[k]);
+          const durB = Buffer.allocUnsafe(8);
+          durB.writeDoubleLE(st.durationNs);
+          this.byTime.put(timeKey, durB);
+          this.byDur.put(durKey, EMPTY);
+        }
+      });
     } catch (e) {
       // a failed commit (disk full): its cause is handled here, the caller gets one error that says it
       const d = await describeCommitError(e);
@@ -140,27 +198,10 @@ export class SpanIndex {
     }
   }
 
-  private async transact(spans: SpanInput[], stored: StoredSpan[]): Promise<void> {
-    await this.root.transaction(() => {
-      spans.forEach((s, k) => {
-        const id = idBytes(s.traceId, s.spanId);
-        const old = this.byId.get(id) as StoredSpan | undefined; // only its index keys are used
-        if (old) this.removeIndex(old, id);
-        const st = stored[k];
-        this.byId.put(id, st);
-        const p = svcPrefix(s.service);
-        const durB = Buffer.alloc(8);
-        durB.writeDoubleLE(st.durationNs);
-        this.byTime.put(Buffer.concat([p, u64be(s.startUnixNano), id]), durB);
-        this.byDur.put(Buffer.concat([p, u64be(BigInt(st.durationNs)), u64be(s.startUnixNano), id]), Buffer.alloc(0));
-      });
-    });
-  }
-
   private removeIndex(old: StoredSpan, id: Buffer): void {
-    const p = svcPrefix(old.service);
-    this.byTime.remove(Buffer.concat([p, u64be(BigInt(old.startUnixNano)), id]));
-    this.byDur.remove(Buffer.concat([p, u64be(BigInt(old.durationNs)), u64be(BigInt(old.startUnixNano)), id]));
+    const [timeKey, durKey] = indexKeys(old.service, BigInt(old.startUnixNano), old.durationNs, id);
+    this.byTime.remove(timeKey);
+    this.byDur.remove(durKey);
   }
 
   getSpan(traceId: string, spanId: string): StoredSpan | null {

@@ -48,3 +48,34 @@ test('spans: putSpans / getTrace / findSlowSpans by service, window and duration
     cleanup();
   }
 });
+
+test('spans: a re-put while the first put is still committing replaces it (no stale index entries)', async () => {
+  const { dir, cleanup } = tempDir('spans-inflight');
+  try {
+    const w = openStoreWriter(dir);
+    const base = { traceId: tr(7), spanId: sp(1), service: 'api', name: 'op', startUnixNano: E, endUnixNano: E + 10_000_000n };
+    // three versions of one span, none awaited before the next (the OTel pipeline does not wait for commits),
+    // the third twice in one call
+    const a = w.reader.spans.putSpans([base]);
+    const b = w.reader.spans.putSpans([{ ...base, startUnixNano: E + 5_000_000_000n, endUnixNano: E + 5_020_000_000n }]);
+    const c = w.reader.spans.putSpans([
+      { ...base, endUnixNano: E + 30_000_000n, name: 'op-c1' },
+      { ...base, endUnixNano: E + 40_000_000n, name: 'op-c2' },
+    ]);
+    // readable in this process before the commits
+    assert.equal(w.reader.spans.getTrace(tr(7)).length, 1);
+    assert.equal(w.reader.spans.getTrace(tr(7))[0].name, 'op-c2');
+    await Promise.all([a, b, c]);
+    const got = w.reader.spans.getTrace(tr(7));
+    assert.deepEqual(got.map((s) => [s.name, s.durationNs]), [['op-c2', 40_000_000]]);
+    // one entry in each secondary index, the last version's
+    const all = w.reader.spans.findSlowSpans({ service: 'api', limit: 10 });
+    assert.deepEqual(all.map((s) => s.durationNs), [40_000_000]);
+    const inWindow = w.reader.spans.findSlowSpans({ service: 'api', fromUnixNano: E - 1n, toUnixNano: E + 10_000_000_000n, limit: 10 });
+    assert.deepEqual(inWindow.map((s) => s.durationNs), [40_000_000]);
+    assert.equal(w.reader.spans.countOverlapping('api', E, E + 6_000_000_000n, () => true), 1);
+    await w.close();
+  } finally {
+    cleanup();
+  }
+});
