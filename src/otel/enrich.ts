@@ -13,7 +13,8 @@
 
 import { randomBytes } from 'node:crypto';
 import type { SpanExplanation } from '../correlator/index.js';
-import type { AnyValue, KeyValue, Span, SpanEvent } from './types.js';
+import { PbWriter } from './otlp-encode.js';
+import type { KeyValue, Span, SpanEvent } from './types.js';
 
 export interface EnrichOptions {
   /** most causes written per span (largest first), default 8 */
@@ -28,21 +29,110 @@ export interface EnrichOptions {
 }
 
 const BREAKDOWN_KEYS = ['on_cpu', 'runqueue', 'futex', 'io', 'sleep', 'cuda_sync', 'unknown'] as const;
+const BREAKDOWN_ATTRS = BREAKDOWN_KEYS.map((k) => `kspan.${k}_ns`);
 
-function str(value: string): AnyValue {
-  return { type: 'string', value };
+/**
+ * Where kspan's attributes go. The rules below (which keys, which types, in
+ * which order) are written once against this interface; ObjectAttrs builds
+ * KeyValue objects (in-line on the receiving thread, child spans), PbAttrs
+ * writes the protobuf bytes directly (explain workers: no objects per
+ * attribute to build, walk and collect).
+ */
+interface AttrOut {
+  str(key: string, v: string): void;
+  int(key: string, v: number): void;
+  dbl(key: string, v: number): void;
+  bool(key: string, v: boolean): void;
 }
-function int(value: number): AnyValue {
-  return { type: 'int', value: BigInt(Math.round(value)) };
-}
-function dbl(value: number): AnyValue {
-  return { type: 'double', value };
-}
-function put(out: KeyValue[], key: string, v: string | number | boolean | null | undefined, asDouble = false): void {
+
+/** The attribute kinds put() writes, as OTLP types: strings, bools, ints (rounded), doubles (non-integers, or asDouble). */
+function put(out: AttrOut, key: string, v: string | number | boolean | null | undefined, asDouble = false): void {
   if (v === null || v === undefined) return;
-  if (typeof v === 'string') out.push({ key, value: str(v) });
-  else if (typeof v === 'boolean') out.push({ key, value: { type: 'bool', value: v } });
-  else if (Number.isFinite(v)) out.push({ key, value: asDouble || !Number.isInteger(v) ? dbl(v) : int(v) });
+  if (typeof v === 'string') out.str(key, v);
+  else if (typeof v === 'boolean') out.bool(key, v);
+  else if (Number.isFinite(v)) {
+    if (asDouble || !Number.isInteger(v)) out.dbl(key, v);
+    else out.int(key, v);
+  }
+}
+
+class ObjectAttrs implements AttrOut {
+  constructor(readonly list: KeyValue[] = []) {}
+  str(key: string, value: string): void { this.list.push({ key, value: { type: 'string', value } }); }
+  int(key: string, value: number): void { this.list.push({ key, value: { type: 'int', value: BigInt(Math.round(value)) } }); }
+  dbl(key: string, value: number): void { this.list.push({ key, value: { type: 'double', value } }); }
+  bool(key: string, value: boolean): void { this.list.push({ key, value: { type: 'bool', value } }); }
+}
+
+/** KeyValue messages written as repeated field `field` of the enclosing message, bytes as writeAttrs makes them. */
+class PbAttrs implements AttrOut {
+  /** KSPAN_ATTR_KEYS bits of the keys written (span attributes) */
+  mask = 0;
+  constructor(readonly w: PbWriter, public field: number, readonly spanAttrs: boolean) {}
+  private begin(key: string): void {
+    if (this.spanAttrs) {
+      const b = KEY_BIT.get(key);
+      if (b === undefined) throw new Error(`kspan attribute ${key} has no key bit`);
+      this.mask |= b;
+    }
+    this.w.fork();
+    this.w.string(1, key);
+    this.w.fork();
+  }
+  private end(): void {
+    this.w.join(2);
+    this.w.join(this.field);
+  }
+  str(key: string, v: string): void { this.begin(key); this.w.string(1, v); this.end(); }
+  int(key: string, v: number): void {
+    this.begin(key);
+    const r = Math.round(v);
+    this.w.tag(3, 0);
+    // varint64 writes a non-negative value below 2^48 as varint does
+    if (r >= 0 && r <= 0xffffffffffff) this.w.varint(r);
+    else this.w.varint64(BigInt(r));
+    this.end();
+  }
+  dbl(key: string, v: number): void { this.begin(key); this.w.double(4, v); this.end(); }
+  bool(key: string, v: boolean): void { this.begin(key); this.w.tag(2, 0); this.w.varint(v ? 1 : 0); this.end(); }
+}
+
+/** Where kspan's span events go: SpanEvent objects, or Span field 11 bytes. */
+interface EventOut {
+  /** a new event; its attributes go to the returned AttrOut until end() */
+  begin(timeUnixNano: bigint, name: string): AttrOut;
+  end(): void;
+}
+
+class ObjectEvents implements EventOut {
+  readonly list: SpanEvent[] = [];
+  private cur: { t: bigint; name: string; attrs: ObjectAttrs } | null = null;
+  begin(t: bigint, name: string): AttrOut {
+    this.cur = { t, name, attrs: new ObjectAttrs() };
+    return this.cur.attrs;
+  }
+  end(): void {
+    const c = this.cur!;
+    this.list.push({ timeUnixNano: c.t, name: c.name, attributes: c.attrs.list, droppedAttributesCount: 0 });
+    this.cur = null;
+  }
+}
+
+class PbEvents implements EventOut {
+  private readonly attrs: PbAttrs;
+  constructor(readonly w: PbWriter) {
+    this.attrs = new PbAttrs(w, 3, false);
+  }
+  begin(t: bigint, name: string): AttrOut {
+    // as writeEvents: time (when set), name (when set), attributes; droppedAttributesCount 0 is omitted
+    this.w.fork();
+    if (t !== 0n) this.w.fixed64(1, t);
+    if (name !== '') this.w.string(2, name);
+    return this.attrs;
+  }
+  end(): void {
+    this.w.join(11);
+  }
 }
 
 /** Does the explanation say anything about the kernel (a join and some captured time)? */
@@ -52,14 +142,13 @@ export function hasKernelData(e: SpanExplanation): boolean {
 }
 
 /** Span attributes: breakdown, correlation, data quality, top cause. */
-export function kspanAttributes(e: SpanExplanation): KeyValue[] {
-  const out: KeyValue[] = [];
+function writeKspanAttributes(out: AttrOut, e: SpanExplanation): void {
   put(out, 'kspan.correlation.method', e.correlation.method);
   put(out, 'kspan.correlation.pid', e.correlation.pid);
   put(out, 'kspan.correlation.tid', e.correlation.tid);
   // the host whose kernel explained the span (DESIGN §9)
   if (e.host?.name) put(out, 'kspan.host.name', e.host.name);
-  for (const k of BREAKDOWN_KEYS) put(out, `kspan.${k}_ns`, e.breakdown_ns[k]);
+  for (let k = 0; k < BREAKDOWN_KEYS.length; k++) put(out, BREAKDOWN_ATTRS[k], e.breakdown_ns[BREAKDOWN_KEYS[k]]);
   const top = e.causes[0];
   if (top) {
     put(out, 'kspan.top_cause', top.kind);
@@ -74,49 +163,86 @@ export function kspanAttributes(e: SpanExplanation): KeyValue[] {
       put(out, 'kspan.data.not_ingested_ns', dq.not_ingested_ns ?? 0);
     }
   }
-  return out;
+}
+
+/** Span attributes: breakdown, correlation, data quality, top cause. */
+export function kspanAttributes(e: SpanExplanation): KeyValue[] {
+  const out = new ObjectAttrs();
+  writeKspanAttributes(out, e);
+  return out.list;
+}
+
+/** `kspan.chain.<key>` for a chain step's keys (a few distinct keys: built once each) */
+const CHAIN_KEYS = new Map<string, string>();
+function chainKey(k: string): string {
+  let v = CHAIN_KEYS.get(k);
+  if (v === undefined) {
+    v = `kspan.chain.${k}`;
+    if (CHAIN_KEYS.size < 256) CHAIN_KEYS.set(k, v);
+  }
+  return v;
+}
+
+/** Events an explanation's causes and chains would write, and how many of them the bounds leave out. */
+function eventBudget(e: SpanExplanation, o: EnrichOptions): { causes: number; omitted: number } {
+  const maxCauses = o.maxCauses ?? 8;
+  const maxEvents = o.maxEvents ?? 128;
+  const causes = Math.min(e.causes.length, maxCauses);
+  let wanted = causes;
+  for (let i = 0; i < causes; i++) wanted += e.causes[i].chain.length;
+  return { causes, omitted: e.causes.length - causes + Math.max(0, wanted - maxEvents) };
+}
+
+/** The `kspan.cause` and `kspan.chain` events of an explanation, bounded; returns how many were left out. */
+function writeKspanEvents(out: EventOut, e: SpanExplanation, spanStart: bigint, o: EnrichOptions): number {
+  const maxEvents = o.maxEvents ?? 128;
+  const { causes, omitted } = eventBudget(e, o);
+  let written = 0;
+  // causes first (all of them fit before any chain step), then their chains
+  for (let index = 0; index < causes; index++) {
+    if (written >= maxEvents) break;
+    const c = e.causes[index];
+    const a = out.begin(firstEvidence(c.evidence, spanStart), 'kspan.cause');
+    put(a, 'kspan.cause.kind', c.kind);
+    put(a, 'kspan.cause.index', index);
+    put(a, 'kspan.severity', c.severity);
+    put(a, 'kspan.duration_ns', c.duration_ns);
+    put(a, 'kspan.share', c.share, true);
+    if (c.culprit) {
+      put(a, 'kspan.culprit.pid', c.culprit.pid);
+      put(a, 'kspan.culprit.tid', c.culprit.tid);
+      put(a, 'kspan.culprit.comm', c.culprit.comm);
+      if (c.culprit.observer) put(a, 'kspan.culprit.observer', true);
+    }
+    if (c.shared) put(a, 'kspan.shared', true);
+    if (c.concurrent_spans !== undefined) put(a, 'kspan.concurrent_spans', c.concurrent_spans);
+    put(a, 'kspan.summary', c.summary);
+    put(a, 'kspan.remediation', c.remediation);
+    out.end();
+    written++;
+  }
+  for (let index = 0; index < causes; index++) {
+    const c = e.causes[index];
+    if (!c.chain.length) continue;
+    const t = firstEvidence(c.evidence, spanStart);
+    for (const step of c.chain) {
+      if (written >= maxEvents) break;
+      const a = out.begin(t, 'kspan.chain');
+      put(a, 'kspan.cause.index', index);
+      put(a, 'kspan.cause.kind', c.kind);
+      for (const k in step) put(a, chainKey(k), (step as unknown as Record<string, string | number | boolean | null>)[k]);
+      out.end();
+      written++;
+    }
+  }
+  return omitted;
 }
 
 /** The `kspan.cause` and `kspan.chain` events of an explanation, bounded. */
 export function kspanEvents(e: SpanExplanation, spanStart: bigint, o: EnrichOptions = {}): { events: SpanEvent[]; omitted: number } {
-  const maxCauses = o.maxCauses ?? 8;
-  const maxEvents = o.maxEvents ?? 128;
-  const events: SpanEvent[] = [];
-  let omitted = 0;
-  const causes = e.causes.slice(0, maxCauses);
-  omitted += e.causes.length - causes.length;
-  // causes first (all of them fit before any chain step), then their chains
-  causes.forEach((c, index) => {
-    const attributes: KeyValue[] = [];
-    put(attributes, 'kspan.cause.kind', c.kind);
-    put(attributes, 'kspan.cause.index', index);
-    put(attributes, 'kspan.severity', c.severity);
-    put(attributes, 'kspan.duration_ns', c.duration_ns);
-    put(attributes, 'kspan.share', c.share, true);
-    if (c.culprit) {
-      put(attributes, 'kspan.culprit.pid', c.culprit.pid);
-      put(attributes, 'kspan.culprit.tid', c.culprit.tid);
-      put(attributes, 'kspan.culprit.comm', c.culprit.comm);
-      if (c.culprit.observer) put(attributes, 'kspan.culprit.observer', true);
-    }
-    if (c.shared) put(attributes, 'kspan.shared', true);
-    if (c.concurrent_spans !== undefined) put(attributes, 'kspan.concurrent_spans', c.concurrent_spans);
-    put(attributes, 'kspan.summary', c.summary);
-    put(attributes, 'kspan.remediation', c.remediation);
-    if (events.length < maxEvents) events.push({ timeUnixNano: firstEvidence(c.evidence, spanStart), name: 'kspan.cause', attributes, droppedAttributesCount: 0 });
-    else omitted++;
-  });
-  causes.forEach((c, index) => {
-    for (const step of c.chain) {
-      if (events.length >= maxEvents) { omitted++; continue; }
-      const attributes: KeyValue[] = [];
-      put(attributes, 'kspan.cause.index', index);
-      put(attributes, 'kspan.cause.kind', c.kind);
-      for (const [k, v] of Object.entries(step)) put(attributes, `kspan.chain.${k}`, v);
-      events.push({ timeUnixNano: firstEvidence(c.evidence, spanStart), name: 'kspan.chain', attributes, droppedAttributesCount: 0 });
-    }
-  });
-  return { events, omitted };
+  const out = new ObjectEvents();
+  const omitted = writeKspanEvents(out, e, spanStart, o);
+  return { events: out.list, omitted };
 }
 
 function firstEvidence(ev: SpanExplanation['causes'][number]['evidence'], fallback: bigint): bigint {
@@ -145,8 +271,24 @@ export interface KspanEnrichment {
 export function kspanEnrichment(e: SpanExplanation, spanStart: bigint, o: EnrichOptions = {}): KspanEnrichment {
   const attributes = kspanAttributes(e);
   const { events, omitted } = kspanEvents(e, spanStart, o);
-  if (omitted) put(attributes, 'kspan.events_omitted', omitted);
+  if (omitted) put(new ObjectAttrs(attributes), 'kspan.events_omitted', omitted);
   return { attributes, events, settling: !!e.data_quality?.settling };
+}
+
+/**
+ * kspanEnrichment written straight into Span fields 9 (attributes) and 11
+ * (events): the bytes writeSpanExtra makes of it (tested), without building
+ * it. Returns the attributes' key mask (KSPAN_ATTR_KEYS) and whether the
+ * explanation is settling.
+ */
+export function writeKspanEnrichment(w: PbWriter, e: SpanExplanation, spanStart: bigint, o: EnrichOptions = {}): { keyMask: number; settling: boolean } {
+  const attrs = new PbAttrs(w, 9, true);
+  writeKspanAttributes(attrs, e);
+  // the count of events left out is known before they are written: all attributes precede the events, as in writeSpanExtra
+  const { omitted } = eventBudget(e, o);
+  if (omitted) put(attrs, 'kspan.events_omitted', omitted);
+  writeKspanEvents(new PbEvents(w), e, spanStart, o);
+  return { keyMask: attrs.mask, settling: !!e.data_quality?.settling };
 }
 
 /**

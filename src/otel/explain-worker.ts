@@ -23,8 +23,8 @@
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { explainSpanGroups, type ExplainOptions, type Explanation, type SpanExplanation } from '../correlator/index.js';
 import { openStoreReader, type SpanInput, type StoreReader } from '../store/index.js';
-import { hasKernelData, keyMaskOf, kspanEnrichment, type EnrichOptions, type KspanEnrichment } from './enrich.js';
-import { PbWriter, writeSpanExtra } from './otlp-encode.js';
+import { hasKernelData, kspanEnrichment, writeKspanEnrichment, type EnrichOptions, type KspanEnrichment } from './enrich.js';
+import { PbWriter } from './otlp-encode.js';
 
 export interface ExplainGroup {
   traceId: string;
@@ -107,9 +107,8 @@ function resultOf(g: ExplainGroup, x: Explanation, mode: ExplainBatch['mode'], e
       const e = byId.get(sp.spanId);
       const off = enc.w.length;
       if (e && hasKernelData(e)) {
-        const k = kspanEnrichment(e, BigInt(sp.startUnixNano), enrich);
-        writeSpanExtra(enc.w, k.attributes, k.events);
-        enc.meta.push(off, enc.w.length - off, keyMaskOf(k.attributes), 1 | (k.settling ? 2 : 0));
+        const k = writeKspanEnrichment(enc.w, e, BigInt(sp.startUnixNano), enrich);
+        enc.meta.push(off, enc.w.length - off, k.keyMask, 1 | (k.settling ? 2 : 0));
       } else {
         enc.meta.push(off, 0, 0, 0);
       }

@@ -11,14 +11,14 @@ export {
   DEFAULT_DECODE_LIMITS, OtlpDecodeError, OtlpLimitError, decodeRpcStatus, decodeTraceRequestJson, decodeTraceRequestProtobuf, decodeTraceResponse,
   scanTraceRequestProtobuf, type DecodeLimits, type OtlpDecodeErrorKind, type RequestScan,
 } from './otlp-decode.js';
-export { PbWriter, encodeRpcStatus, encodeTraceRequest, encodeTraceResponse, jsonTraceResponse } from './otlp-encode.js';
+export { PbWriter, encodeRpcStatus, encodeTraceRequest, encodeTraceResponse, jsonTraceResponse, writeSpanExtra } from './otlp-encode.js';
 export {
   DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_INFLIGHT_BYTES, DEFAULT_OTLP_GRPC_ADDR, DEFAULT_OTLP_HTTP_ADDR, OtlpReceiver, TRACES_PATH,
   type ReceiverCounters, type ReceiverOptions,
 } from './receiver.js';
 export { StoreSpanConsumer, type SpanSink, type StoreSpanConsumerOptions } from './store-consumer.js';
 export {
-  applyEnrichment, enrichSpan, hasKernelData, kspanAttributes, kspanChildSpan, kspanChildSpanOf, kspanEnrichment, kspanEvents,
+  applyEnrichment, enrichSpan, hasKernelData, keyMaskOf, kspanAttributes, kspanChildSpan, kspanChildSpanOf, kspanEnrichment, kspanEvents, writeKspanEnrichment,
   type EnrichOptions, type KspanEnrichment,
 } from './enrich.js';
 export { ExplainPool, type ExplainPoolCounters, type ExplainPoolOptions } from './explain-pool.js';

@@ -392,7 +392,9 @@ export class EnrichPipeline implements SpanConsumer {
   private explainAndSend(ready: [string, TraceBuffer][]): void {
     const reader = this.o.kernel.reader;
     if (!reader) { for (const [, t] of ready) this.passUnchanged(t.entries, 'kernelDown'); return; }
-    const res = explainBatch(reader, ready.map(([traceId, t]) => ({ traceId, spans: t.entries.map((e) => e.input!) })), 'enrich', false, this.explainOpts, this.o.enrich);
+    // span-events mode: kspan's attributes and events are written straight into the spans' encoding, as workers do
+    const mode = this.emit === 'span-events' ? 'encoded' : 'enrich';
+    const res = explainBatch(reader, ready.map(([traceId, t]) => ({ traceId, spans: t.entries.map((e) => e.input!) })), mode, false, this.explainOpts, this.o.enrich);
     const out: OutgoingSpan[] = [];
     ready.forEach(([traceId, t], k) => this.applyResult(traceId, t, res[k], out));
     this.o.upstream?.send(out);

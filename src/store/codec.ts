@@ -532,12 +532,15 @@ export class EventList {
     this.tid[j] = src.tid[i];
     this.start[j] = src.start[i];
     this.end[j] = src.end[i];
-    for (let k = 0; k < src.f.length; k++) this.f[k][j] = src.f[k][i];
+    const sf = src.f;
+    const df = this.f;
+    for (let k = 0; k < sf.length; k++) df[k][j] = sf[k][i];
     const n = src.blobLen[i];
-    this.ensureBlob(n);
-    src.blob.copy(this.blob, this.blobUsed, src.blobOff[i], src.blobOff[i] + n);
     this.blobOff[j] = this.blobUsed;
     this.blobLen[j] = n;
+    if (n === 0) return; // most kinds have no byte fields: Buffer.copy's fixed cost is most of a row's
+    this.ensureBlob(n);
+    src.blob.copy(this.blob, this.blobUsed, src.blobOff[i], src.blobOff[i] + n);
     this.blobUsed += n;
   }
 
