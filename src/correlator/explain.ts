@@ -102,7 +102,7 @@ function explainOne(t: ExplainSession, s: SpanLike): { e: SpanExplanation; dq: S
   }
   if (drops.total > 0) notes.push(`${drops.total} kernel record(s) were lost during the window: intervals may be missing`);
   if (!cov.covered) notes.push(`capture covered ${pct(cov.fraction)} of the window; the rest is "unknown"`);
-  notes.push(`off-CPU intervals shorter than ${fmtDur(dq.offcpu_threshold_ns ?? 50_000)} are not recorded and count as on_cpu`);
+  notes.push(t.thresholdNote(dq.offcpu_threshold_ns ?? 50_000));
   const base: SpanExplanation = {
     span_id: s.spanId, name: s.name, service: s.service, start_unix_nano: s.startEpoch.toString(), duration_ns: D,
     correlation: join.c, breakdown_ns: emptyBreakdown(), causes: [], parent_span_id: s.parentSpanId, data_quality: dq,

@@ -4,7 +4,7 @@
 // span's window with each thread's events fetched once.
 
 import { ThreadDirectory, EventList, type Coverage, type PartitionMeta, type SessionMeta, type StoreReader, type ThreadMeta } from '../store/index.js';
-import type { ClockHistory } from '../capture/index.js';
+import { fmtDur, type ClockHistory } from '../capture/index.js';
 import { readerCaches, type DropsCache } from './cache.js';
 import { buildTimeline, type Timeline } from './timeline.js';
 import type { Correlation, Culprit, ExplainOptions } from './types.js';
@@ -81,8 +81,20 @@ export class ExplainSession {
   /** The host whose kernel data covers epoch ns `at` (explain JSON `host`). */
   hostAt(at: bigint): { name: string | null; boot_id: string | null } {
     this.hosts ??= this.reader.hosts();
-    const h = this.reader.hostAt(Number(at / 1_000_000n), this.hosts);
+    // one host (or none) wrote the store: the same answer for every span, without the per-span division
+    const h = this.hosts.length <= 1 ? this.hosts[0] : this.reader.hostAt(Number(at / 1_000_000n), this.hosts);
     return { name: h?.name ?? null, boot_id: h?.bootId ?? null };
+  }
+
+  private readonly thresholdNotes = new Map<number, string>();
+  /** The note every joined span carries about the off-CPU threshold (one string per threshold, not per span). */
+  thresholdNote(ns: number): string {
+    let n = this.thresholdNotes.get(ns);
+    if (n === undefined) {
+      n = `off-CPU intervals shorter than ${fmtDur(ns)} are not recorded and count as on_cpu`;
+      this.thresholdNotes.set(ns, n);
+    }
+    return n;
   }
 
   epoch(mono: number): string {

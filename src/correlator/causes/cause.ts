@@ -36,13 +36,15 @@ export interface Draft {
   details?: Record<string, unknown>;
 }
 
-export function offcpuEvidence(ctx: SpanCtx, p: Piece, extra: Record<string, string | number | boolean | null> = {}): Evidence {
+export function offcpuEvidence(ctx: SpanCtx, p: Piece, extra?: Record<string, string | number | boolean | null>): Evidence {
   const l = p.tl.list;
   const i = p.i;
-  return {
+  const ev: Evidence = {
     kind: 'offcpu', tid: p.tl.tid, pid: p.tl.pid, start_unix_nano: ctx.t.epoch(l.start[i]), end_unix_nano: ctx.t.epoch(l.end[i]),
     part: p.label, part_start_unix_nano: ctx.t.epoch(p.a), part_end_unix_nano: ctx.t.epoch(p.b), duration_ns: p.eff,
-    cpu: l.cpu[i], flags: l.f[F.offcpu.flags][i], prev_state: l.f[F.offcpu.prevState][i], ...extra,
+    cpu: l.cpu[i], flags: l.f[F.offcpu.flags][i], prev_state: l.f[F.offcpu.prevState][i],
   };
+  if (extra) for (const k in extra) ev[k] = extra[k];
+  return ev;
 }
 

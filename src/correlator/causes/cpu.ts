@@ -10,11 +10,11 @@ import { pct } from '../util.js';
 
 /** Runqueue pieces grouped by who held the CPU. */
 export function preemptors(ctx: SpanCtx, pieces: Piece[]): { c: Culprit; t: number; cpus: Set<number>; pieces: Piece[] }[] {
-  const m = new Map<string, { c: Culprit; t: number; cpus: Set<number>; pieces: Piece[] }>();
+  const m = new Map<number, { c: Culprit; t: number; cpus: Set<number>; pieces: Piece[] }>();
   for (const p of pieces) {
     if (p.label !== 'runqueue' || p.eff <= 0) continue;
     const w = runqueueCulprit(p.tl.list, p.i);
-    const k = `${w.pid}/${w.tid}`;
+    const k = w.pid * 0x400000 + w.tid; // Linux pids and tids are below 2^22 (PID_MAX_LIMIT)
     let g = m.get(k);
     if (!g) {
       g = { c: ctx.t.culprit(w.pid, w.tid, p.a), t: 0, cpus: new Set(), pieces: [] };
