@@ -13,7 +13,7 @@
 
 import { randomBytes } from 'node:crypto';
 import type { SpanExplanation } from '../correlator/index.js';
-import { PbWriter } from './otlp-encode.js';
+import type { PbWriter } from './otlp-encode.js';
 import type { KeyValue, Span, SpanEvent } from './types.js';
 
 export interface EnrichOptions {
@@ -68,7 +68,7 @@ class ObjectAttrs implements AttrOut {
 class PbAttrs implements AttrOut {
   /** KSPAN_ATTR_KEYS bits of the keys written (span attributes) */
   mask = 0;
-  constructor(readonly w: PbWriter, public field: number, readonly spanAttrs: boolean) {}
+  constructor(readonly w: PbWriter, readonly field: number, readonly spanAttrs: boolean) {}
   private begin(key: string): void {
     if (this.spanAttrs) {
       const b = KEY_BIT.get(key);
