@@ -1,8 +1,9 @@
 // pump(): the loop shared by the live probe and file replay. Reads chunks,
 // optionally tees the raw bytes, decodes, updates CaptureState and hands each
-// batch to the sink, awaiting it (async iteration stops reading meanwhile, so
-// a slow sink backs up into the pipe and then into the kernel rings, where
-// the probe counts drops instead of kspan growing without bound).
+// batch to the sink, awaiting it (reading stops meanwhile: the stream is
+// paused, or async iteration waits, so a slow sink backs up into the pipe and
+// then into the kernel rings, where the probe counts drops instead of kspan
+// growing without bound).
 
 import { once } from 'node:events';
 import type { Readable, Writable } from 'node:stream';
