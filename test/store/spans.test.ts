@@ -79,3 +79,19 @@ test('spans: a re-put while the first put is still committing replaces it (no st
     cleanup();
   }
 });
+
+test('spans: a call with a bad span is rejected whole and leaves nothing readable', async () => {
+  const { dir, cleanup } = tempDir('spans-bad');
+  try {
+    const w = openStoreWriter(dir);
+    const good = { traceId: tr(9), spanId: sp(1), service: 'api', name: 'op', startUnixNano: E, endUnixNano: E + 1_000_000n };
+    await assert.rejects(w.reader.spans.putSpans([good, { ...good, spanId: 'not-hex' }]), /bad span id/);
+    await assert.rejects(w.reader.spans.putSpans([good, { ...good, spanId: sp(2), service: 'a\0b' }]), /NUL/);
+    assert.deepEqual(w.reader.spans.getTrace(tr(9)), []);
+    await w.reader.spans.putSpans([good]);
+    assert.equal(w.reader.spans.getTrace(tr(9)).length, 1);
+    await w.close();
+  } finally {
+    cleanup();
+  }
+});
