@@ -21,7 +21,7 @@
 import type { StoreReader } from '../store/index.js';
 import { mayJoin, type ExplainOptions } from '../correlator/index.js';
 import type { SpanInput } from '../store/index.js';
-import { applyEncodedEnrichment, applyEnrichment, kspanChildSpanOf, type EnrichOptions } from './enrich.js';
+import { applyEncodedEnrichment, kspanChildSpanOf, type EnrichOptions } from './enrich.js';
 import { ExplainPool } from './explain-pool.js';
 import { explainBatch, type ExplainGroup, type GroupResult } from './explain-worker.js';
 import { StoreSpanConsumer, type SpanSink, type StoreSpanConsumerOptions } from './store-consumer.js';
@@ -357,8 +357,7 @@ export class EnrichPipeline implements SpanConsumer {
     // the head holds what the workers cannot see: they answer `unseen` for windows past what is committed
     const r = this.o.kernel.reader;
     const onlyKnown = !!r && r.hasHead && r.knownThroughNs() !== null;
-    // span-events mode: the kspan attributes and events come back encoded (one buffer a batch, little to copy)
-    void pool.submit(groups, this.emit === 'span-events' ? 'encoded' : 'enrich', onlyKnown).then((res) => {
+    void pool.submit(groups, this.resultMode, onlyKnown).then((res) => {
       this.atWorkers -= n;
       const out: OutgoingSpan[] = [];
       if (!res) {
@@ -392,12 +391,19 @@ export class EnrichPipeline implements SpanConsumer {
   private explainAndSend(ready: [string, TraceBuffer][]): void {
     const reader = this.o.kernel.reader;
     if (!reader) { for (const [, t] of ready) this.passUnchanged(t.entries, 'kernelDown'); return; }
-    // span-events mode: kspan's attributes and events are written straight into the spans' encoding, as workers do
-    const mode = this.emit === 'span-events' ? 'encoded' : 'enrich';
-    const res = explainBatch(reader, ready.map(([traceId, t]) => ({ traceId, spans: t.entries.map((e) => e.input!) })), mode, false, this.explainOpts, this.o.enrich);
+    const res = explainBatch(reader, ready.map(([traceId, t]) => ({ traceId, spans: t.entries.map((e) => e.input!) })), this.resultMode, false, this.explainOpts, this.o.enrich);
     const out: OutgoingSpan[] = [];
     ready.forEach(([traceId, t], k) => this.applyResult(traceId, t, res[k], out));
     this.o.upstream?.send(out);
+  }
+
+  /**
+   * What explains answer, here and in workers: in span-events mode each span's kspan attributes and
+   * events already encoded (written straight from the explanation; one buffer a batch from a worker,
+   * little to copy), in child-spans mode the enrichment as objects for the child span.
+   */
+  private get resultMode(): 'encoded' | 'enrich' {
+    return this.emit === 'span-events' ? 'encoded' : 'enrich';
   }
 
   /** A trace's explain result into its spans (kspan attributes and events, or child spans), onto `out`. */
@@ -424,23 +430,18 @@ export class EnrichPipeline implements SpanConsumer {
       this.passUnchanged(t.entries, 'explainError', out);
       return;
     }
+    // child-spans mode (resultMode): the original was exported elsewhere; only the kspan child goes out
     this.counters.traces++;
     t.entries.forEach((e, i) => {
       const x = r.spans[i];
       if (!x) {
         this.counters.passed.noKernelData++;
-        if (this.emit === 'span-events') out.push(e.out);
         return;
       }
       this.counters.enriched++;
       if (x.settling) this.counters.enrichedPartial++;
-      if (this.emit === 'span-events') {
-        applyEnrichment(e.out.span, x);
-        out.push(e.out);
-      } else {
-        out.push({ ...e.out, span: kspanChildSpanOf(e.out.span, x) });
-        this.counters.childSpans++;
-      }
+      out.push({ ...e.out, span: kspanChildSpanOf(e.out.span, x) });
+      this.counters.childSpans++;
     });
   }
 
