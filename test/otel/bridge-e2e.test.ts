@@ -68,8 +68,10 @@ function causes(r: Received): Record<string, any>[] {
 }
 
 test('Node app (OTel JS SDK) → kspan run → backend: the span keeps its ids and names the CPU hog', async () => {
-  // a hog and the app pinned to the same CPU
-  const hog = spawn(join(FIXTURE_BIN, 'cpu_hog'), ['0', '3.0'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  // a hog and the app pinned to the same CPU. The hog outlasts the app whatever its start-up costs (killed
+  // below): on a clean clone tsx compiles the app's imports first, at half a CPU, and a 3 s hog ended
+  // while the app's busy loop ran (it lost 70-82 ms to the hog instead of > 150 ms)
+  const hog = spawn(join(FIXTURE_BIN, 'cpu_hog'), ['0', '30'], { stdio: ['ignore', 'pipe', 'inherit'] });
   try {
     await new Promise((r) => setTimeout(r, 150));
     const app = await run('taskset', ['-c', '0', process.execPath, '--import', 'tsx', join(REPO_ROOT, 'test', 'otel', 'apps', 'busy-app.ts')], {
