@@ -28,8 +28,12 @@
 // Phase 2, latency: 2,000 spans/s for a few seconds; per span, sink arrival -
 // send time = the latency kspan adds (receive, store, explain, export).
 // Phase 3: the same at 10,000 spans/s.
+// The enrichment buffer and the upstream queue are set to hold the whole
+// flood, so every span is explained and peak memory follows the backlog;
+// --default-bounds runs with kspan run's bounds instead: the flood's excess
+// goes out unchanged (counted bufferFull) and memory stays bounded.
 //
-//   npm run bench:pipeline [-- --quick] [-- --spans N] [-- --random] [-- --no-cache] [-- --no-enrich] [-- --explain-workers N]
+//   npm run bench:pipeline [-- --quick] [-- --spans N] [-- --random] [-- --no-cache] [-- --no-enrich] [-- --explain-workers N] [-- --default-bounds]
 //   KSPAN_BENCH_PROF=DIR: a CPU profile of the kspan process into DIR
 
 import type { ChildProcess } from 'node:child_process';
@@ -46,6 +50,7 @@ import {
 import { ask, startRole } from './lib/roles.js';
 import { EPOCH0, SPANS_PER_REQ, SpanMix, THREADS } from './lib/span-mix.js';
 import { ensureSynthStore } from './lib/synth-store.js';
+import { RssSampler, type RssPeak } from './lib/rss.js';
 
 const SELF = fileURLToPath(import.meta.url);
 
@@ -53,8 +58,11 @@ const { values } = parseArgs({
   options: {
     quick: { type: 'boolean' }, spans: { type: 'string' }, role: { type: 'string' }, dir: { type: 'string' }, sink: { type: 'string' }, events: { type: 'string' },
     'no-cache': { type: 'boolean' }, 'no-enrich': { type: 'boolean' }, random: { type: 'boolean' }, 'explain-workers': { type: 'string' }, 'kspan-cpus': { type: 'string' },
+    'default-bounds': { type: 'boolean' },
   },
 });
+
+const mb = (r: RssPeak): string => `${r.totalMb.toFixed(0)} MB: ${r.anonMb.toFixed(0)} anonymous (main thread's heap ${r.heapMb.toFixed(0)}, external ${r.externalMb.toFixed(0)}), ${r.fileMb.toFixed(0)} file`;
 
 function pct(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -93,24 +101,34 @@ async function sinkRole(): Promise<void> {
 async function kspanRole(): Promise<void> {
   const w = openStoreWriter(values.dir!);
   if (!values['no-cache']) w.reader.enableBlockCache(); // as kspan run does
-  const up = new UpstreamExporter({ url: values.sink!, maxQueueSpans: 1_000_000, maxBatchSpans: 1024, log: (m) => console.error(m) });
+  // the bench's bounds hold the whole flood (every span explained); --default-bounds: kspan run's
+  // (50,000 spans / 128 MiB waiting, 100,000 spans / 256 MiB queued upstream), so a flood sheds, counted
+  const defaults = !!values['default-bounds'];
+  const up = new UpstreamExporter({ url: values.sink!, maxQueueSpans: defaults ? undefined : 1_000_000, maxBatchSpans: 1024, log: (m) => console.error(m) });
   // --no-enrich (or phase 1b): a kernel side that is down, so spans are stored and forwarded unchanged
   let down = !!values['no-enrich'];
   const mark = (): bigint | null => (down ? null : EPOCH0 + 10n ** 15n);
   const pipeline = new EnrichPipeline({
     kernel: { reader: w.reader, watermarkUnixNano: mark, committedUnixNano: mark, storeDir: values.dir! },
-    spanSink: w.reader.spans, upstream: up, maxBufferedSpans: 1_000_000, explainWorkers: Number(values['explain-workers'] ?? 0),
+    spanSink: w.reader.spans, upstream: up,
+    ...(defaults ? {} : { maxBufferedSpans: 1_000_000, maxBufferedBytes: 8 * 1024 ** 3 }), explainWorkers: Number(values['explain-workers'] ?? 0),
     log: (m) => console.error(m),
   });
   const rx = await OtlpReceiver.start({ consumer: pipeline, httpAddr: '127.0.0.1:0', grpcAddr: null });
   const cpu0 = process.cpuUsage();
-  let rssPeak = 0;
-  setInterval(() => { rssPeak = Math.max(rssPeak, process.memoryUsage.rss()); }, 50).unref();
+  const rss = new RssSampler(50);
+  // what the process holds under the flood: spans buffered (waiting or at workers) and queued upstream, peaks
+  let heldPeak = { buffered: 0, upstream: 0 };
+  setInterval(() => {
+    heldPeak.buffered = Math.max(heldPeak.buffered, pipeline.bufferedSpans);
+    heldPeak.upstream = Math.max(heldPeak.upstream, up.pending);
+  }, 50).unref();
   process.on('message', async (m: { cmd: string }) => {
     if (m.cmd === 'stats') {
       const c = process.cpuUsage(cpu0);
-      send({ counters: pipeline.counters, upstream: up.counters, cpuS: (c.user + c.system) / 1e6, buffered: pipeline.bufferedSpans, pending: up.pending, rssPeakMb: rssPeak / 1048576, pool: pipeline.pool?.counters ?? null });
-      rssPeak = 0;
+      const held = heldPeak;
+      heldPeak = { buffered: 0, upstream: 0 };
+      send({ counters: pipeline.counters, upstream: up.counters, cpuS: (c.user + c.system) / 1e6, buffered: pipeline.bufferedSpans, pending: up.pending, rss: rss.take(), held, pool: pipeline.pool?.counters ?? null });
     }
     if (m.cmd === 'down') { down = true; send({ ok: true }); }
     if (m.cmd === 'stop') {
@@ -131,15 +149,27 @@ function child(role: string, cpu: number | string, args: string[]): Promise<{ cp
 }
 
 const agent = new Agent({ keepAlive: true, maxSockets: 8 });
-function post(port: number, body: Buffer): Promise<number> {
+function postOnce(port: number, body: Buffer): Promise<{ status: number; retryAfterS: number }> {
   return new Promise((resolve, reject) => {
     const r = request({ host: '127.0.0.1', port, path: '/v1/traces', method: 'POST', agent, headers: { 'content-type': 'application/x-protobuf' } }, (res) => {
       res.resume();
-      res.on('end', () => resolve(res.statusCode!));
+      res.on('end', () => resolve({ status: res.statusCode!, retryAfterS: Number(res.headers['retry-after'] ?? 1) }));
     });
     r.on('error', reject);
     r.end(body);
   });
+}
+
+/** requests kspan answered "retry later" (503: its upstream behind), retried as OTel SDKs do */
+let refused = 0;
+/** POST a request; a 503 is retried after its Retry-After, as an OTel SDK's exporter does. */
+async function post(port: number, body: Buffer): Promise<number> {
+  for (;;) {
+    const r = await postOnce(port, body);
+    if (r.status !== 503) return r.status;
+    refused++;
+    await new Promise((res) => setTimeout(res, 1000 * r.retryAfterS));
+  }
 }
 
 async function waitCount(sink: ChildProcess, n: number, timeoutMs: number): Promise<number> {
@@ -165,7 +195,7 @@ async function driver(): Promise<void> {
     const kspanCpus = values['kspan-cpus'] ?? (workers > 0 ? '0-1' : '1');
     console.log(`kspan process: ${workers} explain worker(s), CPUs ${kspanCpus}`);
     const ks = await child('kspan', kspanCpus, ['--dir', dir, '--sink', `http://127.0.0.1:${sink.port}`, '--explain-workers', String(workers),
-      ...(values['no-cache'] ? ['--no-cache'] : []), ...(values['no-enrich'] ? ['--no-enrich'] : [])]);
+      ...(values['no-cache'] ? ['--no-cache'] : []), ...(values['no-enrich'] ? ['--no-enrich'] : []), ...(values['default-bounds'] ? ['--default-bounds'] : [])]);
     // children never outlive the driver (an error below, Ctrl-C)
     const killAll = (): void => { ks.cp.kill('SIGKILL'); sink.cp.kill('SIGKILL'); };
     process.once('exit', killAll);
@@ -177,12 +207,13 @@ async function driver(): Promise<void> {
     await waitCount(sink.cp, 8 * SPANS_PER_REQ, 30_000);
 
     // phase 1: throughput (1b: the same, the kernel side down: pass-through)
-    type Stats = { cpuS: number; rssPeakMb: number; counters: { enriched: number; passed: Record<string, number>; explainMs: number; workers: Record<string, number> }; upstream: { exported: number }; pool: Record<string, number> | null };
-    const throughput = async (label: string): Promise<{ rate: number; cpu: number; got: number; rss: number }> => {
+    type Stats = { cpuS: number; rss: RssPeak; held: { buffered: number; upstream: number }; counters: { enriched: number; passed: Record<string, number>; explainMs: number; workers: Record<string, number> }; upstream: { exported: number; dropped: { queueFull: number } }; pool: Record<string, number> | null };
+    const throughput = async (label: string): Promise<{ rate: number; cpu: number; got: number; rss: RssPeak; shed: number }> => {
       const reqs: Buffer[] = [];
       const nReq = total / SPANS_PER_REQ;
       for (let i = 0; i < nReq; i++) reqs.push(encodeTraceRequest(mix.request(null, i / nReq)));
       const before = (await ask<{ spans: number }>(sink.cp, 'count')).spans;
+      const refused0 = refused;
       const st0 = await ask<Stats>(ks.cp, 'stats');
       const t0 = performance.now();
       let next = 0;
@@ -199,9 +230,10 @@ async function driver(): Promise<void> {
       const rate = got / el;
       const cpu = st1.cpuS - st0.cpuS;
       console.log(`${label}: ${got.toLocaleString('en-US')} / ${total.toLocaleString('en-US')} spans through in ${el.toFixed(2)} s = ${Math.round(rate).toLocaleString('en-US')} spans/s; ` +
-        `kspan used ${cpu.toFixed(2)} CPU-s (${(100 * cpu / el).toFixed(0)}% of one core; ${Math.round(got / cpu).toLocaleString('en-US')} spans per kspan CPU-s; peak RSS ${st1.rssPeakMb.toFixed(0)} MB); ` +
+        `kspan used ${cpu.toFixed(2)} CPU-s (${(100 * cpu / el).toFixed(0)}% of one core; ${Math.round(got / cpu).toLocaleString('en-US')} spans per kspan CPU-s; peak RSS ${mb(st1.rss)}; peak spans held ${st1.held.buffered.toLocaleString('en-US')} in the buffer, ${st1.held.upstream.toLocaleString('en-US')} queued upstream; ` +
+        `${refused - refused0} requests refused and retried, ${st1.upstream.dropped.queueFull - st0.upstream.dropped.queueFull} dropped upstream); ` +
         `${st1.counters.enriched} enriched in total, passed ${JSON.stringify(st1.counters.passed)}, workers ${JSON.stringify(st1.counters.workers)}${st1.pool ? ` pool ${JSON.stringify(st1.pool)}` : ''}`);
-      return { rate, cpu: cpu / el, got: got / cpu, rss: st1.rssPeakMb };
+      return { rate, cpu: cpu / el, got: got / cpu, rss: st1.rss, shed: st1.counters.passed.bufferFull - st0.counters.passed.bufferFull };
     };
     const p1 = await throughput('phase 1');
 
@@ -246,11 +278,15 @@ async function driver(): Promise<void> {
     ks.cp.send({ cmd: 'stop' });
     sink.cp.send({ cmd: 'stop' });
     await Promise.all([new Promise((r) => ks.cp.once('exit', r)), new Promise((r) => sink.cp.once('exit', r))]);
-    const what = values['no-enrich'] ? 'passed through unchanged' : 'every span explained';
+    const what = values['no-enrich'] ? 'passed through unchanged'
+      : values['default-bounds'] ? `kspan run's default bounds: ${p1.shed.toLocaleString('en-US')} of ${total.toLocaleString('en-US')} forwarded unchanged, buffer full`
+      : 'every span explained';
     console.log(`RESULT pipeline_spans_per_s ${Math.round(p1.rate)} spans/s (${what}, ${workers} explain worker(s))`);
     console.log(`RESULT pipeline_cpu_share ${p1.cpu.toFixed(2)} cores`);
     console.log(`RESULT pipeline_spans_per_cpu_s ${Math.round(p1.got)} spans per kspan CPU-s`);
-    console.log(`RESULT pipeline_rss_peak_mb ${p1.rss.toFixed(0)} MB (phase 1)`);
+    console.log(`RESULT pipeline_rss_peak_mb ${p1.rss.totalMb.toFixed(0)} MB (phase 1)`);
+    console.log(`RESULT pipeline_rss_anon_peak_mb ${p1.rss.anonMb.toFixed(0)} MB (phase 1, anonymous: heaps and buffers)`);
+    console.log(`RESULT pipeline_rss_file_peak_mb ${p1.rss.fileMb.toFixed(0)} MB (phase 1, file pages: the store's memory map)`);
     if (pass) {
       console.log(`RESULT pipeline_passthrough_spans_per_s ${Math.round(pass.rate)} spans/s`);
       console.log(`RESULT pipeline_passthrough_spans_per_cpu_s ${Math.round(pass.got)} spans per kspan CPU-s`);
@@ -259,7 +295,8 @@ async function driver(): Promise<void> {
     console.log(`RESULT pipeline_added_latency_p99_ms ${pct(lat, 0.99).toFixed(1)} ms (2,000 spans/s)`);
     console.log(`RESULT pipeline_added_latency_10k_p50_ms ${pct(lat10k, 0.5).toFixed(1)} ms (10,000 spans/s)`);
     console.log(`RESULT pipeline_added_latency_10k_p99_ms ${pct(lat10k, 0.99).toFixed(1)} ms (10,000 spans/s)`);
-    console.log(`RESULT pipeline_rss_peak_latency_mb ${st3.rssPeakMb.toFixed(0)} MB (phases 2-3)`);
+    console.log(`RESULT pipeline_rss_peak_latency_mb ${st3.rss.totalMb.toFixed(0)} MB (phases 2-3)`);
+    console.log(`RESULT pipeline_rss_anon_peak_latency_mb ${st3.rss.anonMb.toFixed(0)} MB (phases 2-3, anonymous)`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
     agent.destroy();

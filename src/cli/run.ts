@@ -17,12 +17,14 @@ export const RUN_HELP = `usage: kspan
       --upstream URL      forward spans there (OTLP/gRPC, or OTLP/HTTP when the path ends in /v1/traces);
                           none: enrich and store only
       --upstream-protocol grpc|http/protobuf    --upstream-gzip    --upstream-header K=V (repeatable)
-      --queue-spans N     spans held while upstream is down (default 100000; past it the oldest are dropped)
-      --queue-bytes SIZE  bytes held while upstream is down (default 256M; past it the oldest are dropped)
+      --queue-spans N     spans held while upstream is down (default 100000; past it the oldest are dropped;
+                          from 90% of it, new OTLP requests are refused as retryable, 503 / RESOURCE_EXHAUSTED)
+      --queue-bytes SIZE  bytes held while upstream is down (default 256M; the same rules)
       --emit MODE         span-events (default: the span itself gets kspan.* events and attributes) or
                           child-spans (a \`kspan\` child span; for spans already exported elsewhere)
       --wait MS           longest a span waits for the kernel data of its window (default 1000)
       --buffer-spans N    spans waiting for enrichment at most (default 50000; past it: forwarded unchanged)
+      --buffer-bytes SIZE their estimated memory at most (default 128M; past it: forwarded unchanged)
       --min-span-ms MS    forward spans shorter than MS unchanged, unexplained (default 0: explain all)
       --explain-workers N explain on N worker threads (default: cores - 1, between 1 and 4; 0: on the
                           thread that receives and exports)
@@ -56,6 +58,7 @@ export async function cmdRun(argv: string[]): Promise<number> {
     emit: { type: 'string' },
     wait: { type: 'string' },
     'buffer-spans': { type: 'string' },
+    'buffer-bytes': { type: 'string' },
     'min-span-ms': { type: 'string' },
     'explain-workers': { type: 'string' },
     'service-process': { type: 'string', multiple: true },
@@ -141,6 +144,7 @@ export async function cmdRun(argv: string[]): Promise<number> {
       emit,
       waitMs: intOpt(o.wait, 'wait'),
       maxBufferedSpans: intOpt(o['buffer-spans'], 'buffer-spans', 1),
+      maxBufferedBytes: o['buffer-bytes'] !== undefined ? parseSize(o['buffer-bytes'], 'buffer-bytes') : undefined,
       minSpanMs: o['min-span-ms'] !== undefined ? nonNegative(o['min-span-ms'], 'min-span-ms') : undefined,
       explainWorkers: intOpt(o['explain-workers'], 'explain-workers', 0) ?? Math.min(4, Math.max(1, availableParallelism() - 1)),
       capture: o['no-capture'] ? null : {

@@ -49,6 +49,8 @@ export interface DaemonOptions {
   minSpanMs?: number;
   /** spans buffered for enrichment at most */
   maxBufferedSpans?: number;
+  /** estimated memory of the spans waiting for enrichment at most (default 128 MiB) */
+  maxBufferedBytes?: number;
   /** explain workers (worker_threads; default 0: explain on the receiving thread) */
   explainWorkers?: number;
   /** capture options; null: no capture (store and forward only; what's in the store is still used) */
@@ -78,7 +80,8 @@ export interface DaemonStatus {
   captureError: string | null;
   /** probe restarts after it died: how many, why it last stopped, when the next try is (null: none pending) */
   captureRestarts: { count: number; lastReason: string | null; nextInMs: number | null };
-  spans: { received: number; enriched: number; enrichedPartial: number; passed: number; stored: number; notStored: number; buffered: number };
+  /** refused: OTLP requests answered "retry later" (the upstream behind, or the receivers' in-flight memory budget used up) */
+  spans: { received: number; enriched: number; enrichedPartial: number; passed: number; stored: number; notStored: number; buffered: number; refusedRequests: number };
   /** the store: committing or not (disk full), and what was not stored because of it */
   store: { ok: boolean; error: string | null; failingSinceMs: number | null; notStoredEvents: number; notStoredSpans: number; retainedBytes: number; capBytes: number };
   upstream: { exported: number; queued: number; dropped: number; down: boolean } | null;
@@ -245,7 +248,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   // spans go to the store's span index unless it cannot commit (then they are counted as not stored)
   const spanSink = { putSpans: (x: Parameters<typeof writer.reader.spans.putSpans>[0]) => writer.reader.spans.putSpans(x), writable: () => writer.health.ok };
   const pipeline = new EnrichPipeline({
-    kernel, spanSink, upstream, emit: o.emit, waitMs: o.waitMs, maxBufferedSpans: o.maxBufferedSpans, minDurationMs: o.minSpanMs,
+    kernel, spanSink, upstream, emit: o.emit, waitMs: o.waitMs, maxBufferedSpans: o.maxBufferedSpans, maxBufferedBytes: o.maxBufferedBytes, minDurationMs: o.minSpanMs,
     explain: o.explain, explainWorkers: o.explainWorkers ?? 0, log: (m) => log(m),
   });
   pipelineRef = pipeline;
@@ -312,7 +315,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       captureRestarts: { count: restarts.count, lastReason: restarts.lastReason, nextInMs: restarts.nextAt === null ? null : Math.max(0, restarts.nextAt - Date.now()) },
       spans: {
         received: c.received, enriched: c.enriched, enrichedPartial: c.enrichedPartial, passed, stored: c.stored, notStored: c.notStored,
-        buffered: pipeline.bufferedSpans,
+        buffered: pipeline.bufferedSpans, refusedRequests: receiver.counters.busy + receiver.counters.consumerBusy,
       },
       store: {
         ok: h.ok, error: h.error, failingSinceMs: h.failingSince, notStoredEvents: h.notStoredEvents, notStoredSpans: c.notStoredBy.storeError,
@@ -353,8 +356,9 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       : st.notStoredEvents || st.notStoredSpans ? ` | store ok (was full: ${st.notStoredEvents} events, ${st.notStoredSpans} spans not stored)` : '';
     const range = s.events.outOfRange
       ? ` | ${s.events.outOfRange} events NOT STORED: past the store's 104-day time range (start kspan on a new --data directory)` : '';
+    const refused = s.spans.refusedRequests ? `, ${s.spans.refusedRequests} requests refused: retry later` : '';
     return `${s.host.name}: spans ${spanRate.toFixed(0)}/s (${s.spans.received} in, ${s.spans.enriched} enriched${partial}, ${s.spans.passed} unchanged, ` +
-      `${s.spans.buffered} waiting) | events ${evRate.toFixed(0)}/s, ${s.events.lostInKernel} lost | ${cap}${up}${store}${range}`;
+      `${s.spans.buffered} waiting${refused}) | events ${evRate.toFixed(0)}/s, ${s.events.lostInKernel} lost | ${cap}${up}${store}${range}`;
   };
   let statusTimer: NodeJS.Timeout | null = null;
   if (o.statusIntervalMs) {

@@ -23,8 +23,8 @@ export interface ExplainPoolOptions {
   maxInFlight?: number;
   /** a batch not answered in this long: its worker is restarted, its spans go out unchanged (default 30 s) */
   batchTimeoutMs?: number;
-  /** decoded-block cache of each worker, events (default: 1,000,000 shared out among the workers, at least 100,000 each) */
-  blockCacheEvents?: number;
+  /** decoded-block cache of each worker, bytes (default: 64 MiB shared out among the workers, at least 16 MiB each) */
+  blockCacheBytes?: number;
   log?: (msg: string) => void;
 }
 
@@ -77,7 +77,7 @@ export class ExplainPool {
     this.init = {
       kspanExplainWorker: true, dir: o.dir, explain: o.explain ?? {}, enrich: o.enrich ?? {},
       // memory is bounded for the pool, not per worker: a many-core host does not get a cache per core
-      blockCacheEvents: o.blockCacheEvents ?? Math.max(100_000, Math.floor(1_000_000 / o.workers)),
+      blockCacheBytes: o.blockCacheBytes ?? Math.max(16 * 1024 * 1024, Math.floor(64 * 1024 * 1024 / o.workers)),
     };
     for (let i = 0; i < o.workers; i++) {
       const s: Slot = { worker: null, inFlight: new Map(), deaths: 0, restartTimer: null };

@@ -78,7 +78,8 @@ export interface ExplainWorkerInit {
   explain: ExplainOptions;
   enrich: EnrichOptions;
   /** decoded-block cache bound, events (0: none) */
-  blockCacheEvents: number;
+  /** decoded-block cache bound, bytes (0: none) */
+  blockCacheBytes: number;
 }
 
 /** Encoded mode: the rows and bytes of a batch, filled group by group. */
@@ -186,7 +187,7 @@ export function explainBatch(
 function workerMain(init: ExplainWorkerInit): void {
   const port = parentPort!;
   const reader = openStoreReader(init.dir);
-  if (init.blockCacheEvents > 0) reader.enableBlockCache(init.blockCacheEvents);
+  if (init.blockCacheBytes > 0) reader.enableBlockCache(init.blockCacheBytes);
   port.on('message', (m: ExplainBatch | { cmd: 'crash' }) => {
     if ('cmd' in m) {
       // tests: a worker that dies mid-flight

@@ -439,6 +439,34 @@ const EST_EVENT = 100;
 const EST_LINK = 120;
 const EST_ATTR = 120;
 
+function estValue(v: AnyValue): number {
+  switch (v.type) {
+    case 'string': return v.value.length;
+    case 'bytes': return v.value.length;
+    case 'array': { let n = 0; for (const x of v.value) n += EST_ATTR + estValue(x); return n; }
+    case 'kvlist': return estAttrs(v.value);
+    default: return 0;
+  }
+}
+
+function estAttrs(attrs: KeyValue[]): number {
+  let n = 0;
+  for (const kv of attrs) n += EST_ATTR + kv.key.length + estValue(kv.value);
+  return n;
+}
+
+/**
+ * Estimated memory of one decoded span, on the scan's scale (objects as
+ * counted by scanTraceRequestProtobuf, strings and bytes by their length):
+ * for spans that did not come with their request's estimate.
+ */
+export function estimateDecodedSpanBytes(s: Span): number {
+  let n = EST_SPAN + s.name.length + s.traceState.length + s.status.message.length + estAttrs(s.attributes);
+  for (const e of s.events) n += EST_EVENT + e.name.length + estAttrs(e.attributes);
+  for (const l of s.links) n += EST_LINK + l.traceState.length + estAttrs(l.attributes);
+  return n;
+}
+
 class Scan implements RequestScan {
   spans = 0;
   events = 0;

@@ -23,6 +23,7 @@ import { mayJoin, type ExplainOptions } from '../correlator/index.js';
 import type { SpanInput } from '../store/index.js';
 import { applyEncodedEnrichment, kspanChildSpanOf, type EnrichOptions } from './enrich.js';
 import { ExplainPool } from './explain-pool.js';
+import { estimateDecodedSpanBytes } from './otlp-decode.js';
 import { explainBatch, type ExplainGroup, type GroupResult } from './explain-worker.js';
 import { StoreSpanConsumer, type SpanSink, type StoreSpanConsumerOptions } from './store-consumer.js';
 import type { ConsumeMeta, ConsumeResult, DecodedTraceRequest, SpanConsumer } from './types.js';
@@ -46,6 +47,9 @@ export interface KernelSide {
 
 export type EmitMode = 'span-events' | 'child-spans';
 
+/** Default bound on the estimated memory of the spans waiting for enrichment (maxBufferedBytes). */
+export const DEFAULT_BUFFER_BYTES = 128 * 1024 * 1024;
+
 /**
  * Spans explained per store snapshot before the tick may yield: small enough
  * that one chunk keeps the event loop (OTLP intake, capture) for ~30 ms, large
@@ -55,6 +59,14 @@ const EXPLAIN_CHUNK_SPANS = 128;
 
 /** Spans per batch sent to an explain worker (one store snapshot there). */
 const WORKER_BATCH_SPANS = 256;
+
+/**
+ * Memory the buffer holds per span besides the decoded span (the receiver's
+ * estimate): its stored form (SpanInput), the outgoing record and the entry.
+ * Measured on Node 20 with the bench's spans (bench/otlp-pipeline.ts mix):
+ * ~1.7 KB of heap per buffered span, of which the scan estimates ~1.1 KB.
+ */
+const ENTRY_BYTES = 600;
 
 export interface PipelineOptions {
   kernel: KernelSide;
@@ -70,6 +82,13 @@ export interface PipelineOptions {
   lagMs?: number;
   /** spans held in the buffer at most (default 50,000); past it the oldest traces go out unchanged */
   maxBufferedSpans?: number;
+  /**
+   * estimated memory of the spans held in the buffer at most, bytes (default
+   * 128 MiB); past it the oldest traces go out unchanged. Spans are counted
+   * as the receiver estimated their decoded size (ConsumeMeta.decodedBytes)
+   * plus the buffer's own records, so a flood of large spans is bounded too.
+   */
+  maxBufferedBytes?: number;
   /** spans shorter than this are forwarded unchanged without explaining (default 0: explain all) */
   minDurationMs?: number;
   /** how often the buffer is checked, ms (default 50) */
@@ -120,10 +139,14 @@ interface Entry {
   out: OutgoingSpan;
   input: SpanInput | null;
   endNs: bigint;
+  /** estimated memory held for it (counted against maxBufferedBytes) */
+  bytes: number;
 }
 
 interface TraceBuffer {
   entries: Entry[];
+  /** sum of the entries' bytes */
+  bytes: number;
   firstAtMs: number;
   maxEndNs: bigint;
   /** a worker could not see all of its window: explain it here (with the head) */
@@ -139,6 +162,7 @@ export class EnrichPipeline implements SpanConsumer {
   private readonly traces = new Map<string, TraceBuffer>();
   private readonly storeWrites = new Set<Promise<void>>();
   private buffered = 0;
+  private bufferedBytes = 0;
   private readonly mapper: StoreSpanConsumer;
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
@@ -148,6 +172,7 @@ export class EnrichPipeline implements SpanConsumer {
   private readonly waitMs: number;
   private readonly lagNs: bigint;
   private readonly maxBuffered: number;
+  private readonly maxBufferedBytes: number;
   private readonly minDurNs: bigint;
   private readonly explainOpts: ExplainOptions;
   /** explain workers (null: none) */
@@ -166,6 +191,7 @@ export class EnrichPipeline implements SpanConsumer {
     this.waitMs = o.waitMs ?? 1000;
     this.lagNs = BigInt(Math.round((o.lagMs ?? 5) * 1e6));
     this.maxBuffered = o.maxBufferedSpans ?? 50_000;
+    this.maxBufferedBytes = o.maxBufferedBytes ?? DEFAULT_BUFFER_BYTES;
     this.minDurNs = BigInt(Math.round((o.minDurationMs ?? 0) * 1e6));
     // span events carry no evidence lists: keep the correlator from building long ones
     this.explainOpts = { maxEvidence: 2, ...o.explain };
@@ -186,17 +212,51 @@ export class EnrichPipeline implements SpanConsumer {
     return this.buffered + this.atWorkers;
   }
 
-  async consume(req: DecodedTraceRequest, _meta: ConsumeMeta): Promise<ConsumeResult> {
+  /** estimated memory of the spans waiting in the buffer, bytes (what maxBufferedBytes bounds) */
+  get bufferedSpanBytes(): number {
+    return this.bufferedBytes;
+  }
+
+  /**
+   * Back-pressure: the upstream queue, with what the buffer will still send
+   * it, is near its bound, so the receivers refuse new requests (retryable)
+   * rather than accept spans the queue would drop. Null when it has room.
+   */
+  saturated(): string | null {
+    const up = this.o.upstream;
+    if (!up) return null;
+    const coming = this.emit === 'span-events' ? this.bufferedSpans : 0;
+    return up.saturated(coming, this.emit === 'span-events' ? this.bufferedBytes : 0);
+  }
+
+  /** A trace into the buffer (new, or back from a worker). */
+  private hold(id: string, t: TraceBuffer): void {
+    this.traces.set(id, t);
+    this.buffered += t.entries.length;
+    this.bufferedBytes += t.bytes;
+  }
+
+  /** A trace out of the buffer. */
+  private release(id: string, t: TraceBuffer): void {
+    this.traces.delete(id);
+    this.buffered -= t.entries.length;
+    this.bufferedBytes -= t.bytes;
+  }
+
+  async consume(req: DecodedTraceRequest, meta: ConsumeMeta): Promise<ConsumeResult> {
     const arrivals: Entry[] = [];
     const inputs: SpanInput[] = [];
     const why: string[] = [];
+    // each span's share of the request's estimated decoded size (resource and scope included); without one, its own estimate
+    const share = meta.decodedBytes !== undefined && meta.spanCount > 0 ? Math.ceil(meta.decodedBytes / meta.spanCount) : -1;
     for (const rs of req.resourceSpans) {
       const resource = ResourceRef.of(rs);
       for (const ss of rs.scopeSpans) {
         for (const span of ss.spans) {
           const input = this.mapper.toSpanInput(span, rs.resource.attributes, why);
           if (input) inputs.push(input);
-          arrivals.push({ out: { span, resource, scope: ss.scope, scopeSchemaUrl: ss.schemaUrl }, input, endNs: span.endTimeUnixNano });
+          const bytes = ENTRY_BYTES + (share >= 0 ? share : estimateDecodedSpanBytes(span));
+          arrivals.push({ out: { span, resource, scope: ss.scope, scopeSchemaUrl: ss.schemaUrl }, input, endNs: span.endTimeUnixNano, bytes });
         }
       }
     }
@@ -242,14 +302,16 @@ export class EnrichPipeline implements SpanConsumer {
         }
         let t = this.traces.get(e.input.traceId);
         if (!t) {
-          t = { entries: [], firstAtMs: now, maxEndNs: 0n };
+          t = { entries: [], bytes: 0, firstAtMs: now, maxEndNs: 0n };
           this.traces.set(e.input.traceId, t);
         }
         t.entries.push(e);
+        t.bytes += e.bytes;
         if (e.endNs > t.maxEndNs) t.maxEndNs = e.endNs;
         this.buffered++;
+        this.bufferedBytes += e.bytes;
       }
-      if (this.buffered > this.maxBuffered) this.shed();
+      if (this.overBound()) this.shed();
     }
     if (why.length) {
       return { rejectedSpans: 0, message: `${why.length} span(s) not indexed (${why[0]}); forwarded unchanged` };
@@ -257,17 +319,22 @@ export class EnrichPipeline implements SpanConsumer {
     return { rejectedSpans: 0 };
   }
 
-  /** Buffer over its bound: the oldest traces go out unchanged. */
+  private overBound(): boolean {
+    return this.buffered > this.maxBuffered || this.bufferedBytes > this.maxBufferedBytes;
+  }
+
+  /** Buffer over its bound (spans or bytes): the oldest traces go out unchanged. */
   private shed(): void {
     let n = 0;
     for (const [id, t] of this.traces) {
-      if (this.buffered <= this.maxBuffered) break;
-      this.traces.delete(id);
-      this.buffered -= t.entries.length;
+      if (!this.overBound()) break;
+      this.release(id, t);
       n += t.entries.length;
       this.passUnchanged(t.entries, 'bufferFull');
     }
-    if (n) this.rateLimitedLog(`enrichment buffer full (${this.maxBuffered} spans): forwarded ${n} span(s) unchanged`);
+    if (n) {
+      this.rateLimitedLog(`enrichment buffer full (${this.maxBuffered} spans / ${Math.round(this.maxBufferedBytes / 1048576)} MiB): forwarded ${n} span(s) unchanged`);
+    }
   }
 
   private passUnchanged(entries: Entry[], reason: keyof PipelineCounters['passed'], into?: OutgoingSpan[]): void {
@@ -304,15 +371,13 @@ export class EnrichPipeline implements SpanConsumer {
       const covered = w !== null && w >= t.maxEndNs + this.lagNs;
       if (!all && !covered && now - t.firstAtMs < this.waitMs) continue;
       if (w === null && !all) {
-        this.traces.delete(id);
-        this.buffered -= t.entries.length;
+        this.release(id, t);
         this.passUnchanged(t.entries, 'kernelDown');
         continue;
       }
       if (committed !== null && !t.here && committed >= t.maxEndNs + this.lagNs) {
         if (slots <= 0) continue; // the workers are busy: it waits (the buffer bound still applies)
-        this.traces.delete(id);
-        this.buffered -= t.entries.length;
+        this.release(id, t);
         batch.push([id, t]);
         batchSpans += t.entries.length;
         if (batchSpans >= WORKER_BATCH_SPANS) {
@@ -324,8 +389,7 @@ export class EnrichPipeline implements SpanConsumer {
         continue;
       }
       if (overBudget) continue;
-      this.traces.delete(id);
-      this.buffered -= t.entries.length;
+      this.release(id, t);
       ready.push([id, t]);
       spans += t.entries.length;
       // explain in chunks (one store snapshot each), yielding to the receivers when over budget
@@ -372,8 +436,15 @@ export class EnrichPipeline implements SpanConsumer {
             this.counters.workers.unseen += t.entries.length;
             t.here = true;
             const cur = this.traces.get(traceId);
-            if (cur) { cur.entries.push(...t.entries); if (t.maxEndNs > cur.maxEndNs) cur.maxEndNs = t.maxEndNs; cur.here = true; } else this.traces.set(traceId, t);
-            this.buffered += t.entries.length;
+            if (cur) {
+              // spans of the trace arrived meanwhile: one buffer entry
+              cur.entries.push(...t.entries);
+              cur.bytes += t.bytes;
+              if (t.maxEndNs > cur.maxEndNs) cur.maxEndNs = t.maxEndNs;
+              cur.here = true;
+              this.buffered += t.entries.length;
+              this.bufferedBytes += t.bytes;
+            } else this.hold(traceId, t);
             return;
           }
           this.applyResult(traceId, t, r, out);

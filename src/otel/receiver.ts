@@ -79,10 +79,13 @@ export interface ReceiverCounters {
   overLimits: number;
   /** requests refused while the in-flight budget was used up: 503 / RESOURCE_EXHAUSTED with RetryInfo (retryable) */
   busy: number;
+  /** requests refused while the consumer pushed back (its upstream behind: SpanConsumer.saturated): 503 / RESOURCE_EXHAUSTED with RetryInfo (retryable) */
+  consumerBusy: number;
 }
 
 /** Memory reserved by one request in progress, against the receiver's in-flight budget. */
-interface Reservation { bytes: number }
+/** a request's share of the in-flight budget; `decoded`: its decoded size as estimated before decoding */
+interface Reservation { bytes: number; decoded?: number }
 
 class BusyError extends Error {}
 
@@ -122,7 +125,7 @@ export const TRACE_SERVICE_DEFINITION: grpc.ServiceDefinition = {
 export class OtlpReceiver {
   readonly counters: ReceiverCounters = {
     requests: 0, spansReceived: 0, spansRejected: 0, malformed: 0, tooLarge: 0, unsupported: 0, consumerErrors: 0,
-    invalidIds: 0, overLimits: 0, busy: 0,
+    invalidIds: 0, overLimits: 0, busy: 0, consumerBusy: 0,
   };
   readonly maxBodyBytes: number;
   readonly limits: DecodeLimits;
@@ -197,13 +200,17 @@ export class OtlpReceiver {
     r.bytes = 0;
   }
 
-  private busyMessage(transport: string): string {
-    this.counters.busy++;
-    const m = `kspan is busy: requests in progress hold ${Math.round(this.inflightBytes / 1048576)} MiB of the ${Math.round(this.maxInflightBytes / 1048576)} MiB budget; retry later`;
+  /** The answer to a request refused for now (retryable), counted; logged at most once per 10 s. `why`: the consumer's reason (else the in-flight budget). */
+  private busyMessage(transport: string, why: string | null = null): string {
+    if (why) this.counters.consumerBusy++;
+    else this.counters.busy++;
+    const m = why
+      ? `kspan cannot take more spans now: ${why}; retry later`
+      : `kspan is busy: requests in progress hold ${Math.round(this.inflightBytes / 1048576)} MiB of the ${Math.round(this.maxInflightBytes / 1048576)} MiB budget; retry later`;
     const now = Date.now();
     if (now - this.lastBusyLog > 10_000) {
       this.lastBusyLog = now;
-      this.log(`otlp ${transport}: ${m} (${this.counters.busy} refused so far)`);
+      this.log(`otlp ${transport}: ${m} (${this.counters.busy + this.counters.consumerBusy} refused so far)`);
     }
     return m;
   }
@@ -212,6 +219,7 @@ export class OtlpReceiver {
   private decodeBounded(body: Buffer, encoding: 'protobuf' | 'json', r: Reservation): DecodedTraceRequest {
     const est = encoding === 'protobuf' ? scanTraceRequestProtobuf(body, this.limits).estimatedBytes : scanTraceRequestJson(body, this.limits);
     if (!this.grow(r, est)) throw new BusyError();
+    r.decoded = est;
     const req = encoding === 'protobuf' ? decodeTraceRequestProtobuf(body) : decodeTraceRequestJson(body);
     if (encoding === 'json') checkDecodedLimits(req, this.limits);
     return req;
@@ -312,10 +320,13 @@ export class OtlpReceiver {
         res.end(JSON.stringify({ code: grpcCode, message }));
       }
     };
-    const busy = (): void => {
+    const busy = (why: string | null = null): void => {
       req.resume();
-      fail(503, GRPC_RESOURCE_EXHAUSTED, this.busyMessage('http'), BUSY_RETRY_MS);
+      fail(503, GRPC_RESOURCE_EXHAUSTED, this.busyMessage('http', why), BUSY_RETRY_MS);
     };
+    // the consumer pushes back before anything is read
+    const full = this.o.consumer.saturated?.() ?? null;
+    if (full) return busy(full);
 
     const max = this.maxBodyBytes;
     const declared = Number(req.headers['content-length'] ?? NaN);
@@ -354,7 +365,7 @@ export class OtlpReceiver {
       throw e;
     }
     const out = await this.handle(decoded, {
-      transport: 'http', encoding, wireBytes: wire.length, bodyBytes: body.length,
+      transport: 'http', encoding, wireBytes: wire.length, bodyBytes: body.length, decodedBytes: resv.decoded,
       peer: req.socket.remoteAddress ? `${req.socket.remoteAddress}:${req.socket.remotePort}` : undefined,
       receivedUnixNano: BigInt(Date.now()) * 1_000_000n,
     });
@@ -410,6 +421,8 @@ export class OtlpReceiver {
       if (retryAfterMs !== undefined) metadata.set('grpc-status-details-bin', encodeRpcStatus(code, details, retryAfterMs));
       return { err: Object.assign(new Error(details), { code, details, metadata }) };
     };
+    const full = this.o.consumer.saturated?.() ?? null;
+    if (full) return err(grpc.status.RESOURCE_EXHAUSTED, this.busyMessage('grpc', full), BUSY_RETRY_MS);
     if (!this.grow(resv, body.length)) return err(grpc.status.RESOURCE_EXHAUSTED, this.busyMessage('grpc'), BUSY_RETRY_MS);
     let decoded: DecodedTraceRequest;
     try {
@@ -421,7 +434,7 @@ export class OtlpReceiver {
       throw e;
     }
     const out = await this.handle(decoded, {
-      transport: 'grpc', encoding: 'protobuf', wireBytes: body.length, bodyBytes: body.length, peer: call.getPeer(),
+      transport: 'grpc', encoding: 'protobuf', wireBytes: body.length, bodyBytes: body.length, decodedBytes: resv.decoded, peer: call.getPeer(),
       receivedUnixNano: BigInt(Date.now()) * 1_000_000n,
     });
     if (!out.ok) return err(grpc.status.UNAVAILABLE, out.message);

@@ -112,6 +112,8 @@ export interface ConsumeMeta {
   bodyBytes: number;
   /** number of spans in the request */
   spanCount: number;
+  /** estimated memory of the decoded request, bytes (the receiver's scan); absent: the consumer estimates per span */
+  decodedBytes?: number;
   /** remote address, when known */
   peer?: string;
   /** epoch ns when the request was received */
@@ -132,6 +134,12 @@ export interface ConsumeResult {
  */
 export interface SpanConsumer {
   consume(req: DecodedTraceRequest, meta: ConsumeMeta): Promise<ConsumeResult>;
+  /**
+   * Why new requests should be refused now (retryable: 503 / RESOURCE_EXHAUSTED
+   * with RetryInfo), or null: a consumer that would otherwise have to drop
+   * what it accepted (its upstream is behind) pushes back on the senders.
+   */
+  saturated?(): string | null;
 }
 
 /** Number of spans in a request. */

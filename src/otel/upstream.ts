@@ -246,6 +246,19 @@ export class UpstreamExporter {
     return this.heldBytes;
   }
 
+  /**
+   * Why the queue cannot take more without dropping, or null: what it holds
+   * plus what is still coming to it (`comingSpans`, `comingBytes`: spans a
+   * caller holds for it, their memory an upper bound of their encoded size)
+   * reaches 90% of a bound. Callers refuse new spans then (back-pressure)
+   * instead of accepting spans this queue would drop.
+   */
+  saturated(comingSpans = 0, comingBytes = 0): string | null {
+    if (this.heldSpans + comingSpans < 0.9 * this.maxQueue && this.heldBytes + comingBytes < 0.9 * this.maxQueueBytes) return null;
+    return `upstream ${this.url} is behind: ${this.heldSpans} span(s) / ${Math.round(this.heldBytes / 1048576)} MiB queued` +
+      `${comingSpans ? ` and ${comingSpans} more waiting for enrichment` : ''} (bounds ${this.maxQueue} spans / ${Math.round(this.maxQueueBytes / 1048576)} MiB)`;
+  }
+
   /** Queue spans for export (encoded now: later changes to the span objects do not go out). Never throws; past the bounds the oldest waiting spans are dropped (counted). */
   send(spans: OutgoingSpan[]): void {
     if (!spans.length) return;

@@ -2,7 +2,9 @@
 // windows over and over (the OTel pipeline explains every span shortly after
 // its kernel data was committed, mostly on a service's few threads).
 // Committed blocks never change, so a block is cached by (partition, key)
-// until evicted or its partition is dropped. Bounded by events held.
+// until evicted or its partition is dropped. Bounded by the bytes its decoded
+// blocks hold (columns and byte fields: ~138 B an event), so the bound is the
+// memory whatever the blocks hold.
 //
 // A cached block is kept sorted by (start, end) (stable: ties keep the
 // block's order) with its longest event, so a window [a, b] is found by
@@ -13,6 +15,8 @@ import { EventList } from './codec.js';
 export interface CachedBlock {
   /** the block's events, sorted by (start, end), stable */
   list: EventList;
+  /** memory the list holds (its byteSize when cached) */
+  bytes: number;
   /** longest event (end - start): events overlapping [a, b] start at or after a - maxDur */
   maxDur: number;
   /** the block header's extent (its events end by key minStart + extent) */
@@ -24,7 +28,7 @@ export function cachedBlock(list: EventList, extent: number): CachedBlock {
   list.sortByStart();
   let maxDur = 0;
   for (let i = 0; i < list.count; i++) if (list.end[i] - list.start[i] > maxDur) maxDur = list.end[i] - list.start[i];
-  return { list, maxDur, extent };
+  return { list, maxDur, extent, bytes: list.byteSize };
 }
 
 /**
@@ -57,8 +61,10 @@ export class DecodedBlockCache {
   misses = 0;
   private readonly map = new Map<string, CachedBlock>();
   private held = 0;
+  private heldEvents = 0;
 
-  constructor(readonly maxEvents: number) {}
+  /** `maxBytes`: memory of the decoded blocks held at most (one block is kept whatever its size) */
+  constructor(readonly maxBytes: number) {}
 
   get size(): number {
     return this.map.size;
@@ -66,6 +72,11 @@ export class DecodedBlockCache {
 
   /** events held */
   get events(): number {
+    return this.heldEvents;
+  }
+
+  /** bytes held (what maxBytes bounds) */
+  get bytes(): number {
     return this.held;
   }
 
@@ -79,22 +90,26 @@ export class DecodedBlockCache {
   }
 
   set(key: string, c: CachedBlock): void {
+    const old = this.map.get(key);
+    if (old) this.forget(key, old);
     this.map.set(key, c);
-    this.held += c.list.count;
+    this.held += c.bytes;
+    this.heldEvents += c.list.count;
     for (const [k, v] of this.map) {
-      if (this.held <= this.maxEvents || this.map.size <= 1) break;
-      this.map.delete(k);
-      this.held -= v.list.count;
+      if (this.held <= this.maxBytes || this.map.size <= 1) break;
+      this.forget(k, v);
     }
+  }
+
+  private forget(k: string, v: CachedBlock): void {
+    this.map.delete(k);
+    this.held -= v.bytes;
+    this.heldEvents -= v.list.count;
   }
 
   /** Forget the blocks of a dropped partition. */
   dropPartition(idx: number): void {
     const prefix = `${idx}:`;
-    for (const [k, v] of this.map) {
-      if (!k.startsWith(prefix)) continue;
-      this.map.delete(k);
-      this.held -= v.list.count;
-    }
+    for (const [k, v] of this.map) if (k.startsWith(prefix)) this.forget(k, v);
   }
 }

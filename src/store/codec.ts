@@ -488,6 +488,14 @@ export class EventList {
     return this;
   }
 
+  /** Memory held by the columns and the byte-field blob, bytes (~138 per event of capacity with the 12 numeric columns). */
+  get byteSize(): number {
+    let n = this.kind.byteLength + this.cpu.byteLength + this.pid.byteLength + this.tid.byteLength + this.start.byteLength +
+      this.end.byteLength + this.blobOff.byteLength + this.blobLen.byteLength + this.blob.byteLength;
+    for (const f of this.f) n += f.byteLength;
+    return n;
+  }
+
   grow(cap: number): void {
     if (cap <= this.capacity) return;
     const g = <T extends Uint8Array | Uint32Array | Float64Array>(a: T, C: new (n: number) => T): T => {

@@ -17,7 +17,7 @@ export {
   type ClockSampleMeta, type DropsSample, type PartitionMeta, type SessionMeta, type SkipCounters, type StatusMeta,
   type StoreConfig, type ThreadMeta,
 } from './schema.js';
-export { MAX_DBS_DEFAULT, StoreReader, openStoreReader, type Coverage, type DropsInWindow, type OpenOptions } from './reader.js';
+export { DEFAULT_BLOCK_CACHE_BYTES, MAX_DBS_DEFAULT, StoreReader, openStoreReader, type Coverage, type DropsInWindow, type OpenOptions } from './reader.js';
 export { ThreadDirectory, incarnationAt, incarnationNear } from './threads.js';
 export { KEPT_ATTRIBUTES, PROCESS_ID_ATTRIBUTES, REQUEST_ID_ATTRIBUTES, SERVICE_ATTRIBUTES, type ServiceAttributes } from './service-attributes.js';
 export { loadStoreClock, storeClock } from './clock.js';

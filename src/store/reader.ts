@@ -48,6 +48,9 @@ export interface DropsInWindow {
 
 export const MAX_DBS_DEFAULT = 1024;
 
+/** Default bound of a reader's decoded-block cache (enableBlockCache), bytes. */
+export const DEFAULT_BLOCK_CACHE_BYTES = 32 * 1024 * 1024;
+
 export function openEnv(dir: string, readOnly: boolean, o: OpenOptions = {}): RootDatabase {
   return open({
     path: dir,
@@ -198,12 +201,14 @@ export class StoreReader {
   }
 
   /**
-   * Keep up to `maxEvents` decoded events of recently read thread blocks in
-   * memory (an LRU; committed blocks never change). For a long-lived reader
-   * that explains recent windows again and again (the OTel pipeline).
+   * Keep recently read thread blocks decoded in memory, up to `maxBytes`
+   * (an LRU; committed blocks never change). For a long-lived reader that
+   * explains recent windows again and again (the OTel pipeline). The default,
+   * 32 MiB (~240,000 events), holds the current block of a few hundred busy
+   * threads; a cache smaller than the threads' working set thrashes.
    */
-  enableBlockCache(maxEvents = 500_000): DecodedBlockCache {
-    this.blockCache ??= new DecodedBlockCache(maxEvents);
+  enableBlockCache(maxBytes = DEFAULT_BLOCK_CACHE_BYTES): DecodedBlockCache {
+    this.blockCache ??= new DecodedBlockCache(maxBytes);
     return this.blockCache;
   }
 

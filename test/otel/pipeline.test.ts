@@ -10,7 +10,7 @@ import { openStoreWriter } from '../../src/store/index.js';
 import { FrameWriter } from '../helpers/frames.js';
 import { feed, tempDir } from '../store/util.js';
 import {
-  EnrichPipeline, OtlpReceiver, UpstreamExporter, decodeTraceRequestProtobuf, encodeTraceRequest, type DecodedTraceRequest,
+  EnrichPipeline, OtlpReceiver, ResourceRef, UpstreamExporter, decodeRpcStatus, decodeTraceRequestProtobuf, encodeTraceRequest, scanTraceRequestProtobuf, type DecodedTraceRequest,
   type KernelSide, type Span,
 } from '../../src/otel/index.js';
 import { EPOCH0, MS, NOW, T0, W0, buildStore, epoch, sp, tr, type Built } from '../correlator/util.js';
@@ -202,6 +202,71 @@ test('buffer bound: past --buffer-spans the oldest traces are forwarded unchange
   assert.equal(p.counters.enriched, 2);
 });
 
+test('buffer bound by bytes: a flood of large spans sheds its oldest traces by estimated memory, counted; the account returns to zero', async () => {
+  const up = upstream();
+  const big = (n: number) => span(n, { attributes: [int('linux.tid', A), int('process.pid', PID), str('app.payload', 'x'.repeat(100_000))] });
+  // each span ~100 KB of string + the decoded objects + the buffer's records: two fit in 250,000 bytes, three do not
+  const p = new EnrichPipeline({ kernel: kernelAt(epoch(W0)), upstream: up, waitMs: 60_000, maxBufferedBytes: 250_000, ...opts });
+  await p.consume(request1([big(141), big(142), big(143), big(144), big(145)]), META);
+  assert.equal(p.counters.passed.bufferFull, 3);
+  assert.equal(p.bufferedSpans, 2);
+  assert.ok(p.bufferedSpanBytes > 200_000 && p.bufferedSpanBytes <= 250_000, `accounted ${p.bufferedSpanBytes}`);
+  const first = await sink.span(sp(141));
+  assert.equal(first.span.attributes['kspan.top_cause'], undefined, 'shed: forwarded unchanged');
+  assert.equal(first.span.attributes['app.payload'], 'x'.repeat(100_000));
+  // a small span still fits beside them
+  await p.consume(request1([span(146)]), META);
+  assert.equal(p.counters.passed.bufferFull, 3);
+  assert.equal(p.bufferedSpans, 3);
+  // another big one does not: the oldest trace makes room
+  await p.consume(request1([big(147)]), META);
+  assert.equal(p.counters.passed.bufferFull, 4);
+  assert.equal((await sink.span(sp(144))).span.attributes['kspan.top_cause'], undefined, 'the oldest (144) went out unchanged');
+  assert.equal(p.bufferedSpans, 3);
+  await p.close();
+  await up.close();
+  assert.equal(p.bufferedSpanBytes, 0);
+  for (const n of [145, 146, 147]) assert.equal((await sink.span(sp(n))).span.attributes['kspan.top_cause'], 'cpu_preemption');
+});
+
+test('buffer bound by bytes through the receiver: spans are counted at their share of the scan\'s estimate of the request', async () => {
+  const up = upstream();
+  const p = new EnrichPipeline({ kernel: kernelAt(epoch(W0)), upstream: up, waitMs: 60_000, maxBufferedBytes: 1_000_000, ...opts });
+  const rx = await OtlpReceiver.start({ consumer: p, httpAddr: '127.0.0.1:0', grpcAddr: null });
+  const post = (body: Buffer) => new Promise<number>((resolve, reject) => {
+    const r = request({ host: '127.0.0.1', port: rx.httpPort, path: '/v1/traces', method: 'POST', headers: { 'content-type': 'application/x-protobuf' } }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode!));
+    });
+    r.on('error', reject);
+    r.end(body);
+  });
+  const bigRequest = (from: number) => encodeTraceRequest(request1([from, from + 1, from + 2, from + 3].map((n) => span(n, {
+    attributes: [int('linux.tid', A), int('process.pid', PID), str('app.payload', 'y'.repeat(150_000))],
+  }))));
+  try {
+    const body1 = bigRequest(151);
+    const share = Math.ceil(scanTraceRequestProtobuf(body1).estimatedBytes / 4);
+    assert.ok(share > 150_000, `a span's share ${share}`);
+    assert.equal(await post(body1), 200);
+    assert.equal(p.bufferedSpans, 4);
+    const own = p.bufferedSpanBytes / 4 - share; // the buffer's records per span
+    assert.ok(own > 0 && own < 2000, `per-span records ${own}`);
+    // four more: ~1.2 MB, over the 1 MB bound; the two oldest traces (one span each) go out unchanged
+    assert.equal(await post(bigRequest(155)), 200);
+    assert.equal(p.counters.passed.bufferFull, 2);
+    assert.equal(p.bufferedSpans, 6);
+    assert.equal(p.bufferedSpanBytes, 6 * (share + own));
+    assert.equal((await sink.span(sp(151))).span.attributes['kspan.top_cause'], undefined);
+  } finally {
+    await rx.close();
+    await p.close();
+    await up.close();
+  }
+  assert.equal(p.bufferedSpanBytes, 0);
+  assert.equal((await sink.span(sp(158))).span.attributes['kspan.top_cause'], 'cpu_preemption');
+});
+
 test('protobuf and JSON requests through the receiver give identical spans upstream', async () => {
   const up = upstream();
   const p = new EnrichPipeline({ kernel: kernelAt(NOW), upstream: up, ...opts });
@@ -277,6 +342,60 @@ test('upstream down, then back: nothing lost up to the queue bound; past it the 
     for (let i = 0; i < 50; i++) assert.ok(ids.has(sp(2000 + i)) || i < 10, `span ${2000 + i} delivered`);
   } finally {
     await back.close();
+    await p.close();
+  }
+});
+
+test('upstream behind: from 90% of its queue the receivers refuse new requests (retryable) instead of taking spans the queue would drop; a retrying sender loses nothing', async () => {
+  const port = await freePort();
+  const up = upstream(`http://127.0.0.1:${port}`, { maxQueueSpans: 50, maxBatchSpans: 10, backoffMs: 50, maxBackoffMs: 500 });
+  // the kernel side down: spans go straight to the (down) upstream's queue
+  const p = new EnrichPipeline({ kernel: kernelAt(null), upstream: up, ...opts });
+  const rx = await OtlpReceiver.start({ consumer: p, httpAddr: '127.0.0.1:0', grpcAddr: '127.0.0.1:0' });
+  const spans = (from: number, n: number) => Array.from({ length: n }, (_, i) => span(from + i, { attributes: [] }));
+  const post = (body: Buffer) => new Promise<{ status: number; retryAfter: unknown; body: Buffer }>((resolve, reject) => {
+    const r = request({ host: '127.0.0.1', port: rx.httpPort, path: '/v1/traces', method: 'POST', headers: { 'content-type': 'application/x-protobuf' } }, (res) => {
+      const c: Buffer[] = [];
+      res.on('data', (x: Buffer) => c.push(x));
+      res.on('end', () => resolve({ status: res.statusCode!, retryAfter: res.headers['retry-after'], body: Buffer.concat(c) }));
+    });
+    r.on('error', reject);
+    r.end(body);
+  });
+  let back: UpstreamSink | null = null;
+  const logs: string[] = [];
+  const sender = new UpstreamExporter({ url: `http://127.0.0.1:${rx.grpcPort}`, backoffMs: 50, maxBackoffMs: 500, log: (m) => logs.push(m) });
+  try {
+    assert.equal((await post(encodeTraceRequest(request1(spans(3000, 44))))).status, 200);
+    assert.equal(p.saturated(), null, '44 of 50 queued: room left');
+    assert.equal((await post(encodeTraceRequest(request1(spans(3044, 1))))).status, 200);
+    assert.match(p.saturated() ?? '', /behind: 45 span/);
+    const refused = await post(encodeTraceRequest(request1(spans(3045, 10))));
+    assert.equal(refused.status, 503);
+    assert.equal(refused.retryAfter, '1');
+    const st = decodeRpcStatus(refused.body);
+    assert.equal(st.code, 8, 'RESOURCE_EXHAUSTED');
+    assert.equal(st.retryDelayMs, 1000, 'with RetryInfo: retryable');
+    assert.match(st.message, /cannot take more spans now: upstream .* is behind/);
+    assert.equal(rx.counters.consumerBusy, 1);
+    assert.equal(p.counters.received, 45, 'the refused request was not taken');
+    // a sender that retries (kspan's exporter, over gRPC: RESOURCE_EXHAUSTED + RetryInfo)
+    sender.send(spans(3045, 10).map((s) => ({ span: s, resource: new ResourceRef([], ''), scope: { name: 's', version: '', attributes: [], droppedAttributesCount: 0 }, scopeSchemaUrl: '' })));
+    while (sender.counters.failedAttempts === 0) await new Promise((r) => setTimeout(r, 10));
+    assert.ok(rx.counters.consumerBusy >= 2);
+    // the upstream comes back: the queue drains, the receivers take the sender's retries
+    back = await UpstreamSink.start({ grpcPort: port });
+    await back.waitFor((r) => r.length >= 55, 30_000, 'all 55 spans');
+    await sender.close(5000);
+    await up.close(5000);
+    const ids = new Set(back.received.map((r) => r.span.spanId));
+    for (let i = 0; i < 55; i++) assert.ok(ids.has(sp(3000 + i)), `span ${3000 + i} delivered`);
+    assert.equal(up.counters.dropped.queueFull, 0);
+    assert.equal(sender.counters.splits + sender.counters.dropped.rejected + sender.counters.dropped.queueFull, 0, logs.join('\n'));
+    assert.equal(p.saturated(), null);
+  } finally {
+    await rx.close();
+    await back?.close();
     await p.close();
   }
 });

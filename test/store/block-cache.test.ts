@@ -8,6 +8,9 @@ import { EventList, openStoreReader, openStoreWriter } from '../../src/store/ind
 import { SynthGen } from './synth.js';
 import { feed, tempDir } from './util.js';
 
+// ~20,000 events of decoded blocks
+const MAX_BYTES = 20_000 * 138;
+
 test('block cache: same events as an uncached reader over many windows, bounded, partition drops forgotten', async () => {
   const { dir, cleanup } = tempDir('block-cache');
   const T0 = 5_000_000_000_000;
@@ -18,13 +21,14 @@ test('block cache: same events as an uncached reader over many windows, bounded,
     await w.close();
     const plain = openStoreReader(dir);
     const cached = openStoreReader(dir);
-    const cache = cached.enableBlockCache(20_000);
+    const cache = cached.enableBlockCache(MAX_BYTES);
     let s = 99;
     const rnd = (): number => (s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 4294967296;
     const parts = plain.partitions();
     const lo = parts[0].fromNs!;
     const hi = parts[parts.length - 1].maxEnd;
     let compared = 0;
+    let maxHeld = 0;
     for (let q = 0; q < 400; q++) {
       const tid = gen.tidOf(Math.floor(rnd() * 4)); // few threads: the cache gets hits
       const a = lo + Math.floor(rnd() * (hi - lo));
@@ -34,12 +38,16 @@ test('block cache: same events as an uncached reader over many windows, bounded,
       const y = cached.eventsOnThread(tid, a, b, new EventList(), mask).toObjects();
       assert.deepEqual(y, x, `tid ${tid} [${a}, ${b}] mask ${mask}`);
       compared += x.length;
-      const held = [...(cache as unknown as { map: Map<string, { list: EventList }> }).map.values()].reduce((n, c) => n + c.list.count, 0);
-      assert.equal(held, cache.events);
-      assert.ok(held <= 20_000 || cache.size === 1, `cache holds ${held} events`);
+      const lists = [...(cache as unknown as { map: Map<string, { list: EventList }> }).map.values()].map((c) => c.list);
+      assert.equal(lists.reduce((n, l) => n + l.count, 0), cache.events);
+      const held = lists.reduce((n, l) => n + l.byteSize, 0);
+      assert.equal(held, cache.bytes, 'the account is the lists\' memory');
+      assert.ok(held <= MAX_BYTES || cache.size === 1, `cache holds ${held} bytes`);
+      maxHeld = Math.max(maxHeld, held);
     }
     assert.ok(compared > 1000, `compared ${compared} events`);
     assert.ok(cache.hits > 100 && cache.misses > 10, `hits ${cache.hits}, misses ${cache.misses}`);
+    assert.ok(maxHeld > MAX_BYTES / 2, `the bound was reached (${maxHeld} bytes held at most)`);
     const before = cache.size;
     for (const p of parts) cached.forgetPartition(p.idx);
     assert.ok(before > 0);
