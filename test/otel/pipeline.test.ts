@@ -15,6 +15,8 @@ import {
 } from '../../src/otel/index.js';
 import { EPOCH0, MS, NOW, T0, W0, buildStore, epoch, sp, tr, type Built } from '../correlator/util.js';
 import { UpstreamSink } from './upstream-sink.js';
+import { scenarioSpans } from './sdk-fixture.js';
+import { OTLPTraceExporter as ProtoExporter } from '@opentelemetry/exporter-trace-otlp-proto';
 
 const PID = 100;
 const A = 101;
@@ -346,7 +348,7 @@ test('upstream down, then back: nothing lost up to the queue bound; past it the 
   }
 });
 
-test('upstream behind: from 90% of its queue the receivers refuse new requests (retryable) instead of taking spans the queue would drop; a retrying sender loses nothing', async () => {
+test('upstream behind: from 90% of its queue the receivers refuse new requests (retryable) instead of taking spans the queue would drop; retrying senders (kspan, the OTel JS SDK) lose nothing', async () => {
   const port = await freePort();
   const up = upstream(`http://127.0.0.1:${port}`, { maxQueueSpans: 50, maxBatchSpans: 10, backoffMs: 50, maxBackoffMs: 500 });
   // the kernel side down: spans go straight to the (down) upstream's queue
@@ -379,17 +381,20 @@ test('upstream behind: from 90% of its queue the receivers refuse new requests (
     assert.match(st.message, /cannot take more spans now: upstream .* is behind/);
     assert.equal(rx.counters.consumerBusy, 1);
     assert.equal(p.counters.received, 45, 'the refused request was not taken');
-    // a sender that retries (kspan's exporter, over gRPC: RESOURCE_EXHAUSTED + RetryInfo)
+    // senders that retry: kspan's exporter over gRPC (RESOURCE_EXHAUSTED + RetryInfo), the OTel JS SDK's over HTTP (503 + Retry-After)
     sender.send(spans(3045, 10).map((s) => ({ span: s, resource: new ResourceRef([], ''), scope: { name: 's', version: '', attributes: [], droppedAttributesCount: 0 }, scopeSchemaUrl: '' })));
-    while (sender.counters.failedAttempts === 0) await new Promise((r) => setTimeout(r, 10));
-    assert.ok(rx.counters.consumerBusy >= 2);
-    // the upstream comes back: the queue drains, the receivers take the sender's retries
+    const sdkSpans = await scenarioSpans();
+    const sdkExported = new Promise<number>((resolve) => new ProtoExporter({ url: `http://127.0.0.1:${rx.httpPort}/v1/traces` }).export(sdkSpans, (r) => resolve(r.code)));
+    while (sender.counters.failedAttempts === 0 || rx.counters.consumerBusy < 3) await new Promise((r) => setTimeout(r, 10));
+    // the upstream comes back: the queue drains, the receivers take the senders' retries
     back = await UpstreamSink.start({ grpcPort: port });
-    await back.waitFor((r) => r.length >= 55, 30_000, 'all 55 spans');
+    await back.waitFor((r) => r.length >= 57, 30_000, 'all 57 spans');
+    assert.equal(await sdkExported, 0, 'the SDK exporter succeeded after retrying');
     await sender.close(5000);
     await up.close(5000);
     const ids = new Set(back.received.map((r) => r.span.spanId));
     for (let i = 0; i < 55; i++) assert.ok(ids.has(sp(3000 + i)), `span ${3000 + i} delivered`);
+    for (const s of sdkSpans) assert.ok(ids.has(s.spanContext().spanId), `SDK span ${s.name} delivered`);
     assert.equal(up.counters.dropped.queueFull, 0);
     assert.equal(sender.counters.splits + sender.counters.dropped.rejected + sender.counters.dropped.queueFull, 0, logs.join('\n'));
     assert.equal(p.saturated(), null);
