@@ -97,6 +97,14 @@ function spec(kind: number, name: string, interval: boolean, cols: readonly ColD
 /** Numeric per-kind columns in EventList.f */
 export const NUM_FIELDS = 12;
 
+/** Bytes of one row of an EventList's columns: start, end and the numeric fields (f64), cpu, pid, tid, blobOff, blobLen (u32), kind (u8). */
+const ROW_BYTES = 8 * (2 + NUM_FIELDS) + 4 * 5 + 1;
+const EMPTY_F64 = new Float64Array(0);
+
+/** sortByStart's scratch: the permutation and one column's copy */
+let sortIdx = new Uint32Array(0);
+let sortBuf = new ArrayBuffer(0);
+
 // Column order: the ones that change most often first (the change mask's
 // first 7 bits fit one varint byte). Offsets come from src/capture/records.ts
 // (the record ABI, itself checked against bpf/kspan.h by the layout test).
@@ -490,30 +498,32 @@ export class EventList {
 
   /** Memory held by the columns and the byte-field blob, bytes (~138 per event of capacity with the 12 numeric columns). */
   get byteSize(): number {
-    let n = this.kind.byteLength + this.cpu.byteLength + this.pid.byteLength + this.tid.byteLength + this.start.byteLength +
-      this.end.byteLength + this.blobOff.byteLength + this.blobLen.byteLength + this.blob.byteLength;
-    for (const f of this.f) n += f.byteLength;
-    return n;
+    return this.capacity * ROW_BYTES + this.blob.byteLength;
   }
 
   grow(cap: number): void {
     if (cap <= this.capacity) return;
-    const g = <T extends Uint8Array | Uint32Array | Float64Array>(a: T, C: new (n: number) => T): T => {
-      const n = new C(cap);
-      n.set(a.subarray(0, this.count) as never);
-      return n;
+    // every column is a view on one ArrayBuffer (wider types first, so each view is aligned):
+    // one allocation a list instead of 22 (decoding a block into a new list is the common case)
+    const buf = new ArrayBuffer(cap * ROW_BYTES);
+    let off = 0;
+    const col = <T extends Uint8Array | Uint32Array | Float64Array>(old: T, C: new (b: ArrayBuffer, o: number, n: number) => T): T => {
+      const a = new C(buf, off, cap);
+      off += cap * a.BYTES_PER_ELEMENT;
+      if (this.count > 0) a.set(old.subarray(0, this.count) as never);
+      return a;
     };
-    this.kind = g(this.kind, Uint8Array);
-    this.cpu = g(this.cpu, Uint32Array);
-    this.pid = g(this.pid, Uint32Array);
-    this.tid = g(this.tid, Uint32Array);
-    this.start = g(this.start, Float64Array);
-    this.end = g(this.end, Float64Array);
-    this.blobOff = g(this.blobOff, Uint32Array);
-    this.blobLen = g(this.blobLen, Uint32Array);
+    this.start = col(this.start, Float64Array);
+    this.end = col(this.end, Float64Array);
     const f: Float64Array[] = [];
-    for (let j = 0; j < NUM_FIELDS; j++) f.push(g(this.f[j] ?? new Float64Array(0), Float64Array));
+    for (let j = 0; j < NUM_FIELDS; j++) f.push(col(this.f[j] ?? EMPTY_F64, Float64Array));
     this.f = f;
+    this.cpu = col(this.cpu, Uint32Array);
+    this.pid = col(this.pid, Uint32Array);
+    this.tid = col(this.tid, Uint32Array);
+    this.blobOff = col(this.blobOff, Uint32Array);
+    this.blobLen = col(this.blobLen, Uint32Array);
+    this.kind = col(this.kind, Uint8Array);
     this.capacity = cap;
   }
 
@@ -624,18 +634,26 @@ export class EventList {
       }
     }
     if (sorted) return;
-    const idx = new Uint32Array(n);
+    // scratch reused across calls: sorting a freshly decoded block allocates nothing per column
+    if (sortIdx.length < n) {
+      sortIdx = new Uint32Array(Math.max(n, 4096));
+      sortBuf = new ArrayBuffer(sortIdx.length * 8);
+    }
+    const idx = sortIdx.subarray(0, n);
     for (let i = 0; i < n; i++) idx[i] = i;
     const st = this.start;
     const en = this.end;
     idx.sort((a, b) => st[a] - st[b] || en[a] - en[b] || a - b);
-    const perm = <T extends Uint8Array | Uint32Array | Float64Array>(a: T): void => {
-      const c = a.slice(0, n) as T;
+    const f64 = new Float64Array(sortBuf, 0, n);
+    const u32 = new Uint32Array(sortBuf, 0, n);
+    const u8 = new Uint8Array(sortBuf, 0, n);
+    const perm = <T extends Uint8Array | Uint32Array | Float64Array>(a: T, c: T): void => {
+      c.set(a.subarray(0, n) as never);
       for (let i = 0; i < n; i++) a[i] = c[idx[i]];
     };
-    perm(this.kind); perm(this.cpu); perm(this.pid); perm(this.tid); perm(this.start); perm(this.end);
-    perm(this.blobOff); perm(this.blobLen);
-    for (const f of this.f) perm(f);
+    perm(this.kind, u8); perm(this.cpu, u32); perm(this.pid, u32); perm(this.tid, u32); perm(this.start, f64); perm(this.end, f64);
+    perm(this.blobOff, u32); perm(this.blobLen, u32);
+    for (const f of this.f) perm(f, f64);
   }
 }
 
