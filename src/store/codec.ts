@@ -640,10 +640,28 @@ export class EventList {
       sortBuf = new ArrayBuffer(sortIdx.length * 8);
     }
     const idx = sortIdx.subarray(0, n);
-    for (let i = 0; i < n; i++) idx[i] = i;
     const st = this.start;
     const en = this.end;
-    idx.sort((a, b) => st[a] - st[b] || en[a] - en[b] || a - b);
+    // A block comes in end order, so it is nearly sorted by start (only intervals that overlap
+    // others are out of place): insertion sort, stable, with a budget of moves; past it, a full sort.
+    let moves = 0;
+    const budget = 8 * n + 64;
+    let i = 0;
+    for (; i < n && moves <= budget; i++) {
+      const s0 = st[i];
+      const e0 = en[i];
+      let j = i - 1;
+      while (j >= 0 && (st[idx[j]] > s0 || (st[idx[j]] === s0 && en[idx[j]] > e0))) {
+        idx[j + 1] = idx[j];
+        j--;
+      }
+      moves += i - 1 - j;
+      idx[j + 1] = i;
+    }
+    if (i < n) {
+      for (let k = 0; k < n; k++) idx[k] = k;
+      idx.sort((a, b) => st[a] - st[b] || en[a] - en[b] || a - b);
+    }
     const f64 = new Float64Array(sortBuf, 0, n);
     const u32 = new Uint32Array(sortBuf, 0, n);
     const u8 = new Uint8Array(sortBuf, 0, n);
@@ -685,15 +703,18 @@ export function readBlockHeader(v: Uint8Array, r: ByteReader, out: BlockHeader):
  * overlaps iff start <= b && end >= a) and, when kindMask != 0, whose kind
  * bit is set. Returns the number of events added.
  */
+const decodePrev = new Float64Array(16 * 16);
+const decodePrevBytes = new Uint8Array(16 * 2 * 16);
+
 export function decodeBlock(v: Uint8Array, tid: number, a: number, b: number, kindMask: number, out: EventList, r: ByteReader, h: BlockHeader): number {
   if (!readBlockHeader(v, r, h)) return 0;
   const count = h.count;
   const relV1 = h.version === 1;
   let prevEnd = 0;
   let prevCpu = 0;
-  const prev = new Float64Array(16 * 16);
-  const prevBytes = new Uint8Array(16 * 2 * 16);
-  const seenKinds = new Uint8Array(16);
+  // previous values per (kind, column): reused, zeroed per block
+  const prev = decodePrev.fill(0);
+  const prevBytes = decodePrevBytes.fill(0);
   let added = 0;
   for (let e = 0; e < count; e++) {
     const head = v[r.p++];
@@ -769,7 +790,6 @@ export function decodeBlock(v: Uint8Array, tid: number, a: number, b: number, ki
         out.f[sp.numIdx[c]][i] = t === Col.REL ? (val === val ? start + val : 0) : val;
       }
     }
-    seenKinds[kind] = 1;
     if (sp.stack) {
       const n = r.varint();
       if (keep) {
