@@ -58,8 +58,10 @@ export function putU64(b: Buffer, at: number, v: number): void {
   b.writeUInt32BE(v % TWO32 >>> 0, at + 4);
 }
 export function getU64(b: Uint8Array, at: number): number {
-  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
-  return dv.getUint32(at) * TWO32 + dv.getUint32(at + 4);
+  // byte arithmetic, not a DataView: this runs for every block key a scan visits
+  const hi = b[at] * 0x1000000 + ((b[at + 1] << 16) | (b[at + 2] << 8) | b[at + 3]);
+  const lo = b[at + 4] * 0x1000000 + ((b[at + 5] << 16) | (b[at + 6] << 8) | b[at + 7]);
+  return hi * TWO32 + lo;
 }
 
 /** meta 't' key of one thread incarnation: start_time as the absolute u64 (it may precede the origin). */
