@@ -225,8 +225,7 @@ export class EnrichPipeline implements SpanConsumer {
   saturated(): string | null {
     const up = this.o.upstream;
     if (!up) return null;
-    const coming = this.emit === 'span-events' ? this.bufferedSpans : 0;
-    return up.saturated(coming, this.emit === 'span-events' ? this.bufferedBytes : 0);
+    return up.saturated(this.emit === 'span-events' ? this.bufferedSpans : 0);
   }
 
   /** A trace into the buffer (new, or back from a worker). */

@@ -248,12 +248,13 @@ export class UpstreamExporter {
 
   /**
    * Why the queue cannot take more without dropping, or null: what it holds
-   * plus what is still coming to it (`comingSpans`, `comingBytes`: spans a
-   * caller holds for it, their memory an upper bound of their encoded size)
-   * reaches 90% of a bound. Callers refuse new spans then (back-pressure)
-   * instead of accepting spans this queue would drop.
+   * plus what is still coming to it (`comingSpans`: spans a caller holds for
+   * it, counted at the queue's mean bytes a span) reaches 90% of a bound.
+   * Callers refuse new spans then (back-pressure) instead of accepting spans
+   * this queue would drop.
    */
-  saturated(comingSpans = 0, comingBytes = 0): string | null {
+  saturated(comingSpans = 0): string | null {
+    const comingBytes = this.heldSpans > 0 ? comingSpans * (this.heldBytes / this.heldSpans) : 0;
     if (this.heldSpans + comingSpans < 0.9 * this.maxQueue && this.heldBytes + comingBytes < 0.9 * this.maxQueueBytes) return null;
     return `upstream ${this.url} is behind: ${this.heldSpans} span(s) / ${Math.round(this.heldBytes / 1048576)} MiB queued` +
       `${comingSpans ? ` and ${comingSpans} more waiting for enrichment` : ''} (bounds ${this.maxQueue} spans / ${Math.round(this.maxQueueBytes / 1048576)} MiB)`;

@@ -393,6 +393,27 @@ test('queue bounded by bytes: past maxQueueBytes the oldest waiting spans are dr
   }
 });
 
+test('saturated(): at 90% of either bound, counting the spans still coming at the queue\'s mean size a span', async () => {
+  const bh = await BlackHole.start(); // nothing gets through: everything waits
+  try {
+    const blob = (n: number) => span(n, { attributes: [kv('blob', { type: 'string', value: 'y'.repeat(10_000) })] });
+    const { up } = exporter(`http://127.0.0.1:${bh.port}`, { maxQueueSpans: 100, maxQueueBytes: 200_000, maxBatchSpans: 1, timeoutMs: 60_000 });
+    assert.equal(up.saturated(), null);
+    assert.equal(up.saturated(89), null, 'nothing queued: 89 coming spans of unknown size are below 90 spans');
+    assert.match(up.saturated(90) ?? '', /behind: 0 span\(s\) \/ 0 MiB queued and 90 more waiting/);
+    up.send(out(Array.from({ length: 10 }, (_, j) => blob(j)))); // ~101 KB held
+    assert.equal(up.saturated(), null);
+    assert.equal(up.saturated(6), null, '16 x ~10.1 KB < 180,000 bytes');
+    assert.match(up.saturated(8) ?? '', /behind: 10 span\(s\)/, '18 x ~10.1 KB >= 180,000 bytes');
+    up.send(out(Array.from({ length: 8 }, (_, j) => blob(100 + j)))); // 18 held: over 90% of the bytes on its own
+    assert.match(up.saturated() ?? '', /behind: 18 span\(s\)/);
+    assert.equal(up.counters.dropped.queueFull, 0);
+    await up.close(100);
+  } finally {
+    await bh.close();
+  }
+});
+
 test('retry and split classification follow the OTLP spec', () => {
   const k = (o: { kind: string }) => o.kind;
   for (const c of [grpc.status.CANCELLED, grpc.status.DEADLINE_EXCEEDED, grpc.status.ABORTED, grpc.status.OUT_OF_RANGE, grpc.status.UNAVAILABLE, grpc.status.DATA_LOSS]) {
