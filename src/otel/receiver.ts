@@ -83,8 +83,7 @@ export interface ReceiverCounters {
   consumerBusy: number;
 }
 
-/** Memory reserved by one request in progress, against the receiver's in-flight budget. */
-/** a request's share of the in-flight budget; `decoded`: its decoded size as estimated before decoding */
+/** Memory reserved by one request in progress, against the receiver's in-flight budget; `decoded`: its decoded size as estimated before decoding. */
 interface Reservation { bytes: number; decoded?: number }
 
 class BusyError extends Error {}
