@@ -159,6 +159,8 @@ export async function cmdRun(argv: string[]): Promise<number> {
       log,
     });
   } catch (e) {
+    // an option parsed on the way (sizes, counts, durations): a usage error, exit 2
+    if (e instanceof UsageError) throw e;
     process.stderr.write(`kspan run: ${(e as Error).message}\n`);
     return 1;
   }
