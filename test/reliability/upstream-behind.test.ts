@@ -7,24 +7,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { createServer } from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createInterface } from 'node:readline';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../../src/capture/index.js';
+import { freePort } from '../helpers/jaeger.js';
 import { UpstreamSink } from '../otel/upstream-sink.js';
 import { sleep } from '../store/util.js';
 
 const KSPAN = join(REPO_ROOT, 'bin', 'kspan.js');
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 /** n spans as OTLP/JSON, ids from a counter. */
 function otlpBody(from: number, n: number): string {
