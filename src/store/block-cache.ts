@@ -15,8 +15,6 @@ import { EventList } from './codec.js';
 export interface CachedBlock {
   /** the block's events, sorted by (start, end), stable */
   list: EventList;
-  /** memory the list holds (its byteSize when cached) */
-  bytes: number;
   /** longest event (end - start): events overlapping [a, b] start at or after a - maxDur */
   maxDur: number;
   /** the block header's extent (its events end by key minStart + extent) */
@@ -28,7 +26,7 @@ export function cachedBlock(list: EventList, extent: number): CachedBlock {
   list.sortByStart();
   let maxDur = 0;
   for (let i = 0; i < list.count; i++) if (list.end[i] - list.start[i] > maxDur) maxDur = list.end[i] - list.start[i];
-  return { list, maxDur, extent, bytes: list.byteSize };
+  return { list, maxDur, extent };
 }
 
 /**
@@ -93,7 +91,7 @@ export class DecodedBlockCache {
     const old = this.map.get(key);
     if (old) this.forget(key, old);
     this.map.set(key, c);
-    this.held += c.bytes;
+    this.held += c.list.byteSize; // a cached list is never changed: the same figure when it leaves
     this.heldEvents += c.list.count;
     for (const [k, v] of this.map) {
       if (this.held <= this.maxBytes || this.map.size <= 1) break;
@@ -103,7 +101,7 @@ export class DecodedBlockCache {
 
   private forget(k: string, v: CachedBlock): void {
     this.map.delete(k);
-    this.held -= v.bytes;
+    this.held -= v.list.byteSize;
     this.heldEvents -= v.list.count;
   }
 
