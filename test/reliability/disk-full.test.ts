@@ -20,6 +20,7 @@ import { join } from 'node:path';
 import { REPO_ROOT } from '../../src/capture/index.js';
 import { openStoreReader, openStoreWriter, statsOf, usedBytes, type StoreHealth } from '../../src/store/index.js';
 import { fakeProbePath } from '../helpers/fake-probe.js';
+import { otlpJsonBody } from '../helpers/otlp-json.js';
 import { UpstreamSink } from '../otel/upstream-sink.js';
 import { SynthGen } from '../store/synth.js';
 import { feed, sleep } from '../store/util.js';
@@ -99,16 +100,6 @@ test('writer on a full disk: commits fail without throwing, data held and retrie
   }
 });
 
-/** Spans as OTLP/JSON, ids from a counter. */
-function otlpBody(from: number, n: number): string {
-  const now = BigInt(Date.now()) * 1_000_000n;
-  const spans = Array.from({ length: n }, (_, k) => {
-    const id = (from + k + 1).toString(16).padStart(16, '0');
-    return { traceId: id.padStart(32, 'c'), spanId: id, name: 'req', kind: 2, startTimeUnixNano: String(now - 5_000_000n), endTimeUnixNano: String(now) };
-  });
-  return JSON.stringify({ resourceSpans: [{ resource: { attributes: [{ key: 'service.name', value: { stringValue: 'full-disk' } }] }, scopeSpans: [{ scope: { name: 't' }, spans }] }] });
-}
-
 test('kspan run on a full disk: every span is forwarded while the store cannot commit, said once, counted; it stores again when space returns', async (t) => {
   const fs = mountTmpfs(16);
   const sink = await UpstreamSink.start();
@@ -128,7 +119,7 @@ test('kspan run on a full disk: every span is forwarded while the store cannot c
     let sent = 0;
     let accepted = 0;
     const send = async (): Promise<void> => {
-      const r = await fetch(`http://127.0.0.1:${port}/v1/traces`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: otlpBody(sent, 20) });
+      const r = await fetch(`http://127.0.0.1:${port}/v1/traces`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: otlpJsonBody('full-disk', sent, 20) });
       sent += 20;
       if (r.status === 200) accepted += 20;
     };

@@ -13,20 +13,11 @@ import { createInterface } from 'node:readline';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../../src/capture/index.js';
 import { freePort } from '../helpers/jaeger.js';
+import { otlpJsonBody } from '../helpers/otlp-json.js';
 import { UpstreamSink } from '../otel/upstream-sink.js';
 import { sleep } from '../store/util.js';
 
 const KSPAN = join(REPO_ROOT, 'bin', 'kspan.js');
-
-/** n spans as OTLP/JSON, ids from a counter. */
-function otlpBody(from: number, n: number): string {
-  const now = BigInt(Date.now()) * 1_000_000n;
-  const spans = Array.from({ length: n }, (_, k) => {
-    const id = (from + k + 1).toString(16).padStart(16, '0');
-    return { traceId: id.padStart(32, 'd'), spanId: id, name: 'req', kind: 2, startTimeUnixNano: String(now - 5_000_000n), endTimeUnixNano: String(now) };
-  });
-  return JSON.stringify({ resourceSpans: [{ resource: { attributes: [{ key: 'service.name', value: { stringValue: 'behind' } }] }, scopeSpans: [{ scope: { name: 't' }, spans }] }] });
-}
 
 test('kspan run, upstream down: from 90% of --queue-spans new requests get a retryable 503, said in the status line; nothing is dropped and all arrive when it is back', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'kspan-behind-'));
@@ -43,7 +34,7 @@ test('kspan run, upstream down: from 90% of --queue-spans new requests get a ret
       createInterface({ input: kspan.stdout! }).once('line', resolve);
       kspan.once('exit', (c) => reject(new Error(`kspan run exited ${c}: ${stderr}`)));
     })).otlp_http_port as number;
-    const post = (from: number) => fetch(`http://127.0.0.1:${httpPort}/v1/traces`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: otlpBody(from, 5) });
+    const post = (from: number) => fetch(`http://127.0.0.1:${httpPort}/v1/traces`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: otlpJsonBody('behind', from, 5, 'd') });
     // nine requests of 5 spans: 45 queued (the kernel side is off: forwarded unchanged at once)
     for (let i = 0; i < 9; i++) assert.equal((await post(5 * i)).status, 200, `request ${i}`);
     const refused = await post(45);
