@@ -13,7 +13,7 @@
 
 import { randomBytes } from 'node:crypto';
 import type { SpanExplanation } from '../correlator/index.js';
-import type { PbWriter } from './otlp-encode.js';
+import { PbWriter, writeSpanExtra } from './otlp-encode.js';
 import type { KeyValue, Span, SpanEvent } from './types.js';
 
 export interface EnrichOptions {
@@ -334,6 +334,15 @@ export function applyEncodedEnrichment(span: Span, bytes: Uint8Array, keyMask: n
 
 /** In-line mode: add an enrichment to the span (in place); a re-enriched span (kspan behind kspan) keeps one copy of each key. */
 export function applyEnrichment(span: Span, x: KspanEnrichment): void {
+  if (span.encodedFields) {
+    // a held span (compactSpans) has its own fields encoded: kspan's follow them, encoded too
+    // (compacted spans carry no kspan.* keys or events of their own: nothing to replace)
+    const w = new PbWriter(256);
+    if (span.encodedExtra) w.raw(span.encodedExtra);
+    writeSpanExtra(w, x.attributes, x.events);
+    span.encodedExtra = w.finish();
+    return;
+  }
   const attrs = x.attributes;
   const ours = new Set<string>();
   for (const a of attrs) ours.add(a.key);

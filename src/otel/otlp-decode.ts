@@ -455,6 +455,11 @@ function estAttrs(attrs: KeyValue[]): number {
   return n;
 }
 
+/** Estimated memory of a decoded attribute list (a resource's, a scope's), on the scan's scale. */
+export function estimateAttributesBytes(attrs: KeyValue[]): number {
+  return estAttrs(attrs);
+}
+
 /**
  * Estimated memory of one decoded span, on the scan's scale (objects as
  * counted by scanTraceRequestProtobuf, strings and bytes by their length):

@@ -222,6 +222,12 @@ function str(w: PbWriter, field: number, s: string): void {
 
 /** The fields of a Span message (no tag or length: the caller frames it, e.g. fork() ... join(2)). */
 export function writeSpanFields(w: PbWriter, s: Span): void {
+  if (s.encodedFields) {
+    // a held span (compactSpans): its own fields were encoded when it arrived
+    w.raw(s.encodedFields);
+    if (s.encodedExtra) w.raw(s.encodedExtra);
+    return;
+  }
   w.hex(1, s.traceId);
   w.hex(2, s.spanId);
   str(w, 3, s.traceState);
@@ -253,6 +259,53 @@ export function writeSpanFields(w: PbWriter, s: Span): void {
   }
   if (s.flags !== 0) w.fixed32(16, s.flags);
   if (s.encodedExtra) w.raw(s.encodedExtra);
+}
+
+const NO_ATTRIBUTES: KeyValue[] = Object.freeze([]) as unknown as KeyValue[];
+const NO_EVENTS: SpanEvent[] = Object.freeze([]) as unknown as SpanEvent[];
+const NO_LINKS: Span['links'] = Object.freeze([]) as unknown as Span['links'];
+const NO_STATUS: Span['status'] = Object.freeze({ code: 0, message: '' });
+let compactScratch = new PbWriter(64 * 1024);
+
+/**
+ * Spans as a buffer holds them while they wait (seconds, tens of thousands):
+ * each span's fields encoded once, exactly as writeSpanFields writes them,
+ * into one buffer for all of them (a view each), and a light Span that keeps
+ * its ids, name, kind and times (what the pipeline reads) with empty
+ * attributes, events, links and status, frozen so that nothing adds to
+ * them. The decoded objects (KeyValues, BigInts, strings: ~2 KB a span) are
+ * left to the young generation instead of living on into the old one.
+ * Returns the encoded bytes of each span. Spans with encodedFields or
+ * encodedExtra already are left as they are (0).
+ */
+export function compactSpans(spans: Span[]): number[] {
+  const w = compactScratch;
+  w.reset();
+  const ends: number[] = new Array(spans.length);
+  for (let i = 0; i < spans.length; i++) {
+    const s = spans[i];
+    if (!s.encodedFields && !s.encodedExtra) writeSpanFields(w, s);
+    ends[i] = w.length;
+  }
+  const chunk = Buffer.from(w.finish());
+  if (w.capacity > 4 * 1024 * 1024) compactScratch = new PbWriter(64 * 1024); // don't keep a huge buffer after a huge span
+  const sizes: number[] = new Array(spans.length);
+  let off = 0;
+  for (let i = 0; i < spans.length; i++) {
+    const s = spans[i];
+    sizes[i] = ends[i] - off;
+    if (!s.encodedFields && !s.encodedExtra) {
+      const fields = chunk.subarray(off, ends[i]);
+      spans[i] = {
+        traceId: s.traceId, spanId: s.spanId, traceState: s.traceState, parentSpanId: s.parentSpanId, flags: s.flags, name: s.name, kind: s.kind,
+        startTimeUnixNano: s.startTimeUnixNano, endTimeUnixNano: s.endTimeUnixNano,
+        attributes: NO_ATTRIBUTES, droppedAttributesCount: 0, events: NO_EVENTS, droppedEventsCount: 0, links: NO_LINKS, droppedLinksCount: 0,
+        status: NO_STATUS, encodedFields: fields,
+      };
+    }
+    off = ends[i];
+  }
+  return sizes;
 }
 
 function writeEvents(w: PbWriter, events: readonly SpanEvent[]): void {

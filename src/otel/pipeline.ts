@@ -23,10 +23,11 @@ import { mayJoin, type ExplainOptions } from '../correlator/index.js';
 import type { SpanInput } from '../store/index.js';
 import { applyEncodedEnrichment, kspanChildSpanOf, type EnrichOptions } from './enrich.js';
 import { ExplainPool } from './explain-pool.js';
-import { estimateDecodedSpanBytes } from './otlp-decode.js';
+import { estimateAttributesBytes, estimateDecodedSpanBytes } from './otlp-decode.js';
+import { compactSpans } from './otlp-encode.js';
 import { explainBatch, type ExplainGroup, type GroupResult } from './explain-worker.js';
 import { StoreSpanConsumer, type SpanSink, type StoreSpanConsumerOptions } from './store-consumer.js';
-import type { ConsumeMeta, ConsumeResult, DecodedTraceRequest, SpanConsumer } from './types.js';
+import type { ConsumeMeta, ConsumeResult, DecodedTraceRequest, Span, SpanConsumer } from './types.js';
 import { ResourceRef, type OutgoingSpan, type UpstreamExporter } from './upstream.js';
 
 /** What the pipeline needs from the capture side. */
@@ -67,6 +68,17 @@ const WORKER_BATCH_SPANS = 256;
  * ~1.7 KB of heap per buffered span, of which the scan estimates ~1.1 KB.
  */
 const ENTRY_BYTES = 600;
+
+/**
+ * Memory a span held encoded (compactHeld) takes besides its bytes and its
+ * share of the resource and scope: the light Span and the view on its bytes,
+ * its stored form (SpanInput), the outgoing record and the entry. Measured
+ * like ENTRY_BYTES (heap per held span of the bench mix, minus the bytes).
+ */
+const HELD_ENTRY_BYTES = 850;
+
+/** A resource's or scope's own records (objects, the ResourceRef), besides its attributes. */
+const SHARED_RECORD_BYTES = 200;
 
 export interface PipelineOptions {
   kernel: KernelSide;
@@ -141,6 +153,39 @@ interface Entry {
   endNs: bigint;
   /** estimated memory held for it (counted against maxBufferedBytes) */
   bytes: number;
+  /** its share of its resource's and scope's memory (held while any span of them is) */
+  shared: number;
+}
+
+/** Does the span carry kspan's own attributes or events (kspan behind kspan)? Enriching replaces them, so it is held decoded. */
+function hasKspanFields(s: Span): boolean {
+  for (const a of s.attributes) if (a.key.startsWith('kspan.')) return true;
+  for (const ev of s.events) if (ev.name.startsWith('kspan.')) return true;
+  return false;
+}
+
+/**
+ * Spans going into the buffer are held encoded (compactSpans): a few hundred
+ * bytes of records and their protobuf bytes instead of ~2 KB of decoded
+ * objects each, which would live through old-generation collections while
+ * they wait. Their account is then what they hold: records, bytes, share of
+ * the resource and scope.
+ */
+function compactHeld(held: Entry[]): void {
+  const spans: Span[] = [];
+  const which: Entry[] = [];
+  for (const e of held) {
+    if (hasKspanFields(e.out.span)) continue;
+    spans.push(e.out.span);
+    which.push(e);
+  }
+  if (!spans.length) return;
+  const sizes = compactSpans(spans);
+  for (let i = 0; i < which.length; i++) {
+    const e = which[i];
+    e.out.span = spans[i];
+    e.bytes = HELD_ENTRY_BYTES + sizes[i] + e.shared;
+  }
 }
 
 interface TraceBuffer {
@@ -250,12 +295,17 @@ export class EnrichPipeline implements SpanConsumer {
     const share = meta.decodedBytes !== undefined && meta.spanCount > 0 ? Math.ceil(meta.decodedBytes / meta.spanCount) : -1;
     for (const rs of req.resourceSpans) {
       const resource = ResourceRef.of(rs);
+      let rsSpans = 0;
+      for (const ss of rs.scopeSpans) rsSpans += ss.spans.length;
+      const rsShare = Math.ceil((SHARED_RECORD_BYTES + estimateAttributesBytes(rs.resource.attributes) + rs.schemaUrl.length) / Math.max(1, rsSpans));
       for (const ss of rs.scopeSpans) {
+        const sc = ss.scope;
+        const ssShare = Math.ceil((SHARED_RECORD_BYTES + sc.name.length + sc.version.length + estimateAttributesBytes(sc.attributes)) / Math.max(1, ss.spans.length));
         for (const span of ss.spans) {
           const input = this.mapper.toSpanInput(span, rs.resource.attributes, why);
           if (input) inputs.push(input);
           const bytes = ENTRY_BYTES + (share >= 0 ? share : estimateDecodedSpanBytes(span));
-          arrivals.push({ out: { span, resource, scope: ss.scope, scopeSchemaUrl: ss.schemaUrl }, input, endNs: span.endTimeUnixNano, bytes });
+          arrivals.push({ out: { span, resource, scope: ss.scope, scopeSchemaUrl: ss.schemaUrl }, input, endNs: span.endTimeUnixNano, bytes, shared: rsShare + ssShare });
         }
       }
     }
@@ -289,6 +339,7 @@ export class EnrichPipeline implements SpanConsumer {
       this.passUnchanged(arrivals, 'kernelDown');
     } else {
       const now = Date.now();
+      const held: Entry[] = [];
       for (const e of arrivals) {
         if (!e.input || e.endNs - e.out.span.startTimeUnixNano < this.minDurNs) {
           this.passUnchanged([e], e.input ? 'short' : 'noKernelData');
@@ -299,10 +350,14 @@ export class EnrichPipeline implements SpanConsumer {
           this.passUnchanged([e], 'noKernelData');
           continue;
         }
-        let t = this.traces.get(e.input.traceId);
+        held.push(e);
+      }
+      compactHeld(held);
+      for (const e of held) {
+        let t = this.traces.get(e.input!.traceId);
         if (!t) {
           t = { entries: [], bytes: 0, firstAtMs: now, maxEndNs: 0n };
-          this.traces.set(e.input.traceId, t);
+          this.traces.set(e.input!.traceId, t);
         }
         t.entries.push(e);
         t.bytes += e.bytes;

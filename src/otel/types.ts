@@ -84,6 +84,13 @@ export interface Span {
    * they follow `attributes` and `events` (what concatenating them would give).
    */
   encodedExtra?: Uint8Array;
+  /**
+   * The span's own fields (1-16) already encoded (otlp-encode.ts
+   * compactSpans): when set, writeSpanFields writes these bytes (then
+   * encodedExtra) and the object keeps only ids, name, kind and times; its
+   * attributes, events, links and status are empty and frozen, not the span's.
+   */
+  encodedFields?: Uint8Array;
 }
 
 export interface ScopeSpans {

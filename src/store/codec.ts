@@ -767,7 +767,12 @@ export function decodeBlock(v: Uint8Array, tid: number, a: number, b: number, ki
             for (let k = 0; k < 16; k++) prevBytes[slot + k] = v[r.p++];
           }
         }
-        if (keep) out.blob.set(prevBytes.subarray(slot, slot + 16), blobAt + sp.blobIdx[c]);
+        if (keep) {
+          // a copy by hand: a subarray per field was an allocation per event
+          const blob = out.blob;
+          const at = blobAt + sp.blobIdx[c];
+          for (let k = 0; k < 16; k++) blob[at + k] = prevBytes[slot + k];
+        }
         continue;
       }
       if (mask & (1 << c)) {
