@@ -204,7 +204,9 @@ test('kspan record --data on a full disk: one line and the summary, exit 1, no c
     const limited = join(fs.dir, 'limited');
     const codes: number[] = [];
     let made = '';
-    for (let i = 0; i < 4; i++) {
+    // each stop lowers the bound to what the disk allowed then; on a loaded machine a later run may
+    // write faster and make room once more before the bound settles: at most 6 runs, until two in a row succeed
+    for (let i = 0; i < 6 && !(codes.length >= 4 && codes.at(-1) === 0 && codes.at(-2) === 0); i++) {
       const r = record(['--data', limited, '--max-size', '100M', '--duration', '4'], env);
       assert.equal(r.signal, null, r.stderr);
       assert.doesNotMatch(r.stderr, CRASH);
@@ -218,6 +220,7 @@ test('kspan record --data on a full disk: one line and the summary, exit 1, no c
     }
     assert.equal(codes[0], 1, 'the first run fills the disk');
     assert.deepEqual(codes.slice(-2), [0, 0], `later runs succeed: exit codes ${codes.join(',')}`);
+    assert.ok(codes.filter((c) => c === 1).length <= 2, `the bound settles after at most one more stop: exit codes ${codes.join(',')}`);
     const r = openStoreReader(limited);
     const st = statsOf(r, limited);
     assert.ok(st.events > 100_000, `${st.events} events kept`);
