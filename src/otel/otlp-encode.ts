@@ -265,7 +265,25 @@ const NO_ATTRIBUTES: KeyValue[] = Object.freeze([]) as unknown as KeyValue[];
 const NO_EVENTS: SpanEvent[] = Object.freeze([]) as unknown as SpanEvent[];
 const NO_LINKS: Span['links'] = Object.freeze([]) as unknown as Span['links'];
 const NO_STATUS: Span['status'] = Object.freeze({ code: 0, message: '' });
-let compactScratch = new PbWriter(64 * 1024);
+let runScratch = new PbWriter(64 * 1024);
+
+/**
+ * The fields (writeSpanFields) of spans 0..n-1 one after another in one new
+ * buffer; ends[i] is where span i's bytes end (a null span takes none).
+ */
+export function encodeSpanRun(n: number, spanAt: (i: number) => Span | null): { chunk: Buffer; ends: number[] } {
+  const w = runScratch;
+  w.reset();
+  const ends: number[] = new Array(n);
+  for (let i = 0; i < n; i++) {
+    const s = spanAt(i);
+    if (s) writeSpanFields(w, s);
+    ends[i] = w.length;
+  }
+  const chunk = Buffer.from(w.finish());
+  if (w.capacity > 4 * 1024 * 1024) runScratch = new PbWriter(64 * 1024); // don't keep a huge buffer after a huge span
+  return { chunk, ends };
+}
 
 /**
  * Spans as a buffer holds them while they wait (seconds, tens of thousands):
@@ -279,16 +297,7 @@ let compactScratch = new PbWriter(64 * 1024);
  * encodedExtra already are left as they are (0).
  */
 export function compactSpans(spans: Span[]): number[] {
-  const w = compactScratch;
-  w.reset();
-  const ends: number[] = new Array(spans.length);
-  for (let i = 0; i < spans.length; i++) {
-    const s = spans[i];
-    if (!s.encodedFields && !s.encodedExtra) writeSpanFields(w, s);
-    ends[i] = w.length;
-  }
-  const chunk = Buffer.from(w.finish());
-  if (w.capacity > 4 * 1024 * 1024) compactScratch = new PbWriter(64 * 1024); // don't keep a huge buffer after a huge span
+  const { chunk, ends } = encodeSpanRun(spans.length, (i) => (spans[i].encodedFields || spans[i].encodedExtra ? null : spans[i]));
   const sizes: number[] = new Array(spans.length);
   let off = 0;
   for (let i = 0; i < spans.length; i++) {

@@ -21,7 +21,7 @@
 // Delivery is at least once: a batch whose answer never came (timeout) is sent
 // again, and the upstream may have taken it the first time.
 
-import { PbWriter, writeResourceFields, writeScopeFields, writeSpanFields, writeStringField } from './otlp-encode.js';
+import { PbWriter, encodeSpanRun, writeResourceFields, writeScopeFields, writeStringField } from './otlp-encode.js';
 import { GrpcTransport, HttpTransport, type ExportOutcome, type ExportTransport } from './upstream-transport.js';
 import type { InstrumentationScope, KeyValue, ResourceSpans, Span } from './types.js';
 
@@ -111,18 +111,9 @@ interface Entry {
   spanId: string;
 }
 
-let scratch = new PbWriter(64 * 1024);
-
 /** Encode spans (one Span message each) into one buffer. */
 function encodeEntries(spans: OutgoingSpan[]): Entry[] {
-  scratch.reset();
-  const ends: number[] = new Array(spans.length);
-  for (let i = 0; i < spans.length; i++) {
-    writeSpanFields(scratch, spans[i].span);
-    ends[i] = scratch.length;
-  }
-  const chunk = Buffer.from(scratch.finish());
-  if (scratch.capacity > 4 * 1024 * 1024) scratch = new PbWriter(64 * 1024); // don't keep a huge buffer after a huge span
+  const { chunk, ends } = encodeSpanRun(spans.length, (i) => spans[i].span);
   const out: Entry[] = new Array(spans.length);
   let off = 0;
   for (let i = 0; i < spans.length; i++) {
