@@ -230,6 +230,8 @@ export class EnrichPipeline implements SpanConsumer {
   private nextBatch = 0;
   private nextToSend = 0;
   private draining = false;
+  /** a tick is due as soon as the event loop is free: a worker has answered and has room again */
+  private feedDue: NodeJS.Immediate | null = null;
 
   constructor(private readonly o: PipelineOptions) {
     this.log = o.log ?? ((m) => process.stderr.write(`kspan: ${m}\n`));
@@ -511,6 +513,21 @@ export class EnrichPipeline implements SpanConsumer {
         this.doneBatches.delete(this.nextToSend++);
         if (o.length) this.o.upstream?.send(o);
       }
+      this.tickSoon();
+    });
+  }
+
+  /**
+   * A tick as soon as the event loop is free, not at the next timer tick,
+   * when a worker answered: it has room. (Fed only by the timer, a worker
+   * that explains its batches faster than the tick period waited for it:
+   * idle ~15% of a flood on the bench's full store.)
+   */
+  private tickSoon(): void {
+    if (this.feedDue || this.timer === null || this.draining || this.closed || !this.traces.size) return;
+    this.feedDue = setImmediate(() => {
+      this.feedDue = null;
+      if (this.timer !== null && !this.draining && !this.closed) this.tick(false);
     });
   }
 
@@ -574,6 +591,7 @@ export class EnrichPipeline implements SpanConsumer {
   /** Explain and send everything buffered now (graceful shutdown); later spans go out unchanged. */
   async close(): Promise<void> {
     if (this.timer) { clearInterval(this.timer); this.timer = null; }
+    if (this.feedDue) { clearImmediate(this.feedDue); this.feedDue = null; }
     await Promise.all(this.storeWrites);
     // the workers' batches come back (or are counted lost); what is left is explained here
     this.draining = true;
