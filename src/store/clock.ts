@@ -43,7 +43,7 @@ function addNew(c: ClockHistory, s: ClockSampleMeta): void {
 /** The reader's clock, with every sample the store holds now. */
 export function storeClock(r: StoreReader): ClockHistory {
   const { clock } = storeClockOf(r);
-  for (const s of r.clockSamples(resumeAfter(clock))) addNew(clock, s);
+  r.eachClockSample(resumeAfter(clock), (s) => addNew(clock, s));
   return clock;
 }
 

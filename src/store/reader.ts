@@ -462,11 +462,16 @@ export class StoreReader {
 
   /** Clock samples in monotonic order; with `afterMono`, only those taken after it (incremental readers). */
   clockSamples(afterMono?: number): ClockSampleMeta[] {
-    this.auto();
     const out: ClockSampleMeta[] = [];
-    const start = afterMono === undefined ? metaKey(M.CLOCK) : metaKey(M.CLOCK, [afterMono + 1, 8]);
-    for (const { value } of this.meta.getRange({ start, end: metaKey(M.CLOCK + 1) })) out.push(value as ClockSampleMeta);
+    this.eachClockSample(afterMono, (s) => { out.push(s); });
     return out;
+  }
+
+  /** clockSamples without the array: each sample to `visit` as it is read (a store can hold hundreds of thousands). */
+  eachClockSample(afterMono: number | undefined, visit: (s: ClockSampleMeta) => void): void {
+    this.auto();
+    const start = afterMono === undefined ? metaKey(M.CLOCK) : metaKey(M.CLOCK, [afterMono + 1, 8]);
+    for (const { value } of this.meta.getRange({ start, end: metaKey(M.CLOCK + 1) })) visit(value as ClockSampleMeta);
   }
 
   /** The stored clock-offset history (epoch <-> monotonic): this reader's store clock (clock.ts), up to date. */

@@ -95,7 +95,9 @@ function judge(span: JaegerSpan, wait_ns: number, holderTid: number): Verdict {
   };
   const ms = (x: unknown): string => (num(x) / 1e6).toFixed(1);
   const detail = `span ${span.spanID}: wait ${ms(wait_ns)} ms; futex_ns ${ms(tags['kspan.futex_ns'])} on_cpu_ns ${ms(tags['kspan.on_cpu_ns'])} ` +
-    `unknown_ns ${ms(tags['kspan.unknown_ns'])} settling ${tags['kspan.data.settling']} top_cause ${tags['kspan.top_cause']}; ` +
+    `unknown_ns ${ms(tags['kspan.unknown_ns'])} runqueue_ns ${ms(tags['kspan.runqueue_ns'])} settling ${tags['kspan.data.settling']} ` +
+    `coverage ${tags['kspan.data.coverage']} lost_events ${tags['kspan.data.lost_events']} method ${tags['kspan.correlation.method']} ` +
+    `tid ${tags['kspan.correlation.tid']} top_cause ${tags['kspan.top_cause']}; ` +
     `lock_contention ${lock ? `${ms(lock['kspan.duration_ns'])} ms, culprit tid ${lock['kspan.culprit.tid']}` : '-'} (holder ${holderTid})`;
   return { ...v, detail };
 }
