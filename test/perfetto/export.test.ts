@@ -272,7 +272,7 @@ test('clock: exact µs text, the store clock history rule, the day base', () => 
     { monoNs: 1_000, realtimeNs: (86_400_000_000_000n + 1_000n).toString(), errorNs: 0, stepped: false },
     { monoNs: 10_000, realtimeNs: (86_400_000_000_000n + 1_010_000n).toString(), errorNs: 0, stepped: true },
   ];
-  const c = new ExportClock({ clockSamples: () => samples } as never);
+  const c = new ExportClock({ eachClockSample: (_after: unknown, visit: (s: (typeof samples)[number]) => void) => samples.forEach((s) => visit(s)) } as never);
   c.setBase(86_400_000_000_000n);
   assert.equal(c.us(500), '0.5005', 'before the first sample: the first one');
   assert.equal(c.us(5_000), '5');
