@@ -158,7 +158,14 @@ export function explainBatch(
       else todo.push(k);
     }
     const run = (ks: number[]): void => {
+      const misses = reader.partitionMisses;
       const xs = explainSpanGroups(reader, ks.map((k) => groups[k]), explain);
+      if (onlyKnown && reader.partitionMisses !== misses) {
+        // a partition of this snapshot could not be opened: its events read as none, which must not
+        // become on-CPU time; explained on the receiving thread instead (as a window not committed)
+        for (const k of ks) out[k] = { kind: 'unseen' };
+        return;
+      }
       // (encoded: a group's rows are written only once all of it is explained, so a retry writes no row twice)
       ks.forEach((k, j) => { out[k] = resultOf(groups[k], xs[j], mode, enrich, enc); });
     };

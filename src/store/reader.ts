@@ -178,10 +178,22 @@ export class StoreReader {
     } catch {
       db = undefined;
     }
-    if (!db) return null;
+    if (!db) {
+      if (!create && this.readOnly) this.partitionMisses++;
+      return null;
+    }
     this.parts.set(idx, db);
     return db;
   }
+
+  /**
+   * Partitions a read-only reader was asked for and could not open (lmdb-js
+   * opens a sub-database by renewing the read transaction: a partition listed
+   * in one snapshot may be gone, or the open may race). Their events read as
+   * none: a caller that must not take that for "nothing happened" (an explain
+   * worker) checks this before and after.
+   */
+  partitionMisses = 0;
 
   /** True when this reader holds a handle on partition idx. */
   hasPartitionHandle(idx: number): boolean {

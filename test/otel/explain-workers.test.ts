@@ -10,7 +10,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FrameWriter } from '../helpers/frames.js';
 import { Kind, OffcpuFlag, OwnerSrc, TaskEvent } from '../../src/capture/records.js';
-import { openStoreWriter, type SpanInput, type StoreWriter } from '../../src/store/index.js';
+import { openStoreReader, openStoreWriter, type SpanInput, type StoreWriter } from '../../src/store/index.js';
+import { partitionDbName } from '../../src/store/schema.js';
 import {
   EnrichPipeline, ExplainPool, decodeTraceRequestProtobuf, encodeTraceRequest, explainBatch, type DecodedTraceRequest, type ExplainGroup, type KernelSide, type OutgoingSpan, type Span,
   type UpstreamExporter,
@@ -100,6 +101,38 @@ test('explain workers: a worker explains exactly what the receiving thread does 
     assert.equal(pool.counters.crashes, 0);
   } finally {
     await pool.close();
+    await w.close();
+    cleanup();
+  }
+});
+
+test('explain workers: a partition of the snapshot that a worker\'s reader cannot open makes its groups unseen, not on CPU', async () => {
+  const { dir, cleanup } = tempDir('xw-miss');
+  const w = headWriter(dir);
+  const r = openStoreReader(dir);
+  try {
+    await feed(w, frames(W0 + N * 100 * MS + 50 * MS).toBuffer());
+    await w.flush();
+    const groups = inputs().slice(0, 3);
+    const ok = explainBatch(r, groups, 'explain', true, EXPLAIN);
+    assert.ok(ok.every((x) => x.kind === 'explained'), 'committed: explained');
+    assert.equal(r.partitionMisses, 0);
+    // a reader that has not opened the partitions yet, whose opens fail (the lmdb-js race, or a partition dropped since)
+    const r2 = openStoreReader(dir);
+    const root = r2.root as unknown as { openDB: (...a: unknown[]) => unknown };
+    const openDB = root.openDB.bind(root);
+    const parts = new Set(r2.partitions().map((pm) => partitionDbName(pm.idx)));
+    assert.ok(parts.size > 0);
+    root.openDB = (name: unknown, ...rest: unknown[]) => (parts.has(String(name)) ? undefined : openDB(name, ...rest));
+    const missed = explainBatch(r2, groups, 'explain', true, EXPLAIN);
+    assert.ok(r2.partitionMisses > 0, 'the failed opens are counted');
+    assert.deepEqual(missed.map((x) => x.kind), ['unseen', 'unseen', 'unseen']);
+    // without the check (a reader explaining on its own), the same reader reads the partition as empty
+    const blind = explainBatch(r2, groups.slice(0, 1), 'explain', false, EXPLAIN);
+    assert.equal(blind[0].kind, 'explained');
+    await r2.root.close();
+  } finally {
+    await r.root.close();
     await w.close();
     cleanup();
   }
