@@ -8,8 +8,8 @@
 //   npm run bench:block-decode [-- --quick] [-- --blocks N] [-- --runs N]
 
 import { parseArgs } from 'node:util';
-import { ByteReader, EventList, decodeBlock, readBlockHeader, type BlockHeader } from '../src/store/codec.js';
-import { cachedBlock } from '../src/store/block-cache.js';
+import { ByteReader, readBlockHeader, type BlockHeader } from '../src/store/codec.js';
+import { decodeCachedBlock } from '../src/store/block-cache.js';
 import { openStoreReader } from '../src/store/index.js';
 import { ensureSynthStore } from './lib/synth-store.js';
 
@@ -38,9 +38,7 @@ for (let run = 0; run < Number(values.runs ?? 7); run++) {
   for (let rep = 0; rep < 3; rep++) {
     for (const v of blocks) {
       if (!readBlockHeader(v, r, h)) continue;
-      const list = new EventList(Math.max(16, h.count));
-      decodeBlock(v, 1, -Infinity, Infinity, 0, list, r, h);
-      events += cachedBlock(list, h.extent).list.count;
+      events += decodeCachedBlock(v, 1, r, h).list.count;
     }
   }
   rates.push(events / ((performance.now() - t0) / 1000));

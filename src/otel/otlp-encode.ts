@@ -293,8 +293,8 @@ export function encodeSpanRun(n: number, spanAt: (i: number) => Span | null): { 
  * attributes, events, links and status, frozen so that nothing adds to
  * them. The decoded objects (KeyValues, BigInts, strings: ~2 KB a span) are
  * left to the young generation instead of living on into the old one.
- * Returns the encoded bytes of each span. Spans with encodedFields or
- * encodedExtra already are left as they are (0).
+ * Returns the encoded bytes of each span; -1 for a span left as it is (it
+ * has encodedFields or encodedExtra already).
  */
 export function compactSpans(spans: Span[]): number[] {
   const { chunk, ends } = encodeSpanRun(spans.length, (i) => (spans[i].encodedFields || spans[i].encodedExtra ? null : spans[i]));
@@ -302,8 +302,9 @@ export function compactSpans(spans: Span[]): number[] {
   let off = 0;
   for (let i = 0; i < spans.length; i++) {
     const s = spans[i];
-    sizes[i] = ends[i] - off;
+    sizes[i] = -1;
     if (!s.encodedFields && !s.encodedExtra) {
+      sizes[i] = ends[i] - off;
       const fields = chunk.subarray(off, ends[i]);
       spans[i] = {
         traceId: s.traceId, spanId: s.spanId, traceState: s.traceState, parentSpanId: s.parentSpanId, flags: s.flags, name: s.name, kind: s.kind,

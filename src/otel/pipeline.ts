@@ -183,6 +183,7 @@ function compactHeld(held: Entry[]): void {
   if (!spans.length) return;
   const sizes = compactSpans(spans);
   for (let i = 0; i < which.length; i++) {
+    if (sizes[i] < 0) continue; // left decoded (already encoded in part): its estimate stands
     const e = which[i];
     e.out.span = spans[i];
     e.bytes = HELD_ENTRY_BYTES + sizes[i] + e.shared;
@@ -525,9 +526,10 @@ export class EnrichPipeline implements SpanConsumer {
    */
   private tickSoon(): void {
     if (this.feedDue || this.timer === null || this.draining || this.closed || !this.traces.size) return;
+    // (close() clears it before it stops the timer or drains)
     this.feedDue = setImmediate(() => {
       this.feedDue = null;
-      if (this.timer !== null && !this.draining && !this.closed) this.tick(false);
+      this.tick(false);
     });
   }
 

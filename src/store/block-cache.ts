@@ -10,7 +10,7 @@
 // block's order) with its longest event, so a window [a, b] is found by
 // binary search instead of a pass over the whole block.
 
-import { EventList } from './codec.js';
+import { EventList, decodeBlock, type BlockHeader, type ByteReader } from './codec.js';
 
 export interface CachedBlock {
   /** the block's events, sorted by (start, end), stable */
@@ -19,6 +19,13 @@ export interface CachedBlock {
   maxDur: number;
   /** the block header's extent (its events end by key minStart + extent) */
   extent: number;
+}
+
+/** A block whose header `h` was read (readBlockHeader), decoded whole for the cache: the events of thread `tid`, sorted. */
+export function decodeCachedBlock(v: Uint8Array, tid: number, r: ByteReader, h: BlockHeader): CachedBlock {
+  const all = new EventList(Math.max(16, h.count));
+  decodeBlock(v, tid, -Infinity, Infinity, 0, all, r, h);
+  return cachedBlock(all, h.extent);
 }
 
 /** A decoded block (events in block order) as the cache keeps it: sorted, with its longest event. */

@@ -12,7 +12,7 @@
 import type { Database } from 'lmdb';
 import { EventList } from './codec.js';
 import type { StoreReader } from './reader.js';
-import { M, metaKey, type ClockSampleMeta, type PartitionMeta } from './schema.js';
+import { clockSampleRange, type ClockSampleMeta, type PartitionMeta } from './schema.js';
 import { REQUEST_ID_ATTRIBUTES } from './service-attributes.js';
 import { storedSpan, type StoredSpan } from './spans.js';
 
@@ -208,8 +208,8 @@ export async function spansByRequestId(
  */
 export function clockSamplesSliced(r: StoreReader, afterMono: number | undefined, visit: (s: ClockSampleMeta) => void, ctl: ScanControl): Promise<boolean> {
   r.refresh();
-  const start = afterMono === undefined ? metaKey(M.CLOCK) : metaKey(M.CLOCK, [afterMono + 1, 8]);
-  return forRangeSliced(r.meta, start, metaKey(M.CLOCK + 1), (_k, v) => {
+  const { start, end } = clockSampleRange(afterMono);
+  return forRangeSliced(r.meta, start, end, (_k, v) => {
     visit(v as ClockSampleMeta);
     return true;
   }, ctl);

@@ -10,10 +10,10 @@ import { open, type Database, type RootDatabase } from 'lmdb';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Kind, groupName, type ClockHistory } from '../capture/index.js';
-import { DecodedBlockCache, appendOverlapping, cachedBlock } from './block-cache.js';
+import { DecodedBlockCache, appendOverlapping, decodeCachedBlock } from './block-cache.js';
 import { ByteReader, EventList, decodeBlock, decodeFutexBlock, readBlockHeader, type BlockHeader } from './codec.js';
 import {
-  DEFAULT_PARTITION_NS, M, futexPrefix, futexRangeKey, getU64, metaKey, partitionDbName, partitionMayOverlap, pidMapKey, threadKey,
+  DEFAULT_PARTITION_NS, M, clockSampleRange, futexPrefix, futexRangeKey, getU64, metaKey, partitionDbName, partitionMayOverlap, pidMapKey, threadKey,
   tidKey, type ClockSampleMeta, type DropsSample, type PartitionMeta, type SessionMeta, type StatusMeta,
   type StoreConfig, type ThreadMeta,
 } from './schema.js';
@@ -298,9 +298,7 @@ export class StoreReader {
             const v = db.getBinaryFast(k);
             // header: skip blocks that end before a without decoding them
             if (!v || !readBlockHeader(v, r, h) || getU64(k, 4) + h.extent < a) return;
-            const all = new EventList(Math.max(16, h.count));
-            decodeBlock(v, tid, -Infinity, Infinity, 0, all, r, h);
-            cache.set(ck, (c = cachedBlock(all, h.extent)));
+            cache.set(ck, (c = decodeCachedBlock(v, tid, r, h)));
           }
           if (getU64(k, 4) + c.extent < a) return;
           appendOverlapping(c, a, b, kindMask, out);
@@ -482,8 +480,7 @@ export class StoreReader {
   /** clockSamples without the array: each sample to `visit` as it is read (a store can hold hundreds of thousands). */
   eachClockSample(afterMono: number | undefined, visit: (s: ClockSampleMeta) => void): void {
     this.auto();
-    const start = afterMono === undefined ? metaKey(M.CLOCK) : metaKey(M.CLOCK, [afterMono + 1, 8]);
-    for (const { value } of this.meta.getRange({ start, end: metaKey(M.CLOCK + 1) })) visit(value as ClockSampleMeta);
+    for (const { value } of this.meta.getRange(clockSampleRange(afterMono))) visit(value as ClockSampleMeta);
   }
 
   /** The stored clock-offset history (epoch <-> monotonic): this reader's store clock (clock.ts), up to date. */

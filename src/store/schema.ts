@@ -152,6 +152,11 @@ export function metaKey(tag: number, ...parts: [number, 1 | 4 | 8][]): Buffer {
   return k;
 }
 
+/** Meta keys of the clock samples taken after `afterMono` (all when undefined), as a [start, end) range. */
+export function clockSampleRange(afterMono: number | undefined): { start: Buffer; end: Buffer } {
+  return { start: afterMono === undefined ? metaKey(M.CLOCK) : metaKey(M.CLOCK, [afterMono + 1, 8]), end: metaKey(M.CLOCK + 1) };
+}
+
 export function partitionDbName(idx: number): string {
   return `e:${idx}`;
 }

@@ -37,7 +37,7 @@ import { localHost, type HostIdentity, type HostMeta } from './host.js';
 import { describeCommitError } from './commit-error.js';
 import { StoreReader, openEnv, type OpenOptions } from './reader.js';
 import {
-  DEFAULT_PARTITION_NS, M, SCHEMA_VERSION, blockKey, f64, futexBlockKey, futexPrefix, getU64, metaKey, partitionFromNs,
+  DEFAULT_PARTITION_NS, M, SCHEMA_VERSION, blockKey, clockSampleRange, f64, futexBlockKey, futexPrefix, getU64, metaKey, partitionFromNs,
   partitionMayOverlap, pidMapKey, procKey, threadKey, tidKey, type GroupCoverage, type PartitionMeta, type SessionMeta, type SkipCounters,
   type StoreConfig, type ThreadMeta,
 } from './schema.js';
@@ -388,7 +388,7 @@ export class StoreWriter implements CaptureSink {
     // the time origin: fixed once per store (time.ts); a store with data but no origin predates them (0)
     const origin = meta.get(metaKey(M.ORIGIN)) as { hi: number } | undefined;
     if (origin) this.originHi = origin.hi;
-    else if (this.order.length || meta.getKeysCount({ start: metaKey(M.CLOCK), end: metaKey(M.CLOCK + 1) }) > 0) this.fixOrigin(0);
+    else if (this.order.length || meta.getKeysCount(clockSampleRange(undefined)) > 0) this.fixOrigin(0);
     const ret = meta.get(metaKey(M.RETAINED)) as { fromNs: number; capBytes?: number; capFor?: number } | undefined;
     if (ret) this.horizonNs = ret.fromNs;
     // a cap learned from a full disk holds across restarts with the same --max-size (a new limit starts over)
