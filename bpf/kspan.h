@@ -16,7 +16,7 @@
 #ifndef KSPAN_H
 #define KSPAN_H
 
-#define KSPAN_ABI_VERSION 3
+#define KSPAN_ABI_VERSION 4
 #define KSPAN_REC_MAGIC 0xb5
 #define KSPAN_COMM_LEN 16
 #define KSPAN_MAX_STACK 64 /* frames per side (user, kernel) */
@@ -314,9 +314,17 @@ struct kspan_ack {
  * before the drain started: a record whose event time is before it was
  * reserved and submitted inside one BPF program run (microseconds), so the
  * drain found it. Readers treat time after the last h.ts as not yet seen.
+ *
+ * lost[] = the rings' cumulative reserve failures (as in KSPAN_DROPS), read
+ * after the drain at lost_ts: a record lost before lost_ts is counted. A lost
+ * off-CPU record leaves no trace of its interval, so a reader must know the
+ * losses up to the watermark, not a second later, or it reads the missing
+ * time as "on CPU". lost_ts = 0: not read. (Streams of ABI <= 3 end at h.)
  */
 struct kspan_drained {
 	struct kspan_hdr h;
+	__u64 lost_ts;
+	__u64 lost[KSPAN_RING_MAX];
 };
 
 /* ---- loader <-> BPF configuration (not a record) ----

@@ -11,6 +11,7 @@
 #include "groups.h"
 #include "kspan-probe.h"
 #include "output.h"
+#include "drain.h"
 
 int pid_filter(const char *verb, __u32 pid)
 {
@@ -71,10 +72,8 @@ static void handle_command(char *line)
 	if (!strcmp(cmd, "ping")) {
 		emit_ack(seq, 0, "pong");
 	} else if (!strcmp(cmd, "flush")) {
-		__u64 before = now_ns(CLOCK_MONOTONIC);
-		ring_buffer__consume(rings);
-		emit_drained(before);
-		emit_ack(seq, 0, "flushed");
+		bool marked = drain(true);
+		emit_ack(seq, 0, marked ? "flushed" : "flushed (watermark held: a record is still being written)");
 	} else if (!strcmp(cmd, "pid") && a1 && !strcmp(a1, "clear")) {
 		pid_clear();
 		emit_ack(seq, 0, "host-wide");

@@ -33,6 +33,7 @@
 #include "groups.h"
 #include "options.h"
 #include "output.h"
+#include "drain.h"
 
 struct kspan_bpf *skel;
 struct ring_buffer *rings;
@@ -185,6 +186,8 @@ static int load(const __u64 *cgids)
 				"for the verifier log)\n", strerror(-err));
 		return EXIT_BPF_REFUSED;
 	}
+	out_set_ring_lost(bpf_map__fd(skel->maps.ring_lost), ncpu);
+	drain_init();
 
 	/* BPF_ENABLE_STATS: on while this fd is open (i.e. until we exit). */
 	if (opt.stats && bpf_enable_stats(BPF_STATS_RUN_TIME) < 0)
@@ -298,28 +301,21 @@ static void run(void)
 			}
 		}
 		now = now_ns(CLOCK_MONOTONIC);
-		ring_buffer__consume(rings);
-		/* at most every 10 ms: the watermark is read live by the daemon */
-		if (now - last_drained >= 10000000ull) {
-			emit_drained(now);
+		/* a watermark at most every 10 ms: the daemon reads it live */
+		if (drain(now - last_drained >= 10000000ull))
 			last_drained = now;
-		}
 		if (now - last_clock >= (__u64)opt.clock_ms * 1000000) {
 			emit_clock(false);
 			last_clock = now;
 		}
 		if (now - last_drops >= 1000000000ull) {
-			emit_drops(bpf_map__fd(skel->maps.ring_lost), ncpu);
+			emit_drops();
 			last_drops = now;
 		}
 		out_flush();
 	}
-	{
-		__u64 before = now_ns(CLOCK_MONOTONIC);
-		ring_buffer__consume(rings);
-		emit_drained(before);
-	}
-	emit_drops(bpf_map__fd(skel->maps.ring_lost), ncpu);
+	drain(true);
+	emit_drops();
 	out_flush();
 }
 
@@ -346,7 +342,7 @@ int main(int argc, char **argv)
 	}
 	if (opt.check) {
 		ring_buffer__consume(rings);
-		emit_drops(bpf_map__fd(skel->maps.ring_lost), ncpu);
+		emit_drops();
 		out_flush();
 		goto out;
 	}
@@ -358,6 +354,9 @@ int main(int argc, char **argv)
 	close(STDOUT_FILENO);
 	if (opt.stats)
 		print_prog_stats();
+	if (opt.verbose && drain_stalls())
+		fprintf(stderr, "kspan-probe: %lu drain(s) held the watermark: a record reserved before them was still being written\n",
+			drain_stalls());
 out:
 	detach_all_groups();
 	cuda_detach();

@@ -107,14 +107,43 @@ void emit_ack(__u32 seq, int err, const char *fmt, ...)
 	out_flush();
 }
 
-/* The ingest watermark: everything before `before_drain` is in the stream. */
+static int lost_fd = -1, lost_ncpu;
+static __u64 *lost_vals;
+
+void out_set_ring_lost(int ring_lost_fd, int ncpu)
+{
+	lost_vals = calloc(ncpu, sizeof(__u64));
+	lost_fd = lost_vals ? ring_lost_fd : -1;
+	lost_ncpu = ncpu;
+}
+
+/* Cumulative reserve failures of ring `ring`, summed over CPUs; false when unreadable. */
+static bool read_lost(__u32 ring, __u64 *lost)
+{
+	*lost = 0;
+	if (lost_fd < 0 || bpf_map_lookup_elem(lost_fd, &ring, lost_vals))
+		return false;
+	for (int c = 0; c < lost_ncpu; c++)
+		*lost += lost_vals[c];
+	return true;
+}
+
+/* The ingest watermark: everything before `before_drain` is in the stream,
+ * and lost[] counts every record lost before lost_ts (taken before the
+ * counters are read, so a failure before it has been counted). */
 void emit_drained(__u64 before_drain)
 {
 	struct kspan_drained r;
+	bool ok = true;
 
 	memset(&r, 0, sizeof(r));
 	hdr(&r.h, KSPAN_DRAINED, sizeof(r));
 	r.h.ts = before_drain;
+	r.lost_ts = now_ns(CLOCK_MONOTONIC);
+	for (__u32 ring = 0; ring < KSPAN_RING_MAX; ring++)
+		ok &= read_lost(ring, &r.lost[ring]);
+	if (!ok)
+		r.lost_ts = 0;
 	out_write(&r, sizeof(r));
 }
 
@@ -198,17 +227,13 @@ int on_record(void *ctx, void *data, size_t size)
 	return 0;
 }
 
-void emit_drops(int ring_lost_fd, int ncpu)
+void emit_drops(void)
 {
-	__u64 *vals = calloc(ncpu, sizeof(__u64));
-
 	for (__u32 ring = 0; ring < KSPAN_RING_MAX; ring++) {
 		struct kspan_drops r;
-		__u64 lost = 0;
+		__u64 lost;
 
-		if (vals && !bpf_map_lookup_elem(ring_lost_fd, &ring, vals))
-			for (int c = 0; c < ncpu; c++)
-				lost += vals[c];
+		read_lost(ring, &lost);
 		memset(&r, 0, sizeof(r));
 		hdr(&r.h, KSPAN_DROPS, sizeof(r));
 		r.ring = ring;
@@ -217,5 +242,4 @@ void emit_drops(int ring_lost_fd, int ncpu)
 		r.bytes = ring_ctx[ring].bytes;
 		out_write(&r, sizeof(r));
 	}
-	free(vals);
 }

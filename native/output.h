@@ -26,12 +26,16 @@ __u64 now_ns(clockid_t clk);
 void emit_status(__u32 group, int err, unsigned n_ok, unsigned n_fail, const char *fmt, ...);
 /* The answer to control command `seq`; flushed at once. */
 void emit_ack(__u32 seq, int err, const char *fmt, ...);
+/* The watermark and the rings' loss counters read right after the drain
+ * that started at `before_drain`. */
 void emit_drained(__u64 before_drain);
 void emit_clock(bool stepped);
 void emit_hello(int ncpu);
+/* The ring_lost map (per-CPU counters) that emit_drops and emit_drained read. */
+void out_set_ring_lost(int ring_lost_fd, int ncpu);
 /* One KSPAN_DROPS per ring: the ring_lost map summed over CPUs, and what
  * on_record counted. */
-void emit_drops(int ring_lost_fd, int ncpu);
+void emit_drops(void);
 
 /* Per-ring counters for KSPAN_DROPS; each is the ctx of its ring's on_record. */
 struct ring_ctx {

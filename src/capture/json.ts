@@ -13,7 +13,7 @@ import {
   kindName, ringName, groupName, stateLetters,
 } from './records.js';
 import {
-  AckView, BlockIoView, ClockView, CudaCallView, DropsView, FutexWaitView, FutexWakeView, HelloView,
+  AckView, BlockIoView, ClockView, CudaCallView, DrainedView, DropsView, FutexWaitView, FutexWakeView, HelloView,
   OffcpuView, StackView, StatusView, TaskView, TcpRetransView,
 } from './views.js';
 
@@ -52,7 +52,7 @@ export const IO_FLAG_TABLE = IoFlag as Readonly<Record<string, number>>;
 const V = {
   hello: new HelloView(), offcpu: new OffcpuView(), fw: new FutexWaitView(), fk: new FutexWakeView(),
   io: new BlockIoView(), tcp: new TcpRetransView(), cuda: new CudaCallView(), task: new TaskView(),
-  stack: new StackView(), clock: new ClockView(), drops: new DropsView(), status: new StatusView(), ack: new AckView(),
+  stack: new StackView(), clock: new ClockView(), drops: new DropsView(), drained: new DrainedView(), status: new StatusView(), ack: new AckView(),
 };
 
 interface Ctx {
@@ -238,6 +238,11 @@ export function recordToJson(v: RecordView, clock: ClockHistory, names: TaskName
       const d = V.drops.setFrom(v);
       return Object.assign(base, { ring: ringName(d.ring), lost: d.lost, records: d.ringRecords, bytes: d.ringBytes });
     }
+    case Kind.DRAINED: {
+      const d = V.drained.setFrom(v);
+      if (!d.hasLost) return base;
+      return Object.assign(base, { lost_ts: epoch(c, d.lostTs), lost: { sched: d.lost(0), task: d.lost(1), cuda: d.lost(2) } });
+    }
     case Kind.STATUS: {
       const s = V.status.setFrom(v);
       const err = s.err;
@@ -338,6 +343,9 @@ export function jsonToText(j: JsonRecord): string {
       break;
     case 'drops':
       d = `ring ${r.ring}: lost ${r.lost}, drained ${r.records} records / ${r.bytes} bytes`;
+      break;
+    case 'drained':
+      d = r.lost ? `lost so far: ${Object.entries(r.lost as Record<string, number>).map(([k, n]) => `${k} ${n}`).join(', ')}` : '';
       break;
     case 'status':
       d = `${r.group}: ${r.error ?? 'ok'} attached ${r.n_attached} failed ${r.n_failed}${r.detail ? ` (${r.detail})` : ''}`;

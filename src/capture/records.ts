@@ -5,7 +5,7 @@
 // Layout: little-endian, every record starts with the 24-byte header, hdr.size
 // is the whole record (multiple of 8). All times are CLOCK_MONOTONIC ns.
 
-export const ABI_VERSION = 3;
+export const ABI_VERSION = 4;
 export const REC_MAGIC = 0xb5;
 export const COMM_LEN = 16;
 export const MAX_STACK = 64;
@@ -112,8 +112,8 @@ export const STRUCTS = {
   kspan_ack: struct(152, {
     h: [0, 24], seq: [24, 4], err: [28, 4], msg: [32, 120],
   }),
-  kspan_drained: struct(24, {
-    h: [0, 24],
+  kspan_drained: struct(56, {
+    h: [0, 24], lost_ts: [24, 8], lost: [32, 24],
   }),
   /** Not a record: loader <-> BPF configuration in the object's .bss (mirrored for the layout check). */
   kspan_cfg: struct(80, {
@@ -145,6 +145,9 @@ export const CLOCK = offsets(STRUCTS.kspan_clock);
 export const DROPS = offsets(STRUCTS.kspan_drops);
 export const STATUS = offsets(STRUCTS.kspan_status);
 export const ACK = offsets(STRUCTS.kspan_ack);
+export const DRAINED = offsets(STRUCTS.kspan_drained);
+/** A DRAINED record of ABI <= 3 is its header only (no loss counters). */
+export const DRAINED_V3_SIZE = 24;
 
 /** Length of the char arrays, for RecordView.str(). */
 export const STATUS_DETAIL_LEN = 96;
@@ -172,7 +175,7 @@ export const MIN_SIZE: Uint16Array = (() => {
   m[Kind.DROPS] = DROPS.SIZE;
   m[Kind.STATUS] = STATUS.SIZE;
   m[Kind.ACK] = ACK.SIZE;
-  m[Kind.DRAINED] = STRUCTS.kspan_drained.sizeof;
+  m[Kind.DRAINED] = DRAINED_V3_SIZE;
   return m;
 })();
 

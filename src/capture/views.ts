@@ -5,7 +5,7 @@
 
 import { RecordView } from './decoder.js';
 import {
-  ACK, ACK_MSG_LEN, BLOCK_IO, CLOCK, CUDA_CALL, DROPS, FUTEX_WAIT, FUTEX_WAKE, HELLO, IoFlag, OFFCPU,
+  ACK, ACK_MSG_LEN, BLOCK_IO, CLOCK, CUDA_CALL, DRAINED, DROPS, FUTEX_WAIT, FUTEX_WAKE, HELLO, IoFlag, OFFCPU,
   OffcpuFlag, STACK, STACK_FIXED, STATUS, STATUS_DETAIL_LEN, TASK, TCP_RETRANS, cudaApiName,
 } from './records.js';
 
@@ -147,6 +147,13 @@ export class DropsView extends RecordView {
   get lost(): number { return this.u64(DROPS.lost); }
   get ringRecords(): number { return this.u64(DROPS.records); }
   get ringBytes(): number { return this.u64(DROPS.bytes); }
+}
+
+export class DrainedView extends RecordView {
+  /** the loss counters are there (ABI >= 4) and were read (lost_ts != 0) */
+  get hasLost(): boolean { return this.size >= DRAINED.SIZE && this.u64(DRAINED.lost_ts) !== 0; }
+  get lostTs(): number { return this.u64(DRAINED.lost_ts); }
+  lost(ring: number): number { return this.u64(DRAINED.lost + 8 * ring); }
 }
 
 export class StatusView extends RecordView {

@@ -1,67 +1,20 @@
 // Per-reader caches of the time-keyed metadata the correlator needs on every
-// call: the store's clock (store/clock.ts) and the kernel drop counters. A
-// busy capture writes one drops sample per ring per second: they are loaded
-// once per reader and then incrementally (StoreReader.dropSamples(ring,
-// afterTs)), and lookups are binary searches.
+// call: the store's clock (store/clock.ts) and the kernel loss counters
+// (store/drops.ts). Loss samples are loaded once per reader and then
+// incrementally (StoreReader.dropSamples(ring, afterTs)); the writer's latest,
+// uncommitted sample is taken at each refresh; lookups are binary searches.
 
 import type { ClockHistory } from '../capture/index.js';
-import { storeClock, type StoreReader } from '../store/index.js';
+import { DropsIndex, RING_NAMES, storeClock, type StoreReader } from '../store/index.js';
 
-const RINGS = 3;
-const RING_NAMES = ['sched', 'task', 'cuda'];
-
-export class DropsCache {
-  ts: number[][] = [];
-  lost: number[][] = [];
-  private last: number[] = [];
-
-  constructor() {
-    for (let r = 0; r < RINGS; r++) {
-      this.ts.push([]);
-      this.lost.push([]);
-      this.last.push(-1);
-    }
-  }
-
+/** A DropsIndex kept up to date with one reader. */
+export class DropsCache extends DropsIndex {
   refresh(r: StoreReader): void {
-    for (let ring = 0; ring < RINGS; ring++) {
-      for (const s of r.dropSamples(ring, this.last[ring] < 0 ? undefined : this.last[ring])) {
-        this.ts[ring].push(s.ts);
-        this.lost[ring].push(s.lost);
-        this.last[ring] = s.ts;
-      }
+    for (let ring = 0; ring < RING_NAMES.length; ring++) {
+      const last = this.lastTs(ring);
+      for (const s of r.dropSamples(ring, last < 0 ? undefined : last)) this.append(s);
+      this.setTail(ring, r.latestDropSample(ring));
     }
-  }
-
-  /** Same rule as StoreReader.dropsIn (increase of the cumulative counter over [a, b], plus the first sample after b). */
-  dropsIn(a: number, b: number): { total: number; known: boolean; byRing: Record<string, number> } {
-    let total = 0;
-    let known = false;
-    const byRing: Record<string, number> = {};
-    for (let ring = 0; ring < RINGS; ring++) {
-      const ts = this.ts[ring];
-      const lost = this.lost[ring];
-      if (!ts.length) continue;
-      // first sample with ts >= a
-      let lo = 0;
-      let hi = ts.length;
-      while (lo < hi) {
-        const mid = (lo + hi) >>> 1;
-        if (ts[mid] < a) lo = mid + 1;
-        else hi = mid;
-      }
-      let prev = lo > 0 ? lost[lo - 1] : 0;
-      let n = 0;
-      for (let k = lo; k < ts.length; k++) {
-        n += lost[k] >= prev ? lost[k] - prev : lost[k];
-        prev = lost[k];
-        known = true;
-        if (ts[k] > b) break;
-      }
-      byRing[RING_NAMES[ring]] = n;
-      total += n;
-    }
-    return { total, known, byRing };
   }
 }
 

@@ -85,7 +85,8 @@ function explainOne(t: ExplainSession, s: SpanLike): { e: SpanExplanation; dq: S
   const E = S + D;
   const join = resolveJoin(t, s, S, E);
   const cov = t.coverage(S, E);
-  const drops = t.drops.dropsIn(S, E);
+  // losses matter, and must be known, up to the end of capture in the window
+  const drops = t.drops.dropsIn(S, cov.ranges.length ? Math.min(E, cov.ranges[cov.ranges.length - 1][1]) : S);
   const sessions = t.sessions.filter((x) => x.startNs <= E && x.endNs >= S);
   const thr = sessions.map((x) => x.offcpuMinNs).filter((x): x is number => typeof x === 'number');
   const notes: string[] = [];
@@ -140,6 +141,12 @@ function explainOne(t: ExplainSession, s: SpanLike): { e: SpanExplanation; dq: S
         base.breakdown_ns = { ...emptyBreakdown(), unknown: D };
       }
       notes.push(`process join: ${tls.length} of ${all.length} thread(s) of pid ${pid} were active in the window (events, and running >= 5% of it); breakdown_ns is their per-thread time summed and scaled to the span (÷ ${tls.length}; breakdown_thread_ns has the sums), causes are shared by the process's concurrent requests`);
+    }
+    let lost = 0;
+    for (const tl of tls) lost += tl.lostNs;
+    if (lost > 0) {
+      dq.lost_unknown_ns = Math.round(lost * scale);
+      notes.push(`${fmtDur(dq.lost_unknown_ns)} with no off-CPU record counted as unknown, not on CPU: the kernel ring ${drops.total > 0 ? `lost ${drops.total} record(s)` : 'had not reported its losses'} around then`);
     }
     const input: CauseInput = { ctx, span: s, pieces: tls.flatMap((tl) => tl.pieces), timelines: tls, S, E };
     const drafts: Draft[] = [];
@@ -237,7 +244,7 @@ function assemble(traceId: string, spans: { e: SpanExplanation; dq: SpanDataQual
   const notes = [...new Set(spans.flatMap((s) => s.dq.notes))];
   const dq: DataQuality = {
     lost_events: drops.total, covered: spans.every((s) => s.dq.covered), coverage: Math.min(...spans.map((s) => s.dq.coverage)),
-    lost_known: drops.known, offcpu_threshold_ns: thr.length ? Math.max(...thr) : null, correlation: methods,
+    lost_known: spans.every((s) => s.dq.lost_known), offcpu_threshold_ns: thr.length ? Math.max(...thr) : null, correlation: methods,
     threads_joined: spans.reduce((a, s) => a + s.dq.threads_joined, 0), notes,
   };
   const summary = summarizeSpans(spans.map((s) => s.e), dq);

@@ -13,6 +13,14 @@
 //   5. the rest of the covered time                            -> on_cpu
 // Off-CPU intervals shorter than the capture threshold (50 µs default) are
 // not recorded, so they count as on_cpu.
+//
+// "The rest is on CPU" holds only where no off-CPU record of the thread can
+// be missing. A record is emitted at switch-in and describes the whole
+// interval before it, so one lost by the kernel ring (reserve failure, in a
+// loss window (p, q] of store/drops.ts) hides an interval that ended in
+// (p, q] and began anywhere after the thread's previous record: in the gap
+// between the thread's seen intervals that reaches into the window. That gap,
+// from its start to the window's end, counts as unknown, not on_cpu.
 
 import { Kind, OffcpuFlag, cudaApiBlocks } from '../capture/index.js';
 import { F, type EventList } from '../store/index.js';
@@ -59,6 +67,8 @@ export interface Timeline {
   covered: [number, number][];
   /** no events and the thread directory does not know the thread then: its covered time is unknown, not on_cpu */
   unseen?: boolean;
+  /** covered time that would read as on_cpu but may hide a lost off-CPU record: counted unknown */
+  lostNs: number;
 }
 
 const TASK_UNINTERRUPTIBLE = 0x2;
@@ -117,11 +127,14 @@ function bestOverlap(list: EventList, idx: number[], x: number, y: number): numb
  * Events recorded under another pid than `pid` (tid reuse) are ignored when
  * pid > 0.
  */
-export function buildTimeline(list: EventList, tid: number, pid: number, a: number, b: number, covered: [number, number][]): Timeline {
+export function buildTimeline(
+  list: EventList, tid: number, pid: number, a: number, b: number, covered: [number, number][],
+  lossWindows: readonly [number, number][] = [],
+): Timeline {
   const cov = clipRanges(covered, a, b);
   const tl: Timeline = {
     tid, pid, a, b, list, offcpu: [], futexWaits: [], cudaSync: [], cudaLaunch: [], blockIo: [], pieces: [],
-    cudaOnCpu: 0, bd: emptyBreakdown(), events: 0, covered: cov,
+    cudaOnCpu: 0, bd: emptyBreakdown(), events: 0, covered: cov, lostNs: 0,
   };
   const n = list.count;
   const K = list.kind;
@@ -198,8 +211,8 @@ export function buildTimeline(list: EventList, tid: number, pid: number, a: numb
     off += p.eff;
   }
   // on-CPU inside blocking CUDA calls: union of the calls (runtime and driver calls nest), covered, minus off-CPU pieces
+  const u: [number, number][] = [];
   if (tl.cudaSync.length) {
-    const u: [number, number][] = [];
     for (const i of tl.cudaSync) {
       const x = Math.max(list.start[i], a);
       const y = Math.min(list.end[i], b);
@@ -223,7 +236,40 @@ export function buildTimeline(list: EventList, tid: number, pid: number, a: numb
     off += spin;
   }
   bd.on_cpu = covLen - off;
+  if (lossWindows.length) {
+    tl.lostNs = Math.min(bd.on_cpu, lostOnCpu(tl, cov, lossWindows, u));
+    bd.on_cpu -= tl.lostNs;
+    bd.unknown += tl.lostNs;
+  }
   return tl;
+}
+
+/**
+ * Covered time of the gaps between the thread's off-CPU pieces (what reads as
+ * on CPU) that may hide an interval lost in one of `windows`: each gap that
+ * reaches into a window, from its start to the window's end. On-CPU time
+ * inside blocking CUDA calls (`cudaCalls`) stays cuda_sync either way.
+ */
+function lostOnCpu(tl: Timeline, cov: [number, number][], windows: readonly [number, number][], cudaCalls: [number, number][]): number {
+  let n = 0;
+  const gap = (g0: number, g1: number): void => {
+    if (g1 <= g0) return;
+    let end = g0;
+    for (const [p, q] of windows) {
+      if (p >= g1) break;
+      if (q > g0) end = Math.max(end, Math.min(g1, q));
+    }
+    if (end <= g0) return;
+    n += coveredLen(g0, end, cov);
+    for (const [x, y] of cudaCalls) n -= coveredLen(Math.max(x, g0), Math.min(y, end), cov);
+  };
+  let g = tl.a;
+  for (const p of tl.pieces) {
+    gap(g, p.a);
+    if (p.b > g) g = p.b;
+  }
+  gap(g, tl.b);
+  return Math.max(0, n);
 }
 
 /** Who held the CPU during a runqueue piece: preempt_* for PREEMPTED/RESCHED, last_* otherwise. */

@@ -93,6 +93,12 @@ export interface SpanDataQuality {
   settling?: boolean;
   /** (added) ns of the window after the watermark (not yet seen), when settling */
   not_ingested_ns?: number;
+  /**
+   * (added) ns that would read as on CPU but may hide off-CPU intervals whose
+   * records the kernel ring lost (or whose losses are not reported yet):
+   * counted as `unknown` (correlator/timeline.ts)
+   */
+  lost_unknown_ns?: number;
   notes: string[];
 }
 

@@ -12,7 +12,7 @@
 // sequence number, and the reader skips head blocks whose sequence it met
 // in the LMDB scan: every event is read exactly once.
 
-import type { SessionMeta, ThreadMeta } from './schema.js';
+import type { DropsSample, SessionMeta, ThreadMeta } from './schema.js';
 
 export interface HeadBlock {
   /** the block's LMDB key sequence number (unique per writer); -1 for an open block */
@@ -49,4 +49,6 @@ export interface StoreHead {
   session(): SessionMeta | null;
   /** monotonic ns before which every captured event has been ingested (0: none yet) */
   ingestWatermarkNs(): number;
+  /** ring's loss counter as of the latest drain (null: none); may not be committed yet */
+  dropsLatest(ring: number): DropsSample | null;
 }

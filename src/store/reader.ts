@@ -18,6 +18,7 @@ import {
   type StoreConfig, type ThreadMeta,
 } from './schema.js';
 import { storeClock } from './clock.js';
+import { DropsIndex, RING_NAMES } from './drops.js';
 import type { HostIdentity, HostMeta } from './host.js';
 import type { StoreHead } from './head.js';
 import { incarnationAt } from './threads.js';
@@ -499,44 +500,17 @@ export class StoreReader {
     return out;
   }
 
-  /**
-   * Records lost in the kernel during [a, b], from the cumulative DROPS
-   * samples: increase of `lost` between the last sample before a and the
-   * last sample at or before b (a counter that goes down = new probe run).
-   * Losses reported by the first sample after b are attributed to the window
-   * too (they happened at most one sample period later).
-   */
+  /** The writer's latest loss sample of `ring`, not committed yet (the daemon's reader; null otherwise). */
+  latestDropSample(ring: number): DropsSample | null {
+    return this.head?.dropsLatest(ring) ?? null;
+  }
+
+  /** Records lost in the kernel during [a, b] (the rule is in drops.ts; readers that ask often keep a DropsIndex). */
   dropsIn(a: number, b: number): DropsInWindow {
-    const byRing: Record<string, number> = {};
-    let total = 0;
-    let known = false;
-    const samples = this.dropSamples();
-    const rings = new Map<number, DropsSample[]>();
-    for (const s of samples) (rings.get(s.ring) ?? rings.set(s.ring, []).get(s.ring)!).push(s);
-    for (const [ring, list] of rings) {
-      let prev = 0;
-      let lost = 0;
-      let afterB = false;
-      for (const s of list) {
-        if (s.ts < a) {
-          prev = s.lost;
-          continue;
-        }
-        const d = s.lost >= prev ? s.lost - prev : s.lost;
-        lost += d;
-        prev = s.lost;
-        known = true;
-        if (s.ts > b) {
-          afterB = true;
-          break;
-        }
-      }
-      void afterB;
-      const name = ['sched', 'task', 'cuda'][ring] ?? `ring${ring}`;
-      byRing[name] = lost;
-      total += lost;
-    }
-    return { byRing, total, known };
+    const idx = new DropsIndex();
+    for (const s of this.dropSamples()) idx.append(s);
+    for (let ring = 0; ring < RING_NAMES.length; ring++) idx.setTail(ring, this.latestDropSample(ring));
+    return idx.dropsIn(a, b);
   }
 
   /** The hosts that wrote this store (one record per writer open), oldest first. */

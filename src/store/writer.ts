@@ -28,7 +28,7 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import type { Database } from 'lmdb';
 import {
-  BLOCK_IO, CLOCK, CUDA_CALL, DROPS, FUTEX_WAIT, FUTEX_WAKE, HDR, HELLO, HelloView, Kind, KIND_MAX, MIN_SIZE, OFFCPU, STATUS, STATUS_DETAIL_LEN, TASK,
+  BLOCK_IO, CLOCK, CUDA_CALL, DRAINED, DROPS, FUTEX_WAIT, FUTEX_WAKE, HDR, HELLO, HelloView, Kind, KIND_MAX, MIN_SIZE, OFFCPU, STATUS, STATUS_DETAIL_LEN, TASK,
   ClockHistory, groupName, type CaptureSink, type RecordBatch,
 } from '../capture/index.js';
 import { BlockBuilder, FutexBuilder, KIND_SPECS } from './codec.js';
@@ -39,8 +39,9 @@ import { StoreReader, openEnv, type OpenOptions } from './reader.js';
 import {
   DEFAULT_PARTITION_NS, M, SCHEMA_VERSION, blockKey, clockSampleRange, f64, futexBlockKey, futexPrefix, getU64, metaKey, partitionFromNs,
   partitionMayOverlap, pidMapKey, procKey, threadKey, tidKey, type GroupCoverage, type PartitionMeta, type SessionMeta, type SkipCounters,
-  type StoreConfig, type ThreadMeta,
+  type DropsSample, type StoreConfig, type ThreadMeta,
 } from './schema.js';
+import { RING_NAMES } from './drops.js';
 import { REL_HI_LIMIT, originHiFor, relTime, relTimeSigned } from './time.js';
 
 const TWO32 = 4294967296;
@@ -200,6 +201,7 @@ const W = {
   clockErr: w32(CLOCK.error_ns), clockErrHi: w32(CLOCK.error_ns) + 1, clockStepped: w32(CLOCK.stepped),
   dropsRing: w32(DROPS.ring), dropsLost: w32(DROPS.lost), dropsLostHi: w32(DROPS.lost) + 1,
   dropsRecords: w32(DROPS.records), dropsRecordsHi: w32(DROPS.records) + 1, dropsBytes: w32(DROPS.bytes), dropsBytesHi: w32(DROPS.bytes) + 1,
+  drainedLostTs: w32(DRAINED.lost_ts), drainedLostTsHi: w32(DRAINED.lost_ts) + 1, drainedLost: w32(DRAINED.lost),
   statusGroup: w32(STATUS.group), statusErr: w32(STATUS.err), statusAttached: w32(STATUS.n_attached), statusFailed: w32(STATUS.n_failed),
   taskStart: w32(TASK.start_time), taskStartHi: w32(TASK.start_time) + 1, taskEvent: w32(TASK.event),
   helloMono: w32(HELLO.mono_ns), helloMonoHi: w32(HELLO.mono_ns) + 1,
@@ -261,6 +263,8 @@ export class StoreWriter implements CaptureSink {
   private readonly newByPid = new Map<number, ThreadMeta[]>();
   /** latest DRAINED marker of the probe (0: none seen; streams without markers use maxTs) */
   private drainedNs = 0;
+  /** per ring: the latest loss counter reading (DROPS or DRAINED) and whether it is stored (see onLoss) */
+  private readonly lossLatest: ({ s: DropsSample; stored: boolean } | null)[] = RING_NAMES.map(() => null);
   private readonly scratch = { buf: new Uint8Array(16384) };
   private pending: Pending[] = [];
   private pendingBytes = 0;
@@ -528,7 +532,7 @@ export class StoreWriter implements CaptureSink {
           if (kind === Kind.CLOCK) this.onClock(u32, w, ts);
           else if (kind === Kind.DROPS) this.onDrops(u32, w, ts);
           else if (kind === Kind.STATUS) this.onStatus(buf, u32, w, off, ts);
-          else if (ts > this.drainedNs) this.drainedNs = ts;
+          else this.onDrained(u32, w, ts, size);
           break;
         }
         default: this.counters.unknownKind++;
@@ -812,6 +816,13 @@ export class StoreWriter implements CaptureSink {
       };
       this.metaPuts = new Map();
       return this.issue(rd);
+    }
+    // how far the rings' losses are known, committed with the session's end (which is not later)
+    for (const l of this.lossLatest) {
+      if (l && !l.stored) {
+        this.putDrops(l.s);
+        l.stored = true;
+      }
     }
     this.lastRoundWall = Date.now();
     if (!this.pending.length && !this.partPuts.length && !this.metaPuts.size && !this.dirtyParts.size && !this.dirtyThreads.size && !this.session && !this.fail) {
@@ -1118,6 +1129,7 @@ export class StoreWriter implements CaptureSink {
         return s ? { ...s, endNs: Math.max(s.startNs, s.endNs, this.ingestWatermarkNs) } : null;
       },
       ingestWatermarkNs: () => this.ingestWatermarkNs,
+      dropsLatest: (ring) => this.lossLatest[ring]?.s ?? null,
     };
   }
 
@@ -1210,9 +1222,49 @@ export class StoreWriter implements CaptureSink {
       this.counters.badValue++;
       return;
     }
-    this.putMeta(metaKey(M.DROPS, [ring, 1], [ts, 8]), {
+    this.onLoss({
       ring, ts, lost: u32[w + W.dropsLostHi] * TWO32 + u32[w + W.dropsLost], records: u32[w + W.dropsRecordsHi] * TWO32 + u32[w + W.dropsRecords], bytes: u32[w + W.dropsBytesHi] * TWO32 + u32[w + W.dropsBytes],
     });
+  }
+
+  /** DRAINED: the watermark, and (ABI >= 4) the rings' loss counters read right after that drain. */
+  private onDrained(u32: Uint32Array, w: number, ts: number, size: number): void {
+    if (ts > this.drainedNs) this.drainedNs = ts;
+    if (size < DRAINED.SIZE || (u32[w + W.drainedLostTsHi] | u32[w + W.drainedLostTs]) === 0) return;
+    const lostTs = relTime(u32[w + W.drainedLostTsHi], u32[w + W.drainedLostTs], this.originOf(u32[w + W.drainedLostTsHi]));
+    if (!(lostTs >= 0)) return;
+    for (let ring = 0; ring < RING_NAMES.length; ring++) {
+      const k = w + W.drainedLost + 2 * ring;
+      const prev = this.lossLatest[ring]?.s;
+      this.onLoss({ ring, ts: lostTs, lost: u32[k + 1] * TWO32 + u32[k], records: prev?.records ?? 0, bytes: prev?.bytes ?? 0 });
+    }
+  }
+
+  /**
+   * A ring's loss counter reading. Readers find losses between stored
+   * samples (store/drops.ts), so where the counter moved both the reading
+   * before and this one are stored (the loss happened between them, a drain
+   * period apart); unchanged readings stay in memory (the head's
+   * dropsLatest) and the latest is stored with each commit round, so that
+   * what is committed says how far losses are known.
+   */
+  private onLoss(s: DropsSample): void {
+    const ring = s.ring;
+    if (ring >= RING_NAMES.length) {
+      // a ring this version does not know: kept as reported
+      this.putDrops(s);
+      return;
+    }
+    const prev = this.lossLatest[ring];
+    if (prev && s.ts < prev.s.ts) return;
+    const moved = prev === null || prev.s.lost !== s.lost;
+    if (moved && prev && !prev.stored) this.putDrops(prev.s);
+    if (moved) this.putDrops(s);
+    this.lossLatest[ring] = { s, stored: moved };
+  }
+
+  private putDrops(s: DropsSample): void {
+    this.putMeta(metaKey(M.DROPS, [s.ring, 1], [s.ts, 8]), s);
   }
 
   private onStatus(buf: Buffer, u32: Uint32Array, w: number, off: number, ts: number): void {

@@ -172,6 +172,7 @@ test('missing data: window partly after the end of capture is unknown; lost reco
     fw.drops({ ts: W - 10 * MS, ring: 0, lost: 0, records: 10 });
     fw.offcpu({ ts: W + 60 * MS, pid: PID, tid: A, startNs: W + 55 * MS, flags: OffcpuFlag.PREEMPTED, preemptPid: HOG, preemptTid: HOG });
     fw.drops({ ts: W + 70 * MS, ring: 0, lost: 7, records: 100 });
+    fw.drops({ ts: W + 120 * MS, ring: 0, lost: 7, records: 120 });
   }, [
     span(1, W + 50 * MS, W + 150 * MS, { tid: A, pid: PID }),
     span(2, W + 200 * MS, W + 210 * MS, { tid: A, pid: PID }),
@@ -179,7 +180,11 @@ test('missing data: window partly after the end of capture is unknown; lost reco
   try {
     const e = explainTrace(st.reader, tr(1), o);
     const [s1, s2] = e.spans;
-    assert.deepEqual(s1.breakdown_ns, { on_cpu: 45 * MS, runqueue: 5 * MS, futex: 0, io: 0, sleep: 0, cuda_sync: 0, unknown: 50 * MS });
+    // 7 records lost in (W-10, W+70]: the gaps of tid A's seen intervals that reach into it, [50, 55] and
+    // [60, 70], may hide a lost interval (unknown, not on CPU); after W+70 nothing was lost (W+120 says so)
+    assert.deepEqual(s1.breakdown_ns, { on_cpu: 30 * MS, runqueue: 5 * MS, futex: 0, io: 0, sleep: 0, cuda_sync: 0, unknown: 65 * MS });
+    assert.equal(s1.data_quality!.lost_unknown_ns, 15 * MS);
+    assert.ok(s1.data_quality!.notes.some((n) => /15\.0ms with no off-CPU record counted as unknown.*lost 7 record/.test(n)), JSON.stringify(s1.data_quality!.notes));
     assert.equal(s1.data_quality!.covered, false);
     assert.equal(s1.data_quality!.coverage, 0.5);
     assert.equal(s1.data_quality!.lost_events, 7);

@@ -12,7 +12,6 @@
 // (default 200), FAKE_PROBE_TICK_MS (default 10), FAKE_PROBE_PID_BASE (default 700000).
 
 import { fileURLToPath } from 'node:url';
-import { Kind } from '../../src/capture/records.js';
 import { FrameWriter } from './frames.js';
 import { scriptExecutable } from './script-exe.js';
 
@@ -63,7 +62,7 @@ function main(): void {
       lastClock = now;
       fw.clock({ ts: now, realtimeNs: BigInt(now) + rtOffset });
     }
-    fw.raw(Kind.DRAINED, 24, { ts: now });
+    fw.drained({ ts: now, lostTs: now, lost: [0, 0, 0] });
     if (!write()) {
       // the consumer is behind (backpressure): wait for it, as the real probe does (its ring fills)
       paused = true;
@@ -84,7 +83,7 @@ function main(): void {
       buf = buf.slice(nl + 1);
       const [seq, cmd] = [Number(line.split(' ')[0]), line.split(' ').slice(1).join(' ')];
       const now = mono();
-      if (cmd === 'flush') fw.raw(Kind.DRAINED, 24, { ts: now });
+      if (cmd === 'flush') fw.drained({ ts: now, lostTs: now, lost: [0, 0, 0] });
       fw.ack({ ts: now, seq, err: ['ping', 'flush'].includes(cmd) || cmd.startsWith('pid ') ? 0 : -22, msg: '' });
       write();
     }
@@ -94,7 +93,7 @@ function main(): void {
     clearInterval(timer);
     const now = mono();
     fw.drops({ ts: now, ring: 0, lost: 0, records, bytes: records * 80 });
-    fw.raw(Kind.DRAINED, 24, { ts: now });
+    fw.drained({ ts: now, lostTs: now, lost: [0, 0, 0] });
     write();
     out.end(() => process.exit(0));
   });

@@ -9,7 +9,7 @@
 //   const buf = w.toBuffer();
 
 import {
-  ACK, BLOCK_IO, CLOCK, CUDA_CALL, DROPS, FUTEX_WAIT, FUTEX_WAKE, HELLO, Kind, OFFCPU,
+  ACK, BLOCK_IO, CLOCK, CUDA_CALL, DRAINED, DROPS, FUTEX_WAIT, FUTEX_WAKE, HELLO, Kind, OFFCPU,
   REC_MAGIC, STACK, STACK_FIXED, STATUS, TASK, TCP_RETRANS,
 } from '../../src/capture/records.js';
 
@@ -264,6 +264,14 @@ export class FrameWriter {
     this.u64(o + DROPS.lost, r.lost ?? 0);
     this.u64(o + DROPS.records, r.records ?? 0);
     this.u64(o + DROPS.bytes, r.bytes ?? 0);
+    return this;
+  }
+
+  /** The watermark (h.ts) with the rings' loss counters read at lostTs (ABI 4); raw(Kind.DRAINED, 24) for the old form. */
+  drained(r: Hdr & { lostTs?: U64; lost?: [number, number, number] } = {}): this {
+    const o = this.begin(Kind.DRAINED, DRAINED.SIZE, r);
+    this.u64(o + DRAINED.lost_ts, r.lostTs ?? 0);
+    (r.lost ?? [0, 0, 0]).forEach((n, i) => this.u64(o + DRAINED.lost + 8 * i, n));
     return this;
   }
 

@@ -161,8 +161,22 @@ test('query_off_cpu: the ~50 ms futex waits of the waiter, woken by the holder',
   const mh = fx.mutex_hold;
   const r = await call('query_off_cpu', { tid: mh.tid_a, since: '-10m', min_duration_ms: 20 });
   assert.ok(r.matched >= 3, `≥ 3 long intervals, got ${r.matched}`);
-  const byHolder = r.intervals.filter((iv: any) => iv.waker?.tid === mh.tid_b && within(iv.duration_ns, 50e6, 0.3));
-  assert.ok(byHolder.length >= 3, `three ~50 ms intervals woken by the holder: ${JSON.stringify(r.intervals.map((x: any) => [ms(x.duration_ns), x.waker?.tid]))}`);
+  // Each round's wait, as the waiter measured it (a_lock_start..a_lock_end: ~50 ms, more when the holder's
+  // wake-up or the waiter's own was delayed on this busy scenario), is one interval woken by the holder
+  // whose blocked part ends at the holder's unlock.
+  const clock = (await call('capture_status')).clock.offset_ns;
+  const mono = (epochNs: string): number => Number(BigInt(epochNs) - BigInt(clock));
+  const seen = r.intervals.map((x: any) => [ms(x.duration_ns), ms(x.blocked_ns), x.waker?.tid]);
+  const byHolder = mh.rounds.map((round: any, i: number) => {
+    const iv = r.intervals.find((x: any) => x.waker?.tid === mh.tid_b && Math.abs(mono(x.start_unix_nano) - round.a_lock_start_ns) < 5e6);
+    assert.ok(iv, `round ${i}: an interval starting at the waiter's lock call, woken by the holder: ${JSON.stringify(seen)}`);
+    const wait = round.a_lock_end_ns - round.a_lock_start_ns;
+    assert.ok(within(iv.duration_ns, wait, 0.15), `round ${i}: interval ${ms(iv.duration_ns).toFixed(1)} ms vs the waiter's ${ms(wait).toFixed(1)} ms: ${JSON.stringify(seen)}`);
+    const blocked = round.b_unlock_ns - round.a_lock_start_ns;
+    assert.ok(within(iv.blocked_ns, blocked, 0.15), `round ${i}: blocked ${ms(iv.blocked_ns).toFixed(1)} ms vs lock call → holder's unlock ${ms(blocked).toFixed(1)} ms`);
+    assert.ok(blocked >= 45e6, `the holder held it ~50 ms (${ms(blocked).toFixed(1)})`);
+    return iv;
+  });
   for (const iv of byHolder) {
     assert.equal(iv.state, 'S');
     assert.equal(iv.tid, mh.tid_a);

@@ -125,6 +125,49 @@ test('head: time after the ingest watermark is unknown and settling, never on CP
   }
 });
 
+test('head: records the kernel ring lost are known at the watermark (DRAINED carries the loss counters); the gap that may hide one is unknown, before and after the commit', async () => {
+  const { dir, cleanup } = tempDir('head-loss');
+  const w = headWriter(dir);
+  try {
+    const W = W0;
+    const fw = new FrameWriter();
+    fw.hello({ ts: T0, monoNs: T0, realtimeNs: EPOCH0, offcpuMinNs: 50_000, probePid: PROBE });
+    fw.task({ ts: W - 100 * MS, pid: PID, tid: A, event: TaskEvent.NAME, startTime: 1, comm: 'waiter', pcomm: 'app' });
+    fw.offcpu({ ts: W + 30 * MS, pid: PID, tid: A, startNs: W + 10 * MS, runnableNs: W + 29 * MS, prevState: 1, flags: OffcpuFlag.WOKEN, wakerPid: PID, wakerTid: B });
+    fw.drained({ ts: W + 40 * MS, lostTs: W + 41 * MS, lost: [0, 0, 0] });
+    // 5 sched records lost in (W+41, W+61]: one may be an interval of A that ended there
+    fw.drained({ ts: W + 60 * MS, lostTs: W + 61 * MS, lost: [5, 0, 0] });
+    fw.offcpu({ ts: W + 80 * MS, pid: PID, tid: A, startNs: W + 70 * MS, runnableNs: W + 79 * MS, prevState: 1, flags: OffcpuFlag.WOKEN, wakerPid: PID, wakerTid: B });
+    fw.drained({ ts: W + 120 * MS, lostTs: W + 121 * MS, lost: [5, 0, 0] });
+    await feed(w, fw.toBuffer());
+    await w.reader.spans.putSpans([span(1, W, W + 100 * MS, { tid: A, pid: PID })]);
+    // A's seen intervals: [10, 30] and [70, 80]; the gap [30, 70] reaches into the loss window: [30, 61] unknown
+    const want = { on_cpu: 39 * MS, runqueue: 2 * MS, futex: 0, io: 0, sleep: 28 * MS, cuda_sync: 0, unknown: 31 * MS };
+    const check = (s: ReturnType<typeof explainTrace>['spans'][number], where: string): void => {
+      assert.deepEqual(s.breakdown_ns, want, where);
+      assert.equal(s.data_quality!.lost_events, 5, where);
+      assert.equal(s.data_quality!.lost_known, true, where);
+      assert.equal(s.data_quality!.lost_unknown_ns, 31 * MS, where);
+      assert.equal(s.data_quality!.settling, undefined, where);
+    };
+    // the unchanged reading at W+121 is only in the head: the daemon's reader knows the losses through it
+    assert.equal(w.reader.latestDropSample(0)?.ts, W + 121 * MS);
+    check(explainTrace(w.reader, tr(1)).spans[0], 'head');
+    await w.flush();
+    const ro = openStoreReader(dir);
+    try {
+      // committed: the moved counter with the reading before it, and the latest reading (the commit's)
+      assert.deepEqual(ro.dropSamples(0).map((x) => [x.ts - W, x.lost]), [[41 * MS, 0], [61 * MS, 5], [121 * MS, 5]]);
+      check(explainTrace(ro, tr(1)).spans[0], 'committed');
+    } finally {
+      void ro.root.close();
+    }
+  } finally {
+    await w.close();
+    cleanup();
+  }
+});
+
 test('head: the observer (kspan\'s probe) is named as such when it takes the CPU; a process-shared lock holder is named with its own pid', async () => {
   const { dir, cleanup } = tempDir('head-observer');
   const w = headWriter(dir);
