@@ -141,8 +141,9 @@ struct kspan_futex_wait {
 
 /* ---- KSPAN_FUTEX_WAKE ---- Only wake calls that woke a thread which had been
  * blocked >= futex_min_ns.
- * - registers (default): one record per such woken thread, at its sched_waking
- *   (h.ts = start_ns = that waking, in the waker's context); uaddr = the word
+ * - registers (default): one record per such woken thread, written at its
+ *   switch-in (h.ts = that switch-in, so the watermark holds; start_ns = its
+ *   sched_waking, in the waker's context); uaddr = the word
  *   the woken thread waited on when it is one of the call's two words; ret = 1.
  * - syscall tracepoints ("futex-syscalls"): one record per call, h.ts =
  *   sys_exit, start_ns = sys_enter, ret = the syscall's return value. */

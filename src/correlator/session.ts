@@ -3,10 +3,10 @@
 // coverage, the observer's pids, the retransmit scan), and SpanCtx: one
 // span's window with each thread's events fetched once.
 
-import { SCHED_RING, ThreadDirectory, EventList, type Coverage, type PartitionMeta, type SessionMeta, type StoreReader, type ThreadMeta } from '../store/index.js';
+import { CUDA_RING, SCHED_RING, ThreadDirectory, EventList, type Coverage, type PartitionMeta, type SessionMeta, type StoreReader, type ThreadMeta } from '../store/index.js';
 import { fmtDur, type ClockHistory } from '../capture/index.js';
 import { readerCaches, type DropsCache } from './cache.js';
-import { buildTimeline, type Timeline } from './timeline.js';
+import { buildTimeline, type LossWindows, type Timeline } from './timeline.js';
 import type { Correlation, Culprit, ExplainOptions } from './types.js';
 
 /** A span as the correlator works on it (epoch start, ns duration). */
@@ -144,11 +144,12 @@ export class ExplainSession {
 /** Per span: the window, its coverage, and each thread's events over it (fetched once). */
 export class SpanCtx {
   readonly ev = new Map<number, EventList>();
-  /** where the sched ring lost records (or its losses are not known yet) over the span: the timelines' on-CPU reading stops there */
-  readonly lossWindows: readonly [number, number][];
+  /** where the rings lost records (or their losses are not known yet) over the span: the timelines' on-CPU reading stops there */
+  readonly loss: LossWindows;
   constructor(readonly t: ExplainSession, readonly S: number, readonly E: number, readonly covered: [number, number][]) {
     // (only up to the end of capture: no record can be lost where nothing was captured)
-    this.lossWindows = covered.length ? t.drops.lossWindows(SCHED_RING, S, Math.min(E, covered[covered.length - 1][1])) : [];
+    const end = covered.length ? Math.min(E, covered[covered.length - 1][1]) : S;
+    this.loss = { sched: t.drops.lossWindows(SCHED_RING, S, end), cuda: t.drops.lossWindows(CUDA_RING, S, end) };
   }
 
   events(tid: number): EventList {
@@ -173,7 +174,7 @@ export class SpanCtx {
   timeline(tid: number, pid: number, a: number, b: number): Timeline {
     const x = Math.max(a, this.S);
     const y = Math.min(b, this.E);
-    const tl = buildTimeline(this.events(tid), tid, pid, x, y, this.covered, this.lossWindows);
+    const tl = buildTimeline(this.events(tid), tid, pid, x, y, this.covered, this.loss);
     if (tl.events === 0 && !this.t.threadAt(tid, x) && !this.t.threadAt(tid, y)) {
       tl.bd.unknown += tl.bd.on_cpu;
       tl.bd.on_cpu = 0;

@@ -77,6 +77,15 @@ const TASK_NOLOAD = 0x400;
 const RUNQ_FLAGS = OffcpuFlag.PREEMPTED | OffcpuFlag.RESCHED;
 const IRQ_FLAGS = OffcpuFlag.WAKER_HARDIRQ | OffcpuFlag.WAKER_SOFTIRQ;
 
+/** Where records may be missing (store/drops.ts lossWindows), per ring that matters here. */
+export interface LossWindows {
+  /** off-CPU and futex records: every thread */
+  sched: readonly [number, number][];
+  /** CUDA calls: threads that make them */
+  cuda: readonly [number, number][];
+}
+const NO_LOSS: LossWindows = { sched: [], cuda: [] };
+
 export function emptyBreakdown(): Breakdown {
   return { on_cpu: 0, runqueue: 0, futex: 0, io: 0, sleep: 0, cuda_sync: 0, unknown: 0 };
 }
@@ -129,7 +138,7 @@ function bestOverlap(list: EventList, idx: number[], x: number, y: number): numb
  */
 export function buildTimeline(
   list: EventList, tid: number, pid: number, a: number, b: number, covered: [number, number][],
-  lossWindows: readonly [number, number][] = [],
+  loss: LossWindows = NO_LOSS,
 ): Timeline {
   const cov = clipRanges(covered, a, b);
   const tl: Timeline = {
@@ -139,6 +148,7 @@ export function buildTimeline(
   const n = list.count;
   const K = list.kind;
   const api = list.f[F.cudaCall.api];
+  let cudaCalls = 0;
   for (let i = 0; i < n; i++) {
     if (list.tid[i] !== tid) continue;
     if (pid > 0 && list.pid[i] !== pid) continue;
@@ -150,6 +160,7 @@ export function buildTimeline(
       case Kind.OFFCPU: if (e > a && s < b) tl.offcpu.push(i); break;
       case Kind.FUTEX_WAIT: tl.futexWaits.push(i); break;
       case Kind.CUDA_CALL:
+        cudaCalls++;
         if (cudaApiBlocks(api[i])) tl.cudaSync.push(i);
         else if (api[i] === 1 || api[i] === 16) tl.cudaLaunch.push(i);
         break;
@@ -236,6 +247,9 @@ export function buildTimeline(
     off += spin;
   }
   bd.on_cpu = covLen - off;
+  // a thread that makes CUDA calls also loses time to the CUDA ring's losses (a lost sync call reads as on CPU)
+  const lossWindows = loss.cuda.length && cudaCalls > 0
+    ? [...loss.sched, ...loss.cuda].sort((x, y) => x[0] - y[0]) : loss.sched;
   if (lossWindows.length) {
     tl.lostNs = Math.min(bd.on_cpu, lostOnCpu(tl, cov, lossWindows, u));
     bd.on_cpu -= tl.lostNs;
@@ -247,21 +261,34 @@ export function buildTimeline(
 /**
  * Covered time of the gaps between the thread's off-CPU pieces (what reads as
  * on CPU) that may hide an interval lost in one of `windows`: each gap that
- * reaches into a window, from its start to the window's end. On-CPU time
- * inside blocking CUDA calls (`cudaCalls`) stays cuda_sync either way.
+ * reaches into a window, from its start to the window's end. A gap is first
+ * cut where the thread is known to have run (its own futex wakes and CUDA
+ * calls happen in its context): a lost interval cannot span such an instant.
+ * On-CPU time inside blocking CUDA calls (`cudaCalls`) stays cuda_sync.
  */
 function lostOnCpu(tl: Timeline, cov: [number, number][], windows: readonly [number, number][], cudaCalls: [number, number][]): number {
+  const ran = ranAt(tl);
   let n = 0;
+  let r = 0;
+  const part = (x: number, y: number): void => {
+    let end = x;
+    for (const [p, q] of windows) {
+      if (p >= y) break;
+      if (q > x) end = Math.max(end, Math.min(y, q));
+    }
+    if (end <= x) return;
+    n += coveredLen(x, end, cov);
+    for (const [cx, cy] of cudaCalls) n -= coveredLen(Math.max(cx, x), Math.min(cy, end), cov);
+  };
   const gap = (g0: number, g1: number): void => {
     if (g1 <= g0) return;
-    let end = g0;
-    for (const [p, q] of windows) {
-      if (p >= g1) break;
-      if (q > g0) end = Math.max(end, Math.min(g1, q));
+    while (r < ran.length && ran[r] <= g0) r++;
+    let x = g0;
+    for (; r < ran.length && ran[r] < g1; r++) {
+      part(x, ran[r]);
+      x = ran[r];
     }
-    if (end <= g0) return;
-    n += coveredLen(g0, end, cov);
-    for (const [x, y] of cudaCalls) n -= coveredLen(Math.max(x, g0), Math.min(y, end), cov);
+    part(x, g1);
   };
   let g = tl.a;
   for (const p of tl.pieces) {
@@ -270,6 +297,27 @@ function lostOnCpu(tl: Timeline, cov: [number, number][], windows: readonly [num
   }
   gap(g, tl.b);
   return Math.max(0, n);
+}
+
+/**
+ * Times inside (a, b) at which the thread was on CPU by its own records,
+ * sorted: a futex wake's start (the waking, or sys_enter, in the waker's
+ * context; its end is the woken thread's switch-in in registers mode) and a
+ * CUDA call's entry and return (uprobes run in the caller's context).
+ */
+function ranAt(tl: Timeline): number[] {
+  const { list, tid, pid, a, b } = tl;
+  const out: number[] = [];
+  const add = (t: number): void => {
+    if (t > a && t < b) out.push(t);
+  };
+  for (let i = 0; i < list.count; i++) {
+    const k = list.kind[i];
+    if ((k !== Kind.FUTEX_WAKE && k !== Kind.CUDA_CALL) || list.tid[i] !== tid || (pid > 0 && list.pid[i] !== pid)) continue;
+    add(list.start[i]);
+    if (k === Kind.CUDA_CALL) add(list.end[i]);
+  }
+  return out.sort((x, y) => x - y);
 }
 
 /** Who held the CPU during a runqueue piece: preempt_* for PREEMPTED/RESCHED, last_* otherwise. */

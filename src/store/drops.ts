@@ -18,6 +18,8 @@ export const RING_NAMES = ['sched', 'task', 'cuda'] as const;
 const RINGS = RING_NAMES.length;
 /** the ring of off-CPU intervals (and the futex records written with them) */
 export const SCHED_RING = 0;
+/** the ring of CUDA calls */
+export const CUDA_RING = 2;
 
 const NO_WINDOWS: readonly [number, number][] = Object.freeze([]) as readonly [number, number][];
 

@@ -21,7 +21,7 @@ export { DEFAULT_BLOCK_CACHE_BYTES, MAX_DBS_DEFAULT, StoreReader, openStoreReade
 export { ThreadDirectory, incarnationAt, incarnationNear } from './threads.js';
 export { KEPT_ATTRIBUTES, PROCESS_ID_ATTRIBUTES, REQUEST_ID_ATTRIBUTES, SERVICE_ATTRIBUTES, type ServiceAttributes } from './service-attributes.js';
 export { loadStoreClock, storeClock } from './clock.js';
-export { DropsIndex, RING_NAMES, SCHED_RING } from './drops.js';
+export { CUDA_RING, DropsIndex, RING_NAMES, SCHED_RING } from './drops.js';
 export type { HeadBlock, StoreHead } from './head.js';
 export { StoreCommitError, StoreWriter, usedBytes, type RetentionResult, type StoreHealth, type WriterCounters, type WriterOptions } from './writer.js';
 export { SpanIndex, storedSpan, type SlowSpanQuery, type SpanInput, type StoredSpan } from './spans.js';

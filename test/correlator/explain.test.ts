@@ -198,6 +198,44 @@ test('missing data: window partly after the end of capture is unknown; lost reco
   }
 });
 
+test('lost records: a gap is cut where the thread is seen running (its futex wake, its CUDA calls); CUDA-ring losses count only for threads that make CUDA calls', async () => {
+  const W = W0;
+  const st = await buildStore('loss-cuts', (fw) => {
+    // A: off CPU [10, 30] and [70, 80], a futex wake at 45 (it ran then); B: off CPU [10, 30] and [70, 80], no other record
+    for (const tid of [A, B]) {
+      fw.offcpu({ ts: W + 30 * MS, pid: PID, tid, startNs: W + 10 * MS, runnableNs: W + 30 * MS, prevState: 1, flags: OffcpuFlag.WOKEN, wakerPid: PID, wakerTid: HOG });
+      fw.offcpu({ ts: W + 80 * MS, pid: PID, tid, startNs: W + 70 * MS, runnableNs: W + 80 * MS, prevState: 1, flags: OffcpuFlag.WOKEN, wakerPid: PID, wakerTid: HOG });
+    }
+    fw.futexWake({ ts: W + 75 * MS, pid: PID, tid: A, startNs: W + 45 * MS, uaddr: M1, op: 0x81, ret: 1 });
+    // C makes a CUDA call at [20, 20.01]; C and D never leave the CPU as far as the sched ring says
+    fw.cudaCall({ ts: W + 20.01 * MS, pid: PID + 1, tid: 301, startNs: W + 20 * MS, api: CudaApi.CUDA_LAUNCH_KERNEL, ret: 0 });
+    // sched ring: 2 lost in (51, 61]; CUDA ring: 3 lost in (85, 90]; readings run past the spans
+    fw.drops({ ts: W + 51 * MS, ring: 0, lost: 0 }).drops({ ts: W + 61 * MS, ring: 0, lost: 2 }).drops({ ts: W + 200 * MS, ring: 0, lost: 2 });
+    fw.drops({ ts: W + 85 * MS, ring: 2, lost: 0 }).drops({ ts: W + 90 * MS, ring: 2, lost: 3 }).drops({ ts: W + 200 * MS, ring: 2, lost: 3 });
+  }, [
+    span(1, W, W + 100 * MS, { tid: A, pid: PID }),
+    span(2, W, W + 100 * MS, { tid: B, pid: PID }),
+    span(3, W, W + 100 * MS, { tid: 301, pid: PID + 1 }),
+    span(4, W, W + 100 * MS, { tid: 302, pid: PID + 1 }),
+  ]);
+  try {
+    const [a, b, c, d] = explainTrace(st.reader, tr(1), o).spans;
+    // B: the gap [30, 70] reaches into (51, 61]: [30, 61] unknown
+    assert.equal(b.data_quality!.lost_unknown_ns, 31 * MS);
+    assert.equal(b.breakdown_ns.unknown, 31 * MS);
+    // A ran at 45: a lost interval of A lies in [45, 70], so only [45, 61] is unknown
+    assert.equal(a.data_quality!.lost_unknown_ns, 16 * MS);
+    assert.equal(a.breakdown_ns.on_cpu, 100 * MS - 30 * MS - 16 * MS);
+    // C (CUDA calls): its one gap after its call at 20.01 reaches (51, 61] and (85, 90]: [20.01, 90] unknown
+    assert.equal(c.data_quality!.lost_unknown_ns, 100 * MS - 20.01 * MS - 10 * MS);
+    // D (no CUDA call): only the sched ring's window: [0, 61]
+    assert.equal(d.data_quality!.lost_unknown_ns, 61 * MS);
+    for (const s of [a, b, c, d]) assert.equal(sum(s.breakdown_ns), s.duration_ns);
+  } finally {
+    st.cleanup();
+  }
+});
+
 test('pid reuse: a culprit tid is named after the incarnation alive at the time', async () => {
   const W = W0;
   const st = await buildStore('pidreuse', (fw) => {
