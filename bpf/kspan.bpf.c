@@ -79,7 +79,7 @@ struct tstate {
 	__u8 fx_regs;        /* registers: fx_* describe the wait of the interval in progress */
 	__u8 fx_timeout;     /* registers: the wait had a timeout armed */
 	__u8 wk_pending;     /* registers: a futex wake call ended a long block, see wk_* */
-	__u8 _pad0;
+	__u8 switched;       /* switched out (or started) under this probe: a switch-in has a known start */
 	__u32 waker_cpu;
 	/* next line */
 	__u32 preempt_pid, preempt_tid;
@@ -784,6 +784,39 @@ static __always_inline void emit_stack(struct task_struct *t, __u64 start_ns, __
 #define TASK_INTERRUPTIBLE_STATE 0x0001
 
 /*
+ * A task's first switch-in under this probe with no switch-out before it: it
+ * was off CPU (blocked or runnable) since before the programs were attached.
+ * Without a record its wait would read as "on CPU" from the capture's start,
+ * so it gets one with start = the probe's start and KSPAN_OFF_START_UNKNOWN:
+ * off CPU, kind unknown. Once per task.
+ */
+static __always_inline void first_switch_in(struct task_struct *next, __u64 now, __u32 cpu, __u32 pid, __u32 tid,
+					    __u32 last_pid, __u32 last_tid)
+{
+	struct tstate *s = bpf_task_storage_get(&tstates, next, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	struct kspan_offcpu *r;
+	__u64 since = cfg.since_ns;
+
+	if (!s)
+		return;
+	s->switched = 1;
+	if (!since || now <= since || now - since < cfg.offcpu_min_ns || !cached_want(s, next))
+		return;
+	r = reserve(&rb_sched, KSPAN_RING_SCHED, SZ_OFF);
+	if (!r)
+		return;
+	__builtin_memset((void *)r + sizeof(r->h), 0, SZ_OFF - sizeof(r->h));
+	fill_hdr(&r->h, KSPAN_OFFCPU, SZ_OFF, now, pid, tid);
+	r->start_ns = since;
+	r->runnable_ns = now;
+	r->flags = KSPAN_OFF_START_UNKNOWN;
+	r->last_pid = last_pid;
+	r->last_tid = last_tid;
+	r->out_cpu = cpu;
+	submit(&rb_sched, r);
+}
+
+/*
  * sched_switch(preempt, prev, next, prev_state). `current` is prev here.
  * preempt=true: involuntary, prev stays runnable, no wakeup will follow: the
  *   whole gap is runqueue time and `next` is who took the CPU.
@@ -804,6 +837,7 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 	if (prev_tid) {
 		s = bpf_task_storage_get(&tstates, prev, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 		if (s) {
+			s->switched = 1;
 			/* Name every task that ever runs once, filtered or not:
 			 * wakers and preemptors need names too. */
 			if (!s->named) {
@@ -858,7 +892,11 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 	if (!next_tid)
 		return 0;
 	s = bpf_task_storage_get(&tstates, next, 0, 0);
-	if (!s || !s->off_ts)
+	if (!s || !s->switched) {
+		first_switch_in(next, now, cpu, next_tgid, next_tid, prev_tgid, prev_tid);
+		return 0;
+	}
+	if (!s->off_ts)
 		return 0;
 	emit_switch_in(s, now, next_tgid, next_tid, prev_tgid, prev_tid);
 	if ((s->flags & KSPAN_OFF_HAS_STACK) && now - s->off_ts >= cfg.stack_min_ns)
@@ -951,6 +989,7 @@ int BPF_PROG(sched_wakeup_new, struct task_struct *p)
 	s->waker_uaddr = 0;
 	s->preempt_pid = s->preempt_tid = 0;
 	s->out_cpu = s->waker_cpu;
+	s->switched = 1;
 	return 0;
 }
 

@@ -83,6 +83,11 @@ enum kspan_offcpu_flags {
 	KSPAN_OFF_NEW = 1 << 6,          /* first run of a new task (sched_wakeup_new) */
 	KSPAN_OFF_IN_FUTEX = 1 << 7,     /* the thread itself was inside a futex wait */
 	KSPAN_OFF_HAS_STACK = 1 << 8,    /* a KSPAN_STACK record with the same tid/start follows */
+	/* The task was already off CPU when the probe attached (its first
+	 * switch-in under this probe had no switch-out before it): start_ns is
+	 * the probe's start (cfg.since_ns), the real start is earlier, and what
+	 * kind of wait it was is not known (prev_state 0, no waker). */
+	KSPAN_OFF_START_UNKNOWN = 1 << 9,
 };
 
 struct kspan_offcpu {
@@ -351,6 +356,7 @@ struct kspan_cfg {
 	__s64 pc_rq_delta;   /* x86: &__preempt_count - &runqueues in the per-CPU area (BTF), 0 = unknown */
 	__u32 irq_src;       /* 0 irq/softirq/hrtimer tracepoint depth, 1 preempt count */
 	__u32 _pad;
+	__u64 since_ns;      /* CLOCK_MONOTONIC before the programs were attached (KSPAN_OFF_START_UNKNOWN) */
 };
 
 /* ---- maps the loader sizes and fills (not records) ---- */

@@ -230,6 +230,8 @@ static bool attach_all(void)
 	bool any_attached = false;
 
 	emit_hello(ncpu);
+	/* a task already off CPU now gets its first interval from here (KSPAN_OFF_START_UNKNOWN) */
+	skel->bss->cfg.since_ns = now_ns(CLOCK_MONOTONIC);
 	emit_clock(false);
 	for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++)
 		if (opt.groups & (1u << order[i]))

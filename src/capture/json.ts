@@ -10,7 +10,7 @@ import type { TaskNames } from './names.js';
 import {
   AF_INET, AF_INET6, CUDA_CALL, FUTEX_WAIT, FutexFlag, FUTEX_WAKE, IoFlag, OFFCPU, TCP_RETRANS, Kind, OWNER_SRC_NAMES, OffcpuFlag, STATUS_DETACHED, TASK_EVENT_NAMES,
   TCP_STATE_NAMES, TaskEvent, cudaApiName, cudaArgKind, devMajor, devMinor, flagNames, futexOpName,
-  kindName, ringName, groupName, stateLetters,
+  kindName, ringName, groupName, offcpuState,
 } from './records.js';
 import {
   AckView, BlockIoView, ClockView, CudaCallView, DrainedView, DropsView, FutexWaitView, FutexWakeView, HelloView,
@@ -108,7 +108,7 @@ export function recordToJson(v: RecordView, clock: ClockHistory, names: TaskName
         duration_ns: o.durationNs,
         blocked_ns: o.blockedNs,
         runqueue_ns: o.runqueueNs,
-        state: stateLetters(o.prevState, preempted),
+        state: offcpuState(o.prevState, flags),
         prev_state: o.prevState,
         flags: flagNames(flags, OFFCPU_FLAG_TABLE),
         out_cpu: o.outCpu,

@@ -116,10 +116,10 @@ export const STRUCTS = {
     h: [0, 24], lost_ts: [24, 8], lost: [32, 24],
   }),
   /** Not a record: loader <-> BPF configuration in the object's .bss (mirrored for the layout check). */
-  kspan_cfg: struct(80, {
+  kspan_cfg: struct(88, {
     offcpu_min_ns: [0, 8], futex_min_ns: [8, 8], stack_min_ns: [16, 8], cgroup_id: [24, 8], wake_bytes: [32, 8],
     filter_pids: [40, 4], follow: [44, 4], stacks: [48, 4], self_tgid: [52, 4], filter_gen: [56, 4], futex_mode: [60, 4],
-    pc_rq_delta: [64, 8], irq_src: [72, 4], _pad: [76, 4],
+    pc_rq_delta: [64, 8], irq_src: [72, 4], _pad: [76, 4], since_ns: [80, 8],
   }),
 } as const;
 
@@ -194,6 +194,8 @@ export const OffcpuFlag = {
   NEW: 1 << 6,
   IN_FUTEX: 1 << 7,
   HAS_STACK: 1 << 8,
+  /** already off CPU when the probe attached: start_ns is the probe's start, the kind of wait is not known */
+  START_UNKNOWN: 1 << 9,
 } as const;
 
 /** enum kspan_owner_src */
@@ -333,6 +335,12 @@ export function stateLetters(prevState: number, preempted: boolean): string {
   // fls(): the highest reported bit wins, as in task_state_index().
   const bit = 31 - Math.clz32(report);
   return letters[bit];
+}
+
+/** An off-CPU record's state letters: '?' when its start (and so its kind of wait) is unknown (OffcpuFlag.START_UNKNOWN). */
+export function offcpuState(prevState: number, flags: number): string {
+  if (flags & OffcpuFlag.START_UNKNOWN) return '?';
+  return stateLetters(prevState, (flags & OffcpuFlag.PREEMPTED) !== 0);
 }
 
 /** Futex command numbers (uapi/linux/futex.h). */

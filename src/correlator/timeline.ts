@@ -11,6 +11,8 @@
 //        anything else (S, idle D, stopped, ...)               -> sleep
 //   4. on CPU inside a blocking CUDA call (spin-wait)          -> cuda_sync
 //   5. the rest of the covered time                            -> on_cpu
+// An interval that began before the probe attached (START_UNKNOWN: its start
+// is the probe's, its kind not known) is off CPU of unknown kind -> unknown.
 // Off-CPU intervals shorter than the capture threshold (50 µs default) are
 // not recorded, so they count as on_cpu.
 //
@@ -26,7 +28,8 @@ import { Kind, OffcpuFlag, cudaApiBlocks } from '../capture/index.js';
 import { F, type EventList } from '../store/index.js';
 import type { Breakdown } from './types.js';
 
-export type PieceLabel = 'runqueue' | 'futex' | 'io' | 'sleep' | 'cuda_sync';
+/** 'unknown': off CPU, but since before the probe attached (OffcpuFlag.START_UNKNOWN): not a cause, not on CPU */
+export type PieceLabel = 'runqueue' | 'futex' | 'io' | 'sleep' | 'cuda_sync' | 'unknown';
 /** sleep pieces: woken by a timer/irq or never woken ('timer'), by a task ('woken'), other states ('other') */
 export type SleepSub = 'timer' | 'woken' | 'other' | '';
 
@@ -185,6 +188,10 @@ export function buildTimeline(
     const s = list.start[i];
     const e = list.end[i];
     const flags = fl[i];
+    if (flags & OffcpuFlag.START_UNKNOWN) {
+      push('unknown', '', i, s, e, -1);
+      continue;
+    }
     const rq0 = flags & RUNQ_FLAGS ? s : Math.min(e, Math.max(s, rn[i]));
     if (rq0 > s) {
       // blocked part [s, rq0]

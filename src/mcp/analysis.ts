@@ -7,7 +7,7 @@
 
 import {
   IoFlag, Kind, OffcpuFlag, OWNER_SRC_NAMES, TASK_EVENT_NAMES, TCP_STATE_NAMES, cudaApiName, devMajor, devMinor,
-  errnoName, formatAddr, futexOpName, stateLetters, type ClockHistory,
+  errnoName, formatAddr, futexOpName, offcpuState, type ClockHistory,
 } from '../capture/index.js';
 import { EventList, F, ThreadDirectory, type StoreReader } from '../store/index.js';
 import { MAX_SCAN_THREADS, scanEvents, type EventScanQuery, type EventScanResult } from '../store/queries.js';
@@ -155,7 +155,7 @@ export async function latencyDistribution(r: StoreReader, kind: DistKind, scope:
       switch (kind) {
         case 'off_cpu': {
           const flags = l.f[F.offcpu.flags][i];
-          add(stateLetters(l.f[F.offcpu.prevState][i], (flags & OffcpuFlag.PREEMPTED) !== 0), d);
+          add(offcpuState(l.f[F.offcpu.prevState][i], flags), d);
           break;
         }
         case 'runqueue': {
@@ -215,6 +215,7 @@ const FLAG_NAMES: [number, string][] = [
   [OffcpuFlag.PREEMPTED, 'preempted'], [OffcpuFlag.RESCHED, 'resched'], [OffcpuFlag.WOKEN, 'woken'],
   [OffcpuFlag.WAKER_HARDIRQ, 'waker_hardirq'], [OffcpuFlag.WAKER_SOFTIRQ, 'waker_softirq'], [OffcpuFlag.WAKER_FUTEX, 'waker_futex'],
   [OffcpuFlag.NEW, 'new'], [OffcpuFlag.IN_FUTEX, 'in_futex'], [OffcpuFlag.HAS_STACK, 'has_stack'],
+  [OffcpuFlag.START_UNKNOWN, 'start_unknown'],
 ];
 
 function offcpuRow(l: EventList, i: number, clock: ClockHistory, names: Names): OffCpuInterval {
@@ -236,7 +237,7 @@ function offcpuRow(l: EventList, i: number, clock: ClockHistory, names: Names): 
     pid: l.pid[i], tid: l.tid[i], comm: names.comm(l.tid[i], s),
     start_unix_nano: epochStr(clock, s), end_unix_nano: epochStr(clock, e), duration_ns: e - s,
     blocked_ns: runnable - s, runqueue_ns: e - runnable,
-    state: stateLetters(l.f[o.prevState][i], preempted),
+    state: offcpuState(l.f[o.prevState][i], flags),
     flags: FLAG_NAMES.filter(([bit]) => flags & bit).map(([, n]) => n),
     cpu: l.cpu[i], out_cpu: l.f[o.outCpu][i],
     waker,
@@ -309,7 +310,7 @@ export async function offCpuIntervals(
       top.add(l, i);
       const clipped = Math.min(l.end[i], b) - Math.max(l.start[i], a);
       total += clipped;
-      const st = stateLetters(l.f[F.offcpu.prevState][i], (l.f[F.offcpu.flags][i] & OffcpuFlag.PREEMPTED) !== 0);
+      const st = offcpuState(l.f[F.offcpu.prevState][i], l.f[F.offcpu.flags][i]);
       byState[st] = (byState[st] ?? 0) + clipped;
     }
   }, budget);
@@ -697,7 +698,7 @@ export async function queryEvents(r: StoreReader, clock: ClockHistory, q: EventQ
       case 'pid': return String(l.pid[i]);
       case 'comm': return names.comm(l.tid[i], l.start[i]);
       case 'cpu': return String(l.cpu[i]);
-      case 'state': return stateLetters(l.f[F.offcpu.prevState][i], (l.f[F.offcpu.flags][i] & OffcpuFlag.PREEMPTED) !== 0);
+      case 'state': return offcpuState(l.f[F.offcpu.prevState][i], l.f[F.offcpu.flags][i]);
       case 'preempted_by': {
         const fl = l.f[F.offcpu.flags][i];
         const pt = l.f[F.offcpu.preemptTid][i];
@@ -779,7 +780,7 @@ export async function queryEvents(r: StoreReader, clock: ClockHistory, q: EventQ
     switch (k) {
       case Kind.OFFCPU: {
         const fl = l.f[F.offcpu.flags][i];
-        fields.state = stateLetters(l.f[F.offcpu.prevState][i], (fl & OffcpuFlag.PREEMPTED) !== 0);
+        fields.state = offcpuState(l.f[F.offcpu.prevState][i], fl);
         const runnableAtSwitch = (fl & (OffcpuFlag.PREEMPTED | OffcpuFlag.RESCHED)) !== 0;
         fields.runqueue_ns = runnableAtSwitch ? l.end[i] - l.start[i] : Math.max(0, l.end[i] - Math.max(l.start[i], l.f[F.offcpu.runnableNs][i]));
         const wt = l.f[F.offcpu.wakerTid][i];

@@ -339,7 +339,7 @@ export function registerTools(server: McpServer, ctx: ToolContext): void {
   server.registerTool('query_off_cpu', {
     title: 'Off-CPU intervals',
     description:
-      'Off-CPU intervals of a thread (tid) or a process (pid): intervals[] {tid, state (R+ preempted, S, D...), ' +
+      'Off-CPU intervals of a thread (tid) or a process (pid): intervals[] {tid, state (R+ preempted, S, D...; ? = off CPU since before capture began, start is the capture\'s), ' +
       'duration_ns, blocked_ns, runqueue_ns, waker {pid,tid,comm,context,uaddr}, preempted_by}; totals by state. ' +
       'Longest first, or order=time.',
     inputSchema: {

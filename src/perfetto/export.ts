@@ -6,7 +6,7 @@
 import { Writable } from 'node:stream';
 import {
   Kind, OWNER_SRC_NAMES, OffcpuFlag, TASK_EVENT_NAMES, TCP_STATE_NAMES, TaskState, cudaApiBlocks, cudaApiName, cudaArgKind,
-  devMajor, devMinor, errnoName, flagNames, formatAddr, futexOpName, IoFlag, stateLetters,
+  devMajor, devMinor, errnoName, flagNames, formatAddr, futexOpName, IoFlag, offcpuState, stateLetters,
 } from '../capture/index.js';
 import { explainTrace, type ExplainOptions, type Explanation } from '../correlator/index.js';
 import { EventList, F, ThreadDirectory, type StoreReader, type StoredSpan, type ThreadMeta } from '../store/index.js';
@@ -282,7 +282,7 @@ class Exporter {
       // blocked part
       const bs = s;
       const be = Math.min(Math.max(rn, s), e);
-      const argsCommon = `"cpu":${ev.cpu[i]},"out_cpu":${ev.f[fo.outCpu][i]},"state":${q(stateLetters(state, (flags & OffcpuFlag.PREEMPTED) !== 0))},` +
+      const argsCommon = `"cpu":${ev.cpu[i]},"out_cpu":${ev.f[fo.outCpu][i]},"state":${q(offcpuState(state, flags))},` +
         `"prev_state":${state},"flags":${q(flagNames(flags, OffcpuFlag).join('|'))},"offcpu_ns":${en - st0},"blocked_ns":${rn - st0},"runqueue_ns":${en - rn}` +
         (st0 < A || en > B ? `,"clipped":true,"offcpu_start_us":${clock.us(st0)}` : '');
       if (be > bs) {
@@ -297,7 +297,9 @@ class Exporter {
             else if (kj === Kind.BLOCK_IO && !ov(lastIo, bs, be)) lastIo = j;
           }
         }
-        if (ov(lastCuda, bs, be)) {
+        if (flags & OffcpuFlag.START_UNKNOWN) {
+          name = 'off CPU since before capture (?)';
+        } else if (ov(lastCuda, bs, be)) {
           name = 'CUDA sync';
           extra = `,"cuda_api":${q(cudaApiName(ev.f[F.cudaCall.api][lastCuda]))}`;
         } else if ((flags & OffcpuFlag.IN_FUTEX) || ov(lastFutex, bs, be)) {

@@ -236,6 +236,26 @@ test('lost records: a gap is cut where the thread is seen running (its futex wak
   }
 });
 
+test('a preemptor that execs during the window is named as it was while it held the CPU longest', async () => {
+  const W = W0;
+  const st = await buildStore('exec-culprit', (fw) => {
+    // the hog starts as a shell and execs its workload at W+12 ms
+    fw.task({ ts: W + 1 * MS, pid: 700, tid: 700, event: TaskEvent.NAME, startTime: W, comm: 'sh', pcomm: 'sh' });
+    fw.task({ ts: W + 12 * MS, pid: 700, tid: 700, event: TaskEvent.EXEC, startTime: W, comm: 'cpu_hog', pcomm: 'cpu_hog' });
+    // A waits 2 ms for the CPU while the shell runs, then 40 ms while the workload does
+    fw.offcpu({ ts: W + 10 * MS, pid: PID, tid: A, startNs: W + 8 * MS, flags: OffcpuFlag.PREEMPTED, preemptPid: 700, preemptTid: 700 });
+    fw.offcpu({ ts: W + 60 * MS, pid: PID, tid: A, startNs: W + 20 * MS, flags: OffcpuFlag.PREEMPTED, preemptPid: 700, preemptTid: 700 });
+  }, [span(1, W, W + 100 * MS, { tid: A, pid: PID })]);
+  try {
+    const [s] = explainTrace(st.reader, tr(1), o).spans;
+    const pre = s.causes.find((c) => c.kind === 'cpu_preemption');
+    assert.ok(pre, JSON.stringify(s.causes.map((c) => c.kind)));
+    assert.deepEqual([pre.culprit?.pid, pre.culprit?.comm, pre.duration_ns], [700, 'cpu_hog', 42 * MS]);
+  } finally {
+    st.cleanup();
+  }
+});
+
 test('pid reuse: a culprit tid is named after the incarnation alive at the time', async () => {
   const W = W0;
   const st = await buildStore('pidreuse', (fw) => {

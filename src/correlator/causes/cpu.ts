@@ -8,23 +8,31 @@ import type { Culprit } from '../types.js';
 import { offcpuEvidence, type CauseFinder, type Draft } from './cause.js';
 import { pct } from '../util.js';
 
-/** Runqueue pieces grouped by who held the CPU. */
+/**
+ * Runqueue pieces grouped by who held the CPU. A culprit is named as it was
+ * during its longest piece: a process that execs (a shell or a container
+ * entrypoint starting the workload) takes the CPU under its workload's name.
+ */
 export function preemptors(ctx: SpanCtx, pieces: Piece[]): { c: Culprit; t: number; cpus: Set<number>; pieces: Piece[] }[] {
-  const m = new Map<number, { c: Culprit; t: number; cpus: Set<number>; pieces: Piece[] }>();
+  type Group = { c: Culprit; t: number; cpus: Set<number>; pieces: Piece[]; pid: number; tid: number; longest: Piece };
+  const m = new Map<number, Group>();
   for (const p of pieces) {
     if (p.label !== 'runqueue' || p.eff <= 0) continue;
     const w = runqueueCulprit(p.tl.list, p.i);
     const k = w.pid * 0x400000 + w.tid; // Linux pids and tids are below 2^22 (PID_MAX_LIMIT)
     let g = m.get(k);
     if (!g) {
-      g = { c: ctx.t.culprit(w.pid, w.tid, p.a), t: 0, cpus: new Set(), pieces: [] };
+      g = { c: { pid: w.pid, tid: w.tid, comm: '' }, t: 0, cpus: new Set(), pieces: [], pid: w.pid, tid: w.tid, longest: p };
       m.set(k, g);
     }
     g.t += p.eff;
     g.cpus.add(w.cpu);
     g.pieces.push(p);
+    if (p.eff > g.longest.eff) g.longest = p;
   }
-  return [...m.values()].sort((x, y) => y.t - x.t);
+  const out = [...m.values()].sort((x, y) => y.t - x.t);
+  for (const g of out) g.c = ctx.t.culprit(g.pid, g.tid, g.longest.a + (g.longest.b - g.longest.a) / 2);
+  return out;
 }
 
 function cpuCause(ctx: SpanCtx, pieces: Piece[]): Draft | null {

@@ -1,0 +1,59 @@
+// A thread that is already off CPU when the probe attaches has no switch-out
+// under it: its first switch-in used to emit nothing, so its wait read as "on
+// CPU" from the capture's start. Now that switch-in writes an interval from
+// the probe's start flagged START_UNKNOWN, and explain counts it as unknown.
+
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { OffcpuFlag, Kind, REPO_ROOT } from '../../src/capture/index.js';
+import { explainTrace } from '../../src/correlator/index.js';
+import { openStoreReader, F } from '../../src/store/index.js';
+import { putTrace, ms, requireLiveProbe, run } from './harness.js';
+
+before(requireLiveProbe);
+const dirs: string[] = [];
+after(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+test('a thread blocked since before the probe attached: its first interval starts at the probe\'s start, flagged, and explains as unknown, not on CPU', async (t) => {
+  const dir = mkdtempSync(join('/var/tmp', 'kspan-attach-'));
+  dirs.push(dir);
+  // blocked from now for 3 s: the probe attaches meanwhile
+  const sleeper = spawn('sleep', ['3'], { stdio: 'ignore' });
+  const pid = sleeper.pid!;
+  const done = new Promise((r) => sleeper.on('exit', r));
+  const rec = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'src', 'cli.ts'), 'record', '--quiet', '--data', dir, '--pid', String(pid), '--duration', '5'], { timeoutMs: 60000 });
+  await done;
+  assert.equal(rec.code, 0, rec.stderr);
+  let start = 0;
+  let wake = 0;
+  let origin = 0;
+  const r = openStoreReader(dir);
+  try {
+    const [session] = r.sessions();
+    const list = r.eventsOnThread(pid, session.startNs, session.endNs);
+    const iv = [...Array(list.count).keys()].filter((i) => list.kind[i] === Kind.OFFCPU && list.f[F.offcpu.flags][i] & OffcpuFlag.START_UNKNOWN);
+    assert.equal(iv.length, 1, `one interval from the probe's start: ${list.count} events`);
+    [start, wake] = [list.start[iv[0]], list.end[iv[0]]];
+    origin = Number(r.originNs);
+    t.diagnostic(`session ${session.startNs}..${session.endNs}, interval ${start}..${wake} (${ms(wake - start).toFixed(0)} ms)`);
+    assert.ok(start >= session.startNs && start - session.startNs < 1e9, 'it starts at the probe\'s start');
+    assert.ok(wake - start > 500e6, 'it lasts until the sleeper woke (seconds after the probe attached)');
+  } finally {
+    await r.root.close();
+  }
+  // a span over [start + 50 ms, the wake]: all of it unknown, none on CPU
+  const traceId = await putTrace(dir, [{ name: 'wait', startMono: origin + start + 50e6, endMono: origin + wake, tid: pid, pid }]);
+  const r2 = openStoreReader(dir);
+  try {
+    const [s] = explainTrace(r2, traceId).spans;
+    assert.ok(s.breakdown_ns.unknown >= 0.99 * s.duration_ns, `unknown ${ms(s.breakdown_ns.unknown).toFixed(1)} of ${ms(s.duration_ns).toFixed(1)} ms: ${JSON.stringify(s.breakdown_ns)}`);
+    assert.ok(s.breakdown_ns.on_cpu <= 0.01 * s.duration_ns, JSON.stringify(s.breakdown_ns));
+  } finally {
+    void r2.root.close();
+  }
+});
