@@ -91,16 +91,22 @@ test('head: explain on the writer reader is the same before the commit, while se
   }
 });
 
+/** The waiter A named, and off CPU [W0+10, W0+30] ms (blocked, woken by B at +29). */
+function waiterOffCpu10to30(): FrameWriter {
+  const fw = new FrameWriter();
+  fw.hello({ ts: T0, monoNs: T0, realtimeNs: EPOCH0, offcpuMinNs: 50_000, probePid: PROBE });
+  fw.task({ ts: W0 - 100 * MS, pid: PID, tid: A, event: TaskEvent.NAME, startTime: 1, comm: 'waiter', pcomm: 'app' });
+  fw.offcpu({ ts: W0 + 30 * MS, pid: PID, tid: A, startNs: W0 + 10 * MS, runnableNs: W0 + 29 * MS, prevState: 1, flags: OffcpuFlag.WOKEN, wakerPid: PID, wakerTid: B });
+  return fw;
+}
+
 test('head: time after the ingest watermark is unknown and settling, never on CPU; it fills in when ingested', async () => {
   const { dir, cleanup } = tempDir('head-wm');
   const w = headWriter(dir);
   try {
     const W = W0;
-    const fw = new FrameWriter();
-    fw.hello({ ts: T0, monoNs: T0, realtimeNs: EPOCH0, offcpuMinNs: 50_000, probePid: PROBE });
-    fw.task({ ts: W - 100 * MS, pid: PID, tid: A, event: TaskEvent.NAME, startTime: 1, comm: 'waiter', pcomm: 'app' });
     // A is off CPU [W+10, W+30] (known), then the probe has drained up to W+51 ms (watermark W+50 after the 1 ms slop)
-    fw.offcpu({ ts: W + 30 * MS, pid: PID, tid: A, startNs: W + 10 * MS, runnableNs: W + 29 * MS, prevState: 1, flags: OffcpuFlag.WOKEN, wakerPid: PID, wakerTid: B });
+    const fw = waiterOffCpu10to30();
     fw.raw(Kind.DRAINED, 24, { ts: W + 51 * MS });
     await feed(w, fw.toBuffer());
     await w.reader.spans.putSpans([span(1, W, W + 100 * MS, { tid: A, pid: PID })]);
@@ -130,10 +136,7 @@ test('head: records the kernel ring lost are known at the watermark (DRAINED car
   const w = headWriter(dir);
   try {
     const W = W0;
-    const fw = new FrameWriter();
-    fw.hello({ ts: T0, monoNs: T0, realtimeNs: EPOCH0, offcpuMinNs: 50_000, probePid: PROBE });
-    fw.task({ ts: W - 100 * MS, pid: PID, tid: A, event: TaskEvent.NAME, startTime: 1, comm: 'waiter', pcomm: 'app' });
-    fw.offcpu({ ts: W + 30 * MS, pid: PID, tid: A, startNs: W + 10 * MS, runnableNs: W + 29 * MS, prevState: 1, flags: OffcpuFlag.WOKEN, wakerPid: PID, wakerTid: B });
+    const fw = waiterOffCpu10to30();
     fw.drained({ ts: W + 40 * MS, lostTs: W + 41 * MS, lost: [0, 0, 0] });
     // 5 sched records lost in (W+41, W+61]: one may be an interval of A that ended there
     fw.drained({ ts: W + 60 * MS, lostTs: W + 61 * MS, lost: [5, 0, 0] });
