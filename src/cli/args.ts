@@ -27,6 +27,13 @@ export function intOpt(v: string | undefined, name: string, min = 0): number | u
   return n;
 }
 
+/** --ring-mb: the probe's scheduler ring in MiB, 1..1024 (the probe's own bounds). */
+export function ringMbOpt(v: string | undefined): number | undefined {
+  const n = intOpt(v, 'ring-mb', 1);
+  if (n !== undefined && n > 1024) throw new UsageError(`--ring-mb wants at most 1024 (MiB), got "${v}"`);
+  return n;
+}
+
 /** A number >= 0 (fractions allowed). */
 export function nonNegative(v: string, name: string): number {
   const n = Number(v);

@@ -9,7 +9,7 @@ import {
   type CaptureSession, type CaptureSink, type ProbeOptions, type ProbeProcess, type RecordBatch,
 } from '../capture/index.js';
 import { localHost, recordIntoStore, type HostIdentity, type RecordIntoStore } from '../store/index.js';
-import { UsageError, intOpt, parse, parseDuration, parseSize } from './args.js';
+import { UsageError, intOpt, parse, parseDuration, parseSize, ringMbOpt } from './args.js';
 
 export const RECORD_HELP = `usage: kspan
   record [options] [-- CMD ARGS...]   capture kernel events (host-wide, or of CMD and its children)
@@ -78,7 +78,7 @@ export async function cmdRecord(argv: string[]): Promise<number> {
     futexMinUs: intOpt(o['futex-min-us'], 'futex-min-us'),
     stacks: o.stacks,
     groups: o.groups?.split(',').map((g) => g.trim()).filter(Boolean),
-    ringMb: intOpt(o['ring-mb'], 'ring-mb', 1),
+    ringMb: ringMbOpt(o['ring-mb']),
     teePath: o.out,
     cgroups: o.cgroup,
   };

@@ -5,7 +5,7 @@ import { startDaemon, type Daemon } from '../daemon/index.js';
 import { DEFAULT_OTLP_GRPC_ADDR, DEFAULT_OTLP_HTTP_ADDR, type UpstreamProtocol } from '../otel/index.js';
 import type { PeerOptions } from '../mcp/index.js';
 import { checkHostName } from '../store/index.js';
-import { UsageError, intOpt, nonNegative, parse, parseDuration, parseSize, serviceProcessOpt } from './args.js';
+import { UsageError, intOpt, nonNegative, parse, parseDuration, parseSize, ringMbOpt, serviceProcessOpt } from './args.js';
 import { PEER_ARG_SPECS, peerOptionsFrom } from './mcp.js';
 
 export const RUN_HELP = `usage: kspan
@@ -31,7 +31,8 @@ export const RUN_HELP = `usage: kspan
       --service-process SERVICE=COMM   join spans of SERVICE to the process named COMM (repeatable)
       --thread-id-is-os-tid            spans' thread.id is the Linux tid (default: only linux.tid is)
       --no-capture        no kernel capture (store and forward; what the store has is still used)
-      --pid P, --cgroup PATH, --follow, --cuda-lib PATH, --groups LIST, --max-age D, --max-size S   as for record
+      --pid P, --cgroup PATH, --follow, --cuda-lib PATH, --groups LIST, --ring-mb N, --max-age D, --max-size S
+                          as for record (a larger --ring-mb makes kernel record losses rarer)
       --host-name NAME    host.name this daemon records, reports and stamps on spans (kspan.host.name);
                           default os.hostname(). For several kspans sharing a kernel and a hostname.
       --mcp-http ADDR     also serve the MCP tools over Streamable HTTP at ADDR/mcp (loopback unless a token
@@ -68,6 +69,7 @@ export async function cmdRun(argv: string[]): Promise<number> {
     follow: { type: 'boolean' },
     'cuda-lib': { type: 'string', multiple: true },
     groups: { type: 'string' },
+    'ring-mb': { type: 'string' },
     'max-age': { type: 'string' },
     'max-size': { type: 'string' },
     'status-interval': { type: 'string' },
@@ -150,7 +152,7 @@ export async function cmdRun(argv: string[]): Promise<number> {
       capture: o['no-capture'] ? null : {
         pids, follow: o.follow ?? false, cudaLibs: o['cuda-lib'],
         groups: o.groups?.split(',').map((g) => g.trim()).filter(Boolean),
-        cgroups: o.cgroup,
+        cgroups: o.cgroup, ringMb: ringMbOpt(o['ring-mb']),
       },
       explain: { serviceProcess, threadIdIsOsTid: o['thread-id-is-os-tid'] },
       mcpHttp: o['mcp-http'] ? { addr: o['mcp-http'], tokenFile: o['mcp-token-file'], allowedHosts: o['mcp-allowed-host'], peers } : null,

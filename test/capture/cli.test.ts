@@ -56,6 +56,12 @@ test('main(): unknown command exits 2, --version and help exit 0', async () => {
   assert.match(h.out, /record \[options\] \[-- CMD ARGS/);
   assert.equal(kspan(['dump']).code, 2);
   assert.equal(kspan(['record', '--bogus-flag']).code, 2);
+  // the ring's size is checked before any probe starts, for record and for run
+  for (const cmd of ['record', 'run']) {
+    const big = kspan([cmd, '--ring-mb', '2000', '--data', join(tmpdir(), 'kspan-never-created')]);
+    assert.equal(big.code, 2);
+    assert.match(big.err, /--ring-mb wants at most 1024/);
+  }
 });
 
 test('dump: text and JSON lines, kind filter, counters on stderr', () => {
