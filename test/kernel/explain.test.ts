@@ -159,9 +159,24 @@ test('healthy baseline: pure CPU work on an idle CPU gets nothing above low', as
   const h = fx.cpu_hog;
   const traceId = await putSpans(dir, [{ name: 'compute', startMono: h.start_ns, endMono: h.end_ns, tid: h.tid, pid: h.pid }]);
   const [s] = explain(dir, traceId).spans;
-  assert.equal(sumBreakdown(s.breakdown_ns), s.duration_ns);
-  assert.ok(s.breakdown_ns.on_cpu >= 0.9 * s.duration_ns, `on CPU ${(100 * s.breakdown_ns.on_cpu / s.duration_ns).toFixed(0)}%`);
-  for (const c of s.causes) assert.equal(c.severity, 'low', `${c.kind} ${c.severity}: ${c.summary}`);
+  const bd = s.breakdown_ns;
+  const why = `breakdown ${JSON.stringify(bd)}, measured CPU ${ms(h.cpu_ns).toFixed(1)} of ${ms(s.duration_ns).toFixed(1)} ms`;
+  assert.equal(sumBreakdown(bd), s.duration_ns);
+  // on_cpu is the hog's own CPU time; the rest it was runnable (never blocked)
+  // (preemptions shorter than the 50 µs threshold, and time the hypervisor stole, count as on CPU)
+  assert.ok(within(bd.on_cpu, h.cpu_ns, 0.15), `on_cpu vs the hog's own CPU time: ${why}`);
+  assert.ok(bd.on_cpu + bd.runqueue >= 0.97 * s.duration_ns, `on CPU or runnable: ${why}`);
+  // Nothing to report but the CPU other work took from the hog (this test machine's own processes share
+  // CPU 1): that is preemption by others, ranked by its share (low under 5% of the span), and nothing else.
+  for (const c of s.causes) {
+    if (c.kind !== 'cpu_preemption') {
+      assert.equal(c.severity, 'low', `${c.kind} ${c.severity}: ${c.summary}`);
+      continue;
+    }
+    assert.notEqual(c.culprit?.pid, h.pid, 'the hog does not preempt itself');
+    assert.equal(c.duration_ns, bd.runqueue, 'the preemption is the runqueue time');
+    if (bd.runqueue < 0.05 * s.duration_ns) assert.equal(c.severity, 'low', `${c.summary}: ${why}`);
+  }
 });
 
 test('I/O wait: O_DIRECT|O_SYNC writes under a competing writer', async () => {
