@@ -61,7 +61,7 @@ bool drain(bool mark)
 	__u64 t0 = now_ns(CLOCK_MONOTONIC);
 	unsigned long p0[KSPAN_RING_MAX] = {};
 
-	if (have_pos)
+	if (have_pos && mark)
 		for (int r = 0; r < KSPAN_RING_MAX; r++)
 			p0[r] = __atomic_load_n(prod_pos[r], __ATOMIC_ACQUIRE);
 	ring_buffer__consume(rings);

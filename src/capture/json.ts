@@ -97,7 +97,6 @@ export function recordToJson(v: RecordView, clock: ClockHistory, names: TaskName
       const o = V.offcpu.setFrom(v);
       const flags = o.flags;
       const woken = (flags & OffcpuFlag.WOKEN) !== 0;
-      const preempted = (flags & OffcpuFlag.PREEMPTED) !== 0;
       const runnable = (flags & (OffcpuFlag.PREEMPTED | OffcpuFlag.RESCHED)) !== 0;
       let context = 'task';
       if (flags & OffcpuFlag.WAKER_HARDIRQ) context = 'hardirq';

@@ -18,7 +18,7 @@ import { netCauses, peerOf } from './causes/net.js';
 import { sleepFinder } from './causes/sleep.js';
 import type { CauseFinder, CauseInput, Draft } from './causes/cause.js';
 import { numAttr, resolveJoin } from './join.js';
-import { ExplainSession, SpanCtx, type SpanLike } from './session.js';
+import { ExplainSession, SpanCtx, capturedThrough, type SpanLike } from './session.js';
 import { SEV_RANK, severityOf } from './severity.js';
 import { emptyBreakdown, type Timeline } from './timeline.js';
 import type { Breakdown, Cause, Correlation, DataQuality, ExplainOptions, Explanation, SpanDataQuality, SpanExplanation } from './types.js';
@@ -85,8 +85,7 @@ function explainOne(t: ExplainSession, s: SpanLike): { e: SpanExplanation; dq: S
   const E = S + D;
   const join = resolveJoin(t, s, S, E);
   const cov = t.coverage(S, E);
-  // losses matter, and must be known, up to the end of capture in the window
-  const drops = t.drops.dropsIn(S, cov.ranges.length ? Math.min(E, cov.ranges[cov.ranges.length - 1][1]) : S);
+  const drops = t.drops.dropsIn(S, capturedThrough(cov.ranges, S, E));
   const sessions = t.sessions.filter((x) => x.startNs <= E && x.endNs >= S);
   const thr = sessions.map((x) => x.offcpuMinNs).filter((x): x is number => typeof x === 'number');
   const notes: string[] = [];

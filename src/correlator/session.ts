@@ -141,6 +141,11 @@ export class ExplainSession {
   }
 }
 
+/** Where capture ends in [S, E], given its covered ranges there (S when none): losses matter, and must be known, up to it. */
+export function capturedThrough(covered: readonly [number, number][], S: number, E: number): number {
+  return covered.length ? Math.min(E, covered[covered.length - 1][1]) : S;
+}
+
 /** Per span: the window, its coverage, and each thread's events over it (fetched once). */
 export class SpanCtx {
   readonly ev = new Map<number, EventList>();
@@ -148,7 +153,7 @@ export class SpanCtx {
   readonly loss: LossWindows;
   constructor(readonly t: ExplainSession, readonly S: number, readonly E: number, readonly covered: [number, number][]) {
     // (only up to the end of capture: no record can be lost where nothing was captured)
-    const end = covered.length ? Math.min(E, covered[covered.length - 1][1]) : S;
+    const end = capturedThrough(covered, S, E);
     this.loss = { sched: t.drops.lossWindows(SCHED_RING, S, end), cuda: t.drops.lossWindows(CUDA_RING, S, end) };
   }
 

@@ -221,7 +221,6 @@ const FLAG_NAMES: [number, string][] = [
 function offcpuRow(l: EventList, i: number, clock: ClockHistory, names: Names): OffCpuInterval {
   const o = F.offcpu;
   const flags = l.f[o.flags][i];
-  const preempted = (flags & OffcpuFlag.PREEMPTED) !== 0;
   const runnableAtSwitch = (flags & (OffcpuFlag.PREEMPTED | OffcpuFlag.RESCHED)) !== 0;
   const s = l.start[i], e = l.end[i];
   const runnable = runnableAtSwitch ? s : Math.min(e, Math.max(s, l.f[o.runnableNs][i]));
