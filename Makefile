@@ -29,7 +29,7 @@ $(BUILD)/kspan.skel.h: $(BUILD)/kspan.bpf.o
 	$(BPFTOOL) gen skeleton $< name kspan_bpf > $@.tmp && mv $@.tmp $@
 
 # The loader (kspan-probe.c) and its parts, each a .c with its .h.
-PROBE_SRCS := $(addprefix native/,kspan-probe.c options.c output.c groups.c cuda-attach.c elf-sym.c control.c drain.c)
+PROBE_SRCS := $(addprefix native/,kspan-probe.c options.c output.c groups.c cuda-attach.c elf-sym.c control.c drain.c snapshot.c)
 PROBE_HDRS := $(PROBE_SRCS:.c=.h)
 
 $(BUILD)/kspan-probe: $(PROBE_SRCS) $(PROBE_HDRS) bpf/kspan.h $(BUILD)/kspan.skel.h

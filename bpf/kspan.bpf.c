@@ -993,6 +993,50 @@ int BPF_PROG(sched_wakeup_new, struct task_struct *p)
 	return 0;
 }
 
+/*
+ * Blocked-task snapshot (struct kspan_blocked in kspan.h): the probe runs this
+ * walk over every task right before it writes a watermark. An interval is
+ * recorded at its switch-in, so without it a thread still off CPU at the
+ * watermark (a lock holder, an idle worker of a process join) reads as on CPU.
+ * Reported: long intervals the previous snapshot did not report (they began,
+ * or reached offcpu_min_ns, since), and intervals woken but still waiting for
+ * a CPU (runnable_ts != 0; preempted tasks too). The rest was reported before
+ * and is still blocked, not woken. Reads of another CPU's task state race
+ * with its switch-in; the reader prefers the switch-in record when both come.
+ */
+SEC("iter/task")
+int snapshot_blocked(struct bpf_iter__task *ctx)
+{
+	struct task_struct *t = ctx->task;
+	struct kspan_blocked r;
+	struct tstate *s;
+	__u64 now = cfg.snap_now_ns, off, rn;
+
+	if (!t)
+		return 0;
+	s = bpf_task_storage_get(&tstates, t, 0, 0);
+	if (!s)
+		return 0;
+	off = s->off_ts;
+	rn = s->runnable_ts;
+	if (!off || off >= now || now - off < cfg.offcpu_min_ns)
+		return 0;
+	if (!rn && off + cfg.offcpu_min_ns <= cfg.snap_prev_ns)
+		return 0; /* long at the previous snapshot already, and not woken since */
+	fill_hdr(&r.h, KSPAN_BLOCKED, sizeof(r), now, t->tgid, t->pid);
+	r.h.cpu = s->out_cpu;
+	r.start_ns = off;
+	r.runnable_ns = rn;
+	r.prev_state = s->prev_state;
+	r.flags = s->flags;
+	r.waker_pid = s->waker_pid;
+	r.waker_tid = s->waker_tid;
+	r.preempt_pid = s->preempt_pid;
+	r.preempt_tid = s->preempt_tid;
+	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
+	return 0;
+}
+
 /* ---------------------------------- task --------------------------------- */
 
 SEC("tp_btf/sched_process_fork")

@@ -16,7 +16,7 @@
 #ifndef KSPAN_H
 #define KSPAN_H
 
-#define KSPAN_ABI_VERSION 4
+#define KSPAN_ABI_VERSION 5
 #define KSPAN_REC_MAGIC 0xb5
 #define KSPAN_COMM_LEN 16
 #define KSPAN_MAX_STACK 64 /* frames per side (user, kernel) */
@@ -37,7 +37,8 @@ enum kspan_kind {
 	KSPAN_STATUS = 12,     /* native: a probe group's attach result */
 	KSPAN_ACK = 13,        /* native: answer to a control command */
 	KSPAN_DRAINED = 14,    /* native: every record of an event before h.ts has been written */
-	KSPAN_KIND_MAX = 15,
+	KSPAN_BLOCKED = 15,    /* bpf (task iterator): a thread still off CPU at a snapshot */
+	KSPAN_KIND_MAX = 16,
 };
 
 /* 24 bytes. pid = tgid (process), tid = kernel pid (thread). */
@@ -88,6 +89,9 @@ enum kspan_offcpu_flags {
 	 * the probe's start (cfg.since_ns), the real start is earlier, and what
 	 * kind of wait it was is not known (prev_state 0, no waker). */
 	KSPAN_OFF_START_UNKNOWN = 1 << 9,
+	/* Never set by BPF: a reader's mark on an interval known only from a
+	 * KSPAN_BLOCKED snapshot (still off CPU then; no switch-in record yet). */
+	KSPAN_OFF_OPEN = 1 << 10,
 };
 
 struct kspan_offcpu {
@@ -333,6 +337,33 @@ struct kspan_drained {
 	__u64 lost[KSPAN_RING_MAX];
 };
 
+/* ---- KSPAN_BLOCKED ---- (ABI >= 5)
+ * An off-CPU interval is recorded when it ends (switch-in), so a thread still
+ * off CPU when the reader stops at a watermark would read as on CPU up to it.
+ * Right before each watermark the probe walks every task (iter/task) and
+ * writes one of these for each interval still open then that is at least
+ * offcpu_min_ns long and either
+ *   - was not reported by the previous snapshot (it began, or became long
+ *     enough, since), or
+ *   - has been woken (runnable_ns != 0) and still waits for a CPU.
+ * So the reader knows, at each watermark, every long interval still open:
+ * one reported and not woken since, with no switch-in record yet, is still
+ * blocked. h.ts = the snapshot's time, h.cpu = the CPU it switched out on.
+ * Fields mean what they mean in struct kspan_offcpu (its flags: those known
+ * so far: no switch-in yet, so no last_*).
+ */
+struct kspan_blocked {
+	struct kspan_hdr h;
+	__u64 start_ns;     /* switch-out */
+	__u64 runnable_ns;  /* first sched_waking after the block, or start_ns if preempted; 0 = not woken */
+	__u32 prev_state;
+	__u32 flags;        /* enum kspan_offcpu_flags */
+	__u32 waker_pid;
+	__u32 waker_tid;
+	__u32 preempt_pid;  /* task that took the CPU at switch-out */
+	__u32 preempt_tid;
+};
+
 /* ---- loader <-> BPF configuration (not a record) ----
  * A global in the BPF object's .bss; the loader writes it through the
  * skeleton's mmap while the programs run. */
@@ -357,6 +388,8 @@ struct kspan_cfg {
 	__u32 irq_src;       /* 0 irq/softirq/hrtimer tracepoint depth, 1 preempt count */
 	__u32 _pad;
 	__u64 since_ns;      /* CLOCK_MONOTONIC before the programs were attached (KSPAN_OFF_START_UNKNOWN) */
+	__u64 snap_prev_ns;  /* the previous blocked-task snapshot's time (0: none) */
+	__u64 snap_now_ns;   /* this snapshot's time (set before the walk) */
 };
 
 /* ---- maps the loader sizes and fills (not records) ---- */

@@ -19,6 +19,7 @@
 #include "kspan-probe.h"
 #include "drain.h"
 #include "output.h"
+#include "snapshot.h"
 
 #define CATCH_UP_TRIES 4
 
@@ -79,6 +80,8 @@ bool drain(bool mark)
 			ring_buffer__consume(rings);
 		}
 	}
+	/* intervals still open now, so that none reads as on CPU up to the mark */
+	snapshot_write();
 	emit_drained(t0);
 	return true;
 }

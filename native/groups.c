@@ -12,6 +12,7 @@
 #include "kspan-probe.h"
 #include "options.h"
 #include "output.h"
+#include "snapshot.h"
 
 const char *group_names[KSPAN_GROUP_MAX] = { "sched", "task", "futex", "block", "tcp", "cuda",
 					     "futex-syscalls" };
@@ -150,6 +151,9 @@ int attach_group(int group)
 		futex_sys_on = true;
 		set_futex_mode();
 	}
+	/* the blocked-task walk reads what sched_switch keeps per task */
+	if (prog_attached("sched_switch"))
+		snapshot_attach();
 	emit_status(group, ok ? 0 : (first_err ? first_err : -ENOENT), ok, fail, "%s", detail);
 	return ok ? 0 : (first_err ? first_err : -ENOENT);
 }
@@ -162,6 +166,8 @@ void detach_group(int group)
 			progs[i].link = NULL;
 		}
 	}
+	if (!prog_attached("sched_switch"))
+		snapshot_detach();
 	if (group == KSPAN_GROUP_FUTEX)
 		futex_regs_on = false;
 	if (group == KSPAN_GROUP_FUTEX_SYSCALLS)
@@ -174,6 +180,7 @@ void detach_group(int group)
 
 void detach_all_groups(void)
 {
+	snapshot_detach();
 	for (size_t i = 0; i < N_PROGS; i++) {
 		bpf_link__destroy(progs[i].link);
 		progs[i].link = NULL;

@@ -34,6 +34,7 @@
 #include "options.h"
 #include "output.h"
 #include "drain.h"
+#include "snapshot.h"
 
 struct kspan_bpf *skel;
 struct ring_buffer *rings;
@@ -303,8 +304,9 @@ static void run(void)
 			}
 		}
 		now = now_ns(CLOCK_MONOTONIC);
-		/* a watermark at most every 10 ms: the daemon reads it live */
-		if (drain(now - last_drained >= 10000000ull))
+		/* a watermark at most every 10 ms (the daemon reads it live), or
+		 * less often when the blocked-task walk before each is costly */
+		if (drain(now - last_drained >= snapshot_min_interval_ns(10000000ull)))
 			last_drained = now;
 		if (now - last_clock >= (__u64)opt.clock_ms * 1000000) {
 			emit_clock(false);
@@ -356,6 +358,15 @@ int main(int argc, char **argv)
 	close(STDOUT_FILENO);
 	if (opt.stats)
 		print_prog_stats();
+	if (opt.verbose) {
+		unsigned long walks;
+		__u64 ns;
+
+		snapshot_cost(&walks, &ns);
+		if (walks)
+			fprintf(stderr, "kspan-probe: %lu blocked-task snapshot(s), %.1f us each\n", walks,
+				ns / 1e3 / walks);
+	}
 	if (opt.verbose && drain_stalls())
 		fprintf(stderr, "kspan-probe: %lu drain(s) held the watermark: a record reserved before them was still being written\n",
 			drain_stalls());

@@ -13,7 +13,7 @@ import {
   kindName, ringName, groupName, offcpuState,
 } from './records.js';
 import {
-  AckView, BlockIoView, ClockView, CudaCallView, DrainedView, DropsView, FutexWaitView, FutexWakeView, HelloView,
+  AckView, BlockedView, BlockIoView, ClockView, CudaCallView, DrainedView, DropsView, FutexWaitView, FutexWakeView, HelloView,
   OffcpuView, StackView, StatusView, TaskView, TcpRetransView,
 } from './views.js';
 
@@ -52,7 +52,7 @@ export const IO_FLAG_TABLE = IoFlag as Readonly<Record<string, number>>;
 const V = {
   hello: new HelloView(), offcpu: new OffcpuView(), fw: new FutexWaitView(), fk: new FutexWakeView(),
   io: new BlockIoView(), tcp: new TcpRetransView(), cuda: new CudaCallView(), task: new TaskView(),
-  stack: new StackView(), clock: new ClockView(), drops: new DropsView(), drained: new DrainedView(), status: new StatusView(), ack: new AckView(),
+  stack: new StackView(), clock: new ClockView(), drops: new DropsView(), drained: new DrainedView(), blocked: new BlockedView(), status: new StatusView(), ack: new AckView(),
 };
 
 interface Ctx {
@@ -242,6 +242,20 @@ export function recordToJson(v: RecordView, clock: ClockHistory, names: TaskName
       if (!d.hasLost) return base;
       return Object.assign(base, { lost_ts: epoch(c, d.lostTs), lost: { sched: d.lost(0), task: d.lost(1), cuda: d.lost(2) } });
     }
+    case Kind.BLOCKED: {
+      // still off CPU at the snapshot (ts): no switch-in yet, so no end, no runqueue time
+      const b = V.blocked.setFrom(v);
+      const flags = b.flags;
+      return Object.assign(base, {
+        start: epoch(c, b.startNs),
+        off_cpu_ns: ts - b.startNs,
+        runnable: b.runnableNs ? epoch(c, b.runnableNs) : null,
+        state: offcpuState(b.prevState, flags),
+        prev_state: b.prevState,
+        flags: flagNames(flags, OFFCPU_FLAG_TABLE),
+        waker: flags & OffcpuFlag.WOKEN && b.runnableNs ? who(c, b.wakerPid, b.wakerTid) : null,
+      });
+    }
     case Kind.STATUS: {
       const s = V.status.setFrom(v);
       const err = s.err;
@@ -345,6 +359,10 @@ export function jsonToText(j: JsonRecord): string {
       break;
     case 'drained':
       d = r.lost ? `lost so far: ${Object.entries(r.lost as Record<string, number>).map(([k, n]) => `${k} ${n}`).join(', ')}` : '';
+      break;
+    case 'blocked':
+      d = `${r.state} off CPU ${fmtDur(r.off_cpu_ns)} so far, ${r.runnable ? `runnable since ${isoNs(r.runnable)}${r.waker ? ` (woken by ${whoText(r.waker)})` : ''}` : 'not woken yet'}` +
+        (r.flags.length ? ` [${r.flags.join(',')}]` : '');
       break;
     case 'status':
       d = `${r.group}: ${r.error ?? 'ok'} attached ${r.n_attached} failed ${r.n_failed}${r.detail ? ` (${r.detail})` : ''}`;

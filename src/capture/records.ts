@@ -5,7 +5,7 @@
 // Layout: little-endian, every record starts with the 24-byte header, hdr.size
 // is the whole record (multiple of 8). All times are CLOCK_MONOTONIC ns.
 
-export const ABI_VERSION = 4;
+export const ABI_VERSION = 5;
 export const REC_MAGIC = 0xb5;
 export const COMM_LEN = 16;
 export const MAX_STACK = 64;
@@ -28,13 +28,15 @@ export const Kind = {
   STATUS: 12,
   ACK: 13,
   DRAINED: 14,
+  /** ABI >= 5: a thread still off CPU at a blocked-task snapshot (not an interval: no switch-in yet) */
+  BLOCKED: 15,
 } as const;
 export type KindNumber = (typeof Kind)[keyof typeof Kind];
-export const KIND_MAX = 15;
+export const KIND_MAX = 16;
 
 const KIND_NAMES: readonly string[] = [
   'unknown', 'hello', 'offcpu', 'futex_wait', 'futex_wake', 'block_io', 'tcp_retrans',
-  'cuda_call', 'task', 'stack', 'clock', 'drops', 'status', 'ack', 'drained',
+  'cuda_call', 'task', 'stack', 'clock', 'drops', 'status', 'ack', 'drained', 'blocked',
 ];
 
 /** Short lower-case name of a record kind ("offcpu", "futex_wait", ...); "kind<N>" when unknown. */
@@ -115,11 +117,16 @@ export const STRUCTS = {
   kspan_drained: struct(56, {
     h: [0, 24], lost_ts: [24, 8], lost: [32, 24],
   }),
+  kspan_blocked: struct(64, {
+    h: [0, 24], start_ns: [24, 8], runnable_ns: [32, 8], prev_state: [40, 4], flags: [44, 4], waker_pid: [48, 4],
+    waker_tid: [52, 4], preempt_pid: [56, 4], preempt_tid: [60, 4],
+  }),
   /** Not a record: loader <-> BPF configuration in the object's .bss (mirrored for the layout check). */
-  kspan_cfg: struct(88, {
+  kspan_cfg: struct(104, {
     offcpu_min_ns: [0, 8], futex_min_ns: [8, 8], stack_min_ns: [16, 8], cgroup_id: [24, 8], wake_bytes: [32, 8],
     filter_pids: [40, 4], follow: [44, 4], stacks: [48, 4], self_tgid: [52, 4], filter_gen: [56, 4], futex_mode: [60, 4],
     pc_rq_delta: [64, 8], irq_src: [72, 4], _pad: [76, 4], since_ns: [80, 8],
+    snap_prev_ns: [88, 8], snap_now_ns: [96, 8],
   }),
 } as const;
 
@@ -146,6 +153,7 @@ export const DROPS = offsets(STRUCTS.kspan_drops);
 export const STATUS = offsets(STRUCTS.kspan_status);
 export const ACK = offsets(STRUCTS.kspan_ack);
 export const DRAINED = offsets(STRUCTS.kspan_drained);
+export const BLOCKED = offsets(STRUCTS.kspan_blocked);
 /** A DRAINED record of ABI <= 3 is its header only (no loss counters). */
 export const DRAINED_V3_SIZE = 24;
 
@@ -176,6 +184,7 @@ export const MIN_SIZE: Uint16Array = (() => {
   m[Kind.STATUS] = STATUS.SIZE;
   m[Kind.ACK] = ACK.SIZE;
   m[Kind.DRAINED] = DRAINED_V3_SIZE;
+  m[Kind.BLOCKED] = BLOCKED.SIZE;
   return m;
 })();
 
@@ -196,6 +205,8 @@ export const OffcpuFlag = {
   HAS_STACK: 1 << 8,
   /** already off CPU when the probe attached: start_ns is the probe's start, the kind of wait is not known */
   START_UNKNOWN: 1 << 9,
+  /** never set by BPF: an interval known only from a BLOCKED snapshot (still off CPU then, no switch-in record yet) */
+  OPEN: 1 << 10,
 } as const;
 
 /** enum kspan_owner_src */

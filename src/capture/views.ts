@@ -5,7 +5,7 @@
 
 import { RecordView } from './decoder.js';
 import {
-  ACK, ACK_MSG_LEN, BLOCK_IO, CLOCK, CUDA_CALL, DRAINED, DROPS, FUTEX_WAIT, FUTEX_WAKE, HELLO, IoFlag, OFFCPU,
+  ACK, ACK_MSG_LEN, BLOCKED, BLOCK_IO, CLOCK, CUDA_CALL, DRAINED, DROPS, FUTEX_WAIT, FUTEX_WAKE, HELLO, IoFlag, OFFCPU,
   OffcpuFlag, STACK, STACK_FIXED, STATUS, STATUS_DETAIL_LEN, TASK, TCP_RETRANS, cudaApiName,
 } from './records.js';
 
@@ -154,6 +154,18 @@ export class DrainedView extends RecordView {
   get hasLost(): boolean { return this.size >= DRAINED.SIZE && this.u64(DRAINED.lost_ts) !== 0; }
   get lostTs(): number { return this.u64(DRAINED.lost_ts); }
   lost(ring: number): number { return this.u64(DRAINED.lost + 8 * ring); }
+}
+
+/** A thread still off CPU at a blocked-task snapshot (ts): since startNs, woken at runnableNs (0: not yet). */
+export class BlockedView extends RecordView {
+  get startNs(): number { return this.u64(BLOCKED.start_ns); }
+  get runnableNs(): number { return this.u64(BLOCKED.runnable_ns); }
+  get prevState(): number { return this.u32(BLOCKED.prev_state); }
+  get flags(): number { return this.u32(BLOCKED.flags); }
+  get wakerPid(): number { return this.u32(BLOCKED.waker_pid); }
+  get wakerTid(): number { return this.u32(BLOCKED.waker_tid); }
+  get preemptPid(): number { return this.u32(BLOCKED.preempt_pid); }
+  get preemptTid(): number { return this.u32(BLOCKED.preempt_tid); }
 }
 
 export class StatusView extends RecordView {

@@ -13,6 +13,10 @@
 //   5. the rest of the covered time                            -> on_cpu
 // An interval that began before the probe attached (START_UNKNOWN: its start
 // is the probe's, its kind not known) is off CPU of unknown kind -> unknown.
+// An interval still open at the watermark (OPEN: from the probe's blocked-task
+// snapshot, session.ts) counts by its kind up to the window's end; if it was
+// woken, the wait for a CPU after the waking is unknown (no switch-in says
+// who held the CPU).
 // Off-CPU intervals shorter than the capture threshold (50 µs default) are
 // not recorded, so they count as on_cpu.
 //
@@ -216,7 +220,8 @@ export function buildTimeline(
       }
       push(label, sub, i, s, rq0, wait);
     }
-    push('runqueue', '', i, rq0, e, -1);
+    // still open at a snapshot and woken: waiting for a CPU, but who held it is not known
+    push(flags & OffcpuFlag.OPEN && !(flags & RUNQ_FLAGS) ? 'unknown' : 'runqueue', '', i, rq0, e, -1);
   }
   // breakdown
   const bd = tl.bd;

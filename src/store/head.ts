@@ -12,7 +12,7 @@
 // sequence number, and the reader skips head blocks whose sequence it met
 // in the LMDB scan: every event is read exactly once.
 
-import type { DropsSample, SessionMeta, ThreadMeta } from './schema.js';
+import type { DropsSample, OpenInterval, SessionMeta, ThreadMeta } from './schema.js';
 
 export interface HeadBlock {
   /** the block's LMDB key sequence number (unique per writer); -1 for an open block */
@@ -51,4 +51,6 @@ export interface StoreHead {
   ingestWatermarkNs(): number;
   /** ring's loss counter as of the latest drain (null: none); may not be committed yet */
   dropsLatest(ring: number): DropsSample | null;
+  /** thread tid's off-CPU interval still open at the latest snapshot, in the running session (null: none); the rows this session committed are superseded by it */
+  openInterval(tid: number): OpenInterval | null;
 }

@@ -14,7 +14,7 @@ export {
 } from './codec.js';
 export {
   DEFAULT_PARTITION_NS, SCHEMA_VERSION,
-  type ClockSampleMeta, type DropsSample, type PartitionMeta, type SessionMeta, type SkipCounters, type StatusMeta,
+  type ClockSampleMeta, type DropsSample, type OpenInterval, type PartitionMeta, type SessionMeta, type SkipCounters, type StatusMeta,
   type StoreConfig, type ThreadMeta,
 } from './schema.js';
 export { DEFAULT_BLOCK_CACHE_BYTES, MAX_DBS_DEFAULT, StoreReader, openStoreReader, type Coverage, type DropsInWindow, type OpenOptions } from './reader.js';

@@ -14,7 +14,7 @@ import { DecodedBlockCache, appendOverlapping, decodeCachedBlock } from './block
 import { ByteReader, EventList, decodeBlock, decodeFutexBlock, readBlockHeader, type BlockHeader } from './codec.js';
 import {
   DEFAULT_PARTITION_NS, M, clockSampleRange, futexPrefix, futexRangeKey, getU64, metaKey, partitionDbName, partitionMayOverlap, pidMapKey, threadKey,
-  tidKey, type ClockSampleMeta, type DropsSample, type PartitionMeta, type SessionMeta, type StatusMeta,
+  tidKey, type ClockSampleMeta, type DropsSample, type OpenInterval, type PartitionMeta, type SessionMeta, type StatusMeta,
   type StoreConfig, type ThreadMeta,
 } from './schema.js';
 import { storeClock } from './clock.js';
@@ -447,6 +447,28 @@ export class StoreReader {
       for (const m of head.newIncarnations(tid)) if (!out.some((o) => o.startTime === m.startTime)) out.push(m);
       out.sort((x, y) => x.startTime - y.startTime);
     }
+    return out;
+  }
+
+  /**
+   * Off-CPU intervals of thread tid that were still open at a snapshot of
+   * the probe (schema OpenInterval): the committed rows, and, merging a
+   * head, the running session's open interval from the head in place of
+   * that session's committed rows (the head is current; a row is deleted
+   * only once the switch-in that ended it is committed).
+   */
+  openIntervals(tid: number): OpenInterval[] {
+    this.auto();
+    const head = this.head;
+    const cur = head?.session() ?? null;
+    const out: OpenInterval[] = [];
+    for (const { value } of this.meta.getRange({ start: metaKey(M.OPEN, [tid, 4]), end: metaKey(M.OPEN, [tid + 1, 4]) })) {
+      const o = value as OpenInterval;
+      if (cur && o.start >= cur.startNs) continue;
+      out.push(o);
+    }
+    const h = head?.openInterval(tid);
+    if (h) out.push(h);
     return out;
   }
 

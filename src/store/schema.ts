@@ -50,6 +50,7 @@ export const M = {
   HOST: 0x48, // 'H' + u64 epoch ms: HostMeta, the host of the writer that opened the store then
   NEXT_PARTITION: 0x4e, // 'N': number: the next partition's idx (never reused)
   ORIGIN: 0x4f, // 'O': { hi }: the store's time origin, hi * 2^32 monotonic ns (time.ts); absent: 0
+  OPEN: 0x62, // 'b' + u32 tid + u64 start: OpenInterval, an off-CPU interval still open at a snapshot
 } as const;
 
 export function putU64(b: Buffer, at: number, v: number): void {
@@ -239,6 +240,38 @@ export interface ClockSampleMeta {
   realtimeNs: string;
   errorNs: number;
   stepped: boolean;
+}
+
+/**
+ * An off-CPU interval still open at the probe's blocked-task snapshot
+ * (KSPAN_BLOCKED): its switch-in record has not come yet. Kept until that
+ * record is committed (then deleted), so that a reader that stops at the
+ * committed watermark sees the thread off CPU up to it, not on CPU. One per
+ * thread at a time in a running session; those left when a session ends stay
+ * (the reader ends them with the session).
+ */
+export interface OpenInterval {
+  tid: number;
+  pid: number;
+  /** switch-out, store ns */
+  start: number;
+  /** first waking (store ns); 0: not woken at the latest snapshot */
+  runnable: number;
+  /** the snapshot that last reported it */
+  asOf: number;
+  prevState: number;
+  /** OffcpuFlag bits known at the snapshot */
+  flags: number;
+  wakerPid: number;
+  wakerTid: number;
+  preemptPid: number;
+  preemptTid: number;
+  /** CPU at switch-out */
+  cpu: number;
+}
+
+export function openIntervalKey(tid: number, start: number): Buffer {
+  return metaKey(M.OPEN, [tid, 4], [start, 8]);
 }
 
 export interface DropsSample {

@@ -28,7 +28,7 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import type { Database } from 'lmdb';
 import {
-  BLOCK_IO, CLOCK, CUDA_CALL, DRAINED, DROPS, FUTEX_WAIT, FUTEX_WAKE, HDR, HELLO, HelloView, Kind, KIND_MAX, MIN_SIZE, OFFCPU, STATUS, STATUS_DETAIL_LEN, TASK,
+  BLOCKED, BLOCK_IO, CLOCK, CUDA_CALL, DRAINED, DROPS, FUTEX_WAIT, FUTEX_WAKE, HDR, HELLO, HelloView, Kind, KIND_MAX, MIN_SIZE, OFFCPU, STATUS, STATUS_DETAIL_LEN, TASK,
   ClockHistory, groupName, type CaptureSink, type RecordBatch,
 } from '../capture/index.js';
 import { BlockBuilder, FutexBuilder, KIND_SPECS } from './codec.js';
@@ -39,7 +39,7 @@ import { StoreReader, openEnv, type OpenOptions } from './reader.js';
 import {
   DEFAULT_PARTITION_NS, M, SCHEMA_VERSION, blockKey, clockSampleRange, f64, futexBlockKey, futexPrefix, getU64, metaKey, partitionFromNs,
   partitionMayOverlap, pidMapKey, procKey, threadKey, tidKey, type GroupCoverage, type PartitionMeta, type SessionMeta, type SkipCounters,
-  type DropsSample, type StoreConfig, type ThreadMeta,
+  openIntervalKey, type DropsSample, type OpenInterval, type StoreConfig, type ThreadMeta,
 } from './schema.js';
 import { RING_NAMES } from './drops.js';
 import { REL_HI_LIMIT, originHiFor, relTime, relTimeSigned } from './time.js';
@@ -107,7 +107,12 @@ export interface WriterCounters extends SkipCounters {
   commitFailures: number;
   /** partitions dropped to make room after a commit failed for space */
   emergencyDropped: number;
+  /** BLOCKED reports not kept because OPEN_INTERVALS_MAX intervals were open (those threads read as before: on CPU up to their switch-in) */
+  openDropped: number;
 }
+
+/** Open off-CPU intervals kept at most (one per thread; ~200 bytes each in memory). */
+const OPEN_INTERVALS_MAX = 1 << 20;
 
 /** Where the store stands: committing, or not (and why, since when). */
 export interface StoreHealth {
@@ -184,6 +189,14 @@ interface Round {
   newThreads: ThreadMeta[] | null;
   /** partitions opened inside this round's transaction (their handles die with it if it fails) */
   opened: number[];
+  /** open-interval rows whose switch-in record this round makes committed */
+  openDeletes: OpenClear[];
+}
+
+interface OpenClear {
+  key: Buffer;
+  /** the interval's end (its switch-in, or a later sign the thread ran) */
+  end: number;
 }
 
 /**
@@ -201,13 +214,17 @@ const W = {
   clockErr: w32(CLOCK.error_ns), clockErrHi: w32(CLOCK.error_ns) + 1, clockStepped: w32(CLOCK.stepped),
   dropsRing: w32(DROPS.ring), dropsLost: w32(DROPS.lost), dropsLostHi: w32(DROPS.lost) + 1,
   dropsRecords: w32(DROPS.records), dropsRecordsHi: w32(DROPS.records) + 1, dropsBytes: w32(DROPS.bytes), dropsBytesHi: w32(DROPS.bytes) + 1,
+  blockedRunnable: w32(BLOCKED.runnable_ns), blockedRunnableHi: w32(BLOCKED.runnable_ns) + 1,
+  blockedPrevState: w32(BLOCKED.prev_state), blockedFlags: w32(BLOCKED.flags), blockedWakerPid: w32(BLOCKED.waker_pid),
+  blockedWakerTid: w32(BLOCKED.waker_tid), blockedPreemptPid: w32(BLOCKED.preempt_pid), blockedPreemptTid: w32(BLOCKED.preempt_tid),
+  cpu: w32(HDR.cpu),
   drainedLostTs: w32(DRAINED.lost_ts), drainedLostTsHi: w32(DRAINED.lost_ts) + 1, drainedLost: w32(DRAINED.lost),
   statusGroup: w32(STATUS.group), statusErr: w32(STATUS.err), statusAttached: w32(STATUS.n_attached), statusFailed: w32(STATUS.n_failed),
   taskStart: w32(TASK.start_time), taskStartHi: w32(TASK.start_time) + 1, taskEvent: w32(TASK.event),
   helloMono: w32(HELLO.mono_ns), helloMonoHi: w32(HELLO.mono_ns) + 1,
   taskOtherPid: w32(TASK.other_pid), taskOtherTid: w32(TASK.other_tid), taskExitCode: w32(TASK.exit_code),
 } as const;
-for (const off of [FUTEX_WAIT.start_ns, FUTEX_WAKE.start_ns, BLOCK_IO.start_ns, CUDA_CALL.start_ns]) {
+for (const off of [FUTEX_WAIT.start_ns, FUTEX_WAKE.start_ns, BLOCK_IO.start_ns, CUDA_CALL.start_ns, BLOCKED.start_ns]) {
   if (off !== OFFCPU.start_ns) throw new Error('record ABI: interval kinds disagree on start_ns offset');
 }
 if (FUTEX_WAKE.uaddr !== FUTEX_WAIT.uaddr) throw new Error('record ABI: futex records disagree on uaddr offset');
@@ -234,7 +251,7 @@ export class StoreWriter implements CaptureSink {
   readonly counters: WriterCounters = {
     events: 0, committedEvents: 0, blocks: 0, futexBlocks: 0, commitRounds: 0, valueBytes: 0,
     byKind: new Array(KIND_MAX + 1).fill(0), unknownKind: 0, badValue: 0, outOfRange: 0, expired: 0, droppedPartitions: 0,
-    storeFull: 0, commitFailures: 0, emergencyDropped: 0,
+    storeFull: 0, commitFailures: 0, emergencyDropped: 0, openDropped: 0,
   };
   readonly partitionNs: number;
   private readonly o: Required<Omit<WriterOptions, keyof OpenOptions | 'onStoreState' | 'host' | 'cgroups'>>;
@@ -265,6 +282,12 @@ export class StoreWriter implements CaptureSink {
   private drainedNs = 0;
   /** per ring: the latest loss counter reading (DROPS or DRAINED) and whether it is stored (see onLoss) */
   private readonly lossLatest: ({ s: DropsSample; stored: boolean } | null)[] = RING_NAMES.map(() => null);
+  /** off-CPU intervals of the running session still open at the latest snapshot, by tid (see onBlocked) */
+  private readonly openIv = new Map<number, OpenInterval>();
+  /** open-interval rows new or changed since the last round */
+  private openPuts = new Map<string, [Buffer, OpenInterval]>();
+  /** rows of intervals that ended, deleted once the end is committed */
+  private openClears: OpenClear[] = [];
   private readonly scratch = { buf: new Uint8Array(16384) };
   private pending: Pending[] = [];
   private pendingBytes = 0;
@@ -511,6 +534,8 @@ export class StoreWriter implements CaptureSink {
         }
         // seal while the value fits the page budget: the next event is taken to be up to twice this one
         if (bb.len + Math.max(2 * (bb.len - len0), 64) + BlockBuilder.HEADER_MAX > this.o.blockBytes) this.sealThread(bb);
+        // its switch-in: a snapshot's open interval of this thread has ended
+        if (kind === Kind.OFFCPU && this.openIv.size !== 0) this.closeOpen(tid, end);
         if (kind === Kind.FUTEX_WAIT || kind === Kind.FUTEX_WAKE) {
           const uaddr = u32[w + W.uaddrHi] * TWO32 + u32[w + W.uaddr];
           this.futexAppend(u32[w + W.pid], uaddr, kind, tid, start, end, part);
@@ -523,6 +548,15 @@ export class StoreWriter implements CaptureSink {
       switch (kind) {
         case Kind.ACK: break;
         case Kind.HELLO: this.onHello(batch, i); break;
+        case Kind.BLOCKED: {
+          const ts = relTime(u32[w + W.tsHi], u32[w + W.ts], this.originOf(u32[w + W.tsHi]));
+          if (size < MIN_SIZE[kind] || !(ts >= 0)) {
+            this.counters.badValue++;
+            break;
+          }
+          this.onBlocked(u32, w, ts);
+          break;
+        }
         case Kind.CLOCK: case Kind.DROPS: case Kind.STATUS: case Kind.DRAINED: {
           const ts = relTime(u32[w + W.tsHi], u32[w + W.ts], this.originOf(u32[w + W.tsHi]));
           if (!(ts >= 0)) {
@@ -812,7 +846,7 @@ export class StoreWriter implements CaptureSink {
     if (metaOnly) {
       const rd: Round = {
         pend: [], bytes: 0, events: 0, partPuts: [], metaPuts: [...this.metaPuts].map(([h, [k, v]]) => [h, k, v]),
-        parts: [], threads: [], newThreads: null, opened: [],
+        parts: [], threads: [], newThreads: null, opened: [], openDeletes: [],
       };
       this.metaPuts = new Map();
       return this.issue(rd);
@@ -825,7 +859,7 @@ export class StoreWriter implements CaptureSink {
       }
     }
     this.lastRoundWall = Date.now();
-    if (!this.pending.length && !this.partPuts.length && !this.metaPuts.size && !this.dirtyParts.size && !this.dirtyThreads.size && !this.session && !this.fail) {
+    if (!this.pending.length && !this.partPuts.length && !this.metaPuts.size && !this.dirtyParts.size && !this.dirtyThreads.size && !this.session && !this.fail && !this.openPuts.size && !this.openClears.length) {
       return this.lastRound;
     }
     // A round takes the oldest blocks up to a bound (1 MiB while retrying after failures, so that what
@@ -845,8 +879,10 @@ export class StoreWriter implements CaptureSink {
     const rd: Round = {
       pend: this.pending.slice(0, take), bytes, events: 0, partPuts: this.partPuts,
       metaPuts: [...this.metaPuts].map(([h, [k, v]]) => [h, k, v]), parts: [...this.dirtyParts], threads: [...this.dirtyThreads],
-      newThreads: this.newByTid.size ? [...this.newByTid.values()].flat() : null, opened: [],
+      newThreads: this.newByTid.size ? [...this.newByTid.values()].flat() : null, opened: [], openDeletes: [],
     };
+    for (const [h, [k, v]] of this.openPuts) rd.metaPuts.push([h, k, v]);
+    this.openPuts = new Map();
     for (const p of rd.pend) rd.events += p.events;
     this.pending = take === this.pending.length ? [] : this.pending.slice(take);
     this.pendingBytes -= bytes;
@@ -859,7 +895,15 @@ export class StoreWriter implements CaptureSink {
       // other processes read the session's end as "captured and committed up to here"
       const through = this.committedThroughNs;
       if (through > this.session.endNs) this.session.endNs = through;
+
       rd.metaPuts.push([this.sessionKey.toString('hex'), this.sessionKey, { ...this.session }]);
+    }
+    // an open interval's row is deleted by the commit that holds its end (until then it is what readers have)
+    if (this.openClears.length && this.pending.length === 0) {
+      const through = this.committedThroughNs;
+      const keep: OpenClear[] = [];
+      for (const c of this.openClears) (c.end <= through ? rd.openDeletes : keep).push(c);
+      this.openClears = keep;
     }
     rd.metaPuts.push(['counters', metaKey(M.COUNTERS), {
       unknownKind: this.counters.unknownKind, badValue: this.counters.badValue, outOfRange: this.counters.outOfRange, expired: this.counters.expired,
@@ -902,6 +946,7 @@ export class StoreWriter implements CaptureSink {
           if (t) meta.put(threadKey(t.tid, t.startTime, this.originHi ?? 0), t);
         }
         for (const [, k, v] of rd.metaPuts) meta.put(k, v);
+        for (const c of rd.openDeletes) meta.remove(c.key);
       });
     } catch (e) {
       txn = Promise.reject(e);
@@ -945,6 +990,7 @@ export class StoreWriter implements CaptureSink {
     for (const [h, k, v] of rd.metaPuts) if (!this.metaPuts.has(h) && h !== 'counters' && h !== 'next' && !(this.sessionKey && h === this.sessionKey.toString('hex'))) this.metaPuts.set(h, [k, v]);
     for (const idx of rd.parts) this.dirtyParts.add(idx);
     for (const k of rd.threads) this.dirtyThreads.add(k);
+    this.openClears = rd.openDeletes.concat(this.openClears);
     await this.noteFailure(e);
   }
 
@@ -1130,6 +1176,7 @@ export class StoreWriter implements CaptureSink {
       },
       ingestWatermarkNs: () => this.ingestWatermarkNs,
       dropsLatest: (ring) => this.lossLatest[ring]?.s ?? null,
+      openInterval: (tid) => this.openIv.get(tid) ?? null,
     };
   }
 
@@ -1179,6 +1226,8 @@ export class StoreWriter implements CaptureSink {
     this.putMeta(this.sessionKey, { ...s, groups: structuredClone(s.groups) });
     this.session = null;
     this.sessionKey = null;
+    // intervals still open stay stored: readers end them with this session
+    this.openIv.clear();
   }
 
   /** The running session (null: none): its start, probe, groups. */
@@ -1267,6 +1316,63 @@ export class StoreWriter implements CaptureSink {
     this.putMeta(metaKey(M.DROPS, [s.ring, 1], [s.ts, 8]), s);
   }
 
+  /**
+   * BLOCKED: thread tid was still off CPU at the snapshot `ts` (since its
+   * start; woken at runnable, or not yet). The probe reports an interval once
+   * when it becomes long, and again while it is woken but waiting for a CPU;
+   * it ends at the thread's next switch-in record (closeOpen). A snapshot
+   * runs after the drain that precedes it, so an interval's report comes
+   * before its switch-in record.
+   */
+  private onBlocked(u32: Uint32Array, w: number, ts: number): void {
+    const tid = u32[w + W.tid];
+    const oh = this.originOf(u32[w + W.tsHi]);
+    const start = relTime(u32[w + W.startHi], u32[w + W.start], oh);
+    const rnHi = u32[w + W.blockedRunnableHi];
+    const rnLo = u32[w + W.blockedRunnable];
+    const runnable = (rnHi | rnLo) === 0 ? 0 : relTime(rnHi, rnLo, oh);
+    if (!(start >= 0) || start > ts || !(runnable >= 0) || (runnable !== 0 && runnable < start)) {
+      this.counters.badValue++;
+      return;
+    }
+    if (this.discarding !== null || !this.session) return;
+    const flags = u32[w + W.blockedFlags];
+    let o = this.openIv.get(tid);
+    if (o !== undefined && o.start === start) {
+      if (runnable === 0 || o.runnable !== 0) return; // nothing new
+      o.runnable = runnable;
+      o.flags = flags;
+      o.wakerPid = u32[w + W.blockedWakerPid];
+      o.wakerTid = u32[w + W.blockedWakerTid];
+      o.asOf = ts;
+    } else {
+      if (o !== undefined) {
+        if (start < o.start) return; // older than what is known
+        this.closeOpen(tid, start); // the earlier one ended before this began (its switch-in record was lost)
+      }
+      if (this.openIv.size >= OPEN_INTERVALS_MAX) {
+        this.counters.openDropped++;
+        return;
+      }
+      o = {
+        tid, pid: u32[w + W.pid], start, runnable, asOf: ts, prevState: u32[w + W.blockedPrevState], flags,
+        wakerPid: u32[w + W.blockedWakerPid], wakerTid: u32[w + W.blockedWakerTid],
+        preemptPid: u32[w + W.blockedPreemptPid], preemptTid: u32[w + W.blockedPreemptTid], cpu: u32[w + W.cpu],
+      };
+      this.openIv.set(tid, o);
+    }
+    const key = openIntervalKey(tid, start);
+    this.openPuts.set(key.toString('hex'), [key, o]);
+  }
+
+  /** Thread tid ran at `end` (a switch-in, an exit): its open interval, if it began before, has ended. */
+  private closeOpen(tid: number, end: number): void {
+    const o = this.openIv.get(tid);
+    if (o === undefined || end <= o.start) return;
+    this.openIv.delete(tid);
+    this.openClears.push({ key: openIntervalKey(tid, o.start), end });
+  }
+
   private onStatus(buf: Buffer, u32: Uint32Array, w: number, off: number, ts: number): void {
     const group = u32[w + W.statusGroup];
     const err = u32[w + W.statusErr] | 0;
@@ -1339,6 +1445,7 @@ export class StoreWriter implements CaptureSink {
         t.execTs = ts;
         break;
       case 4: // EXIT
+        if (this.openIv.size !== 0) this.closeOpen(tid, ts);
         t.exitTs = ts;
         t.exitCode = u32[w + W.taskExitCode] | 0;
         break;

@@ -9,7 +9,7 @@
 //   const buf = w.toBuffer();
 
 import {
-  ACK, BLOCK_IO, CLOCK, CUDA_CALL, DRAINED, DROPS, FUTEX_WAIT, FUTEX_WAKE, HELLO, Kind, OFFCPU,
+  ACK, BLOCKED, BLOCK_IO, CLOCK, CUDA_CALL, DRAINED, DROPS, FUTEX_WAIT, FUTEX_WAKE, HELLO, Kind, OFFCPU,
   REC_MAGIC, STACK, STACK_FIXED, STATUS, TASK, TCP_RETRANS,
 } from '../../src/capture/records.js';
 
@@ -30,6 +30,11 @@ export interface OffcpuRec extends Hdr {
   startNs?: U64; runnableNs?: U64; wakerUaddr?: U64; prevState?: number; flags?: number;
   wakerPid?: number; wakerTid?: number; preemptPid?: number; preemptTid?: number;
   lastPid?: number; lastTid?: number; outCpu?: number; wakerCpu?: number;
+}
+/** A thread still off CPU at a snapshot (h.ts); runnableNs 0: not woken yet. */
+export interface BlockedRec extends Hdr {
+  startNs?: U64; runnableNs?: U64; prevState?: number; flags?: number; wakerPid?: number; wakerTid?: number;
+  preemptPid?: number; preemptTid?: number;
 }
 export interface FutexWaitRec extends Hdr {
   startNs?: U64; uaddr?: U64; op?: number; ret?: number; val?: number; ownerTid?: number; ownerSrc?: number; flags?: number;
@@ -163,6 +168,19 @@ export class FrameWriter {
     this.u32(o + OFFCPU.last_tid, r.lastTid);
     this.u32(o + OFFCPU.out_cpu, r.outCpu);
     this.u32(o + OFFCPU.waker_cpu, r.wakerCpu);
+    return this;
+  }
+
+  blocked(r: BlockedRec = {}): this {
+    const o = this.begin(Kind.BLOCKED, BLOCKED.SIZE, r);
+    this.u64(o + BLOCKED.start_ns, r.startNs ?? 0);
+    this.u64(o + BLOCKED.runnable_ns, r.runnableNs ?? 0);
+    this.u32(o + BLOCKED.prev_state, r.prevState);
+    this.u32(o + BLOCKED.flags, r.flags);
+    this.u32(o + BLOCKED.waker_pid, r.wakerPid);
+    this.u32(o + BLOCKED.waker_tid, r.wakerTid);
+    this.u32(o + BLOCKED.preempt_pid, r.preemptPid);
+    this.u32(o + BLOCKED.preempt_tid, r.preemptTid);
     return this;
   }
 

@@ -4,6 +4,7 @@
 // would also claim removes them from `pieces` (network retransmits claim the
 // sleeps they contain).
 
+import { OffcpuFlag } from '../../capture/index.js';
 import { F } from '../../store/index.js';
 import type { SpanCtx, SpanLike } from '../session.js';
 import type { Piece, Timeline } from '../timeline.js';
@@ -44,6 +45,8 @@ export function offcpuEvidence(ctx: SpanCtx, p: Piece, extra?: Record<string, st
     part: p.label, part_start_unix_nano: ctx.t.epoch(p.a), part_end_unix_nano: ctx.t.epoch(p.b), duration_ns: p.eff,
     cpu: l.cpu[i], flags: l.f[F.offcpu.flags][i], prev_state: l.f[F.offcpu.prevState][i],
   };
+  // no switch-in yet: the end is where the window (or the capture) ends
+  if (l.f[F.offcpu.flags][i] & OffcpuFlag.OPEN) ev.open = true;
   if (extra) for (const k in extra) ev[k] = extra[k];
   return ev;
 }

@@ -1,0 +1,84 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/* Blocked-task snapshots (snapshot.h). */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <bpf/bpf.h>
+
+#include "kspan-probe.h"
+#include "output.h"
+#include "snapshot.h"
+
+static struct bpf_link *iter_link;
+static __u64 prev_ns;
+static unsigned long walks;
+static __u64 walk_ns, last_walk_ns;
+
+void snapshot_attach(void)
+{
+	if (iter_link)
+		return;
+	iter_link = bpf_program__attach_iter(skel->progs.snapshot_blocked, NULL);
+	if (!iter_link) {
+		fprintf(stderr, "kspan-probe: blocked-task snapshots unavailable (%s): a thread still off CPU at the "
+				"watermark reads as on CPU up to it\n", strerror(errno));
+		return;
+	}
+	/* the first walk reports every long interval open then */
+	prev_ns = 0;
+}
+
+void snapshot_detach(void)
+{
+	bpf_link__destroy(iter_link);
+	iter_link = NULL;
+}
+
+void snapshot_write(void)
+{
+	const size_t rec = sizeof(struct kspan_blocked);
+	char buf[16384];
+	size_t have = 0, whole;
+	__u64 t0;
+	ssize_t n;
+	int fd;
+
+	if (!iter_link)
+		return;
+	t0 = now_ns(CLOCK_MONOTONIC);
+	skel->bss->cfg.snap_prev_ns = prev_ns;
+	skel->bss->cfg.snap_now_ns = t0;
+	fd = bpf_iter_create(bpf_link__fd(iter_link));
+	if (fd < 0)
+		return;
+	/* whole records only: a read may end inside one */
+	while ((n = read(fd, buf + have, sizeof(buf) - have)) > 0) {
+		have += n;
+		whole = have - have % rec;
+		out_write(buf, whole);
+		memmove(buf, buf + whole, have - whole);
+		have -= whole;
+	}
+	close(fd);
+	/* a failed walk leaves prev_ns: the next one reports its intervals again */
+	if (n == 0)
+		prev_ns = t0;
+	last_walk_ns = now_ns(CLOCK_MONOTONIC) - t0;
+	walks++;
+	walk_ns += last_walk_ns;
+}
+
+__u64 snapshot_min_interval_ns(__u64 floor_ns)
+{
+	__u64 budget = iter_link ? last_walk_ns * SNAPSHOT_COST_DIVISOR : 0;
+
+	return budget > floor_ns ? budget : floor_ns;
+}
+
+void snapshot_cost(unsigned long *w, __u64 *ns)
+{
+	*w = walks;
+	*ns = walk_ns;
+}

@@ -1,0 +1,124 @@
+// An off-CPU interval is recorded at its switch-in, so a thread still off CPU
+// at the watermark has no record yet. The probe's blocked-task snapshots
+// (KSPAN_BLOCKED) say which intervals are still open; the writer keeps them
+// (head, then LMDB rows until the switch-in is committed), and explain counts
+// that time off CPU by its kind, not on CPU. Here: a process join over a
+// worker that ran, then blocked and was still blocked at the watermark.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { FrameWriter } from '../helpers/frames.js';
+import { Kind, OffcpuFlag, TaskEvent } from '../../src/capture/records.js';
+import { explainTrace, explainWindow } from '../../src/correlator/index.js';
+import { openStoreReader, openStoreWriter, type StoreWriter } from '../../src/store/index.js';
+import { EPOCH0, MS, T0, W0, epoch, span, tr } from '../correlator/util.js';
+import { feed, tempDir } from './util.js';
+
+const PID = 100;
+const A = 101;
+const WAKER = 102;
+const PROBE = 4242;
+
+/** A writer that keeps blocks open and commits only when told. */
+function headWriter(dir: string): StoreWriter {
+  return openStoreWriter(dir, { maxAgeMs: 3_600_000, roundMs: 3_600_000, roundBytes: 1 << 30, retentionEveryMs: 0 });
+}
+
+/**
+ * Worker A of process PID: off CPU [W0-50, W0+10] ms (recorded), on CPU until
+ * W0+40, then blocked (S state) and still blocked at the snapshot at W0+101
+ * that precedes the watermark W0+102.
+ */
+function frames(): FrameWriter {
+  const fw = new FrameWriter();
+  fw.hello({ ts: T0, monoNs: T0, realtimeNs: EPOCH0, offcpuMinNs: 50_000, probePid: PROBE });
+  fw.task({ ts: W0 - 100 * MS, pid: PID, tid: A, event: TaskEvent.NAME, startTime: 1, comm: 'worker', pcomm: 'app' });
+  fw.offcpu({ ts: W0 + 10 * MS, pid: PID, tid: A, startNs: W0 - 50 * MS, runnableNs: W0 + 10 * MS, prevState: 1, flags: OffcpuFlag.WOKEN, wakerPid: PID, wakerTid: WAKER });
+  fw.blocked({ ts: W0 + 101 * MS, pid: PID, tid: A, cpu: 1, startNs: W0 + 40 * MS, prevState: 1 });
+  fw.raw(Kind.DRAINED, 24, { ts: W0 + 103 * MS });
+  return fw;
+}
+
+const SPAN = span(1, W0, W0 + 100 * MS, { traceId: tr(1), tid: null, pid: PID });
+const RIGHT = { on_cpu: 30 * MS, runqueue: 0, futex: 0, io: 0, sleep: 70 * MS, cuda_sync: 0, unknown: 0 };
+
+test('open intervals: a worker still blocked at the watermark reads as sleeping, not on CPU, from the head, from committed rows, and once its switch-in comes', async () => {
+  const { dir, cleanup } = tempDir('open-iv');
+  const w = headWriter(dir);
+  try {
+    await feed(w, frames().toBuffer());
+    await w.reader.spans.putSpans([SPAN]);
+    assert.equal(w.ingestWatermarkNs, W0 + 102 * MS);
+    // the writer's own reader: the head's open interval
+    let s = explainTrace(w.reader, tr(1)).spans[0];
+    assert.equal(s.correlation.method, 'process');
+    assert.deepEqual(s.breakdown_ns, RIGHT, 'blocked from +40 ms to the span\'s end (was on CPU before the snapshots)');
+    const sleep = s.causes.find((c) => c.kind === 'sleep')!;
+    assert.ok(sleep.evidence.some((e) => e.open === true), JSON.stringify(sleep.evidence));
+
+    // committed: another process's reader (no head) has the row, and the same answer
+    await w.flush();
+    const ro = openStoreReader(dir);
+    try {
+      assert.deepEqual(ro.openIntervals(A).map((o) => [o.start, o.runnable]), [[W0 + 40 * MS, 0]]);
+      assert.deepEqual(explainTrace(ro, tr(1)).spans[0].breakdown_ns, RIGHT);
+    } finally {
+      await ro.root.close();
+    }
+
+    // woken at +150 ms and still waiting for a CPU at the next snapshot: the row learns the waking
+    const fw2 = new FrameWriter();
+    fw2.blocked({ ts: W0 + 160 * MS, pid: PID, tid: A, startNs: W0 + 40 * MS, runnableNs: W0 + 150 * MS, prevState: 1, flags: OffcpuFlag.WOKEN, wakerPid: PID, wakerTid: WAKER });
+    fw2.raw(Kind.DRAINED, 24, { ts: W0 + 162 * MS });
+    await feed(w, fw2.toBuffer());
+    // thread A's window [+100, +160] (a span on A ended elsewhere, or explain_window): not on CPU at all
+    const win = explainWindow(w.reader, { tid: A, fromUnixNano: epoch(W0 + 100 * MS), toUnixNano: epoch(W0 + 160 * MS) }).spans[0];
+    assert.deepEqual(win.breakdown_ns, { on_cpu: 0, runqueue: 0, futex: 0, io: 0, sleep: 50 * MS, cuda_sync: 0, unknown: 10 * MS },
+      'blocked until the waking, then waiting for a CPU held by whom no record says: unknown');
+    // and the process join over it: A did not run there, so it is not an active thread
+    await w.reader.spans.putSpans([span(2, W0 + 100 * MS, W0 + 160 * MS, { traceId: tr(2), tid: null, pid: PID })]);
+    s = explainTrace(w.reader, tr(2)).spans[0];
+    assert.equal(s.data_quality!.threads_active, 0, JSON.stringify(s.data_quality));
+
+    // its switch-in at +170 ms: the record supersedes the row, the answer is unchanged, and the row goes once committed
+    const fw3 = new FrameWriter();
+    fw3.offcpu({ ts: W0 + 170 * MS, pid: PID, tid: A, startNs: W0 + 40 * MS, runnableNs: W0 + 150 * MS, prevState: 1, flags: OffcpuFlag.WOKEN, wakerPid: PID, wakerTid: WAKER, lastPid: 7, lastTid: 7 });
+    fw3.raw(Kind.DRAINED, 24, { ts: W0 + 200 * MS });
+    await feed(w, fw3.toBuffer());
+    assert.deepEqual(w.reader.openIntervals(A), [], 'the head has no open interval of A');
+    assert.deepEqual(explainTrace(w.reader, tr(1)).spans[0].breakdown_ns, RIGHT);
+    await w.flush();
+    const ro2 = openStoreReader(dir);
+    try {
+      assert.deepEqual(ro2.openIntervals(A), [], 'the row is deleted with the commit of the switch-in');
+      assert.deepEqual(explainTrace(ro2, tr(1)).spans[0].breakdown_ns, RIGHT);
+    } finally {
+      await ro2.root.close();
+    }
+  } finally {
+    await w.close();
+    cleanup();
+  }
+});
+
+test('open intervals: one still open when the capture ends stays stored and ends with its session', async () => {
+  const { dir, cleanup } = tempDir('open-iv-end');
+  const w = headWriter(dir);
+  try {
+    await feed(w, frames().toBuffer());
+    await w.reader.spans.putSpans([SPAN]);
+    await w.flush(); // committed through the watermark, as the daemon's rounds do
+  } finally {
+    await w.close(); // the session ends there
+  }
+  const r = openStoreReader(dir);
+  try {
+    const [sess] = r.sessions();
+    assert.equal(sess.closed, true);
+    assert.equal(r.openIntervals(A).length, 1);
+    assert.deepEqual(explainTrace(r, tr(1)).spans[0].breakdown_ns, RIGHT);
+  } finally {
+    await r.root.close();
+    cleanup();
+  }
+});
