@@ -101,6 +101,18 @@ export class ExplainSession {
     return this.clock.toEpochNs(mono).toString();
   }
 
+  private readonly openByTid = new Map<number, OpenInterval[]>();
+  /** reader.openIntervals(tid), once per call (a batch's spans share their threads) */
+  openIntervals(tid: number): OpenInterval[] {
+    let l = this.openByTid.get(tid);
+    if (l === undefined) {
+      l = this.reader.openIntervals(tid);
+      if (this.openByTid.size >= 4096) this.openByTid.clear();
+      this.openByTid.set(tid, l);
+    }
+    return l;
+  }
+
   /** The capture session that was running at t (the latest to start at or before it), or null. */
   sessionAt(t: number): SessionMeta | null {
     let best: SessionMeta | null = null;
@@ -231,7 +243,7 @@ export class SpanCtx {
   private addOpen(tid: number, list: EventList): void {
     if (this.opened.has(tid)) return;
     this.opened.add(tid);
-    for (const o of this.t.reader.openIntervals(tid)) {
+    for (const o of this.t.openIntervals(tid)) {
       if (o.start >= this.E || ranAfter(list, tid, o.start)) continue;
       let end = this.E;
       const s = this.t.sessionAt(o.start);

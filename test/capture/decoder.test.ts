@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FrameDecoder, RecordView, type RecordBatch } from '../../src/capture/decoder.js';
-import { CudaApi, Kind, OffcpuFlag, TaskEvent, OFFCPU, FUTEX_WAIT, TASK } from '../../src/capture/records.js';
+import { CudaApi, Kind, KIND_MAX, OffcpuFlag, TaskEvent, OFFCPU, FUTEX_WAIT, TASK } from '../../src/capture/records.js';
 import { FrameWriter, ipv4Bytes } from '../helpers/frames.js';
 
 interface Rec {
@@ -195,7 +195,7 @@ test('unknown kinds are skipped by size and counted, never a crash', () => {
   w.task({ ts: 1, tid: 1, event: 1 });
   w.raw(200, 64, { tid: 9 });
   w.raw(0, 24, { tid: 9 });
-  w.raw(Kind.DRAINED + 1, 4096, { tid: 9 }); // KIND_MAX: a future kind, max size
+  w.raw(KIND_MAX, 4096, { tid: 9 }); // a future kind, max size
   w.task({ ts: 2, tid: 2, event: 1 });
   const buf = w.toBuffer();
   const r = decode([buf]);

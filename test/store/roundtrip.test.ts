@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FrameWriter, ipv4Bytes } from '../helpers/frames.js';
-import { CudaApi, Kind, OffcpuFlag, TaskEvent } from '../../src/capture/records.js';
+import { CudaApi, Kind, KIND_MAX, OffcpuFlag, TaskEvent } from '../../src/capture/records.js';
 import { openStoreWriter, openStoreReader, EventList, F } from '../../src/store/index.js';
 import { tempDir, feed } from './util.js';
 
@@ -192,7 +192,7 @@ test('corrupt and unknown records are skipped and counted, never a crash', async
     fw.offcpu({ ts: 1e9, pid: 1, tid: 5, startNs: 2e9 }); // end < start
     fw.futexWait({ ts: 3e9, pid: 1, tid: 5, startNs: 0 }); // start 0
     fw.cudaCall({ ts: 2n ** 60n, pid: 1, tid: 5, startNs: 1e9 }); // 2^53 ns past the store's origin (0)
-    fw.raw(Kind.DRAINED + 1, 48, { ts: 4e9, tid: 5 }); // KIND_MAX: unknown to the decoder
+    fw.raw(KIND_MAX, 48, { ts: 4e9, tid: 5 }); // unknown to the decoder
     fw.raw(Kind.OFFCPU, 32, { ts: 4e9, tid: 5 }); // too short for its kind (decoder drops)
     const good = fw.toBuffer();
     const junk = Buffer.alloc(64, 0xb5); // garbage bytes in the stream
@@ -205,7 +205,7 @@ test('corrupt and unknown records are skipped and counted, never a crash', async
     assert.equal(w.counters.outOfRange, 1);
     assert.ok(d.unknownKinds + d.corruptBytes > 0);
     // an unknown kind that reaches the sink (a decoder newer than the store) is counted
-    const fake = new FrameWriter().raw(15, 48, { ts: 7e9, tid: 5 }).toBuffer();
+    const fake = new FrameWriter().raw(KIND_MAX, 48, { ts: 7e9, tid: 5 }).toBuffer();
     const u32 = new Uint32Array(fake.buffer, fake.byteOffset, fake.length / 4);
     w.onBatch({ buf: fake, u32, offsets: new Uint32Array([0]), count: 1 } as never);
     assert.equal(w.counters.unknownKind, 1);
