@@ -14,11 +14,11 @@ void snapshot_attach(void);
 void snapshot_detach(void);
 /* Walk the tasks and write their KSPAN_BLOCKED records (nothing when not attached). */
 void snapshot_write(void);
-/* A walk costs about 0.5 us per task on a small VM (plus ~20 us to create
- * the iterator), so watermarks, each behind a walk, come at most every
- * SNAPSHOT_COST_DIVISOR walk times: the walks take at most 0.2% of a CPU, and
- * a host with many threads gets fewer, later watermarks, not a busier probe. */
-#define SNAPSHOT_COST_DIVISOR 500
+/* A walk costs about 1 us per task on the 2-vCPU dev VM (plus ~20 us to
+ * create the iterator), so watermarks, each behind a walk, come at most every
+ * SNAPSHOT_COST_DIVISOR walk times: the walks take at most 0.5% of a CPU, and
+ * a host with many threads gets later watermarks, not a busier probe. */
+#define SNAPSHOT_COST_DIVISOR 200
 __u64 snapshot_min_interval_ns(__u64 floor_ns);
 /* Walks so far and their total time, for --verbose. */
 void snapshot_cost(unsigned long *walks, __u64 *ns);
