@@ -1023,6 +1023,7 @@ int snapshot_blocked(struct bpf_iter__task *ctx)
 		return 0;
 	if (!rn && off + cfg.offcpu_min_ns <= cfg.snap_prev_ns)
 		return 0; /* long at the previous snapshot already, and not woken since */
+	__builtin_memset(&r, 0, sizeof(r));
 	fill_hdr(&r.h, KSPAN_BLOCKED, sizeof(r), now, t->tgid, t->pid);
 	r.h.cpu = s->out_cpu;
 	r.start_ns = off;
@@ -1033,6 +1034,13 @@ int snapshot_blocked(struct bpf_iter__task *ctx)
 	r.waker_tid = s->waker_tid;
 	r.preempt_pid = s->preempt_pid;
 	r.preempt_tid = s->preempt_tid;
+	if (r.flags & KSPAN_OFF_IN_FUTEX) {
+		r.uaddr = s->fx_uaddr;
+		r.op = s->fx_op;
+		r.val = s->fx_val;
+		r.owner_tid = s->fx_owner;
+		r.owner_src = s->fx_owner_src;
+	}
 	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
 	return 0;
 }

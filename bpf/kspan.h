@@ -362,6 +362,14 @@ struct kspan_blocked {
 	__u32 waker_tid;
 	__u32 preempt_pid;  /* task that took the CPU at switch-out */
 	__u32 preempt_tid;
+	/* flags & KSPAN_OFF_IN_FUTEX: the wait it is blocked in, as the coming
+	 * KSPAN_FUTEX_WAIT will have it (a thread stuck on a lock says which and
+	 * whose); else 0 */
+	__u64 uaddr;
+	__u32 op;
+	__u32 val;
+	__u32 owner_tid;
+	__u32 owner_src;    /* enum kspan_owner_src */
 };
 
 /* ---- loader <-> BPF configuration (not a record) ----

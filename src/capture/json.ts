@@ -8,7 +8,7 @@ import type { ClockHistory } from './clock.js';
 import type { RecordView } from './decoder.js';
 import type { TaskNames } from './names.js';
 import {
-  AF_INET, AF_INET6, CUDA_CALL, FUTEX_WAIT, FutexFlag, FUTEX_WAKE, IoFlag, OFFCPU, TCP_RETRANS, Kind, OWNER_SRC_NAMES, OffcpuFlag, STATUS_DETACHED, TASK_EVENT_NAMES,
+  AF_INET, AF_INET6, BLOCKED, CUDA_CALL, FUTEX_WAIT, FutexFlag, FUTEX_WAKE, IoFlag, OFFCPU, TCP_RETRANS, Kind, OWNER_SRC_NAMES, OffcpuFlag, STATUS_DETACHED, TASK_EVENT_NAMES,
   TCP_STATE_NAMES, TaskEvent, cudaApiName, cudaArgKind, devMajor, devMinor, flagNames, futexOpName,
   kindName, ringName, groupName, offcpuState,
 } from './records.js';
@@ -254,6 +254,12 @@ export function recordToJson(v: RecordView, clock: ClockHistory, names: TaskName
         prev_state: b.prevState,
         flags: flagNames(flags, OFFCPU_FLAG_TABLE),
         waker: flags & OffcpuFlag.WOKEN && b.runnableNs ? who(c, b.wakerPid, b.wakerTid) : null,
+        futex: b.uaddr
+          ? {
+            uaddr: b.hex64(BLOCKED.uaddr), op: futexOpName(b.op),
+            owner: b.ownerTid ? { tid: b.ownerTid, comm: names?.get(b.ownerTid) ?? null, src: OWNER_SRC_NAMES[b.ownerSrc] ?? `src${b.ownerSrc}` } : null,
+          }
+          : null,
       });
     }
     case Kind.STATUS: {
@@ -362,6 +368,7 @@ export function jsonToText(j: JsonRecord): string {
       break;
     case 'blocked':
       d = `${r.state} off CPU ${fmtDur(r.off_cpu_ns)} so far, ${r.runnable ? `runnable since ${isoNs(r.runnable)}${r.waker ? ` (woken by ${whoText(r.waker)})` : ''}` : 'not woken yet'}` +
+        (r.futex ? ` in ${r.futex.op} ${r.futex.uaddr}${r.futex.owner ? ` owner=${r.futex.owner.comm ?? '?'}[${r.futex.owner.tid}] (${r.futex.owner.src})` : ''}` : '') +
         (r.flags.length ? ` [${r.flags.join(',')}]` : '');
       break;
     case 'status':

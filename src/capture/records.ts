@@ -117,9 +117,10 @@ export const STRUCTS = {
   kspan_drained: struct(56, {
     h: [0, 24], lost_ts: [24, 8], lost: [32, 24],
   }),
-  kspan_blocked: struct(64, {
+  kspan_blocked: struct(88, {
     h: [0, 24], start_ns: [24, 8], runnable_ns: [32, 8], prev_state: [40, 4], flags: [44, 4], waker_pid: [48, 4],
-    waker_tid: [52, 4], preempt_pid: [56, 4], preempt_tid: [60, 4],
+    waker_tid: [52, 4], preempt_pid: [56, 4], preempt_tid: [60, 4], uaddr: [64, 8], op: [72, 4], val: [76, 4],
+    owner_tid: [80, 4], owner_src: [84, 4],
   }),
   /** Not a record: loader <-> BPF configuration in the object's .bss (mirrored for the layout check). */
   kspan_cfg: struct(104, {

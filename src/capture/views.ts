@@ -166,6 +166,11 @@ export class BlockedView extends RecordView {
   get wakerTid(): number { return this.u32(BLOCKED.waker_tid); }
   get preemptPid(): number { return this.u32(BLOCKED.preempt_pid); }
   get preemptTid(): number { return this.u32(BLOCKED.preempt_tid); }
+  /** the futex word it waits on (flags & IN_FUTEX), else 0 */
+  get uaddr(): number { return this.u64(BLOCKED.uaddr); }
+  get op(): number { return this.u32(BLOCKED.op); }
+  get ownerTid(): number { return this.u32(BLOCKED.owner_tid); }
+  get ownerSrc(): number { return this.u32(BLOCKED.owner_src); }
 }
 
 export class StatusView extends RecordView {

@@ -3,8 +3,11 @@
 // coverage, the observer's pids, the retransmit scan), and SpanCtx: one
 // span's window with each thread's events fetched once.
 
-import { CUDA_RING, SCHED_RING, F, ThreadDirectory, EventList, type Coverage, type OpenInterval, type PartitionMeta, type SessionMeta, type StoreReader, type ThreadMeta } from '../store/index.js';
-import { Kind, OffcpuFlag, fmtDur, type ClockHistory } from '../capture/index.js';
+import {
+  CUDA_RING, SCHED_RING, ThreadDirectory, EventList, addOpenIntervals, type Coverage, type OpenInterval, type PartitionMeta, type SessionMeta,
+  type StoreReader, type ThreadMeta,
+} from '../store/index.js';
+import { fmtDur, type ClockHistory } from '../capture/index.js';
 import { readerCaches, type DropsCache } from './cache.js';
 import { buildTimeline, type LossWindows, type Timeline } from './timeline.js';
 import type { Correlation, Culprit, ExplainOptions } from './types.js';
@@ -113,13 +116,6 @@ export class ExplainSession {
     return l;
   }
 
-  /** The capture session that was running at t (the latest to start at or before it), or null. */
-  sessionAt(t: number): SessionMeta | null {
-    let best: SessionMeta | null = null;
-    for (const s of this.sessions) if (s.startNs <= t && (!best || s.startNs >= best.startNs)) best = s;
-    return best;
-  }
-
   /** The thread alive at t (store/threads.ts). */
   threadAt(tid: number, t: number): ThreadMeta | null {
     return this.threads.at(tid, t);
@@ -165,47 +161,6 @@ export function capturedThrough(covered: readonly [number, number][], S: number,
   return covered.length ? Math.min(E, covered[covered.length - 1][1]) : S;
 }
 
-/** Did thread tid run after t, by its events in `list` (a switch-in, a futex wait's end, a wake it made, a CUDA call)? */
-function ranAfter(list: EventList, tid: number, t: number): boolean {
-  for (let i = 0; i < list.count; i++) {
-    if (list.tid[i] !== tid) continue;
-    const k = list.kind[i];
-    if ((k === Kind.OFFCPU || k === Kind.FUTEX_WAIT) && list.end[i] > t) return true;
-    if ((k === Kind.FUTEX_WAKE || k === Kind.CUDA_CALL) && list.start[i] > t) return true;
-  }
-  return false;
-}
-
-/**
- * Append interval `o` (still open at a snapshot, no switch-in record) to
- * `list` as an off-CPU event flagged OPEN that ends at `end`: not woken, it
- * is blocked throughout; woken, the rest waits for a CPU held by whom is not
- * known (timeline.ts). It starts after every interval of the thread in the
- * list (a later one would have ended it), so the list's order holds for them.
- */
-function appendOpen(list: EventList, o: OpenInterval, end: number): void {
-  if (list.count >= list.capacity) list.grow(Math.max(16, list.capacity * 2));
-  const j = list.count++;
-  list.kind[j] = Kind.OFFCPU;
-  list.cpu[j] = o.cpu;
-  list.pid[j] = o.pid;
-  list.tid[j] = o.tid;
-  list.start[j] = o.start;
-  list.end[j] = end;
-  for (const f of list.f) f[j] = 0;
-  const f = list.f;
-  f[F.offcpu.runnableNs][j] = o.runnable || end;
-  f[F.offcpu.flags][j] = o.flags | OffcpuFlag.OPEN;
-  f[F.offcpu.prevState][j] = o.prevState;
-  f[F.offcpu.wakerPid][j] = o.wakerPid;
-  f[F.offcpu.wakerTid][j] = o.wakerTid;
-  f[F.offcpu.preemptPid][j] = o.preemptPid;
-  f[F.offcpu.preemptTid][j] = o.preemptTid;
-  f[F.offcpu.outCpu][j] = o.cpu;
-  list.blobOff[j] = list.blobUsed;
-  list.blobLen[j] = 0;
-}
-
 /** Per span: the window, its coverage, and each thread's events over it (fetched once). */
 export class SpanCtx {
   readonly ev = new Map<number, EventList>();
@@ -237,19 +192,14 @@ export class SpanCtx {
   /**
    * Thread tid's intervals that were still off CPU at the probe's latest
    * snapshots and have no switch-in record in its list (it had not run again
-   * by the watermark), added to the list up to the span's end, or to the end
-   * of their capture session: off CPU there, not on CPU.
+   * by the watermark), added to the list up to the span's end (or where they
+   * are known to end: store/open-intervals.ts): off CPU there, not on CPU.
    */
   private addOpen(tid: number, list: EventList): void {
     if (this.opened.has(tid)) return;
     this.opened.add(tid);
-    for (const o of this.t.openIntervals(tid)) {
-      if (o.start >= this.E || ranAfter(list, tid, o.start)) continue;
-      let end = this.E;
-      const s = this.t.sessionAt(o.start);
-      if (s?.closed) end = Math.min(end, s.endNs);
-      if (end > Math.max(o.start, this.S)) appendOpen(list, o, end);
-    }
+    const rows = this.t.openIntervals(tid);
+    if (rows.length) addOpenIntervals(list, rows, tid, this.S, this.E, this.t.sessions, this.t.knownThrough);
   }
 
   /**

@@ -9,7 +9,7 @@ import {
   IoFlag, Kind, OffcpuFlag, OWNER_SRC_NAMES, TASK_EVENT_NAMES, TCP_STATE_NAMES, cudaApiName, devMajor, devMinor,
   errnoName, formatAddr, futexOpName, offcpuState, type ClockHistory,
 } from '../capture/index.js';
-import { EventList, F, ThreadDirectory, type StoreReader } from '../store/index.js';
+import { EventList, F, ThreadDirectory, addOpenIntervals, type StoreReader } from '../store/index.js';
 import { MAX_SCAN_THREADS, scanEvents, type EventScanQuery, type EventScanResult } from '../store/queries.js';
 import type { Budget } from './budget.js';
 import { ToolInputError, epochStr } from './time.js';
@@ -56,8 +56,10 @@ export interface ScanInfo {
 }
 
 /** Scan the scope's events of `kindMask` overlapping [a, b] under the budget. */
-export async function scan(r: StoreReader, scope: Scope, a: number, b: number, kindMask: number, visit: (l: EventList) => void, budget: Budget): Promise<EventScanResult> {
-  const q: EventScanQuery = { a, b, kindMask, pid: scope.pid, tid: scope.tid, tids: scope.tids };
+export async function scan(
+  r: StoreReader, scope: Scope, a: number, b: number, kindMask: number, visit: (l: EventList) => void, budget: Budget, open = false,
+): Promise<EventScanResult> {
+  const q: EventScanQuery = { a, b, kindMask, pid: scope.pid, tid: scope.tid, tids: scope.tids, open };
   return scanEvents(r, q, visit, budget);
 }
 
@@ -209,13 +211,15 @@ export interface OffCpuInterval {
   preempted_by: Who | null;
   /** the task that ran on the CPU right before this one got it back */
   previous_on_cpu: Who | null;
+  /** still off CPU at end_unix_nano (no switch-in yet: the end is how far capture is known); runqueue_ns is then time since its waking */
+  open?: true;
 }
 
 const FLAG_NAMES: [number, string][] = [
   [OffcpuFlag.PREEMPTED, 'preempted'], [OffcpuFlag.RESCHED, 'resched'], [OffcpuFlag.WOKEN, 'woken'],
   [OffcpuFlag.WAKER_HARDIRQ, 'waker_hardirq'], [OffcpuFlag.WAKER_SOFTIRQ, 'waker_softirq'], [OffcpuFlag.WAKER_FUTEX, 'waker_futex'],
   [OffcpuFlag.NEW, 'new'], [OffcpuFlag.IN_FUTEX, 'in_futex'], [OffcpuFlag.HAS_STACK, 'has_stack'],
-  [OffcpuFlag.START_UNKNOWN, 'start_unknown'],
+  [OffcpuFlag.START_UNKNOWN, 'start_unknown'], [OffcpuFlag.OPEN, 'open'],
 ];
 
 function offcpuRow(l: EventList, i: number, clock: ClockHistory, names: Names): OffCpuInterval {
@@ -242,6 +246,7 @@ function offcpuRow(l: EventList, i: number, clock: ClockHistory, names: Names): 
     waker,
     preempted_by: runnableAtSwitch && pt ? names.who(l.f[o.preemptPid][i], pt, s) : null,
     previous_on_cpu: lt ? names.who(l.f[o.lastPid][i], lt, e) : null,
+    ...(flags & OffcpuFlag.OPEN ? { open: true as const } : {}),
   };
 }
 
@@ -312,7 +317,7 @@ export async function offCpuIntervals(
       const st = offcpuState(l.f[F.offcpu.prevState][i], l.f[F.offcpu.flags][i]);
       byState[st] = (byState[st] ?? 0) + clipped;
     }
-  }, budget);
+  }, budget, true);
   const notes: string[] = [];
   const info = scanNotes(res, budget, notes);
   const take = top.best();
@@ -344,6 +349,12 @@ export function whoWoke(r: StoreReader, clock: ClockHistory, tid: number, atMono
   const names = new Names(r);
   const l = new EventList();
   r.eventsOnThread(tid, atMono, atMono, l, (1 << Kind.OFFCPU) | (1 << Kind.FUTEX_WAIT));
+  // still off CPU at the latest snapshot, and no switch-in since (store/open-intervals.ts)
+  const open = r.openIntervals(tid);
+  const sessions = open.length ? r.sessions() : [];
+  const knownThrough = open.length ? r.knownThroughNs() : null;
+  // (shown to where they are known to end, not cut at `at`)
+  if (open.length) addOpenIntervals(l, open, tid, atMono, Infinity, sessions, knownThrough);
   let hit = -1;
   for (let i = 0; i < l.count; i++) if (l.kind[i] === Kind.OFFCPU && l.start[i] <= atMono && l.end[i] >= atMono) hit = i;
   const res: WhoWokeResult = {
@@ -353,6 +364,7 @@ export function whoWoke(r: StoreReader, clock: ClockHistory, tid: number, atMono
   if (hit < 0) {
     const near = new EventList();
     r.eventsOnThread(tid, Math.max(0, atMono - 10e9), atMono + 10e9, near, 1 << Kind.OFFCPU);
+    if (open.length) addOpenIntervals(near, open, tid, Math.max(0, atMono - 10e9), Infinity, sessions, knownThrough);
     let bi = -1, ai = -1;
     for (let i = 0; i < near.count; i++) {
       if (near.end[i] < atMono && (bi < 0 || near.end[i] > near.end[bi])) bi = i;
@@ -397,7 +409,13 @@ export function whoWoke(r: StoreReader, clock: ClockHistory, tid: number, atMono
   const dur = (ns: number): string => (ns >= 1e6 ? `${(ns / 1e6).toFixed(2)} ms` : `${(ns / 1e3).toFixed(1)} µs`);
   const who = (w: Who): string => `${w.comm} (pid ${w.pid}, tid ${w.tid})`;
   const base = `tid ${tid} (${iv.comm}) was off CPU for ${dur(iv.duration_ns)} in state ${iv.state}`;
-  if (iv.preempted_by) res.summary = `${base}: preempted by ${who(iv.preempted_by)}; nobody had to wake it, it waited ${dur(iv.runqueue_ns)} for a CPU`;
+  if (iv.open) {
+    // no switch-in yet: what it waits on so far, not who ended the wait
+    const fut = res.futex_waits[0];
+    res.summary = `tid ${tid} (${iv.comm}) is still off CPU as far as capture is known (${dur(iv.duration_ns)} so far, state ${iv.state})` +
+      (iv.preempted_by ? `: preempted by ${who(iv.preempted_by)}, waiting for a CPU` : iv.waker ? `: woken by ${iv.waker.tid ? who(iv.waker) : 'interrupt context'} ${dur(iv.runqueue_ns)} ago, waiting for a CPU` : ': not woken yet') +
+      (fut ? `; blocked on futex ${fut.uaddr}${fut.owner ? ` held by ${who(fut.owner)}` : ''}` : '');
+  } else if (iv.preempted_by) res.summary = `${base}: preempted by ${who(iv.preempted_by)}; nobody had to wake it, it waited ${dur(iv.runqueue_ns)} for a CPU`;
   else if (iv.waker) {
     const fut = res.futex_waits[0];
     res.summary = `${base}: woken by ${iv.waker.tid ? who(iv.waker) : 'interrupt context'} (${iv.waker.context}` +

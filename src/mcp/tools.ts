@@ -340,7 +340,8 @@ export function registerTools(server: McpServer, ctx: ToolContext): void {
     title: 'Off-CPU intervals',
     description:
       'Off-CPU intervals of a thread (tid) or a process (pid): intervals[] {tid, state (R+ preempted, S, D...; ? = off CPU since before capture began, start is the capture\'s), ' +
-      'duration_ns, blocked_ns, runqueue_ns, waker {pid,tid,comm,context,uaddr}, preempted_by}; totals by state. ' +
+      'duration_ns, blocked_ns, runqueue_ns, waker {pid,tid,comm,context,uaddr}, preempted_by, open (still off CPU: no switch-in yet, ' +
+      'its end is how far capture is known)}; totals by state. ' +
       'Longest first, or order=time.',
     inputSchema: {
       pid: pidArg.optional(), tid: tidArg.optional(),

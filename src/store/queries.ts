@@ -10,7 +10,9 @@
 // Nothing here writes.
 
 import type { Database } from 'lmdb';
+import { Kind } from '../capture/index.js';
 import { EventList } from './codec.js';
+import { addOpenIntervals } from './open-intervals.js';
 import type { StoreReader } from './reader.js';
 import { clockSampleRange, type ClockSampleMeta, type PartitionMeta } from './schema.js';
 import { REQUEST_ID_ATTRIBUTES } from './service-attributes.js';
@@ -271,6 +273,12 @@ export interface EventScanQuery {
   tids?: number[];
   /** host-wide: threads scanned at most (default 4000) */
   maxThreads?: number;
+  /**
+   * also each thread's off-CPU intervals still open at the probe's latest
+   * snapshot (flagged OffcpuFlag.OPEN, ending at b or where they are known to
+   * end), visited after its recorded events
+   */
+  open?: boolean;
 }
 
 export interface EventScanResult {
@@ -324,6 +332,8 @@ export async function scanEvents(r: StoreReader, q: EventScanQuery, visit: (l: E
   }
   const width0 = Math.max(1e3, ((b - a) * SCAN_TARGET_EVENTS) / Math.max(1, evInWindow));
   const l = new EventList(4096);
+  const open = q.open && (q.kindMask === 0 || (q.kindMask & (1 << Kind.OFFCPU)) !== 0)
+    ? { sessions: r.sessions(), knownThrough: r.knownThroughNs() } : null;
   for (const tid of tids) {
     let s = a;
     let w = width0;
@@ -355,6 +365,15 @@ export async function scanEvents(r: StoreReader, q: EventScanQuery, visit: (l: E
       if (t !== true && !(await t)) {
         res.complete = false;
         return res;
+      }
+    }
+    if (open) {
+      // (a row lasts until the thread's switch-in is visible to this reader: none of these has one yet)
+      const rows = r.openIntervals(tid).filter((o) => q.pid === undefined || o.pid === q.pid);
+      l.clear();
+      if (rows.length && addOpenIntervals(l, rows, tid, a, b, open.sessions, open.knownThrough)) {
+        res.events += l.count;
+        visit(l);
       }
     }
     res.threads++;

@@ -268,6 +268,12 @@ export interface OpenInterval {
   preemptTid: number;
   /** CPU at switch-out */
   cpu: number;
+  /** flags & IN_FUTEX: the futex wait it is blocked in (uaddr 0: none known) */
+  uaddr: number;
+  op: number;
+  val: number;
+  ownerTid: number;
+  ownerSrc: number;
 }
 
 export function openIntervalKey(tid: number, start: number): Buffer {

@@ -217,6 +217,8 @@ const W = {
   blockedRunnable: w32(BLOCKED.runnable_ns), blockedRunnableHi: w32(BLOCKED.runnable_ns) + 1,
   blockedPrevState: w32(BLOCKED.prev_state), blockedFlags: w32(BLOCKED.flags), blockedWakerPid: w32(BLOCKED.waker_pid),
   blockedWakerTid: w32(BLOCKED.waker_tid), blockedPreemptPid: w32(BLOCKED.preempt_pid), blockedPreemptTid: w32(BLOCKED.preempt_tid),
+  blockedUaddr: w32(BLOCKED.uaddr), blockedUaddrHi: w32(BLOCKED.uaddr) + 1, blockedOp: w32(BLOCKED.op), blockedVal: w32(BLOCKED.val),
+  blockedOwnerTid: w32(BLOCKED.owner_tid), blockedOwnerSrc: w32(BLOCKED.owner_src),
   cpu: w32(HDR.cpu),
   drainedLostTs: w32(DRAINED.lost_ts), drainedLostTsHi: w32(DRAINED.lost_ts) + 1, drainedLost: w32(DRAINED.lost),
   statusGroup: w32(STATUS.group), statusErr: w32(STATUS.err), statusAttached: w32(STATUS.n_attached), statusFailed: w32(STATUS.n_failed),
@@ -1358,6 +1360,8 @@ export class StoreWriter implements CaptureSink {
         tid, pid: u32[w + W.pid], start, runnable, asOf: ts, prevState: u32[w + W.blockedPrevState], flags,
         wakerPid: u32[w + W.blockedWakerPid], wakerTid: u32[w + W.blockedWakerTid],
         preemptPid: u32[w + W.blockedPreemptPid], preemptTid: u32[w + W.blockedPreemptTid], cpu: u32[w + W.cpu],
+        uaddr: u32[w + W.blockedUaddrHi] * TWO32 + u32[w + W.blockedUaddr], op: u32[w + W.blockedOp], val: u32[w + W.blockedVal],
+        ownerTid: u32[w + W.blockedOwnerTid], ownerSrc: u32[w + W.blockedOwnerSrc],
       };
       this.openIv.set(tid, o);
     }

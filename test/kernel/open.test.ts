@@ -10,7 +10,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { REPO_ROOT } from '../../src/capture/index.js';
-import { explainTrace } from '../../src/correlator/index.js';
+import { explainTrace, explainWindow } from '../../src/correlator/index.js';
+import { whoWoke } from '../../src/mcp/analysis.js';
 import { openStoreReader } from '../../src/store/index.js';
 import { FIXTURE_BIN, ms, putTrace, requireLiveProbe, run } from './harness.js';
 
@@ -74,5 +75,52 @@ test('a thread still blocked when the capture ends: its time after it blocked is
     assert.ok(cause?.evidence.some((e) => e.open === true), `the sleep's evidence says the interval was still open: ${JSON.stringify(cause?.evidence)}`);
   } finally {
     void r2.root.close();
+  }
+});
+
+test('a waiter still stuck on a lock when the capture ends: the open wait names the lock word and its holder (who_woke, explain_window)', async (t) => {
+  const dir = mkdtempSync(join('/var/tmp', 'kspan-open-'));
+  dirs.push(dir);
+  // three rounds of a 2.5 s hold: the capture attaches during the first and ends during the third
+  const fx = spawn(join(FIXTURE_BIN, 'mutex_hold'), ['2500', '3'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  fx.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+  const done = new Promise((r) => fx.on('exit', r));
+  const rec = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'src', 'cli.ts'), 'record', '--quiet', '--data', dir, '--pid', String(fx.pid), '--duration', '4'], { timeoutMs: 60000 });
+  await done;
+  assert.equal(rec.code, 0, rec.stderr);
+  const line = JSON.parse(out.trim()) as { tid_a: number; tid_b: number; uaddr_dec: string; rounds: { a_lock_start_ns: number; a_lock_end_ns: number }[] };
+  const r = openStoreReader(dir);
+  try {
+    const [session] = r.sessions();
+    const origin = Number(r.originNs);
+    const end = session.endNs;
+    // the round the capture ended in
+    const k = line.rounds.findIndex((x) => x.a_lock_start_ns < origin + end && x.a_lock_end_ns > origin + end);
+    assert.ok(k > 0, `the capture (end ${origin + end}) ended during a later round: ${JSON.stringify(line.rounds)}`);
+    const open = r.openIntervals(line.tid_a);
+    t.diagnostic(`round ${k}: ${JSON.stringify(line.rounds[k])}; open ${JSON.stringify(open)}`);
+    assert.equal(open.length, 1);
+    const o = open[0];
+    assert.ok(Math.abs(origin + o.start - line.rounds[k].a_lock_start_ns) < 20e6, 'it began when the waiter called lock');
+    assert.equal(String(o.uaddr), line.uaddr_dec, 'the lock word');
+    assert.equal(o.ownerTid, line.tid_b, 'its holder (glibc owner field)');
+    // who_woke at the capture's end: still blocked, on that word, held by the holder
+    const at = end - 5e6;
+    const w = whoWoke(r, r.clockHistory(), line.tid_a, at, r.clockHistory().toEpochNs(at));
+    t.diagnostic(w.summary);
+    assert.equal(w.off_cpu_at, true);
+    assert.equal(w.interval?.open, true);
+    assert.equal(w.futex_waits[0]?.owner?.tid, line.tid_b, JSON.stringify(w.futex_waits));
+    assert.match(w.summary, new RegExp(`still off CPU .* held by .*tid ${line.tid_b}`));
+    // the waiter's window up to the end: a lock wait on the holder, not time on CPU
+    const from = r.clockHistory().toEpochNs(o.start + 10e6);
+    const e = explainWindow(r, { tid: line.tid_a, fromUnixNano: from, toUnixNano: r.clockHistory().toEpochNs(end - 10e6) }).spans[0];
+    t.diagnostic(JSON.stringify(e.breakdown_ns));
+    assert.ok(e.breakdown_ns.futex >= 0.99 * e.duration_ns, JSON.stringify(e.breakdown_ns));
+    const lock = e.causes.find((c) => c.kind === 'lock_contention');
+    assert.equal(lock?.culprit?.tid, line.tid_b, JSON.stringify(lock));
+  } finally {
+    await r.root.close();
   }
 });

@@ -1,0 +1,102 @@
+// Off-CPU intervals still open at the probe's latest snapshot (schema
+// OpenInterval, kept by the writer until their switch-in record is
+// committed) as events: an interval is recorded at its switch-in, so without
+// these a thread still blocked at the watermark reads as running up to it.
+
+import { Kind, OffcpuFlag } from '../capture/index.js';
+import { F, type EventList } from './codec.js';
+import type { OpenInterval, SessionMeta } from './schema.js';
+
+/** Did thread tid run after t, by its events in `list` (a switch-in, a futex wait's end, a wake it made, a CUDA call)? */
+export function ranAfter(list: EventList, tid: number, t: number): boolean {
+  for (let i = 0; i < list.count; i++) {
+    if (list.tid[i] !== tid) continue;
+    const k = list.kind[i];
+    if ((k === Kind.OFFCPU || k === Kind.FUTEX_WAIT) && list.end[i] > t) return true;
+    if ((k === Kind.FUTEX_WAKE || k === Kind.CUDA_CALL) && list.start[i] > t) return true;
+  }
+  return false;
+}
+
+/**
+ * How far an open interval is known to last: to the end of its capture
+ * session once that ended, else to how far the running capture is known
+ * (`knownThrough`; the session's end when null).
+ */
+export function openIntervalEnd(o: OpenInterval, sessions: readonly SessionMeta[], knownThrough: number | null): number {
+  let s: SessionMeta | null = null;
+  for (const x of sessions) if (x.startNs <= o.start && (!s || x.startNs >= s.startNs)) s = x;
+  if (!s) return o.asOf;
+  return s.closed ? s.endNs : Math.max(o.asOf, knownThrough ?? s.endNs);
+}
+
+/**
+ * Append `o` to `list` as an off-CPU event flagged OPEN ending at `end`: not
+ * woken, blocked throughout (runnable = end); woken, runnable from then. In a
+ * futex wait, also that wait (FUTEX_WAIT, same span; return 0: not known).
+ * There is no switch-in, so no last_* (who ran before it). In a list of the
+ * thread's events with no later switch-in (ranAfter false) it starts after
+ * every interval of the thread, so appending keeps their start order.
+ */
+export function appendOpenInterval(list: EventList, o: OpenInterval, end: number): void {
+  if (list.count + 2 > list.capacity) list.grow(Math.max(16, list.capacity * 2));
+  const j = list.count++;
+  list.kind[j] = Kind.OFFCPU;
+  list.cpu[j] = o.cpu;
+  list.pid[j] = o.pid;
+  list.tid[j] = o.tid;
+  list.start[j] = o.start;
+  list.end[j] = end;
+  const f = list.f;
+  for (const col of f) col[j] = 0;
+  f[F.offcpu.runnableNs][j] = o.runnable || end;
+  f[F.offcpu.flags][j] = o.flags | OffcpuFlag.OPEN;
+  f[F.offcpu.prevState][j] = o.prevState;
+  f[F.offcpu.wakerPid][j] = o.wakerPid;
+  f[F.offcpu.wakerTid][j] = o.wakerTid;
+  f[F.offcpu.preemptPid][j] = o.preemptPid;
+  f[F.offcpu.preemptTid][j] = o.preemptTid;
+  f[F.offcpu.outCpu][j] = o.cpu;
+  list.blobOff[j] = list.blobUsed;
+  list.blobLen[j] = 0;
+  if (!o.uaddr) return;
+  // the futex wait it is blocked in, as its record will be (its return is not known yet: 0)
+  const k = list.count++;
+  list.kind[k] = Kind.FUTEX_WAIT;
+  list.cpu[k] = o.cpu;
+  list.pid[k] = o.pid;
+  list.tid[k] = o.tid;
+  list.start[k] = o.start;
+  list.end[k] = end;
+  for (const col of f) col[k] = 0;
+  const fw = F.futexWait;
+  list.f[fw.uaddr][k] = o.uaddr;
+  list.f[fw.op][k] = o.op;
+  list.f[fw.val][k] = o.val;
+  list.f[fw.ownerTid][k] = o.ownerTid;
+  list.f[fw.ownerSrc][k] = o.ownerSrc;
+  list.blobOff[k] = list.blobUsed;
+  list.blobLen[k] = 0;
+}
+
+/**
+ * Add thread tid's open intervals (`rows`, reader.openIntervals) that overlap
+ * [a, b] to `list`, which holds the thread's events over [a, b], unless the
+ * list shows the thread running after one began (its switch-in is there).
+ * Each ends at b or where it is known to end (openIntervalEnd). Returns how
+ * many were added.
+ */
+export function addOpenIntervals(
+  list: EventList, rows: readonly OpenInterval[], tid: number, a: number, b: number,
+  sessions: readonly SessionMeta[], knownThrough: number | null,
+): number {
+  let n = 0;
+  for (const o of rows) {
+    if (o.tid !== tid || o.start > b || ranAfter(list, tid, o.start)) continue;
+    const end = Math.min(b, openIntervalEnd(o, sessions, knownThrough));
+    if (end < a || end <= o.start) continue;
+    appendOpenInterval(list, o, end);
+    n++;
+  }
+  return n;
+}
