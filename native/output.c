@@ -117,8 +117,7 @@ void out_set_ring_lost(int ring_lost_fd, int ncpu)
 	lost_ncpu = ncpu;
 }
 
-/* Cumulative reserve failures of ring `ring`, summed over CPUs; false when unreadable. */
-static bool read_lost(__u32 ring, __u64 *lost)
+bool out_ring_lost(__u32 ring, __u64 *lost)
 {
 	*lost = 0;
 	if (lost_fd < 0 || bpf_map_lookup_elem(lost_fd, &ring, lost_vals))
@@ -141,7 +140,7 @@ void emit_drained(__u64 before_drain)
 	r.h.ts = before_drain;
 	r.lost_ts = now_ns(CLOCK_MONOTONIC);
 	for (__u32 ring = 0; ring < KSPAN_RING_MAX; ring++)
-		ok &= read_lost(ring, &r.lost[ring]);
+		ok &= out_ring_lost(ring, &r.lost[ring]);
 	if (!ok)
 		r.lost_ts = 0;
 	out_write(&r, sizeof(r));
@@ -233,7 +232,7 @@ void emit_drops(void)
 		struct kspan_drops r;
 		__u64 lost;
 
-		read_lost(ring, &lost);
+		out_ring_lost(ring, &lost);
 		memset(&r, 0, sizeof(r));
 		hdr(&r.h, KSPAN_DROPS, sizeof(r));
 		r.ring = ring;

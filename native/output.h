@@ -33,6 +33,8 @@ void emit_clock(bool stepped);
 void emit_hello(int ncpu);
 /* The ring_lost map (per-CPU counters) that emit_drops and emit_drained read. */
 void out_set_ring_lost(int ring_lost_fd, int ncpu);
+/* Cumulative reserve failures of ring `ring`, summed over CPUs; false when unreadable. */
+bool out_ring_lost(__u32 ring, __u64 *lost);
 /* One KSPAN_DROPS per ring: the ring_lost map summed over CPUs, and what
  * on_record counted. */
 void emit_drops(void);

@@ -15,6 +15,8 @@ static struct bpf_link *iter_link;
 static __u64 prev_ns;
 static unsigned long walks;
 static __u64 walk_ns, last_walk_ns;
+/* the scheduler ring's loss counter at the last walk */
+static __u64 sched_lost;
 
 void snapshot_attach(void)
 {
@@ -41,13 +43,20 @@ void snapshot_write(void)
 	const size_t rec = sizeof(struct kspan_blocked);
 	char buf[16384];
 	size_t have = 0, whole;
-	__u64 t0;
+	__u64 t0, lost;
 	ssize_t n;
 	int fd;
 
 	if (!iter_link)
 		return;
 	t0 = now_ns(CLOCK_MONOTONIC);
+	/* The ring lost records since the last walk, perhaps the switch-in that
+	 * ended an interval reported open: report every open one again (the
+	 * reader takes a report as "still open then"). */
+	if (out_ring_lost(KSPAN_RING_SCHED, &lost) && lost != sched_lost) {
+		prev_ns = 0;
+		sched_lost = lost;
+	}
 	skel->bss->cfg.snap_prev_ns = prev_ns;
 	skel->bss->cfg.snap_now_ns = t0;
 	fd = bpf_iter_create(bpf_link__fd(iter_link));

@@ -199,7 +199,7 @@ export class SpanCtx {
     if (this.opened.has(tid)) return;
     this.opened.add(tid);
     const rows = this.t.openIntervals(tid);
-    if (rows.length) addOpenIntervals(list, rows, tid, this.S, this.E, this.t.sessions, this.t.knownThrough);
+    if (rows.length) addOpenIntervals(list, rows, tid, this.S, this.E, this.t.sessions, this.t.knownThrough, this.loss.sched);
   }
 
   /**

@@ -83,17 +83,25 @@ export function appendOpenInterval(list: EventList, o: OpenInterval, end: number
  * Add thread tid's open intervals (`rows`, reader.openIntervals) that overlap
  * [a, b] to `list`, which holds the thread's events over [a, b], unless the
  * list shows the thread running after one began (its switch-in is there).
- * Each ends at b or where it is known to end (openIntervalEnd). Returns how
- * many were added.
+ * Each ends at b or where it is known to end (openIntervalEnd), or where the
+ * scheduler ring lost records after its last report (`lossWindows`, sorted:
+ * its switch-in may be among them; the time after that is the caller's
+ * lost-record rule's). Returns how many were added.
  */
 export function addOpenIntervals(
   list: EventList, rows: readonly OpenInterval[], tid: number, a: number, b: number,
-  sessions: readonly SessionMeta[], knownThrough: number | null,
+  sessions: readonly SessionMeta[], knownThrough: number | null, lossWindows: readonly (readonly [number, number])[] = [],
 ): number {
   let n = 0;
   for (const o of rows) {
     if (o.tid !== tid || o.start > b || ranAfter(list, tid, o.start)) continue;
-    const end = Math.min(b, openIntervalEnd(o, sessions, knownThrough));
+    let end = Math.min(b, openIntervalEnd(o, sessions, knownThrough));
+    for (const [p, q] of lossWindows) {
+      if (q > o.asOf) {
+        end = Math.min(end, Math.max(p, o.asOf));
+        break;
+      }
+    }
     if (end < a || end <= o.start) continue;
     appendOpenInterval(list, o, end);
     n++;

@@ -897,7 +897,6 @@ export class StoreWriter implements CaptureSink {
       // other processes read the session's end as "captured and committed up to here"
       const through = this.committedThroughNs;
       if (through > this.session.endNs) this.session.endNs = through;
-
       rd.metaPuts.push([this.sessionKey.toString('hex'), this.sessionKey, { ...this.session }]);
     }
     // an open interval's row is deleted by the commit that holds its end (until then it is what readers have)
@@ -1321,10 +1320,12 @@ export class StoreWriter implements CaptureSink {
   /**
    * BLOCKED: thread tid was still off CPU at the snapshot `ts` (since its
    * start; woken at runnable, or not yet). The probe reports an interval once
-   * when it becomes long, and again while it is woken but waiting for a CPU;
-   * it ends at the thread's next switch-in record (closeOpen). A snapshot
-   * runs after the drain that precedes it, so an interval's report comes
-   * before its switch-in record.
+   * when it becomes long, again while it is woken but waiting for a CPU, and
+   * all open ones again after the ring lost records (asOf: the latest report;
+   * readers do not trust a row past a loss after it). It ends at the
+   * thread's next switch-in record (closeOpen). A snapshot runs after the
+   * drain that precedes it, so an interval's report comes before its
+   * switch-in record.
    */
   private onBlocked(u32: Uint32Array, w: number, ts: number): void {
     const tid = u32[w + W.tid];
@@ -1341,12 +1342,14 @@ export class StoreWriter implements CaptureSink {
     const flags = u32[w + W.blockedFlags];
     let o = this.openIv.get(tid);
     if (o !== undefined && o.start === start) {
-      if (runnable === 0 || o.runnable !== 0) return; // nothing new
-      o.runnable = runnable;
-      o.flags = flags;
-      o.wakerPid = u32[w + W.blockedWakerPid];
-      o.wakerTid = u32[w + W.blockedWakerTid];
+      if (ts <= o.asOf) return;
       o.asOf = ts;
+      if (runnable !== 0 && o.runnable === 0) {
+        o.runnable = runnable;
+        o.flags = flags;
+        o.wakerPid = u32[w + W.blockedWakerPid];
+        o.wakerTid = u32[w + W.blockedWakerTid];
+      }
     } else {
       if (o !== undefined) {
         if (start < o.start) return; // older than what is known

@@ -1,7 +1,8 @@
 // The real kspan-probe, as if the host had been up longer: runs
 // build/kspan-probe with the same arguments and stdin, and adds
 // SHIFT_PROBE_NS to every monotonic time in its records (header ts, HELLO's
-// mono_ns, start/runnable/issue times, task start times) on the way out.
+// mono_ns, start/runnable/issue times, task start times, the loss counters'
+// reading time) on the way out.
 // Realtime clock halves are left alone, so epoch <-> monotonic stays
 // consistent. For tests of exact times at 2^53 ns and 200 days of uptime:
 //
@@ -17,7 +18,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
-  BLOCK_IO, CUDA_CALL, FUTEX_WAIT, FUTEX_WAKE, HDR, HELLO, Kind, OFFCPU, STACK, TASK,
+  BLOCKED, BLOCK_IO, CUDA_CALL, DRAINED, FUTEX_WAIT, FUTEX_WAKE, HDR, HELLO, Kind, OFFCPU, STACK, TASK,
 } from '../../src/capture/records.js';
 import { scriptExecutable } from './script-exe.js';
 
@@ -36,6 +37,8 @@ TIME_FIELDS[Kind.BLOCK_IO] = [BLOCK_IO.start_ns, BLOCK_IO.issue_ns];
 TIME_FIELDS[Kind.CUDA_CALL] = [CUDA_CALL.start_ns];
 TIME_FIELDS[Kind.TASK] = [TASK.start_time];
 TIME_FIELDS[Kind.STACK] = [STACK.start_ns];
+TIME_FIELDS[Kind.DRAINED] = [DRAINED.lost_ts];
+TIME_FIELDS[Kind.BLOCKED] = [BLOCKED.start_ns, BLOCKED.runnable_ns];
 
 function shiftAt(b: Buffer, at: number, shift: bigint): void {
   const v = b.readBigUInt64LE(at);

@@ -122,3 +122,36 @@ test('open intervals: one still open when the capture ends stays stored and ends
     cleanup();
   }
 });
+
+for (const reported of [false, true]) {
+  test(`open intervals: after the ring lost records following its last report, the interval is ${reported ? 'trusted again once the probe reports it again (it does after a loss)' : 'not trusted past the loss (its switch-in may be what was lost)'}`, async () => {
+    const { dir, cleanup } = tempDir('open-iv-loss');
+    const w = headWriter(dir);
+    try {
+      const fw = new FrameWriter();
+      fw.hello({ ts: T0, monoNs: T0, realtimeNs: EPOCH0, offcpuMinNs: 50_000, probePid: PROBE });
+      fw.task({ ts: W0 - 100 * MS, pid: PID, tid: A, event: TaskEvent.NAME, startTime: 1, comm: 'worker', pcomm: 'app' });
+      fw.drained({ ts: W0 - 10 * MS, lostTs: W0 - 10 * MS, lost: [0, 0, 0] });
+      fw.offcpu({ ts: W0 + 10 * MS, pid: PID, tid: A, startNs: W0 - 50 * MS, runnableNs: W0 + 10 * MS, prevState: 1, flags: OffcpuFlag.WOKEN, wakerPid: PID, wakerTid: WAKER });
+      fw.blocked({ ts: W0 + 101 * MS, pid: PID, tid: A, startNs: W0 + 40 * MS, prevState: 1 });
+      fw.drained({ ts: W0 + 103 * MS, lostTs: W0 + 103 * MS, lost: [0, 0, 0] });
+      // 5 records lost in (+103, +150]; no report of A since
+      fw.drained({ ts: W0 + 150 * MS, lostTs: W0 + 150 * MS, lost: [5, 0, 0] });
+      if (reported) fw.blocked({ ts: W0 + 190 * MS, pid: PID, tid: A, startNs: W0 + 40 * MS, prevState: 1 });
+      fw.drained({ ts: W0 + 201 * MS, lostTs: W0 + 201 * MS, lost: [5, 0, 0] });
+      await feed(w, fw.toBuffer());
+      await w.reader.spans.putSpans([span(3, W0, W0 + 190 * MS, { traceId: tr(3), tid: null, pid: PID })]);
+      const s = explainTrace(w.reader, tr(3)).spans[0];
+      if (reported) {
+        // still open at +190: asleep from +40 to the end
+        assert.deepEqual(s.breakdown_ns, { on_cpu: 30 * MS, runqueue: 0, futex: 0, io: 0, sleep: 160 * MS, cuda_sync: 0, unknown: 0 });
+      } else {
+        // asleep to the loss window's start, unknown through it, then (no record says otherwise) on CPU, as any thread after a loss
+        assert.deepEqual(s.breakdown_ns, { on_cpu: 70 * MS, runqueue: 0, futex: 0, io: 0, sleep: 73 * MS, cuda_sync: 0, unknown: 47 * MS });
+      }
+    } finally {
+      await w.close();
+      cleanup();
+    }
+  });
+}
