@@ -14,7 +14,10 @@
 static struct bpf_link *iter_link;
 static __u64 prev_ns;
 static unsigned long walks;
-static __u64 walk_ns, last_walk_ns;
+static __u64 walk_ns;
+/* the walks' CPU time (this thread's, so preemption during a walk does not
+ * count), smoothed: what the watermark spacing is sized by */
+static __u64 walk_cpu_avg_ns;
 /* the scheduler ring's loss counter at the last walk */
 static __u64 sched_lost;
 
@@ -43,13 +46,14 @@ void snapshot_write(void)
 	const size_t rec = sizeof(struct kspan_blocked);
 	char buf[16384];
 	size_t have = 0, whole;
-	__u64 t0, lost;
+	__u64 t0, c0, c, lost;
 	ssize_t n;
 	int fd;
 
 	if (!iter_link)
 		return;
 	t0 = now_ns(CLOCK_MONOTONIC);
+	c0 = now_ns(CLOCK_THREAD_CPUTIME_ID);
 	/* The ring lost records since the last walk, perhaps the switch-in that
 	 * ended an interval reported open: report every open one again (the
 	 * reader takes a report as "still open then"). */
@@ -74,15 +78,18 @@ void snapshot_write(void)
 	/* a failed walk leaves prev_ns: the next one reports its intervals again */
 	if (n == 0)
 		prev_ns = t0;
-	last_walk_ns = now_ns(CLOCK_MONOTONIC) - t0;
+	c = now_ns(CLOCK_THREAD_CPUTIME_ID) - c0;
+	walk_cpu_avg_ns = walks ? (7 * walk_cpu_avg_ns + c) / 8 : c;
 	walks++;
-	walk_ns += last_walk_ns;
+	walk_ns += now_ns(CLOCK_MONOTONIC) - t0;
 }
 
 __u64 snapshot_min_interval_ns(__u64 floor_ns)
 {
-	__u64 budget = iter_link ? last_walk_ns * SNAPSHOT_COST_DIVISOR : 0;
+	__u64 budget = iter_link ? walk_cpu_avg_ns * SNAPSHOT_COST_DIVISOR : 0;
 
+	if (budget > SNAPSHOT_MAX_INTERVAL_NS)
+		budget = SNAPSHOT_MAX_INTERVAL_NS;
 	return budget > floor_ns ? budget : floor_ns;
 }
 

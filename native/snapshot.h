@@ -14,13 +14,15 @@ void snapshot_attach(void);
 void snapshot_detach(void);
 /* Walk the tasks and write their KSPAN_BLOCKED records (nothing when not attached). */
 void snapshot_write(void);
-/* A walk costs about 1 us per task on the 2-vCPU dev VM (plus ~20 us to
- * create the iterator), so watermarks, each behind a walk, come at most every
- * SNAPSHOT_COST_DIVISOR walk times: the walks take at most 0.5% of a CPU, and
- * a host with many threads gets later watermarks, not a busier probe. */
+/* A walk costs about 1 us of CPU per task on the 2-vCPU dev VM (plus ~20 us
+ * to create the iterator), so watermarks, each behind a walk, come at most
+ * every SNAPSHOT_COST_DIVISOR times the walks' mean CPU time: they take at
+ * most 0.5% of a CPU, and a host with many threads gets later watermarks, not
+ * a busier probe; at least one a second whatever the walks cost. */
 #define SNAPSHOT_COST_DIVISOR 200
+#define SNAPSHOT_MAX_INTERVAL_NS 1000000000ull
 __u64 snapshot_min_interval_ns(__u64 floor_ns);
-/* Walks so far and their total time, for --verbose. */
+/* Walks so far and their total (wall) time, for --verbose. */
 void snapshot_cost(unsigned long *walks, __u64 *ns);
 
 #endif /* KSPAN_SNAPSHOT_H */
