@@ -118,6 +118,23 @@ test('futex wait / wake: hex uaddr, op names, errno, owner', () => {
   assert.equal(futexOpName(0xffff0001), 'futex2:1');
 });
 
+test('blocked (a snapshot of an interval still open): time so far, not woken / woken, the futex wait it is in', () => {
+  const w = base();
+  w.blocked({ ts: 2e9, pid: 100, tid: 101, cpu: 1, startNs: 1.5e9, prevState: 1, flags: OffcpuFlag.IN_FUTEX, uaddr: 0x7f0012345678, op: 128, val: 2, ownerTid: 102, ownerSrc: OwnerSrc.GLIBC_MUTEX });
+  w.blocked({ ts: 2e9, pid: 100, tid: 102, startNs: 1.9e9, runnableNs: 1.95e9, prevState: 2, flags: OffcpuFlag.WOKEN, wakerPid: 100, wakerTid: 101 });
+  const { json, text } = format(w);
+  assert.deepEqual(json[3], {
+    kind: 'blocked', ts: ep(2e9), pid: 100, tid: 101, comm: 'worker', cpu: 1, start: ep(1.5e9), off_cpu_ns: 5e8, runnable: null,
+    state: 'S', prev_state: 1, flags: ['in_futex'], waker: null,
+    futex: { uaddr: '0x7f0012345678', op: 'FUTEX_WAIT_PRIVATE', owner: { tid: 102, comm: 'holder', src: 'glibc_mutex' } },
+  });
+  assert.match(text[3], /blocked +worker\[100\/101\] cpu1 S off CPU 500\.0ms so far, not woken yet in FUTEX_WAIT_PRIVATE 0x7f0012345678 owner=holder\[102\] \(glibc_mutex\) \[in_futex\]/);
+  assert.equal(json[4].runnable, ep(1.95e9));
+  assert.deepEqual(json[4].waker, { pid: 100, tid: 101, comm: 'worker' });
+  assert.equal(json[4].futex, null);
+  assert.match(text[4], /D off CPU 100\.0ms so far, runnable since .* \(woken by worker\[100\/101\]\)/);
+});
+
 test('futex wait from registers: ret inferred or unknown', () => {
   const w = base();
   w.futexWait({ ts: 2e9, pid: 100, tid: 101, startNs: 1.5e9, uaddr: 0x1000, op: 128, ret: -110, flags: FutexFlag.FROM_REGS | FutexFlag.RET_INFERRED });

@@ -34,7 +34,7 @@ export interface OffcpuRec extends Hdr {
 /** A thread still off CPU at a snapshot (h.ts); runnableNs 0: not woken yet. */
 export interface BlockedRec extends Hdr {
   startNs?: U64; runnableNs?: U64; prevState?: number; flags?: number; wakerPid?: number; wakerTid?: number;
-  preemptPid?: number; preemptTid?: number;
+  preemptPid?: number; preemptTid?: number; uaddr?: U64; op?: number; val?: number; ownerTid?: number; ownerSrc?: number;
 }
 export interface FutexWaitRec extends Hdr {
   startNs?: U64; uaddr?: U64; op?: number; ret?: number; val?: number; ownerTid?: number; ownerSrc?: number; flags?: number;
@@ -181,6 +181,11 @@ export class FrameWriter {
     this.u32(o + BLOCKED.waker_tid, r.wakerTid);
     this.u32(o + BLOCKED.preempt_pid, r.preemptPid);
     this.u32(o + BLOCKED.preempt_tid, r.preemptTid);
+    this.u64(o + BLOCKED.uaddr, r.uaddr ?? 0);
+    this.u32(o + BLOCKED.op, r.op);
+    this.u32(o + BLOCKED.val, r.val);
+    this.u32(o + BLOCKED.owner_tid, r.ownerTid);
+    this.u32(o + BLOCKED.owner_src, r.ownerSrc);
     return this;
   }
 

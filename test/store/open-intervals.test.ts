@@ -10,7 +10,8 @@ import assert from 'node:assert/strict';
 import { FrameWriter } from '../helpers/frames.js';
 import { Kind, OffcpuFlag, TaskEvent } from '../../src/capture/records.js';
 import { explainTrace, explainWindow } from '../../src/correlator/index.js';
-import { openStoreReader, openStoreWriter, type StoreWriter } from '../../src/store/index.js';
+import { F, openStoreReader, openStoreWriter, type StoreWriter } from '../../src/store/index.js';
+import { scanEvents } from '../../src/store/queries.js';
 import { EPOCH0, MS, T0, W0, epoch, span, tr } from '../correlator/util.js';
 import { feed, tempDir } from './util.js';
 
@@ -55,6 +56,12 @@ test('open intervals: a worker still blocked at the watermark reads as sleeping,
     assert.deepEqual(s.breakdown_ns, RIGHT, 'blocked from +40 ms to the span\'s end (was on CPU before the snapshots)');
     const sleep = s.causes.find((c) => c.kind === 'sleep')!;
     assert.ok(sleep.evidence.some((e) => e.open === true), JSON.stringify(sleep.evidence));
+    // the event scans behind the MCP tools (query_off_cpu) list it, flagged, up to the watermark
+    const seen: [number, number, number][] = [];
+    await scanEvents(w.reader, { a: W0, b: W0 + 200 * MS, kindMask: 1 << Kind.OFFCPU, pid: PID, open: true }, (l) => {
+      for (let i = 0; i < l.count; i++) seen.push([l.start[i], l.end[i], l.f[F.offcpu.flags][i] & OffcpuFlag.OPEN]);
+    });
+    assert.deepEqual(seen, [[W0 - 50 * MS, W0 + 10 * MS, 0], [W0 + 40 * MS, W0 + 102 * MS, OffcpuFlag.OPEN]]);
 
     // committed: another process's reader (no head) has the row, and the same answer
     await w.flush();
