@@ -64,6 +64,11 @@ function epoch(c: Ctx, mono: number): string | null {
   return mono === 0 ? null : c.clock.toEpochNs(mono).toString();
 }
 
+/** A futex wait's lock owner: its tid, name, and where the tid was read (enum kspan_owner_src). */
+function lockOwner(tid: number, src: number, names: TaskNames | null): { tid: number; comm: string | null; src: string } {
+  return { tid, comm: names?.get(tid) ?? null, src: OWNER_SRC_NAMES[src] ?? `src${src}` };
+}
+
 function who(c: Ctx, pid: number, tid: number): { pid: number; tid: number; comm: string | null } {
   // tid 0 is a CPU's idle task (comm "swapper/N"), never named by a TASK record
   return { pid, tid, comm: c.names?.get(tid) ?? (tid === 0 ? 'swapper' : null) };
@@ -135,9 +140,7 @@ export function recordToJson(v: RecordView, clock: ClockHistory, names: TaskName
         error: errnoName(f.ret),
         ret_source: futexRetSource(f.flags),
         val: f.val,
-        owner: src !== 0 || f.ownerTid !== 0
-          ? { tid: f.ownerTid, comm: names?.get(f.ownerTid) ?? null, src: OWNER_SRC_NAMES[src] ?? `src${src}` }
-          : null,
+        owner: src !== 0 || f.ownerTid !== 0 ? lockOwner(f.ownerTid, src, names) : null,
       });
     }
     case Kind.FUTEX_WAKE: {
@@ -257,7 +260,7 @@ export function recordToJson(v: RecordView, clock: ClockHistory, names: TaskName
         futex: b.uaddr
           ? {
             uaddr: b.hex64(BLOCKED.uaddr), op: futexOpName(b.op),
-            owner: b.ownerTid ? { tid: b.ownerTid, comm: names?.get(b.ownerTid) ?? null, src: OWNER_SRC_NAMES[b.ownerSrc] ?? `src${b.ownerSrc}` } : null,
+            owner: b.ownerTid ? lockOwner(b.ownerTid, b.ownerSrc, names) : null,
           }
           : null,
       });

@@ -40,15 +40,8 @@ export function openIntervalEnd(o: OpenInterval, sessions: readonly SessionMeta[
  */
 export function appendOpenInterval(list: EventList, o: OpenInterval, end: number): void {
   if (list.count + 2 > list.capacity) list.grow(Math.max(16, list.capacity * 2));
-  const j = list.count++;
-  list.kind[j] = Kind.OFFCPU;
-  list.cpu[j] = o.cpu;
-  list.pid[j] = o.pid;
-  list.tid[j] = o.tid;
-  list.start[j] = o.start;
-  list.end[j] = end;
   const f = list.f;
-  for (const col of f) col[j] = 0;
+  const j = appendRow(list, Kind.OFFCPU, o, end);
   f[F.offcpu.runnableNs][j] = o.runnable || end;
   f[F.offcpu.flags][j] = o.flags | OffcpuFlag.OPEN;
   f[F.offcpu.prevState][j] = o.prevState;
@@ -57,26 +50,29 @@ export function appendOpenInterval(list: EventList, o: OpenInterval, end: number
   f[F.offcpu.preemptPid][j] = o.preemptPid;
   f[F.offcpu.preemptTid][j] = o.preemptTid;
   f[F.offcpu.outCpu][j] = o.cpu;
-  list.blobOff[j] = list.blobUsed;
-  list.blobLen[j] = 0;
   if (!o.uaddr) return;
   // the futex wait it is blocked in, as its record will be (its return is not known yet: 0)
-  const k = list.count++;
-  list.kind[k] = Kind.FUTEX_WAIT;
-  list.cpu[k] = o.cpu;
-  list.pid[k] = o.pid;
-  list.tid[k] = o.tid;
-  list.start[k] = o.start;
-  list.end[k] = end;
-  for (const col of f) col[k] = 0;
-  const fw = F.futexWait;
-  list.f[fw.uaddr][k] = o.uaddr;
-  list.f[fw.op][k] = o.op;
-  list.f[fw.val][k] = o.val;
-  list.f[fw.ownerTid][k] = o.ownerTid;
-  list.f[fw.ownerSrc][k] = o.ownerSrc;
-  list.blobOff[k] = list.blobUsed;
-  list.blobLen[k] = 0;
+  const k = appendRow(list, Kind.FUTEX_WAIT, o, end);
+  f[F.futexWait.uaddr][k] = o.uaddr;
+  f[F.futexWait.op][k] = o.op;
+  f[F.futexWait.val][k] = o.val;
+  f[F.futexWait.ownerTid][k] = o.ownerTid;
+  f[F.futexWait.ownerSrc][k] = o.ownerSrc;
+}
+
+/** A row of `kind` for o's thread over [o.start, end], numeric fields 0, no byte fields (capacity reserved by the caller). */
+function appendRow(list: EventList, kind: number, o: OpenInterval, end: number): number {
+  const j = list.count++;
+  list.kind[j] = kind;
+  list.cpu[j] = o.cpu;
+  list.pid[j] = o.pid;
+  list.tid[j] = o.tid;
+  list.start[j] = o.start;
+  list.end[j] = end;
+  for (const col of list.f) col[j] = 0;
+  list.blobOff[j] = list.blobUsed;
+  list.blobLen[j] = 0;
+  return j;
 }
 
 /**
