@@ -92,7 +92,8 @@ struct tstate {
 	__u32 fx_val;
 	__u32 fx_owner;
 	__u16 fx_owner_src;
-	__u16 _pad1;
+	__u8 unseen_reported; /* the snapshot reported it off CPU since before the probe (KSPAN_OFF_START_UNKNOWN) */
+	__u8 _pad1;
 	/* registers: the futex wake call that ended a long block; its
 	 * KSPAN_FUTEX_WAKE goes out with the switch-in (waker = waker_*, word =
 	 * waker_uaddr, time = runnable_ts) */
@@ -1001,9 +1002,43 @@ int BPF_PROG(sched_wakeup_new, struct task_struct *p)
  * Reported: long intervals the previous snapshot did not report (they began,
  * or reached offcpu_min_ns, since), and intervals woken but still waiting for
  * a CPU (runnable_ts != 0; preempted tasks too). The rest was reported before
- * and is still blocked, not woken. Reads of another CPU's task state race
+ * and is still blocked, not woken. And once per task, one that has not
+ * switched under this probe and is not on a CPU: off CPU since before the
+ * probe attached (KSPAN_OFF_START_UNKNOWN, from cfg.since_ns; its first
+ * switch-in writes the interval). Reads of another CPU's task state race
  * with its switch-in; the reader prefers the switch-in record when both come.
  */
+static __always_inline int snapshot_unseen(struct bpf_iter__task *ctx, struct task_struct *t, struct tstate *s,
+					   __u64 now)
+{
+	struct kspan_blocked r;
+	__u64 since = cfg.since_ns;
+
+	if (t->on_cpu || !since || now <= since || now - since < cfg.offcpu_min_ns)
+		return 0;
+	if (!s) {
+		if (!want_task(t))
+			return 0;
+		s = bpf_task_storage_get(&tstates, t, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+		if (!s)
+			return 0;
+	}
+	if (s->unseen_reported || !cached_want(s, t))
+		return 0;
+	s->unseen_reported = 1;
+	/* it has not run under the probe, so it was never named: readers name it from this */
+	if (!s->named) {
+		s->named = 1;
+		emit_task(t, KSPAN_TASK_NAME, 0, 0, 0, 0);
+	}
+	__builtin_memset(&r, 0, sizeof(r));
+	fill_hdr(&r.h, KSPAN_BLOCKED, sizeof(r), now, t->tgid, t->pid);
+	r.start_ns = since;
+	r.flags = KSPAN_OFF_START_UNKNOWN;
+	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
+	return 0;
+}
+
 SEC("iter/task")
 int snapshot_blocked(struct bpf_iter__task *ctx)
 {
@@ -1015,8 +1050,8 @@ int snapshot_blocked(struct bpf_iter__task *ctx)
 	if (!t)
 		return 0;
 	s = bpf_task_storage_get(&tstates, t, 0, 0);
-	if (!s)
-		return 0;
+	if (!s || !s->switched)
+		return snapshot_unseen(ctx, t, s, now);
 	off = s->off_ts;
 	rn = s->runnable_ts;
 	if (!off || off >= now || now - off < cfg.offcpu_min_ns)

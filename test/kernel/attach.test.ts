@@ -57,3 +57,44 @@ test('a thread blocked since before the probe attached: its first interval start
     void r2.root.close();
   }
 });
+
+test('a thread blocked since before the probe attached and still blocked when the capture ends: the snapshot reports it (named), its time is unknown, not on CPU', async (t) => {
+  const dir = mkdtempSync(join('/var/tmp', 'kspan-attach-'));
+  dirs.push(dir);
+  const sleeper = spawn('sleep', ['30'], { stdio: 'ignore' });
+  const pid = sleeper.pid!;
+  let rec;
+  try {
+    rec = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'src', 'cli.ts'), 'record', '--quiet', '--data', dir, '--pid', String(pid), '--duration', '3'], { timeoutMs: 60000 });
+  } finally {
+    sleeper.kill('SIGKILL');
+  }
+  assert.equal(rec.code, 0, rec.stderr);
+  let origin = 0;
+  let from = 0;
+  let to = 0;
+  const r = openStoreReader(dir);
+  try {
+    const [session] = r.sessions();
+    origin = Number(r.originNs);
+    const open = r.openIntervals(pid);
+    t.diagnostic(`session ${session.startNs}..${session.endNs}, open ${JSON.stringify(open)}`);
+    assert.equal(open.length, 1, 'reported once, still open at the end');
+    assert.ok(open[0].flags & OffcpuFlag.START_UNKNOWN, 'off CPU since before the probe');
+    assert.ok(open[0].start >= session.startNs && open[0].start - session.startNs < 1e9, 'from the probe\'s start');
+    assert.equal(r.threadAt(pid, open[0].start + 1)?.comm, 'sleep', 'named by the snapshot (it never ran under the probe)');
+    from = open[0].start + 50e6;
+    to = session.endNs - 10e6;
+  } finally {
+    await r.root.close();
+  }
+  const traceId = await putTrace(dir, [{ name: 'wait', startMono: origin + from, endMono: origin + to, tid: pid, pid }]);
+  const r2 = openStoreReader(dir);
+  try {
+    const [s] = explainTrace(r2, traceId).spans;
+    assert.ok(s.breakdown_ns.unknown >= 0.99 * s.duration_ns, `unknown ${ms(s.breakdown_ns.unknown).toFixed(1)} of ${ms(s.duration_ns).toFixed(1)} ms: ${JSON.stringify(s.breakdown_ns)}`);
+    assert.ok(s.breakdown_ns.on_cpu <= 0.01 * s.duration_ns, JSON.stringify(s.breakdown_ns));
+  } finally {
+    void r2.root.close();
+  }
+});
