@@ -345,7 +345,12 @@ struct kspan_drained {
  * offcpu_min_ns long and either
  *   - was not reported by the previous snapshot (it began, or became long
  *     enough, since), or
- *   - has been woken (runnable_ns != 0) and still waits for a CPU.
+ *   - has been woken (runnable_ns != 0) and still waits for a CPU;
+ * after the scheduler ring lost records, every open one again; and, once
+ * per task, a task off CPU since before the probe attached (it has not
+ * switched under the probe): start_ns = cfg.since_ns, flags
+ * KSPAN_OFF_START_UNKNOWN, with a KSPAN_TASK NAME (it never ran, so it was
+ * never named).
  * So the reader knows, at each watermark, every long interval still open:
  * one reported and not woken since, with no switch-in record yet, is still
  * blocked. h.ts = the snapshot's time, h.cpu = the CPU it switched out on.
