@@ -9,7 +9,7 @@ import {
   devMajor, devMinor, errnoName, flagNames, formatAddr, futexOpName, IoFlag, offcpuState, stateLetters,
 } from '../capture/index.js';
 import { explainTrace, type ExplainOptions, type Explanation } from '../correlator/index.js';
-import { EventList, F, ThreadDirectory, type StoreReader, type StoredSpan, type ThreadMeta } from '../store/index.js';
+import { EventList, F, ThreadDirectory, addOpenIntervals, type StoreReader, type StoredSpan, type ThreadMeta } from '../store/index.js';
 import { ExportClock, dayBaseNs, epochNsToUs, usText } from './clock.js';
 
 /** What to export: a stored trace (its spans' window and the threads they join to), or a process/thread window. */
@@ -232,6 +232,9 @@ class Exporter {
   emitThread(t: ThreadEntry): void {
     const { reader, sink, clock, A, B } = this;
     const ev = reader.eventsOnThread(t.tid, A, B, this.list);
+    // a wait still open where capture ends has no switch-in record yet (store/open-intervals.ts)
+    const open = reader.openIntervals(t.tid);
+    if (open.length) addOpenIntervals(ev, open, t.tid, A, B, reader.sessions(), reader.knownThroughNs());
     const n = ev.count;
     if (!t.pid) {
       for (let i = 0; i < n; i++) if (ev.pid[i]) { t.pid = ev.pid[i]; break; }

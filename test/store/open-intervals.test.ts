@@ -12,6 +12,7 @@ import { Kind, OffcpuFlag, TaskEvent } from '../../src/capture/records.js';
 import { explainTrace, explainWindow } from '../../src/correlator/index.js';
 import { F, openStoreReader, openStoreWriter, type StoreWriter } from '../../src/store/index.js';
 import { scanEvents } from '../../src/store/queries.js';
+import { perfettoTraceJson } from '../../src/perfetto/index.js';
 import { EPOCH0, MS, T0, W0, epoch, span, tr } from '../correlator/util.js';
 import { feed, tempDir } from './util.js';
 
@@ -62,6 +63,11 @@ test('open intervals: a worker still blocked at the watermark reads as sleeping,
       for (let i = 0; i < l.count; i++) seen.push([l.start[i], l.end[i], l.f[F.offcpu.flags][i] & OffcpuFlag.OPEN]);
     });
     assert.deepEqual(seen, [[W0 - 50 * MS, W0 + 10 * MS, 0], [W0 + 40 * MS, W0 + 102 * MS, OffcpuFlag.OPEN]]);
+    // and the Perfetto export draws it as a sleep to the window's end, not as running
+    const pf = JSON.parse((await perfettoTraceJson(w.reader, { tid: A, fromUnixNano: epoch(W0), toUnixNano: epoch(W0 + 100 * MS) })).json) as
+      { traceEvents: { name: string; tid?: number; dur?: number; args?: Record<string, unknown> }[] };
+    const sl = pf.traceEvents.filter((e) => e.tid === A && e.name === 'sleep (S)');
+    assert.deepEqual(sl.map((e) => [Math.round(e.dur!), String(e.args?.flags).split('|').includes('open')]), [[10_000, false], [60_000, true]], JSON.stringify(sl));
 
     // committed: another process's reader (no head) has the row, and the same answer
     await w.flush();
