@@ -22,7 +22,7 @@ export { ThreadDirectory, incarnationAt, incarnationNear } from './threads.js';
 export { KEPT_ATTRIBUTES, PROCESS_ID_ATTRIBUTES, REQUEST_ID_ATTRIBUTES, SERVICE_ATTRIBUTES, type ServiceAttributes } from './service-attributes.js';
 export { loadStoreClock, storeClock } from './clock.js';
 export { CUDA_RING, DropsIndex, RING_NAMES, SCHED_RING } from './drops.js';
-export { addOpenIntervals, appendOpenInterval, openIntervalEnd, ranAfter } from './open-intervals.js';
+export { addOpenIntervals } from './open-intervals.js';
 export type { HeadBlock, StoreHead } from './head.js';
 export { StoreCommitError, StoreWriter, usedBytes, type RetentionResult, type StoreHealth, type WriterCounters, type WriterOptions } from './writer.js';
 export { SpanIndex, storedSpan, type SlowSpanQuery, type SpanInput, type StoredSpan } from './spans.js';

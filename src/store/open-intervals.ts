@@ -8,7 +8,7 @@ import { F, type EventList } from './codec.js';
 import type { OpenInterval, SessionMeta } from './schema.js';
 
 /** Did thread tid run after t, by its events in `list` (a switch-in, a futex wait's end, a wake it made, a CUDA call)? */
-export function ranAfter(list: EventList, tid: number, t: number): boolean {
+function ranAfter(list: EventList, tid: number, t: number): boolean {
   for (let i = 0; i < list.count; i++) {
     if (list.tid[i] !== tid) continue;
     const k = list.kind[i];
@@ -23,7 +23,7 @@ export function ranAfter(list: EventList, tid: number, t: number): boolean {
  * session once that ended, else to how far the running capture is known
  * (`knownThrough`; the session's end when null).
  */
-export function openIntervalEnd(o: OpenInterval, sessions: readonly SessionMeta[], knownThrough: number | null): number {
+function openIntervalEnd(o: OpenInterval, sessions: readonly SessionMeta[], knownThrough: number | null): number {
   let s: SessionMeta | null = null;
   for (const x of sessions) if (x.startNs <= o.start && (!s || x.startNs >= s.startNs)) s = x;
   if (!s) return o.asOf;
@@ -38,7 +38,7 @@ export function openIntervalEnd(o: OpenInterval, sessions: readonly SessionMeta[
  * thread's events with no later switch-in (ranAfter false) it starts after
  * every interval of the thread, so appending keeps their start order.
  */
-export function appendOpenInterval(list: EventList, o: OpenInterval, end: number): void {
+function appendOpenInterval(list: EventList, o: OpenInterval, end: number): void {
   if (list.count + 2 > list.capacity) list.grow(Math.max(16, list.capacity * 2));
   const f = list.f;
   const j = appendRow(list, Kind.OFFCPU, o, end);

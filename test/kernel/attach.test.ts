@@ -8,10 +8,10 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { OffcpuFlag, Kind, REPO_ROOT } from '../../src/capture/index.js';
+import { OffcpuFlag, Kind } from '../../src/capture/index.js';
 import { explainTrace } from '../../src/correlator/index.js';
 import { openStoreReader, F } from '../../src/store/index.js';
-import { putTrace, ms, requireLiveProbe, run } from './harness.js';
+import { putTrace, ms, recordPid, requireLiveProbe } from './harness.js';
 
 before(requireLiveProbe);
 const dirs: string[] = [];
@@ -26,9 +26,8 @@ test('a thread blocked since before the probe attached: its first interval start
   const sleeper = spawn('sleep', ['3'], { stdio: 'ignore' });
   const pid = sleeper.pid!;
   const done = new Promise((r) => sleeper.on('exit', r));
-  const rec = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'src', 'cli.ts'), 'record', '--quiet', '--data', dir, '--pid', String(pid), '--duration', '5'], { timeoutMs: 60000 });
+  await recordPid(dir, pid, 5);
   await done;
-  assert.equal(rec.code, 0, rec.stderr);
   let start = 0;
   let wake = 0;
   let origin = 0;
@@ -63,13 +62,11 @@ test('a thread blocked since before the probe attached and still blocked when th
   dirs.push(dir);
   const sleeper = spawn('sleep', ['30'], { stdio: 'ignore' });
   const pid = sleeper.pid!;
-  let rec;
   try {
-    rec = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'src', 'cli.ts'), 'record', '--quiet', '--data', dir, '--pid', String(pid), '--duration', '3'], { timeoutMs: 60000 });
+    await recordPid(dir, pid, 3);
   } finally {
     sleeper.kill('SIGKILL');
   }
-  assert.equal(rec.code, 0, rec.stderr);
   let origin = 0;
   let from = 0;
   let to = 0;

@@ -159,6 +159,13 @@ export function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv
   });
 }
 
+/** `kspan record --data DIR --pid PID --duration SECONDS` (a capture of a process already running); asserts it succeeded. */
+export async function recordPid(dir: string, pid: number, seconds: number): Promise<RunResult> {
+  const r = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'src', 'cli.ts'), 'record', '--quiet', '--data', dir, '--pid', String(pid), '--duration', String(seconds)], { timeoutMs: 60000 });
+  assert.equal(r.code, 0, `kspan record failed: ${r.stderr}`);
+  return r;
+}
+
 /** Run a fixture and parse the one JSON line it prints. */
 export async function fixture<T = any>(name: string, args: string[] = [], opts: Parameters<typeof run>[2] = {}): Promise<T> {
   const cmd = name.endsWith('.sh') ? 'bash' : join(FIXTURE_BIN, name);

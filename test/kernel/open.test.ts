@@ -9,11 +9,10 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { REPO_ROOT } from '../../src/capture/index.js';
 import { explainTrace, explainWindow } from '../../src/correlator/index.js';
 import { whoWoke } from '../../src/mcp/analysis.js';
 import { openStoreReader } from '../../src/store/index.js';
-import { FIXTURE_BIN, ms, putTrace, requireLiveProbe, run } from './harness.js';
+import { FIXTURE_BIN, ms, putTrace, recordPid, requireLiveProbe } from './harness.js';
 
 before(requireLiveProbe);
 const dirs: string[] = [];
@@ -31,8 +30,7 @@ test('a thread still blocked when the capture ends: its time after it blocked is
   const pid = fx.pid!;
   let line: { tid: number; busy_start_ns: number; busy_end_ns: number; cpu_ns: number };
   try {
-    const rec = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'src', 'cli.ts'), 'record', '--quiet', '--data', dir, '--pid', String(pid), '--duration', '7'], { timeoutMs: 60000 });
-    assert.equal(rec.code, 0, rec.stderr);
+    await recordPid(dir, pid, 7);
     line = JSON.parse(out.trim());
   } finally {
     fx.kill('SIGKILL');
@@ -86,9 +84,8 @@ test('a waiter still stuck on a lock when the capture ends: the open wait names 
   let out = '';
   fx.stdout!.on('data', (b: Buffer) => (out += b.toString()));
   const done = new Promise((r) => fx.on('exit', r));
-  const rec = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'src', 'cli.ts'), 'record', '--quiet', '--data', dir, '--pid', String(fx.pid), '--duration', '4'], { timeoutMs: 60000 });
+  await recordPid(dir, fx.pid!, 4);
   await done;
-  assert.equal(rec.code, 0, rec.stderr);
   const line = JSON.parse(out.trim()) as { tid_a: number; tid_b: number; uaddr_dec: string; rounds: { a_lock_start_ns: number; a_lock_end_ns: number }[] };
   const r = openStoreReader(dir);
   try {
