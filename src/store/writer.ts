@@ -18,7 +18,8 @@
 // A commit that fails (disk full: ENOSPC/EIO, MDB_MAP_FULL) never throws
 // into the capture path: the round's puts stay queued (and readable through
 // the head) and are retried with backoff (1 s doubling to 30 s); past
-// `maxRetainedBytes` of queued data, new events are not stored (counted as
+// `maxRetainedBytes` of queued data (blocks, and open-interval rows to put or
+// delete), new events are not stored (counted as
 // `storeFull`) and the capture session is closed with its reason, so the gap
 // reads as not covered; a new session starts when a commit succeeds again.
 // With a size or age limit, a commit that fails for space also drops the
@@ -111,8 +112,10 @@ export interface WriterCounters extends SkipCounters {
   openDropped: number;
 }
 
-/** Open off-CPU intervals kept at most (one per thread; ~200 bytes each in memory). */
-const OPEN_INTERVALS_MAX = 1 << 20;
+/** Open off-CPU intervals kept at most (one per thread; ~250 bytes each in memory: ≤ ~64 MB). */
+const OPEN_INTERVALS_MAX = 1 << 18;
+/** Memory of a queued open-interval row put or delete, bytes (key, object, list slot): counted in retainedBytes. */
+const OPEN_ROW_BYTES = 128;
 
 /** Where the store stands: committing, or not (and why, since when). */
 export interface StoreHealth {
@@ -578,7 +581,7 @@ export class StoreWriter implements CaptureSink {
     if (this.pendingBytes >= this.o.roundBytes || Date.now() - this.lastRoundWall >= this.o.roundMs) this.commitRound();
     // metadata (clock samples, sessions, probe status) is committed at once, blocks by rounds
     else if (this.metaPuts.size) this.commitRound(false, true);
-    if (this.fail !== null && this.discarding === null && this.pendingBytes > this.o.maxRetainedBytes) this.startDiscarding();
+    if (this.fail !== null && this.discarding === null && this.retainedBytes > this.o.maxRetainedBytes) this.startDiscarding();
     this.maybeRetention();
     if (this.outstandingBytes > this.o.maxOutstandingBytes) return this.lastRound;
   }
@@ -798,7 +801,7 @@ export class StoreWriter implements CaptureSink {
     if (this.closed) return;
     this.sweep(false);
     if (this.pending.length || this.partPuts.length || this.metaPuts.size || this.dirtyParts.size || this.dirtyThreads.size || this.fail) this.commitRound();
-    if (this.fail !== null && this.discarding === null && this.pendingBytes > this.o.maxRetainedBytes) this.startDiscarding();
+    if (this.fail !== null && this.discarding === null && this.retainedBytes > this.o.maxRetainedBytes) this.startDiscarding();
     this.maybeRetention();
   }
 
@@ -1019,7 +1022,7 @@ export class StoreWriter implements CaptureSink {
       });
       this.emergency = em;
     }
-    if (this.discarding === null && this.pendingBytes > this.o.maxRetainedBytes) this.startDiscarding();
+    if (this.discarding === null && this.retainedBytes > this.o.maxRetainedBytes) this.startDiscarding();
   }
 
   /** A commit went through after failures. */
@@ -1120,6 +1123,11 @@ export class StoreWriter implements CaptureSink {
    * this writer's reader, the head included): the probe's latest DRAINED
    * marker; for streams without markers (files, tests), the latest event time.
    */
+  /** What waits for a commit, bytes: sealed blocks, and the open-interval rows to put or delete (they pile up while commits fail). */
+  private get retainedBytes(): number {
+    return this.pendingBytes + (this.openPuts.size + this.openClears.length) * OPEN_ROW_BYTES;
+  }
+
   get ingestWatermarkNs(): number {
     return this.drainedNs > 0 ? Math.max(0, this.drainedNs - DRAIN_SLOP_NS) : this.maxTs;
   }
