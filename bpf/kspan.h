@@ -299,7 +299,8 @@ enum kspan_group {
 	KSPAN_GROUP_TCP = 4,
 	KSPAN_GROUP_CUDA = 5,   /* one STATUS per library and symbol attach */
 	KSPAN_GROUP_FUTEX_SYSCALLS = 6, /* opt-in: syscalls:sys_{enter,exit}_futex* tracepoints */
-	KSPAN_GROUP_MAX = 7,
+	KSPAN_GROUP_BLOCKED = 7, /* KSPAN_BLOCKED snapshots: an iter/task walk before each watermark (needs sched) */
+	KSPAN_GROUP_MAX = 8,
 };
 
 struct kspan_status {

@@ -15,7 +15,7 @@
 #include "snapshot.h"
 
 const char *group_names[KSPAN_GROUP_MAX] = { "sched", "task", "futex", "block", "tcp", "cuda",
-					     "futex-syscalls" };
+					     "futex-syscalls", "blocked" };
 
 int group_by_name(const char *name)
 {
@@ -110,6 +110,28 @@ static int attach_futex_regs(void)
 #endif
 }
 
+/* The blocked-task walk reads what sched_switch keeps per task: it runs
+ * while both this group and sched are attached (asked for before sched, it
+ * starts with sched; sched detached, it stops and says so). */
+static bool blocked_wanted;
+
+static int attach_blocked(void)
+{
+	int err;
+
+	blocked_wanted = true;
+	if (!prog_attached("sched_switch")) {
+		emit_status(KSPAN_GROUP_BLOCKED, -ENOENT, 0, 0, "needs the sched group");
+		return -ENOENT;
+	}
+	err = snapshot_attach();
+	if (err)
+		emit_status(KSPAN_GROUP_BLOCKED, err, 0, 1, "task iterator: %s", strerror(-err));
+	else
+		emit_status(KSPAN_GROUP_BLOCKED, 0, 1, 0, "iter/task walk before each watermark");
+	return err;
+}
+
 int attach_group(int group)
 {
 	unsigned ok = 0, fail = 0, unavailable = 0;
@@ -118,6 +140,8 @@ int attach_group(int group)
 
 	if (group == KSPAN_GROUP_FUTEX)
 		return attach_futex_regs();
+	if (group == KSPAN_GROUP_BLOCKED)
+		return attach_blocked();
 	for (size_t i = 0; i < N_PROGS; i++) {
 		struct prog_ref *p = &progs[i];
 		if (p->group != group || (p->irq_depth && irq_src))
@@ -151,23 +175,30 @@ int attach_group(int group)
 		futex_sys_on = true;
 		set_futex_mode();
 	}
-	/* the blocked-task walk reads what sched_switch keeps per task */
-	if (prog_attached("sched_switch"))
-		snapshot_attach();
 	emit_status(group, ok ? 0 : (first_err ? first_err : -ENOENT), ok, fail, "%s", detail);
+	if (group == KSPAN_GROUP_SCHED && blocked_wanted && !snapshot_attached() && prog_attached("sched_switch"))
+		attach_blocked();
 	return ok ? 0 : (first_err ? first_err : -ENOENT);
 }
 
 void detach_group(int group)
 {
+	if (group == KSPAN_GROUP_BLOCKED) {
+		blocked_wanted = false;
+		snapshot_detach();
+		emit_status(group, 1, 0, 0, "detached on request");
+		return;
+	}
 	for (size_t i = 0; i < N_PROGS; i++) {
 		if (progs[i].group == group && progs[i].link) {
 			bpf_link__destroy(progs[i].link);
 			progs[i].link = NULL;
 		}
 	}
-	if (!prog_attached("sched_switch"))
+	if (snapshot_attached() && !prog_attached("sched_switch")) {
 		snapshot_detach();
+		emit_status(KSPAN_GROUP_BLOCKED, 1, 0, 0, "detached with the sched group");
+	}
 	if (group == KSPAN_GROUP_FUTEX)
 		futex_regs_on = false;
 	if (group == KSPAN_GROUP_FUTEX_SYSCALLS)

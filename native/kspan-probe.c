@@ -227,7 +227,8 @@ static bool attach_all(void)
 {
 	/* Task group first so the names of everything that follows are seen. */
 	static const int order[] = { KSPAN_GROUP_TASK, KSPAN_GROUP_SCHED, KSPAN_GROUP_FUTEX,
-				     KSPAN_GROUP_FUTEX_SYSCALLS, KSPAN_GROUP_BLOCK, KSPAN_GROUP_TCP };
+				     KSPAN_GROUP_FUTEX_SYSCALLS, KSPAN_GROUP_BLOCKED, KSPAN_GROUP_BLOCK,
+				     KSPAN_GROUP_TCP };
 	bool any_attached = false;
 
 	emit_hello(ncpu);

@@ -95,7 +95,7 @@ int parse_args(int argc, char **argv)
 		case 'f': opt.follow = true; break;
 		case 'g':
 			if (parse_groups(optarg)) {
-				fprintf(stderr, "kspan-probe: bad --groups %s (sched,task,futex,block,tcp,cuda,futex-syscalls)\n", optarg);
+				fprintf(stderr, "kspan-probe: bad --groups %s (sched,task,futex,blocked,block,tcp,cuda,futex-syscalls)\n", optarg);
 				return EXIT_USAGE;
 			}
 			break;

@@ -21,18 +21,43 @@ static __u64 walk_cpu_avg_ns;
 /* the scheduler ring's loss counter at the last walk */
 static __u64 sched_lost;
 
-void snapshot_attach(void)
+/* walks failing since the last one that worked (its STATUS said so once) */
+static bool walk_failing;
+
+int snapshot_attach(void)
 {
+	int err;
+
 	if (iter_link)
-		return;
+		return 0;
 	iter_link = bpf_program__attach_iter(skel->progs.snapshot_blocked, NULL);
 	if (!iter_link) {
+		err = -errno;
 		fprintf(stderr, "kspan-probe: blocked-task snapshots unavailable (%s): a thread still off CPU at the "
-				"watermark reads as on CPU up to it\n", strerror(errno));
-		return;
+				"watermark reads as on CPU up to it\n", strerror(-err));
+		return err;
 	}
 	/* the first walk reports every long interval open then */
 	prev_ns = 0;
+	walk_failing = false;
+	return 0;
+}
+
+bool snapshot_attached(void)
+{
+	return iter_link != NULL;
+}
+
+/* A walk that fails leaves the intervals open then unreported: the STATUS
+ * ends the group's coverage there (readers count that time as not seen),
+ * and the next walk that works starts it again and reports every interval. */
+static void walk_result(int err)
+{
+	if (err && !walk_failing)
+		emit_status(KSPAN_GROUP_BLOCKED, err, 0, 1, "walk failed: %s", strerror(-err));
+	else if (!err && walk_failing)
+		emit_status(KSPAN_GROUP_BLOCKED, 0, 1, 0, "walks work again");
+	walk_failing = err != 0;
 }
 
 void snapshot_detach(void)
@@ -64,8 +89,10 @@ void snapshot_write(void)
 	skel->bss->cfg.snap_prev_ns = prev_ns;
 	skel->bss->cfg.snap_now_ns = t0;
 	fd = bpf_iter_create(bpf_link__fd(iter_link));
-	if (fd < 0)
+	if (fd < 0) {
+		walk_result(-errno);
 		return;
+	}
 	/* whole records only: a read may end inside one */
 	while ((n = read(fd, buf + have, sizeof(buf) - have)) > 0) {
 		have += n;
@@ -74,10 +101,13 @@ void snapshot_write(void)
 		memmove(buf, buf + whole, have - whole);
 		have -= whole;
 	}
+	if (n < 0)
+		n = -errno;
 	close(fd);
 	/* a failed walk leaves prev_ns: the next one reports its intervals again */
 	if (n == 0)
 		prev_ns = t0;
+	walk_result((int)n);
 	c = now_ns(CLOCK_THREAD_CPUTIME_ID) - c0;
 	walk_cpu_avg_ns = walks ? (7 * walk_cpu_avg_ns + c) / 8 : c;
 	walks++;

@@ -7,11 +7,14 @@
 #ifndef KSPAN_SNAPSHOT_H
 #define KSPAN_SNAPSHOT_H
 
+#include <stdbool.h>
 #include <linux/types.h>
 
-/* Create / drop the iterator link (with the sched group). */
-void snapshot_attach(void);
+/* Create (0 or -errno) / drop the iterator link: the "blocked" group, run
+ * while sched is attached (groups.c). */
+int snapshot_attach(void);
 void snapshot_detach(void);
+bool snapshot_attached(void);
 /* Walk the tasks and write their KSPAN_BLOCKED records (nothing when not attached). */
 void snapshot_write(void);
 /* A walk costs about 1 us of CPU per task on the 2-vCPU dev VM (plus ~20 us

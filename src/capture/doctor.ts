@@ -77,7 +77,7 @@ export function kernelVersion(rel: string): [number, number] {
  * prev->__state; futex waits come from a blocked task's saved registers
  * (bpf_task_pt_regs, 5.15); on x86-64 the interrupt context comes from the
  * per-CPU preempt count through bpf_rdonly_cast (6.2). Older features used:
- * BTF tp_btf programs (5.5), ring buffers (5.8), task storage (5.11).
+ * BTF tp_btf programs (5.5), ring buffers and task iterators (5.8), task storage (5.11).
  */
 export const PROBE_NEEDS: readonly { what: string; since: readonly [number, number]; arch?: string }[] = [
   { what: "sched_switch's prev_state argument (tp_btf)", since: [5, 18] },

@@ -37,7 +37,7 @@ export interface ProbeOptions {
   excludeSelf?: boolean;
   /** Capture children of captured processes too. */
   follow?: boolean;
-  /** Probe groups: sched task futex block tcp cuda (the default), futex-syscalls (opt-in). */
+  /** Probe groups: sched task futex blocked block tcp cuda (the default), futex-syscalls (opt-in). */
   groups?: string[];
   /** Extra CUDA libraries to attach uprobes to. */
   cudaLibs?: string[];

@@ -298,10 +298,13 @@ export function ringName(ring: number): string {
 }
 
 /** enum kspan_group; names are the ones the probe's --groups and `attach` take. */
-export const Group = { SCHED: 0, TASK: 1, FUTEX: 2, BLOCK: 3, TCP: 4, CUDA: 5, FUTEX_SYSCALLS: 6 } as const;
-export const GROUP_MAX = 7;
-/** futex = from registers (default); futex-syscalls = the syscall tracepoints (opt-in) */
-export const GROUP_NAMES: readonly string[] = ['sched', 'task', 'futex', 'block', 'tcp', 'cuda', 'futex-syscalls'];
+export const Group = { SCHED: 0, TASK: 1, FUTEX: 2, BLOCK: 3, TCP: 4, CUDA: 5, FUTEX_SYSCALLS: 6, BLOCKED: 7 } as const;
+export const GROUP_MAX = 8;
+/**
+ * futex = from registers (default); futex-syscalls = the syscall tracepoints (opt-in);
+ * blocked = the blocked-task snapshots before each watermark (KSPAN_BLOCKED, needs sched).
+ */
+export const GROUP_NAMES: readonly string[] = ['sched', 'task', 'futex', 'block', 'tcp', 'cuda', 'futex-syscalls', 'blocked'];
 export function groupName(group: number): string {
   return GROUP_NAMES[group] ?? `group${group}`;
 }

@@ -30,7 +30,8 @@ export const RECORD_HELP = `usage: kspan
       --offcpu-min-us N   shortest off-CPU interval recorded (default 50)
       --futex-min-us N    shortest futex wait recorded (default 50)
       --stacks            take user+kernel stacks of long blocks
-      --groups LIST       probe groups (default sched,task,futex,block,tcp,cuda; opt-in:
+      --groups LIST       probe groups (default sched,task,futex,blocked,block,tcp,cuda;
+                          blocked: threads still off CPU at each watermark, needs sched; opt-in:
                           futex-syscalls, exact futex return codes at a cost on every syscall)
       --ring-mb N         scheduler ring size in MiB (default 16)
       --quiet             no progress line`;

@@ -112,6 +112,8 @@ function explainOne(t: ExplainSession, s: SpanLike): { e: SpanExplanation; dq: S
     base.breakdown_ns.unknown = D;
     return { e: base, dq, S, E };
   }
+  const blind = t.blindOpenNote(S, E);
+  if (blind) notes.push(blind);
   const ctx = new SpanCtx(t, S, E, cov.ranges);
   try {
     let tls: Timeline[];

@@ -5,9 +5,10 @@
 
 import {
   CUDA_RING, SCHED_RING, ThreadDirectory, EventList, addOpenIntervals, type Coverage, type OpenInterval, type PartitionMeta, type SessionMeta,
+  type StatusMeta,
   type StoreReader, type ThreadMeta,
 } from '../store/index.js';
-import { fmtDur, type ClockHistory } from '../capture/index.js';
+import { STATUS_DETACHED, fmtDur, type ClockHistory } from '../capture/index.js';
 import { readerCaches, type DropsCache } from './cache.js';
 import { buildTimeline, type LossWindows, type Timeline } from './timeline.js';
 import type { Correlation, Culprit, ExplainOptions } from './types.js';
@@ -135,6 +136,49 @@ export class ExplainSession {
     const c: Culprit = { pid, tid, comm: this.comm(tid, t) };
     if (pid && this.observers.has(pid)) c.observer = true;
     return c;
+  }
+
+  /** per session: where its reading ends without blocked-task snapshots (null: they were on there) */
+  private blindEnds: { from: number; to: number; note: string }[] | null = null;
+
+  /**
+   * The note for a window [S, E] when a session it overlaps had no
+   * blocked-task snapshots where its data ends (its end, or the watermark of
+   * the running one): an interval still open there was never recorded, so
+   * that thread reads as on CPU from its last run (probe group `blocked`).
+   */
+  blindOpenNote(S: number, E: number): string | null {
+    if (this.blindEnds === null) {
+      this.blindEnds = [];
+      let statuses: StatusMeta[] | undefined;
+      for (const s of this.sessions) {
+        const end = !s.closed && this.knownThrough !== null ? Math.min(s.endNs, this.knownThrough) : s.endNs;
+        // each group's last range begun by then (ranges are in time order)
+        const at = (g: string) => {
+          const rs = s.groups[g]?.ranges ?? [];
+          let last: (typeof rs)[number] | undefined;
+          for (const r of rs) if (r.from <= end) last = r;
+          return last;
+        };
+        const sched = at('sched');
+        if (!sched || sched.err !== 0 || (sched.to !== null && sched.to < end)) continue; // nothing seen at the end anyway
+        const b = at('blocked');
+        if (b && b.err === 0 && (b.to === null || b.to >= end)) continue;
+        // the group's last STATUS in the session says why (coverage keeps only the ranges)
+        let last: StatusMeta | undefined;
+        for (const st of (statuses ??= this.reader.statusRecords())) {
+          if (st.name === 'blocked' && st.ts >= s.startNs && st.ts <= end) last = st;
+        }
+        const why = !last ? 'not captured: a probe before ABI 5, or --groups without blocked'
+          : last.err === STATUS_DETACHED ? 'detached' : last.err < 0 ? `failing (${last.detail})` : 'not attached then';
+        this.blindEnds.push({
+          from: s.startNs, to: end,
+          note: `threads still off CPU where this capture's data ends (${s.closed ? 'its end' : 'the watermark'}) could not be seen (blocked-task snapshots ${why}): such a thread reads as on CPU from its last run to there`,
+        });
+      }
+    }
+    for (const b of this.blindEnds) if (b.from <= E && b.to >= S) return b.note;
+    return null;
   }
 
   /** reader.coverage(a, b), from one lookup over the trace window when it contains [a, b]. */

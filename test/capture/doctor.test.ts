@@ -79,7 +79,7 @@ test('runDoctor with the real probe: every group attaches, a given CUDA library 
   assert.equal(r.probe.ran, true);
   assert.equal(r.probe.exitCode, 0);
   assert.equal(r.probe.error, null);
-  assert.deepEqual(r.probe.groups.map((g) => g.group).sort(), ['block', 'cuda', 'futex', 'sched', 'task', 'tcp']);
+  assert.deepEqual(r.probe.groups.map((g) => g.group).sort(), ['block', 'blocked', 'cuda', 'futex', 'sched', 'task', 'tcp']);
   for (const g of r.probe.groups) {
     assert.equal(g.err, 0, `${g.group}: ${g.error} ${g.detail}`);
     assert.ok(g.n_attached > 0, `${g.group} attached programs`);
@@ -88,7 +88,7 @@ test('runDoctor with the real probe: every group attaches, a given CUDA library 
   for (const name of ['kernel', 'arch', 'btf', 'privileges', 'probe binary', 'probe check']) {
     assert.equal(r.checks.find((c) => c.name === name)?.status, 'ok', name);
   }
-  assert.equal(r.checks.find((c) => c.name === 'probe check')!.detail, `attached: sched task futex block tcp cuda (ABI ${ABI_VERSION})`);
+  assert.equal(r.checks.find((c) => c.name === 'probe check')!.detail, `attached: sched task futex block tcp cuda blocked (ABI ${ABI_VERSION})`);
   assert.ok(r.checks.some((c) => c.name === 'cuda lib' && c.status === 'ok' && c.detail === `${lib} (given)`), 'given library listed');
   const text = formatDoctor(r);
   assert.match(text, /\n {4}sched +ok +\d+ +0  interrupt context from the preempt count\n/);

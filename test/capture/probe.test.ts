@@ -479,3 +479,45 @@ test('CudaWatcher finds the CUDA libraries a process mapped after start, asks th
   for (const r of c.of(Kind.CUDA_CALL, app.pid)) got.set(r.api!, (got.get(r.api!) ?? 0) + 1);
   assert.deepEqual([...got].sort((x, y) => x[0] - y[0]), [...want].sort((x, y) => x[0] - y[0]));
 });
+
+test('blocked group: attached with sched by default, stops and starts with it, refused without it', async () => {
+  requireLiveProbe();
+  const c = new Collector();
+  const p = ProbeProcess.start({ groups: ['task', 'sched', 'blocked'] }, c);
+  try {
+    await p.ready;
+    await p.control('ping');
+    const last = () => {
+      const st = p.state.statusOf(Group.BLOCKED);
+      return st.length ? { err: st[st.length - 1].err, detail: st[st.length - 1].detail } : null;
+    };
+    assert.deepEqual(last(), { err: 0, detail: 'iter/task walk before each watermark' });
+    const walked = () => c.of(Kind.BLOCKED).length;
+    await p.control('flush');
+    await sleep(300);
+    assert.ok(walked() > 0, 'walks report the tasks blocked since before attach');
+    assert.deepEqual(await p.control('detach sched'), { err: 0, msg: 'detach sched' });
+    assert.deepEqual(last(), { err: STATUS_DETACHED, detail: 'detached with the sched group' });
+    assert.deepEqual(await p.control('attach sched'), { err: 0, msg: 'attach sched' });
+    assert.deepEqual(last(), { err: 0, detail: 'iter/task walk before each watermark' });
+    assert.deepEqual(await p.control('detach blocked'), { err: 0, msg: 'detach blocked' });
+    assert.deepEqual(last(), { err: STATUS_DETACHED, detail: 'detached on request' });
+    await p.control('flush');
+    const n = walked();
+    await sleep(300);
+    await p.control('flush');
+    assert.equal(walked(), n, 'no walks while detached');
+  } finally {
+    p.kill('SIGKILL');
+  }
+  const c2 = new Collector();
+  const p2 = ProbeProcess.start({ groups: ['task', 'blocked'] }, c2);
+  try {
+    await p2.ready;
+    await p2.control('ping');
+    const st = p2.state.statusOf(Group.BLOCKED);
+    assert.deepEqual(st.map((s) => [s.err, s.detail]), [[-2, 'needs the sched group']]);
+  } finally {
+    p2.kill('SIGKILL');
+  }
+});

@@ -71,6 +71,9 @@ test('a thread still blocked when the capture ends: its time after it blocked is
     assert.ok(b.sleep >= 0.97 * asleep && b.sleep <= asleep + 20e6, `sleep ${ms(b.sleep).toFixed(0)} ms vs ${ms(asleep).toFixed(0)} ms after the spin: ${JSON.stringify(b)}`);
     const cause = s.causes.find((c) => c.kind === 'sleep');
     assert.ok(cause?.evidence.some((e) => e.open === true), `the sleep's evidence says the interval was still open: ${JSON.stringify(cause?.evidence)}`);
+    // the walks ran to the end (probe group "blocked"): no note that such threads could not be seen
+    assert.ok(r2.statusRecords().some((st) => st.name === 'blocked' && st.err === 0), 'STATUS blocked attached');
+    assert.ok(!s.data_quality!.notes.some((n) => /blocked-task snapshots/.test(n)), s.data_quality!.notes.join(' | '));
   } finally {
     void r2.root.close();
   }

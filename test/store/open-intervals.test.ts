@@ -8,7 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FrameWriter } from '../helpers/frames.js';
-import { Kind, OffcpuFlag, TaskEvent } from '../../src/capture/records.js';
+import { Group, Kind, OffcpuFlag, TaskEvent } from '../../src/capture/records.js';
 import { explainTrace, explainWindow } from '../../src/correlator/index.js';
 import { F, openStoreReader, openStoreWriter, type StoreWriter } from '../../src/store/index.js';
 import { scanEvents } from '../../src/store/queries.js';
@@ -162,6 +162,45 @@ for (const reported of [false, true]) {
         // asleep to the loss window's start, unknown through it, then (no record says otherwise) on CPU, as any thread after a loss
         assert.deepEqual(s.breakdown_ns, { on_cpu: 70 * MS, runqueue: 0, futex: 0, io: 0, sleep: 73 * MS, cuda_sync: 0, unknown: 47 * MS });
       }
+    } finally {
+      await w.close();
+      cleanup();
+    }
+  });
+}
+
+// Without the probe's `blocked` group where the data ends (an older probe,
+// `--groups` without it, the iterator refused or a walk failing), an interval
+// still open there was never recorded: the explanation says so instead of
+// letting an on-CPU reading pass for seen.
+const NOTE = /threads still off CPU where this capture's data ends \(the watermark\) could not be seen \(blocked-task snapshots (.*)\): such a thread reads as on CPU/;
+for (const [name, statuses, want] of [
+  ['the group attached', [[Group.BLOCKED, 0, 'iter/task walk before each watermark']], null],
+  ['no blocked group (a probe before ABI 5)', [], 'not captured: a probe before ABI 5, or --groups without blocked'],
+  ['a walk failing at the watermark', [[Group.BLOCKED, 0, 'iter/task walk before each watermark'], [Group.BLOCKED, -5, 'walk failed: Input/output error']], 'failing (walk failed: Input/output error)'],
+  ['walks working again', [[Group.BLOCKED, 0, 'x'], [Group.BLOCKED, -5, 'walk failed: Input/output error'], [Group.BLOCKED, 0, 'walks work again']], null],
+  ['the group detached with sched (then sched back)', [[Group.BLOCKED, 0, 'x'], [Group.BLOCKED, 1, 'detached with the sched group'], [Group.SCHED, 1, 'detached on request'], [Group.SCHED, 0, '']], 'detached'],
+] as [string, [number, number, string][], string | null][]) {
+  test(`open intervals: the explanation says when still-open intervals could not be seen: ${name}`, async () => {
+    const { dir, cleanup } = tempDir('open-iv-blind');
+    const w = headWriter(dir);
+    try {
+      const fw = new FrameWriter();
+      fw.hello({ ts: T0, monoNs: T0, realtimeNs: EPOCH0, offcpuMinNs: 50_000, probePid: PROBE, abiVersion: 5 });
+      fw.status({ ts: T0 + 1, group: Group.TASK, err: 0, nAttached: 5 });
+      fw.status({ ts: T0 + 2, group: Group.SCHED, err: 0, nAttached: 3 });
+      statuses.forEach(([group, err, detail], i) => fw.status({ ts: W0 - 50 * MS + i * MS, group, err, nAttached: err === 0 ? 1 : 0, detail }));
+      fw.task({ ts: W0 - 100 * MS, pid: PID, tid: A, event: TaskEvent.NAME, startTime: 1, comm: 'worker', pcomm: 'app' });
+      fw.offcpu({ ts: W0 + 10 * MS, pid: PID, tid: A, startNs: W0 - 50 * MS, runnableNs: W0 + 10 * MS, prevState: 1, flags: OffcpuFlag.WOKEN, wakerPid: PID, wakerTid: WAKER });
+      fw.drained({ ts: W0 + 103 * MS, lostTs: W0 + 103 * MS, lost: [0, 0, 0] });
+      await feed(w, fw.toBuffer());
+      await w.reader.spans.putSpans([SPAN]);
+      const notes = explainTrace(w.reader, tr(1)).spans[0].data_quality!.notes;
+      const m = notes.map((n) => NOTE.exec(n)).find((x) => x);
+      assert.equal(m?.[1] ?? null, want, notes.join(' | '));
+      // a span with no join cannot read as on CPU: no such note
+      await w.reader.spans.putSpans([span(9, W0, W0 + 100 * MS, { traceId: tr(9), tid: null, pid: null })]);
+      assert.ok(!explainTrace(w.reader, tr(9)).spans[0].data_quality!.notes.some((n) => NOTE.test(n)));
     } finally {
       await w.close();
       cleanup();
