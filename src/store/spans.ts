@@ -6,6 +6,7 @@
 
 import type { Database, RootDatabase } from 'lmdb';
 import { describeCommitError } from './commit-error.js';
+import { encodeStoredSpan, storedSpanMaxBytes } from './span-record.js';
 
 export interface SpanInput {
   /** 32 lowercase hex */
@@ -70,9 +71,30 @@ export function storedSpan(v: unknown): StoredSpan {
 }
 
 function idBytes(traceId: string, spanId: string): Buffer {
-  if (!/^[0-9a-f]{32}$/.test(traceId)) throw new Error(`bad trace id ${traceId}`);
-  if (!/^[0-9a-f]{16}$/.test(spanId)) throw new Error(`bad span id ${spanId}`);
-  return Buffer.from(traceId + spanId, 'hex');
+  const b = Buffer.allocUnsafe(24);
+  idBytesInto(traceId, spanId, b, 0);
+  return b;
+}
+
+/** 32 + 16 lowercase hex digits, or -1 */
+function hexNibble(c: number): number {
+  return c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 102 ? c - 87 : -1;
+}
+
+/** The 24 id bytes at b[at] (trace id, span id); throws on ids that are not lowercase hex of the right length. */
+function idBytesInto(traceId: string, spanId: string, b: Buffer, at: number): void {
+  if (traceId.length !== 32) throw new Error(`bad trace id ${traceId}`);
+  if (spanId.length !== 16) throw new Error(`bad span id ${spanId}`);
+  for (let i = 0; i < 16; i++) {
+    const v = (hexNibble(traceId.charCodeAt(2 * i)) << 4) | hexNibble(traceId.charCodeAt(2 * i + 1));
+    if (v < 0) throw new Error(`bad trace id ${traceId}`);
+    b[at + i] = v;
+  }
+  for (let i = 0; i < 8; i++) {
+    const v = (hexNibble(spanId.charCodeAt(2 * i)) << 4) | hexNibble(spanId.charCodeAt(2 * i + 1));
+    if (v < 0) throw new Error(`bad span id ${spanId}`);
+    b[at + 16 + i] = v;
+  }
 }
 
 function u64be(v: bigint): Buffer {
@@ -98,20 +120,27 @@ function indexKeys(service: string, start: bigint, durationNs: number, id: Buffe
   const t = n + 1 + 8 + id.length;
   const b = Buffer.allocUnsafe(2 * t + 8);
   const s64 = start < 0n ? 0n : start > U64_MAX ? U64_MAX : start;
+  // u64s as two u32s: one BigInt split for the start (written twice), none for the duration (< 2^53)
+  const sHi = Number(s64 >> 32n);
+  const sLo = Number(s64 & 0xffffffffn);
   b.write(service, 0, 'utf8');
   b[n] = 0;
-  b.writeBigUInt64BE(s64, n + 1);
+  b.writeUInt32BE(sHi, n + 1);
+  b.writeUInt32BE(sLo, n + 5);
   id.copy(b, n + 9);
-  b.write(service, t, 'utf8');
-  b[t + n] = 0;
-  b.writeBigUInt64BE(BigInt(durationNs), t + n + 1);
-  b.writeBigUInt64BE(s64, t + n + 9);
+  b.copy(b, t, 0, n + 1);
+  b.writeUInt32BE(Math.min(0xffffffff, Math.floor(durationNs / 2 ** 32)), t + n + 1);
+  b.writeUInt32BE(durationNs >>> 0, t + n + 5);
+  b.writeUInt32BE(sHi, t + n + 9);
+  b.writeUInt32BE(sLo, t + n + 13);
   id.copy(b, t + n + 17);
   return [b.subarray(0, t), b.subarray(t)];
 }
 
 export class SpanIndex {
   readonly byId: Database;
+  /** the same table without lmdb-js's encoder: values encoded by span-record.ts, in the bytes it would write */
+  private readonly byIdRaw: Database;
   readonly byTime: Database;
   readonly byDur: Database;
   /** spans written by this process and not yet committed, by trace id (the span index's head) */
@@ -119,6 +148,7 @@ export class SpanIndex {
 
   constructor(private readonly root: RootDatabase, private readonly owner: { refresh(): void }) {
     this.byId = root.openDB('spans', { keyEncoding: 'binary', encoding: 'msgpack' });
+    this.byIdRaw = root.openDB('spans', { keyEncoding: 'binary', encoding: 'binary' });
     this.byTime = root.openDB('spans_by_time', { keyEncoding: 'binary', encoding: 'binary' });
     this.byDur = root.openDB('spans_by_dur', { keyEncoding: 'binary', encoding: 'binary' });
   }
@@ -142,11 +172,13 @@ export class SpanIndex {
   async putSpans(spans: SpanInput[]): Promise<void> {
     const stored: StoredSpan[] = new Array(spans.length);
     const ids: Buffer[] = new Array(spans.length);
+    const idBuf = Buffer.allocUnsafe(24 * spans.length);
     // checked before any of them is made readable: a bad span rejects the call and leaves nothing behind
     for (let k = 0; k < spans.length; k++) {
       const s = spans[k];
       if (s.service.includes('\0')) throw new Error('service name contains NUL');
-      ids[k] = idBytes(s.traceId, s.spanId);
+      idBytesInto(s.traceId, s.spanId, idBuf, 24 * k);
+      ids[k] = idBuf.subarray(24 * k, 24 * k + 24);
       stored[k] = {
         traceId: s.traceId, spanId: s.spanId, parentSpanId: s.parentSpanId ?? null, service: s.service, name: s.name,
         startUnixNano: s.startUnixNano.toString(), endUnixNano: s.endUnixNano.toString(), durationNs: Math.max(0, Number(s.endUnixNano - s.startUnixNano)),
@@ -167,7 +199,7 @@ export class SpanIndex {
         if (l) l.push(st);
         else this.pending.set(st.traceId, [st]);
       }
-      await this.commit(stored, olds, ids);
+      await this.commit(spans, stored, olds, ids);
     } finally {
       for (const st of stored) {
         const l = this.pending.get(st.traceId);
@@ -178,15 +210,26 @@ export class SpanIndex {
     }
   }
 
-  private async commit(stored: StoredSpan[], olds: (StoredSpan | undefined)[], ids: Buffer[]): Promise<void> {
+  private async commit(spans: SpanInput[], stored: StoredSpan[], olds: (StoredSpan | undefined)[], ids: Buffer[]): Promise<void> {
+    // the values of the call in one buffer (lmdb-js keeps a reference to it until the batch is written)
+    let room = 0;
+    for (const st of stored) room += storedSpanMaxBytes(st);
+    const vals = Buffer.allocUnsafe(room);
+    let at = 0;
     try {
       await this.root.batch(() => {
         for (let k = 0; k < stored.length; k++) {
           const old = olds[k];
           if (old) this.removeIndex(old, ids[k]);
           const st = stored[k];
-          this.byId.put(ids[k], st);
-          const [timeKey, durKey] = indexKeys(st.service, BigInt(st.startUnixNano), st.durationNs, ids[k]);
+          const end = encodeStoredSpan(st, vals, at);
+          if (end < 0) {
+            this.byId.put(ids[k], st); // what span-record.ts does not take: lmdb-js's encoder
+          } else {
+            this.byIdRaw.put(ids[k], vals.subarray(at, end));
+            at = end;
+          }
+          const [timeKey, durKey] = indexKeys(st.service, spans[k].startUnixNano, st.durationNs, ids[k]);
           const durB = Buffer.allocUnsafe(8);
           durB.writeDoubleLE(st.durationNs);
           this.byTime.put(timeKey, durB);
