@@ -128,7 +128,7 @@ async function kspanRole(): Promise<void> {
       const c = process.cpuUsage(cpu0);
       const held = heldPeak;
       heldPeak = { buffered: 0, upstream: 0 };
-      send({ counters: pipeline.counters, upstream: up.counters, cpuS: (c.user + c.system) / 1e6, buffered: pipeline.bufferedSpans, pending: up.pending, rss: rss.take(), held, pool: pipeline.pool?.counters ?? null });
+      send({ counters: pipeline.counters, upstream: up.counters, cpuS: (c.user + c.system) / 1e6, buffered: pipeline.bufferedSpans, pending: up.pending, rss: rss.take(), held, pool: pipeline.pool?.counters ?? null, indexCommits: w.reader.spans.batches });
     }
     if (m.cmd === 'down') { down = true; send({ ok: true }); }
     if (m.cmd === 'stop') {
@@ -207,7 +207,7 @@ async function driver(): Promise<void> {
     await waitCount(sink.cp, 8 * SPANS_PER_REQ, 30_000);
 
     // phase 1: throughput (1b: the same, the kernel side down: pass-through)
-    type Stats = { cpuS: number; rss: RssPeak; held: { buffered: number; upstream: number }; counters: { enriched: number; passed: Record<string, number>; explainMs: number; workers: Record<string, number> }; upstream: { exported: number; dropped: { queueFull: number } }; pool: Record<string, number> | null };
+    type Stats = { cpuS: number; rss: RssPeak; held: { buffered: number; upstream: number }; counters: { enriched: number; passed: Record<string, number>; explainMs: number; workers: Record<string, number> }; upstream: { exported: number; dropped: { queueFull: number } }; pool: Record<string, number> | null; indexCommits: number };
     const throughput = async (label: string): Promise<{ rate: number; cpu: number; got: number; rss: RssPeak; shed: number }> => {
       const reqs: Buffer[] = [];
       const nReq = total / SPANS_PER_REQ;
@@ -232,7 +232,7 @@ async function driver(): Promise<void> {
       console.log(`${label}: ${got.toLocaleString('en-US')} / ${total.toLocaleString('en-US')} spans through in ${el.toFixed(2)} s = ${Math.round(rate).toLocaleString('en-US')} spans/s; ` +
         `kspan used ${cpu.toFixed(2)} CPU-s (${(100 * cpu / el).toFixed(0)}% of one core; ${Math.round(got / cpu).toLocaleString('en-US')} spans per kspan CPU-s; peak RSS ${mb(st1.rss)}; peak spans held ${st1.held.buffered.toLocaleString('en-US')} in the buffer, ${st1.held.upstream.toLocaleString('en-US')} queued upstream; ` +
         `${refused - refused0} requests refused and retried, ${st1.upstream.dropped.queueFull - st0.upstream.dropped.queueFull} dropped upstream); ` +
-        `${st1.counters.enriched} enriched in total, passed ${JSON.stringify(st1.counters.passed)}, workers ${JSON.stringify(st1.counters.workers)}${st1.pool ? ` pool ${JSON.stringify(st1.pool)}` : ''}`);
+        `${st1.counters.enriched} enriched in total, passed ${JSON.stringify(st1.counters.passed)}, workers ${JSON.stringify(st1.counters.workers)}${st1.pool ? ` pool ${JSON.stringify(st1.pool)}` : ''}; span index commits so far ${st1.indexCommits}`);
       return { rate, cpu: cpu / el, got: got / cpu, rss: st1.rss, shed: st1.counters.passed.bufferFull - st0.counters.passed.bufferFull };
     };
     const p1 = await throughput('phase 1');

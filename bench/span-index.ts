@@ -59,12 +59,13 @@ for (let r = 0; r < runs; r++) {
   const ms = performance.now() - t0;
   const elu = performance.eventLoopUtilization(elu0);
   const c = process.cpuUsage(c0);
+  const batches = w.reader.spans.batches;
   await w.close();
   rmSync(dir, { recursive: true, force: true });
   activeUs.push((elu.active * 1000) / total);
   cpuUs.push((c.user + c.system) / total);
   rates.push(total / (ms / 1000));
-  console.log(`run ${r}: ${total} spans in ${ms.toFixed(0)} ms = ${Math.round(total / (ms / 1000))} spans/s; receiving thread ${activeUs[r].toFixed(2)} µs/span; process CPU ${cpuUs[r].toFixed(2)} µs/span`);
+  console.log(`run ${r}: ${total} spans in ${ms.toFixed(0)} ms = ${Math.round(total / (ms / 1000))} spans/s; receiving thread ${activeUs[r].toFixed(2)} µs/span; process CPU ${cpuUs[r].toFixed(2)} µs/span; ${batches} commits`);
 }
 console.log(`RESULT span_index_spans_per_s ${Math.round(med(rates))} spans/s`);
 console.log(`RESULT span_index_thread_us_per_span ${med(activeUs).toFixed(2)} µs (event-loop active time per span)`);

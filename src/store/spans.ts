@@ -137,6 +137,14 @@ function indexKeys(service: string, start: bigint, durationNs: number, id: Buffe
   return [b.subarray(0, t), b.subarray(t)];
 }
 
+/** One putSpans call's spans, ready to be written. */
+interface PendingPut {
+  spans: SpanInput[];
+  stored: StoredSpan[];
+  olds: (StoredSpan | undefined)[];
+  ids: Buffer[];
+}
+
 export class SpanIndex {
   readonly byId: Database;
   /** the same table without lmdb-js's encoder: values encoded by span-record.ts, in the bytes it would write */
@@ -145,6 +153,13 @@ export class SpanIndex {
   readonly byDur: Database;
   /** spans written by this process and not yet committed, by trace id (the span index's head) */
   private readonly pending = new Map<string, StoredSpan[]>();
+  /** the puts waiting for the batch in flight to commit (enqueue) */
+  private next: { parts: PendingPut[]; promise: Promise<void>; resolve: () => void; reject: (e: Error) => void } | null = null;
+  private inFlight = false;
+  /** lmdb-js batches (commits) written so far */
+  batches = 0;
+  /** the latest batch failed (a full disk): lmdb-js's close then waits for a flush that never comes */
+  lastCommitFailed = false;
 
   constructor(private readonly root: RootDatabase, private readonly owner: { refresh(): void }) {
     this.byId = root.openDB('spans', { keyEncoding: 'binary', encoding: 'msgpack' });
@@ -199,7 +214,7 @@ export class SpanIndex {
         if (l) l.push(st);
         else this.pending.set(st.traceId, [st]);
       }
-      await this.commit(spans, stored, olds, ids);
+      await this.enqueue({ spans, stored, olds, ids });
     } finally {
       for (const st of stored) {
         const l = this.pending.get(st.traceId);
@@ -210,15 +225,50 @@ export class SpanIndex {
     }
   }
 
-  private async commit(spans: SpanInput[], stored: StoredSpan[], olds: (StoredSpan | undefined)[], ids: Buffer[]): Promise<void> {
-    // the values of the call in one buffer (lmdb-js keeps a reference to it until the batch is written)
+  /**
+   * One lmdb-js batch (one LMDB transaction, one commit: a page write-out and
+   * an fdatasync on lmdb-js's write thread) in flight at a time: the calls
+   * that come while it commits go together in the next. Under load a commit
+   * then carries several calls' spans (its fixed cost shared); a lone call
+   * commits at once. Each call resolves (or rejects) with its batch.
+   */
+  private enqueue(part: PendingPut): Promise<void> {
+    if (!this.next) {
+      let resolve!: () => void;
+      let reject!: (e: Error) => void;
+      const promise = new Promise<void>((res, rej) => { resolve = res; reject = rej; });
+      this.next = { parts: [], promise, resolve, reject };
+    }
+    this.next.parts.push(part);
+    const p = this.next.promise;
+    if (!this.inFlight) this.commitNext();
+    return p;
+  }
+
+  private commitNext(): void {
+    const g = this.next;
+    this.next = null;
+    if (!g) return;
+    this.batches++;
+    this.inFlight = true;
+    this.commit(g.parts).then(
+      () => { this.lastCommitFailed = false; g.resolve(); },
+      (e: Error) => { this.lastCommitFailed = true; g.reject(e); },
+    ).finally(() => {
+      this.inFlight = false;
+      this.commitNext();
+    });
+  }
+
+  private async commit(parts: PendingPut[]): Promise<void> {
+    // the values of the batch in one buffer (lmdb-js keeps a reference to it until the batch is written)
     let room = 0;
-    for (const st of stored) room += storedSpanMaxBytes(st);
+    for (const { stored } of parts) for (const st of stored) room += storedSpanMaxBytes(st) + 8;
     const vals = Buffer.allocUnsafe(room);
     let at = 0;
     try {
       await this.root.batch(() => {
-        for (let k = 0; k < stored.length; k++) {
+        for (const { spans, stored, olds, ids } of parts) for (let k = 0; k < stored.length; k++) {
           const old = olds[k];
           if (old) this.removeIndex(old, ids[k]);
           const st = stored[k];
@@ -230,9 +280,9 @@ export class SpanIndex {
             at = end;
           }
           const [timeKey, durKey] = indexKeys(st.service, spans[k].startUnixNano, st.durationNs, ids[k]);
-          const durB = Buffer.allocUnsafe(8);
-          durB.writeDoubleLE(st.durationNs);
-          this.byTime.put(timeKey, durB);
+          vals.writeDoubleLE(st.durationNs, at);
+          this.byTime.put(timeKey, vals.subarray(at, at + 8));
+          at += 8;
           this.byDur.put(durKey, EMPTY);
         }
       });

@@ -1704,8 +1704,9 @@ export class StoreWriter implements CaptureSink {
     await this.emergency;
     this.closed = true;
     // lmdb-js's close waits for the last commit's flush, which never comes when that commit failed
+    // (this writer's, or the span index's)
     const closing = this.root.close();
-    if (this.fail === null) await closing;
+    if (this.fail === null && !this.reader.spans.lastCommitFailed) await closing;
     else await Promise.race([closing.catch(() => undefined), new Promise((r) => setTimeout(r, 1000))]);
   }
 }

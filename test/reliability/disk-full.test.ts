@@ -10,7 +10,10 @@
 //     it stores again when space returns;
 //  3. `node bin/kspan.js record --data`: stops with one line and its summary
 //     (exit 1), a restart does not crash; with --max-size the oldest
-//     partitions go so that restarts succeed.
+//     partitions go so that restarts succeed;
+//  4. the span index, whose calls share a commit when they come while one is
+//     in flight: every call of a batch that fails rejects with the reason,
+//     none hangs, none stays readable; space back, they commit again.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -18,7 +21,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../../src/capture/index.js';
-import { openStoreReader, openStoreWriter, statsOf, usedBytes, type StoreHealth } from '../../src/store/index.js';
+import { openStoreReader, openStoreWriter, statsOf, usedBytes, type SpanInput, type StoreHealth } from '../../src/store/index.js';
 import { fakeProbePath } from '../helpers/fake-probe.js';
 import { otlpJsonBody } from '../helpers/otlp-json.js';
 import { UpstreamSink } from '../otel/upstream-sink.js';
@@ -228,6 +231,53 @@ test('kspan record --data on a full disk: one line and the summary, exit 1, no c
     await r.root.close();
     t.diagnostic(`without a limit: exit ${runs.map((x) => x.code).join(', ')} in ${runs.map((x) => x.ms).join(', ')} ms; --max-size 100M: exit codes ${codes.join(', ')} (${made}), ${st.events} events kept`);
   } finally {
+    fs.cleanup();
+  }
+});
+
+test('span index on a full disk: every call of a failed batch rejects with the commit error, none hangs or stays readable; space back: puts commit again; closed while full, close returns', { timeout: 60_000 }, async () => {
+  const fs = mountTmpfs(8);
+  const w = openStoreWriter(join(fs.dir, 'store'));
+  const E = 1_763_730_000_000_000_000n;
+  let n = 0;
+  const call = (spans: number): SpanInput[] => Array.from({ length: spans }, () => {
+    n++;
+    return {
+      traceId: n.toString(16).padStart(32, '0'), spanId: n.toString(16).padStart(16, '0'), service: 'full', name: 'x'.repeat(2000),
+      startUnixNano: E + BigInt(n), endUnixNano: E + BigInt(n) + 1_000_000n, attributes: { note: 'y'.repeat(2000) },
+    };
+  });
+  try {
+    await w.reader.spans.putSpans(call(10));
+    fs.ballast(7);
+    // calls made while a batch is in flight go together in the next: fire them without waiting, as the pipeline does
+    const batches0 = w.reader.spans.batches;
+    const calls = Array.from({ length: 40 }, () => call(100));
+    const results = await Promise.allSettled(calls.map((c) => w.reader.spans.putSpans(c)));
+    const rejected = results.filter((r) => r.status === 'rejected') as PromiseRejectedResult[];
+    assert.ok(rejected.length > 0, 'some calls failed on the full disk');
+    for (const r of rejected) assert.match(String(r.reason), /^Error: span index commit failed: \S/);
+    const batches = w.reader.spans.batches - batches0;
+    assert.ok(batches < calls.length, `${calls.length} calls in ${batches} commits`);
+    // a failed call's spans are not readable (its puts were never committed), a committed one's are
+    results.forEach((r, i) => {
+      const s = calls[i][0];
+      assert.equal(w.reader.spans.getTrace(s.traceId).length, r.status === 'fulfilled' ? 1 : 0, `call ${i} ${r.status}`);
+    });
+    // space back: the next calls commit
+    fs.freeBallast();
+    const after = call(50);
+    await w.reader.spans.putSpans(after);
+    assert.equal(w.reader.spans.getTrace(after[0].traceId).length, 1);
+    // full again, and closed while it is: close returns (lmdb-js would wait for the failed batch's flush)
+    fs.ballast(7);
+    const again = await Promise.allSettled(Array.from({ length: 20 }, () => w.reader.spans.putSpans(call(100))));
+    assert.ok(again.some((r) => r.status === 'rejected'));
+    const t0 = Date.now();
+    await w.close();
+    assert.ok(Date.now() - t0 < 5000, `close took ${Date.now() - t0} ms`);
+  } finally {
+    await w.close().catch(() => {});
     fs.cleanup();
   }
 });
