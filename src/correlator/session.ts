@@ -138,7 +138,7 @@ export class ExplainSession {
     return c;
   }
 
-  /** per session: where its reading ends without blocked-task snapshots (null: they were on there) */
+  /** the sessions whose data ends without blocked-task snapshots, with their note (null: not looked at yet) */
   private blindEnds: { from: number; to: number; note: string }[] | null = null;
 
   /**

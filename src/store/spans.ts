@@ -76,7 +76,7 @@ function idBytes(traceId: string, spanId: string): Buffer {
   return b;
 }
 
-/** 32 + 16 lowercase hex digits, or -1 */
+/** A lowercase hex digit's value, or -1 */
 function hexNibble(c: number): number {
   return c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 102 ? c - 87 : -1;
 }
@@ -174,15 +174,16 @@ export class SpanIndex {
   }
 
   /**
-   * Store spans (one transaction). Re-putting a span replaces it and its index
-   * entries.
+   * Store spans (in one transaction, perhaps with other calls' spans: see
+   * enqueue). Re-putting a span replaces it and its index entries.
    *
-   * The puts go to lmdb-js as one batch: it encodes them here and applies them
-   * to the B-trees on its own write thread (a `transaction` callback would run
-   * the B-tree work on this thread, the OTel receiving thread: bench:span-index
-   * 17.5 -> 15.4 µs of it per span). A batch reads the committed store, not the batches still
-   * in flight, so the copy a re-put replaces is looked up in `pending` (this
-   * process's uncommitted puts, in order) before the store.
+   * The puts go to lmdb-js as a batch: encoded here (span-record.ts) and
+   * applied to the B-trees on lmdb-js's own write thread (a `transaction`
+   * callback would run the B-tree work on this thread, the OTel receiving
+   * thread: bench:span-index 17.5 -> 15.4 µs of it per span). A batch reads
+   * the committed store, not the batches still in flight, so the copy a
+   * re-put replaces is looked up in `pending` (this process's uncommitted
+   * puts, in order) before the store.
    */
   async putSpans(spans: SpanInput[]): Promise<void> {
     const stored: StoredSpan[] = new Array(spans.length);
