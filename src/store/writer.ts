@@ -1112,10 +1112,15 @@ export class StoreWriter implements CaptureSink {
     const f = this.fail;
     return {
       ok: f === null, failingSince: f?.since ?? null, error: f?.error ?? null, space: f?.space ?? false,
-      retainedBytes: this.pendingBytes, discarding: this.discarding !== null, retryAt: f?.retryAt ?? null,
+      retainedBytes: this.retainedBytes, discarding: this.discarding !== null, retryAt: f?.retryAt ?? null,
       episodes: this.episodes, commitFailures: this.counters.commitFailures, notStoredEvents: this.counters.storeFull,
       emergencyDropped: this.counters.emergencyDropped, capBytes: this.capBytes,
     };
+  }
+
+  /** What waits for a commit, bytes: sealed blocks, and the open-interval rows to put or delete (they pile up while commits fail). */
+  private get retainedBytes(): number {
+    return this.pendingBytes + (this.openPuts.size + this.openClears.length) * OPEN_ROW_BYTES;
   }
 
   /**
@@ -1123,11 +1128,6 @@ export class StoreWriter implements CaptureSink {
    * this writer's reader, the head included): the probe's latest DRAINED
    * marker; for streams without markers (files, tests), the latest event time.
    */
-  /** What waits for a commit, bytes: sealed blocks, and the open-interval rows to put or delete (they pile up while commits fail). */
-  private get retainedBytes(): number {
-    return this.pendingBytes + (this.openPuts.size + this.openClears.length) * OPEN_ROW_BYTES;
-  }
-
   get ingestWatermarkNs(): number {
     return this.drainedNs > 0 ? Math.max(0, this.drainedNs - DRAIN_SLOP_NS) : this.maxTs;
   }

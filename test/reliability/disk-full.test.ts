@@ -13,16 +13,20 @@
 //     partitions go so that restarts succeed;
 //  4. the span index, whose calls share a commit when they come while one is
 //     in flight: every call of a batch that fails rejects with the reason,
-//     none hangs, none stays readable; space back, they commit again.
+//     none hangs, none stays readable; space back, they commit again;
+//  5. open-interval rows alone (threads blocked at the watermark) reach the
+//     retained-bytes bound: discarding, then committed when space returns.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { createInterface } from 'node:readline';
+import { statfsSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../../src/capture/index.js';
 import { openStoreReader, openStoreWriter, statsOf, usedBytes, type SpanInput, type StoreHealth } from '../../src/store/index.js';
 import { fakeProbePath } from '../helpers/fake-probe.js';
+import { FrameWriter } from '../helpers/frames.js';
 import { otlpJsonBody } from '../helpers/otlp-json.js';
 import { UpstreamSink } from '../otel/upstream-sink.js';
 import { SynthGen } from '../store/synth.js';
@@ -276,6 +280,77 @@ test('span index on a full disk: every call of a failed batch rejects with the c
     const t0 = Date.now();
     await w.close();
     assert.ok(Date.now() - t0 < 5000, `close took ${Date.now() - t0} ms`);
+  } finally {
+    await w.close().catch(() => {});
+    fs.cleanup();
+  }
+});
+
+// Open-interval rows (the blocked-task snapshots' reports, store/open-intervals.ts)
+// wait for a commit like blocks do: while commits fail they count in the
+// retained bytes, so a host full of blocked threads cannot pile them up past
+// the bound; past it the writer discards as for events; space back, the rows
+// held are committed with the session they belong to.
+test('writer on a full disk: open-interval rows alone reach the retained-bytes bound, then discarding; space back: the held rows are committed', { timeout: 120_000 }, async () => {
+  const fs = mountTmpfs(16);
+  const MS = 1e6;
+  const T0 = 5e12;
+  const bound = 1 << 20;
+  const w = openStoreWriter(join(fs.dir, 'store'), { partitionNs: 1e9, maxRetainedBytes: bound, retryMinMs: 100, retryMaxMs: 400 });
+  try {
+    const head = new FrameWriter();
+    head.hello({ ts: T0, monoNs: T0, realtimeNs: 1_763_730_000_000_000_000n, abiVersion: 5 });
+    head.offcpu({ ts: T0 + MS, pid: 10, tid: 10, startNs: T0 + MS / 2, runnableNs: T0 + MS, prevState: 1 });
+    head.drained({ ts: T0 + 2 * MS });
+    await feed(w, head.toBuffer());
+    await w.flush();
+    // fill the disk to its last MiB
+    const st = statfsSync(fs.dir);
+    fs.ballast(Math.max(0, Math.floor((st.bavail * st.bsize) / 1048576) - 1));
+    const PER_STEP = 3000;
+    let tid = 1000;
+    let t = T0 + 10 * MS;
+    let steps = 0;
+    let peak = 0;
+    while (!w.health.discarding && steps++ < 80) {
+      const fw = new FrameWriter();
+      for (let i = 0; i < PER_STEP; i++) fw.blocked({ ts: t, pid: 100, tid: tid++, startNs: t - 5 * MS, prevState: 1 });
+      t += 50 * MS;
+      fw.drained({ ts: t });
+      await feed(w, fw.toBuffer());
+      if (!w.health.discarding) peak = Math.max(peak, w.health.retainedBytes);
+      await sleep(60);
+    }
+    const h = w.health;
+    assert.equal(h.ok, false, 'commits fail on the full disk');
+    assert.equal(h.discarding, true, `still storing after ${steps} steps of ${PER_STEP} open intervals: ${JSON.stringify(h)}`);
+    // no blocks waited: the open rows alone filled the bound, and never by more than one step's rows
+    assert.equal(w.counters.events, 1);
+    assert.ok(peak <= bound + PER_STEP * 128, `retained ${peak} bytes (bound ${bound})`);
+    // space back: the rows held are committed (they end with the cut session)
+    fs.freeBallast();
+    steps = 0;
+    while (!w.health.ok && steps++ < 40) {
+      const fw = new FrameWriter();
+      t += 50 * MS;
+      fw.drained({ ts: t });
+      await feed(w, fw.toBuffer());
+      await sleep(100);
+    }
+    assert.ok(w.health.ok, `not committing again: ${JSON.stringify(w.health)}`);
+    await w.flush();
+    await w.close();
+    const r = openStoreReader(join(fs.dir, 'store'));
+    try {
+      // the session was cut where the bound was passed, with its reason
+      const cut = r.sessions()[0];
+      assert.equal(cut.closed, true);
+      assert.match(cut.endReason ?? '', /^store full: /);
+      const o = r.openIntervals(1000);
+      assert.deepEqual(o.map((x) => x.start), [T0 + 5 * MS], 'the first reported interval is stored');
+    } finally {
+      await r.root.close();
+    }
   } finally {
     await w.close().catch(() => {});
     fs.cleanup();
