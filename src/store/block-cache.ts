@@ -21,10 +21,18 @@ export interface CachedBlock {
   extent: number;
 }
 
-/** A block whose header `h` was read (readBlockHeader), decoded whole for the cache: the events of thread `tid`, sorted. */
-export function decodeCachedBlock(v: Uint8Array, tid: number, r: ByteReader, h: BlockHeader): CachedBlock {
-  const all = new EventList(Math.max(16, h.count));
-  decodeBlock(v, tid, -Infinity, Infinity, 0, all, r, h);
+/**
+ * A block whose header `h` was read (readBlockHeader), decoded whole for the
+ * cache: the events of thread `tid`, sorted. Into a list of a block the cache
+ * let go (`cache`), when one is big enough: a new list is ~140 B of zeroed
+ * memory per event, allocated per block otherwise.
+ */
+export function decodeCachedBlock(v: Uint8Array, tid: number, r: ByteReader, h: BlockHeader, cache?: DecodedBlockCache): CachedBlock {
+  const cap = listCapacity(h.count);
+  const reused = cache?.spareList(cap);
+  const all = reused ?? new EventList(cap);
+  // (a new list's columns are zero: decodeBlock need not clear the unused ones)
+  decodeBlock(v, tid, -Infinity, Infinity, 0, all, r, h, !reused);
   return cachedBlock(all, h.extent);
 }
 
@@ -61,12 +69,27 @@ export function appendOverlapping(c: CachedBlock, a: number, b: number, kindMask
   }
 }
 
+/** Lists of evicted blocks kept for reuse per size class, at most (~10 classes of up to ~180 KB: a few MB at most). */
+const SPARE_PER_CLASS = 4;
+/**
+ * A cached block's list capacity: its event count rounded up to 128 (blocks
+ * hold up to ~700 events: six size classes), so an evicted block's list fits
+ * the next block of its class exactly; ~10% more memory a block than exact.
+ */
+function listCapacity(count: number): number {
+  return Math.max(128, Math.ceil(count / 128) * 128);
+}
+
 export class DecodedBlockCache {
   hits = 0;
   misses = 0;
   private readonly map = new Map<string, CachedBlock>();
   private held = 0;
   private heldEvents = 0;
+  /** lists of evicted blocks by capacity, for the next decodes (nothing else holds a cached list: eventsOnThread copies rows out) */
+  private readonly spare = new Map<number, EventList[]>();
+  /** lists reused (spareList) */
+  reused = 0;
 
   /** `maxBytes`: memory of the decoded blocks held at most (one block is kept whatever its size) */
   constructor(readonly maxBytes: number) {}
@@ -110,6 +133,16 @@ export class DecodedBlockCache {
     this.map.delete(k);
     this.held -= v.list.byteSize;
     this.heldEvents -= v.list.count;
+    let l = this.spare.get(v.list.capacity);
+    if (!l) this.spare.set(v.list.capacity, (l = []));
+    if (l.length < SPARE_PER_CLASS) l.push(v.list);
+  }
+
+  /** An evicted block's list of capacity `cap` (a size class: listCapacity), cleared (undefined: none). */
+  spareList(cap: number): EventList | undefined {
+    const l = this.spare.get(cap)?.pop();
+    if (l) this.reused++;
+    return l?.clear();
   }
 
   /** Forget the blocks of a dropped partition. */

@@ -701,12 +701,13 @@ export function readBlockHeader(v: Uint8Array, r: ByteReader, out: BlockHeader):
  * Decode the events of one block (tid `tid`, key minStart `minStart`) into
  * `out`, keeping only those overlapping [a, b] (interval [start, end]
  * overlaps iff start <= b && end >= a) and, when kindMask != 0, whose kind
- * bit is set. Returns the number of events added.
+ * bit is set. Returns the number of events added. `zeroed`: `out`'s rows
+ * from its count on are zero (a new list), so unused columns need no clearing.
  */
 const decodePrev = new Float64Array(16 * 16);
 const decodePrevBytes = new Uint8Array(16 * 2 * 16);
 
-export function decodeBlock(v: Uint8Array, tid: number, a: number, b: number, kindMask: number, out: EventList, r: ByteReader, h: BlockHeader): number {
+export function decodeBlock(v: Uint8Array, tid: number, a: number, b: number, kindMask: number, out: EventList, r: ByteReader, h: BlockHeader, zeroed = false): number {
   if (!readBlockHeader(v, r, h)) return 0;
   const count = h.count;
   const relV1 = h.version === 1;
@@ -804,8 +805,8 @@ export function decodeBlock(v: Uint8Array, tid: number, a: number, b: number, ki
       r.p += 8 * n;
     }
     if (keep) {
-      // zero unused numeric columns so stale values from another kind do not leak
-      for (let j = sp.nNum; j < NUM_FIELDS; j++) out.f[j][i] = 0;
+      // zero unused numeric columns so stale values from another kind do not leak (a new list is zero already)
+      if (!zeroed) for (let j = sp.nNum; j < NUM_FIELDS; j++) out.f[j][i] = 0;
       if (out.blobLen[i] > 0) out.blobUsed = blobAt + out.blobLen[i];
       out.count = ++i;
       added++;

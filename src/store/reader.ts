@@ -299,7 +299,7 @@ export class StoreReader {
             const v = db.getBinaryFast(k);
             // header: skip blocks that end before a without decoding them
             if (!v || !readBlockHeader(v, r, h) || getU64(k, 4) + h.extent < a) return;
-            cache.set(ck, (c = decodeCachedBlock(v, tid, r, h)));
+            cache.set(ck, (c = decodeCachedBlock(v, tid, r, h, cache)));
           }
           if (getU64(k, 4) + c.extent < a) return;
           appendOverlapping(c, a, b, kindMask, out);
