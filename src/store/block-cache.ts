@@ -8,7 +8,8 @@
 //
 // A cached block is kept sorted by (start, end) (stable: ties keep the
 // block's order) with its longest event, so a window [a, b] is found by
-// binary search instead of a pass over the whole block.
+// binary search instead of a pass over the whole block. The lists of evicted
+// blocks are decoded into again (by size class), not allocated per block.
 
 import { EventList, decodeBlock, type BlockHeader, type ByteReader } from './codec.js';
 
@@ -23,9 +24,9 @@ export interface CachedBlock {
 
 /**
  * A block whose header `h` was read (readBlockHeader), decoded whole for the
- * cache: the events of thread `tid`, sorted. Into a list of a block the cache
- * let go (`cache`), when one is big enough: a new list is ~140 B of zeroed
- * memory per event, allocated per block otherwise.
+ * cache: the events of thread `tid`, sorted. Into the list of a block the
+ * cache let go (`cache`) when one of the size class is there: a new list is
+ * ~140 B of zeroed memory per event and 22 typed-array views.
  */
 export function decodeCachedBlock(v: Uint8Array, tid: number, r: ByteReader, h: BlockHeader, cache?: DecodedBlockCache): CachedBlock {
   const cap = listCapacity(h.count);
