@@ -42,8 +42,11 @@ test('lost kernel records: the worker\'s on_cpu stays at most its measured CPU t
     assert.ok(bd.on_cpu <= 1.2 * wk.cpu_ns + 10e6, `on_cpu ${ms(bd.on_cpu).toFixed(1)} ms ≤ the worker's own CPU time: ${why}`);
     assert.ok((dq.lost_unknown_ns ?? 0) > 0 && bd.unknown >= (dq.lost_unknown_ns ?? 0), `the time that may hide lost records is unknown: ${why}`);
     assert.ok(dq.notes.some((n) => /counted as unknown, not on CPU/.test(n)), JSON.stringify(dq.notes));
-    // what was seen is still reported: most of the worker's 150 × 3 ms of sleep outside the stop
-    assert.ok(bd.sleep >= 0.3 * 150 * 3e6, `seen sleep ${ms(bd.sleep).toFixed(0)} ms: ${why}`);
+    // what was seen is still reported: the time the losses leave known is mostly the worker's sleep
+    // (how much they make unknown varies from run to run: 240-420 ms of ~580 here, by how long the
+    // ring keeps overflowing after the stop), and a fair part of its 150 × 3 ms
+    const known = s.duration_ns - bd.unknown;
+    assert.ok(bd.sleep >= 0.5 * known && bd.sleep >= 0.1 * 150 * 3e6, `seen sleep ${ms(bd.sleep).toFixed(0)} ms of ${ms(known).toFixed(0)} ms not unknown: ${why}`);
   } finally {
     void r.root.close();
   }
