@@ -74,8 +74,9 @@ export function appendOverlapping(c: CachedBlock, a: number, b: number, kindMask
 const SPARE_PER_CLASS = 4;
 /**
  * A cached block's list capacity: its event count rounded up to 128 (blocks
- * hold up to ~700 events: six size classes), so an evicted block's list fits
- * the next block of its class exactly; ~10% more memory a block than exact.
+ * hold a few hundred to ~1,300 events: about ten size classes), so an evicted
+ * block's list fits the next block of its class exactly; ~10% more memory a
+ * block than exact.
  */
 function listCapacity(count: number): number {
   return Math.max(128, Math.ceil(count / 128) * 128);
