@@ -70,7 +70,7 @@ export function appendOverlapping(c: CachedBlock, a: number, b: number, kindMask
   }
 }
 
-/** Lists of evicted blocks kept for reuse per size class, at most (~10 classes of up to ~180 KB: a few MB at most). */
+/** Lists of evicted blocks kept for reuse per size class, at most (counted in the cache's bound; ~100 KB each). */
 const SPARE_PER_CLASS = 4;
 /**
  * A cached block's list capacity: its event count rounded up to 128 (blocks
@@ -90,10 +90,12 @@ export class DecodedBlockCache {
   private heldEvents = 0;
   /** lists of evicted blocks by capacity, for the next decodes (nothing else holds a cached list: eventsOnThread copies rows out) */
   private readonly spare = new Map<number, EventList[]>();
+  /** their memory: within maxBytes with the blocks held */
+  private spareHeld = 0;
   /** lists reused (spareList) */
   reused = 0;
 
-  /** `maxBytes`: memory of the decoded blocks held at most (one block is kept whatever its size) */
+  /** `maxBytes`: memory of the decoded blocks held and of the spare lists, at most (one block is kept whatever its size) */
   constructor(readonly maxBytes: number) {}
 
   get size(): number {
@@ -105,9 +107,14 @@ export class DecodedBlockCache {
     return this.heldEvents;
   }
 
-  /** bytes held (what maxBytes bounds) */
+  /** bytes of the blocks held */
   get bytes(): number {
     return this.held;
+  }
+
+  /** bytes of the spare lists (bytes + spareBytes: what maxBytes bounds) */
+  get spareBytes(): number {
+    return this.spareHeld;
   }
 
   get(key: string): CachedBlock | undefined {
@@ -126,9 +133,16 @@ export class DecodedBlockCache {
     this.held += c.list.byteSize; // a cached list is never changed: the same figure when it leaves
     this.heldEvents += c.list.count;
     for (const [k, v] of this.map) {
-      if (this.held <= this.maxBytes || this.map.size <= 1) break;
+      if (this.held + this.spareHeld <= this.maxBytes || this.map.size <= 1) break;
       this.forget(k, v);
     }
+    // one block left and still over: the spares go
+    if (this.held + this.spareHeld > this.maxBytes) this.dropSpares();
+  }
+
+  private dropSpares(): void {
+    this.spare.clear();
+    this.spareHeld = 0;
   }
 
   private forget(k: string, v: CachedBlock): void {
@@ -137,14 +151,19 @@ export class DecodedBlockCache {
     this.heldEvents -= v.list.count;
     let l = this.spare.get(v.list.capacity);
     if (!l) this.spare.set(v.list.capacity, (l = []));
-    if (l.length < SPARE_PER_CLASS) l.push(v.list);
+    if (l.length < SPARE_PER_CLASS) {
+      l.push(v.list);
+      this.spareHeld += v.list.byteSize;
+    }
   }
 
   /** An evicted block's list of capacity `cap` (a size class: listCapacity), cleared (undefined: none). */
   spareList(cap: number): EventList | undefined {
     const l = this.spare.get(cap)?.pop();
-    if (l) this.reused++;
-    return l?.clear();
+    if (!l) return undefined;
+    this.reused++;
+    this.spareHeld -= l.byteSize;
+    return l.clear();
   }
 
   /** Forget the blocks of a dropped partition. */
