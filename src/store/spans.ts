@@ -83,17 +83,17 @@ function hexNibble(c: number): number {
 
 /** The 24 id bytes at b[at] (trace id, span id); throws on ids that are not lowercase hex of the right length. */
 function idBytesInto(traceId: string, spanId: string, b: Buffer, at: number): void {
-  if (traceId.length !== 32) throw new Error(`bad trace id ${traceId}`);
-  if (spanId.length !== 16) throw new Error(`bad span id ${spanId}`);
-  for (let i = 0; i < 16; i++) {
-    const v = (hexNibble(traceId.charCodeAt(2 * i)) << 4) | hexNibble(traceId.charCodeAt(2 * i + 1));
-    if (v < 0) throw new Error(`bad trace id ${traceId}`);
+  hexInto(traceId, 16, b, at, 'trace');
+  hexInto(spanId, 8, b, at + 16, 'span');
+}
+
+/** `n` bytes from 2n lowercase hex digits at b[at]. */
+function hexInto(s: string, n: number, b: Buffer, at: number, what: string): void {
+  if (s.length !== 2 * n) throw new Error(`bad ${what} id ${s}`);
+  for (let i = 0; i < n; i++) {
+    const v = (hexNibble(s.charCodeAt(2 * i)) << 4) | hexNibble(s.charCodeAt(2 * i + 1));
+    if (v < 0) throw new Error(`bad ${what} id ${s}`);
     b[at + i] = v;
-  }
-  for (let i = 0; i < 8; i++) {
-    const v = (hexNibble(spanId.charCodeAt(2 * i)) << 4) | hexNibble(spanId.charCodeAt(2 * i + 1));
-    if (v < 0) throw new Error(`bad span id ${spanId}`);
-    b[at + 16 + i] = v;
   }
 }
 

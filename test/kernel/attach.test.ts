@@ -15,6 +15,19 @@ import { putTrace, ms, recordPid, requireLiveProbe } from './harness.js';
 
 before(requireLiveProbe);
 const dirs: string[] = [];
+
+/** A span of thread `pid` over [startMono, endMono] (inside its wait) explains as unknown (≥ 99%), not on CPU (≤ 1%). */
+async function assertWaitUnknown(dir: string, pid: number, startMono: number, endMono: number): Promise<void> {
+  const traceId = await putTrace(dir, [{ name: 'wait', startMono, endMono, tid: pid, pid }]);
+  const r = openStoreReader(dir);
+  try {
+    const [s] = explainTrace(r, traceId).spans;
+    assert.ok(s.breakdown_ns.unknown >= 0.99 * s.duration_ns, `unknown ${ms(s.breakdown_ns.unknown).toFixed(1)} of ${ms(s.duration_ns).toFixed(1)} ms: ${JSON.stringify(s.breakdown_ns)}`);
+    assert.ok(s.breakdown_ns.on_cpu <= 0.01 * s.duration_ns, JSON.stringify(s.breakdown_ns));
+  } finally {
+    void r.root.close();
+  }
+}
 after(() => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
@@ -46,15 +59,7 @@ test('a thread blocked since before the probe attached: its first interval start
     await r.root.close();
   }
   // a span over [start + 50 ms, the wake]: all of it unknown, none on CPU
-  const traceId = await putTrace(dir, [{ name: 'wait', startMono: origin + start + 50e6, endMono: origin + wake, tid: pid, pid }]);
-  const r2 = openStoreReader(dir);
-  try {
-    const [s] = explainTrace(r2, traceId).spans;
-    assert.ok(s.breakdown_ns.unknown >= 0.99 * s.duration_ns, `unknown ${ms(s.breakdown_ns.unknown).toFixed(1)} of ${ms(s.duration_ns).toFixed(1)} ms: ${JSON.stringify(s.breakdown_ns)}`);
-    assert.ok(s.breakdown_ns.on_cpu <= 0.01 * s.duration_ns, JSON.stringify(s.breakdown_ns));
-  } finally {
-    void r2.root.close();
-  }
+  await assertWaitUnknown(dir, pid, origin + start + 50e6, origin + wake);
 });
 
 test('a thread blocked since before the probe attached and still blocked when the capture ends: the snapshot reports it (named), its time is unknown, not on CPU', async (t) => {
@@ -85,13 +90,5 @@ test('a thread blocked since before the probe attached and still blocked when th
   } finally {
     await r.root.close();
   }
-  const traceId = await putTrace(dir, [{ name: 'wait', startMono: origin + from, endMono: origin + to, tid: pid, pid }]);
-  const r2 = openStoreReader(dir);
-  try {
-    const [s] = explainTrace(r2, traceId).spans;
-    assert.ok(s.breakdown_ns.unknown >= 0.99 * s.duration_ns, `unknown ${ms(s.breakdown_ns.unknown).toFixed(1)} of ${ms(s.duration_ns).toFixed(1)} ms: ${JSON.stringify(s.breakdown_ns)}`);
-    assert.ok(s.breakdown_ns.on_cpu <= 0.01 * s.duration_ns, JSON.stringify(s.breakdown_ns));
-  } finally {
-    void r2.root.close();
-  }
+  await assertWaitUnknown(dir, pid, origin + from, origin + to);
 });
