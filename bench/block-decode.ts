@@ -64,7 +64,7 @@ if (values.compare) {
   const variants: [string, () => void][] = [
     ['new_list_cleared', fresh(false)],
     ['new_list', fresh(true)],
-    ['pooled', () => { for (const v of blocks) if (readBlockHeader(v, r, h)) cache.set(String(key++), decodeCachedBlock(v, 1, r, h, cache)); }],
+    ['pooled', () => { for (const v of blocks) if (readBlockHeader(v, r, h)) cache.set({ part: 0, tid: 1, start: 0, seq: key++ }, decodeCachedBlock(v, 1, r, h, cache)); }],
   ];
   const cpu = new Map<string, number[]>(variants.map(([n]) => [n, []]));
   const rounds = Number(values.runs ?? 12);
@@ -96,7 +96,7 @@ for (let run = 0; run < Number(values.runs ?? 7); run++) {
     for (const v of blocks) {
       if (!readBlockHeader(v, r, h)) continue;
       const c = decodeCachedBlock(v, 1, r, h, cache);
-      cache?.set(String(key++), c);
+      cache?.set({ part: 0, tid: 1, start: 0, seq: key++ }, c);
       events += c.list.count;
     }
   }

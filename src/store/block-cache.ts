@@ -2,7 +2,12 @@
 // windows over and over (the OTel pipeline explains every span shortly after
 // its kernel data was committed, mostly on a service's few threads).
 // Committed blocks never change, so a block is cached by (partition, key)
-// until evicted or its partition is dropped. Bounded by the bytes its decoded
+// until evicted or its partition is dropped. The map is keyed by the low 30
+// bits of the block's sequence number (a small integer: no string built and
+// hashed, no number boxed, per block visit); the rest of its identity (the
+// whole sequence number, partition, thread, start) is checked on every hit,
+// so two blocks with one key (e.g. from different writer opens) only replace
+// each other. Bounded by the bytes its decoded
 // blocks hold (columns and byte fields: ~138 B an event), so the bound is the
 // memory whatever the blocks hold.
 //
@@ -20,6 +25,19 @@ export interface CachedBlock {
   maxDur: number;
   /** the block header's extent (its events end by key minStart + extent) */
   extent: number;
+  /** the block's identity (the cache's key is its seq's low 30 bits): set by DecodedBlockCache.set */
+  seq: number;
+  part: number;
+  tid: number;
+  keyStart: number;
+}
+
+/** A block's identity: its partition, and its key [u32 tid][u64 minStart][u32 seq] read as numbers. */
+export interface BlockId {
+  part: number;
+  tid: number;
+  start: number;
+  seq: number;
 }
 
 /**
@@ -42,7 +60,7 @@ export function cachedBlock(list: EventList, extent: number): CachedBlock {
   list.sortByStart();
   let maxDur = 0;
   for (let i = 0; i < list.count; i++) if (list.end[i] - list.start[i] > maxDur) maxDur = list.end[i] - list.start[i];
-  return { list, maxDur, extent };
+  return { list, maxDur, extent, seq: -1, part: -1, tid: -1, keyStart: -1 };
 }
 
 /**
@@ -70,6 +88,9 @@ export function appendOverlapping(c: CachedBlock, a: number, b: number, kindMask
   }
 }
 
+/** The map's key: a block's seq, low 30 bits (a V8 small integer) */
+const KEY_MASK = 0x3fffffff;
+
 /** Lists of evicted blocks kept for reuse per size class, at most (counted in the cache's bound; ~100 KB each). */
 const SPARE_PER_CLASS = 4;
 /**
@@ -85,7 +106,7 @@ function listCapacity(count: number): number {
 export class DecodedBlockCache {
   hits = 0;
   misses = 0;
-  private readonly map = new Map<string, CachedBlock>();
+  private readonly map = new Map<number, CachedBlock>();
   private held = 0;
   private heldEvents = 0;
   /** lists of evicted blocks by capacity, for the next decodes (nothing else holds a cached list: eventsOnThread copies rows out) */
@@ -117,19 +138,25 @@ export class DecodedBlockCache {
     return this.spareHeld;
   }
 
-  get(key: string): CachedBlock | undefined {
-    const l = this.map.get(key);
-    if (!l) { this.misses++; return undefined; }
+  get(id: BlockId): CachedBlock | undefined {
+    const k = id.seq & KEY_MASK;
+    const l = this.map.get(k);
+    if (!l || l.seq !== id.seq || l.part !== id.part || l.tid !== id.tid || l.keyStart !== id.start) { this.misses++; return undefined; }
     this.hits++;
-    this.map.delete(key); // most recently used last
-    this.map.set(key, l);
+    this.map.delete(k); // most recently used last
+    this.map.set(k, l);
     return l;
   }
 
-  set(key: string, c: CachedBlock): void {
-    const old = this.map.get(key);
-    if (old) this.forget(key, old);
-    this.map.set(key, c);
+  set(id: BlockId, c: CachedBlock): void {
+    const k = id.seq & KEY_MASK;
+    const old = this.map.get(k);
+    if (old) this.forget(k, old);
+    c.seq = id.seq;
+    c.part = id.part;
+    c.tid = id.tid;
+    c.keyStart = id.start;
+    this.map.set(k, c);
     this.held += c.list.byteSize; // a cached list is never changed: the same figure when it leaves
     this.heldEvents += c.list.count;
     for (const [k, v] of this.map) {
@@ -145,7 +172,7 @@ export class DecodedBlockCache {
     this.spareHeld = 0;
   }
 
-  private forget(k: string, v: CachedBlock): void {
+  private forget(k: number, v: CachedBlock): void {
     this.map.delete(k);
     this.held -= v.list.byteSize;
     this.heldEvents -= v.list.count;
@@ -168,7 +195,6 @@ export class DecodedBlockCache {
 
   /** Forget the blocks of a dropped partition. */
   dropPartition(idx: number): void {
-    const prefix = `${idx}:`;
-    for (const [k, v] of this.map) if (k.startsWith(prefix)) this.forget(k, v);
+    for (const [k, v] of this.map) if (v.part === idx) this.forget(k, v);
   }
 }

@@ -70,13 +70,19 @@ export interface KindSpec {
   /** number of numeric columns */
   nNum: number;
   stack: boolean;
+  /** each column's type (Col), in column order */
+  types: number[];
+  /** has STR16/B16 columns */
+  hasBytes: boolean;
+  /** bit c: column c is REL (stored relative to the event's start) */
+  relMask: number;
 }
 
 function spec(kind: number, name: string, interval: boolean, cols: readonly ColDef[], stack = false): KindSpec {
   const s: KindSpec = {
     kind, name, interval, stack,
     cols: cols.map(([n, type, off]) => ({ name: n, type, off })),
-    numIdx: [], blobIdx: [], blobSize: 0, nNum: 0,
+    numIdx: [], blobIdx: [], blobSize: 0, nNum: 0, types: cols.map((c) => c[1]), hasBytes: false, relMask: 0,
   };
   let nf = 0;
   for (const c of s.cols) {
@@ -90,6 +96,8 @@ function spec(kind: number, name: string, interval: boolean, cols: readonly ColD
     }
   }
   s.nNum = nf;
+  s.hasBytes = s.blobSize > 0;
+  for (let c = 0; c < cols.length; c++) if (cols[c][1] === Col.REL) s.relMask |= 1 << c;
   if (nf > NUM_FIELDS) throw new Error(`kind ${name}: too many numeric columns`);
   return s;
 }
@@ -198,6 +206,8 @@ export function zz(v: number): number {
   return v >= 0 ? v * 2 : -v * 2 - 1;
 }
 export function unzz(u: number): number {
+  // int32 arithmetic below 2^31 (most values: deltas, ids); '%' on a double is slow
+  if (u <= 0x7fffffff) return (u >>> 1) ^ -(u & 1);
   return u % 2 === 0 ? u / 2 : -(u + 1) / 2;
 }
 
@@ -711,28 +721,59 @@ export function decodeBlock(v: Uint8Array, tid: number, a: number, b: number, ki
   if (!readBlockHeader(v, r, h)) return 0;
   const count = h.count;
   const relV1 = h.version === 1;
+  const lim = r.end;
+  // the read position lives in a local (p) and goes through the reader only
+  // for the rare multi-byte varints: most fields are one byte (deltas, ids
+  // that did not change are not written at all)
+  let p = r.p;
   let prevEnd = 0;
   let prevCpu = 0;
   // previous values per (kind, column): reused, zeroed per block
   const prev = decodePrev.fill(0);
   const prevBytes = decodePrevBytes.fill(0);
   let added = 0;
+  let f = out.f;
   for (let e = 0; e < count; e++) {
-    const head = v[r.p++];
+    if (p >= lim) throw new RangeError('truncated block');
+    const head = v[p++];
     const kind = head & 0x0f;
     const sp = KIND_SPECS[kind];
     if (!sp) throw new RangeError(`bad kind ${kind} in block`);
-    const end = prevEnd + unzz(r.varint());
+    let u = v[p];
+    if (u < 0x80 && p < lim) p++;
+    else { r.p = p; u = r.varint(); p = r.p; }
+    const end = prevEnd + unzz(u);
     prevEnd = end;
-    const start = sp.interval ? end - r.varint() : end;
-    if ((head & 0x10) === 0) prevCpu = r.varint();
-    const pid = head & 0x20 ? r.varint() : h.pid;
-    const nc = sp.cols.length;
-    const mask = r.varint();
+    let start = end;
+    if (sp.interval) {
+      u = v[p];
+      if (u < 0x80 && p < lim) p++;
+      else { r.p = p; u = r.varint(); p = r.p; }
+      start = end - u;
+    }
+    if ((head & 0x10) === 0) {
+      u = v[p];
+      if (u < 0x80 && p < lim) p++;
+      else { r.p = p; u = r.varint(); p = r.p; }
+      prevCpu = u;
+    }
+    let pid = h.pid;
+    if (head & 0x20) {
+      u = v[p];
+      if (u < 0x80 && p < lim) p++;
+      else { r.p = p; u = r.varint(); p = r.p; }
+      pid = u;
+    }
+    let mask = v[p];
+    if (mask < 0x80 && p < lim) p++;
+    else { r.p = p; mask = r.varint(); p = r.p; }
     const keep = start <= b && end >= a && (kindMask === 0 || (kindMask & (1 << kind)) !== 0);
-    let i = out.count;
+    const i = out.count;
     if (keep) {
-      if (i >= out.capacity) out.grow(out.capacity * 2);
+      if (i >= out.capacity) {
+        out.grow(out.capacity * 2);
+        f = out.f;
+      }
       out.kind[i] = kind;
       out.cpu[i] = prevCpu;
       out.pid[i] = pid;
@@ -741,78 +782,132 @@ export function decodeBlock(v: Uint8Array, tid: number, a: number, b: number, ki
       out.end[i] = end;
     }
     const pb = kind * 16;
-    const fixedBlob = sp.blobSize;
-    let blobAt = 0;
-    if (keep) {
-      if (fixedBlob > 0 || sp.stack) {
-        out.ensureBlob(fixedBlob + 8 * 1024);
-        blobAt = out.blobUsed;
-        out.blobOff[i] = blobAt;
-        out.blobLen[i] = fixedBlob;
-      } else {
-        out.blobOff[i] = 0;
-        out.blobLen[i] = 0;
-      }
-    }
-    for (let c = 0; c < nc; c++) {
-      const col = sp.cols[c];
-      const t = col.type;
-      if (t === Col.STR16 || t === Col.B16) {
-        const slot = (kind * 2 + (sp.blobIdx[c] >>> 4)) * 16;
+    const types = sp.types;
+    const nc = types.length;
+    if (!sp.hasBytes && !sp.stack) {
+      // numeric columns only (off-CPU, futex, CUDA records: nearly every event)
+      const numIdx = sp.numIdx;
+      const relMask = sp.relMask;
+      for (let c = 0; c < nc; c++) {
         if (mask & (1 << c)) {
-          prevBytes.fill(0, slot, slot + 16);
-          if (t === Col.STR16) {
-            const n = v[r.p++];
-            for (let k = 0; k < n; k++) prevBytes[slot + k] = v[r.p++];
-          } else {
-            for (let k = 0; k < 16; k++) prevBytes[slot + k] = v[r.p++];
-          }
+          const t = types[c];
+          u = v[p];
+          if (u < 0x80 && p < lim) p++;
+          else { r.p = p; u = r.varint(); p = r.p; }
+          let val: number;
+          if (t === Col.I32) val = unzz(u);
+          else if (t === Col.U64) {
+            // hi then lo
+            u = u * TWO32;
+            let lo = v[p];
+            if (lo < 0x80 && p < lim) p++;
+            else { r.p = p; lo = r.varint(); p = r.p; }
+            val = u + lo;
+          } else if (t === Col.REL) val = relV1 ? unzz(u) : u === 0 ? NaN : unzz(u - 1); // NaN: not seen (comes out as 0)
+          else val = u;
+          prev[pb + c] = val;
         }
         if (keep) {
-          // a copy by hand: a subarray per field was an allocation per event
-          const blob = out.blob;
-          const at = blobAt + sp.blobIdx[c];
-          for (let k = 0; k < 16; k++) blob[at + k] = prevBytes[slot + k];
+          const val = prev[pb + c];
+          f[numIdx[c]][i] = (relMask >> c) & 1 ? (val === val ? start + val : 0) : val;
         }
-        continue;
-      }
-      if (mask & (1 << c)) {
-        let val: number;
-        switch (t) {
-          case Col.I32: val = unzz(r.varint()); break;
-          case Col.U64: { const hi = r.varint(); const lo = r.varint(); val = hi * TWO32 + lo; break; }
-          case Col.REL: {
-            // NaN: not seen (comes out as 0)
-            const u = r.varint();
-            val = relV1 ? unzz(u) : u === 0 ? NaN : unzz(u - 1);
-            break;
-          }
-          default: val = r.varint();
-        }
-        prev[pb + c] = val;
       }
       if (keep) {
-        const val = prev[pb + c];
-        out.f[sp.numIdx[c]][i] = t === Col.REL ? (val === val ? start + val : 0) : val;
+        out.blobOff[i] = 0;
+        out.blobLen[i] = 0;
+        // zero unused numeric columns so stale values from another kind do not leak (a new list is zero already)
+        if (!zeroed) for (let j = sp.nNum; j < NUM_FIELDS; j++) f[j][i] = 0;
+        out.count = i + 1;
+        added++;
       }
+      continue;
     }
-    if (sp.stack) {
-      const n = r.varint();
-      if (keep) {
-        out.blob.set(v.subarray(r.p, r.p + 8 * n), blobAt + fixedBlob);
-        out.blobLen[i] = fixedBlob + 8 * n;
-      }
-      r.p += 8 * n;
-    }
-    if (keep) {
-      // zero unused numeric columns so stale values from another kind do not leak (a new list is zero already)
-      if (!zeroed) for (let j = sp.nNum; j < NUM_FIELDS; j++) out.f[j][i] = 0;
-      if (out.blobLen[i] > 0) out.blobUsed = blobAt + out.blobLen[i];
-      out.count = ++i;
-      added++;
+    r.p = p;
+    if (decodeWithBytes(v, sp, kind, mask, keep, start, i, out, r, relV1, prev, prevBytes, zeroed)) added++;
+    p = r.p;
+    f = out.f;
+  }
+  r.p = p;
+  return added;
+}
+
+/** decodeBlock's general path, for kinds with byte columns or stack frames (from r.p, which it advances). */
+function decodeWithBytes(
+  v: Uint8Array, sp: KindSpec, kind: number, mask: number, keep: boolean, start: number, i: number, out: EventList,
+  r: ByteReader, relV1: boolean, prev: Float64Array, prevBytes: Uint8Array, zeroed: boolean,
+): boolean {
+  const pb = kind * 16;
+  const fixedBlob = sp.blobSize;
+  let blobAt = 0;
+  if (keep) {
+    if (fixedBlob > 0 || sp.stack) {
+      out.ensureBlob(fixedBlob + 8 * 1024);
+      blobAt = out.blobUsed;
+      out.blobOff[i] = blobAt;
+      out.blobLen[i] = fixedBlob;
+    } else {
+      out.blobOff[i] = 0;
+      out.blobLen[i] = 0;
     }
   }
-  return added;
+  const nc = sp.cols.length;
+  for (let c = 0; c < nc; c++) {
+    const t = sp.types[c];
+    if (t === Col.STR16 || t === Col.B16) {
+      const slot = (kind * 2 + (sp.blobIdx[c] >>> 4)) * 16;
+      if (mask & (1 << c)) {
+        prevBytes.fill(0, slot, slot + 16);
+        if (t === Col.STR16) {
+          const n = v[r.p++];
+          for (let k = 0; k < n; k++) prevBytes[slot + k] = v[r.p++];
+        } else {
+          for (let k = 0; k < 16; k++) prevBytes[slot + k] = v[r.p++];
+        }
+      }
+      if (keep) {
+        // a copy by hand: a subarray per field was an allocation per event
+        const blob = out.blob;
+        const at = blobAt + sp.blobIdx[c];
+        for (let k = 0; k < 16; k++) blob[at + k] = prevBytes[slot + k];
+      }
+      continue;
+    }
+    if (mask & (1 << c)) {
+      let val: number;
+      switch (t) {
+        case Col.I32: val = unzz(r.varint()); break;
+        case Col.U64: { const hi = r.varint(); const lo = r.varint(); val = hi * TWO32 + lo; break; }
+        case Col.REL: {
+          // NaN: not seen (comes out as 0)
+          const u = r.varint();
+          val = relV1 ? unzz(u) : u === 0 ? NaN : unzz(u - 1);
+          break;
+        }
+        default: val = r.varint();
+      }
+      prev[pb + c] = val;
+    }
+    if (keep) {
+      const val = prev[pb + c];
+      out.f[sp.numIdx[c]][i] = t === Col.REL ? (val === val ? start + val : 0) : val;
+    }
+  }
+  if (sp.stack) {
+    const n = r.varint();
+    if (keep) {
+      out.blob.set(v.subarray(r.p, r.p + 8 * n), blobAt + fixedBlob);
+      out.blobLen[i] = fixedBlob + 8 * n;
+    }
+    r.p += 8 * n;
+  }
+  // byte columns and frames are read without a check per byte: a block cut short shows here
+  if (r.p > r.end) throw new RangeError('truncated block');
+  if (!keep) return false;
+  // zero unused numeric columns so stale values from another kind do not leak (a new list is zero already)
+  if (!zeroed) for (let j = sp.nNum; j < NUM_FIELDS; j++) out.f[j][i] = 0;
+  if (out.blobLen[i] > 0) out.blobUsed = blobAt + out.blobLen[i];
+  out.count = i + 1;
+  return true;
 }
 
 // ---------------------------------------------------------------------------

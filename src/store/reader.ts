@@ -10,7 +10,7 @@ import { open, type Database, type RootDatabase } from 'lmdb';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Kind, groupName, type ClockHistory } from '../capture/index.js';
-import { DecodedBlockCache, appendOverlapping, decodeCachedBlock } from './block-cache.js';
+import { DecodedBlockCache, appendOverlapping, decodeCachedBlock, type BlockId } from './block-cache.js';
 import { ByteReader, EventList, decodeBlock, decodeFutexBlock, readBlockHeader, type BlockHeader } from './codec.js';
 import {
   DEFAULT_PARTITION_NS, M, clockSampleRange, futexPrefix, futexRangeKey, getU64, metaKey, partitionDbName, partitionMayOverlap, pidMapKey, threadKey,
@@ -74,6 +74,8 @@ export class StoreReader {
   private readonly r = new ByteReader();
   private readonly h: BlockHeader = { count: 0, pid: 0, extent: 0, body: 0 };
   private blockCache: DecodedBlockCache | null = null;
+  /** the block being looked up in blockCache (one object, filled per block) */
+  private readonly blockId: BlockId = { part: 0, tid: 0, start: 0, seq: 0 };
 
   constructor(readonly root: RootDatabase, readonly readOnly: boolean) {
     this.meta = root.openDB('meta', { keyEncoding: 'binary', encoding: 'msgpack' });
@@ -255,7 +257,8 @@ export class StoreReader {
 
   private extent(db: Database, key: Buffer): number {
     try {
-      const v = db.getBinary(key) as Buffer | undefined;
+      // (lmdb-js's shared buffer, read at once: no copy)
+      const v = db.getBinaryFast(key) as Buffer | undefined;
       return v && v.length === 8 ? v.readDoubleLE(0) : 0;
     } catch {
       return 0;
@@ -290,18 +293,22 @@ export class StoreReader {
       const cache = this.blockCache;
       if (cache) {
         // keys only: a cached block's value is not read (nor copied) again
+        const id = this.blockId;
+        id.part = pm.idx;
+        id.tid = tid;
         this.scanKeys(db, startKey, endKey, (k) => {
           const seq = k.readUInt32BE(12);
           if (headSeqs !== null && headSeqs.includes(seq)) (seenSeqs ??= []).push(seq);
-          const ck = `${pm.idx}:${k.toString('latin1')}`;
-          let c = cache.get(ck);
+          id.start = getU64(k, 4);
+          id.seq = seq;
+          let c = cache.get(id);
           if (!c) {
             const v = db.getBinaryFast(k);
             // header: skip blocks that end before a without decoding them
-            if (!v || !readBlockHeader(v, r, h) || getU64(k, 4) + h.extent < a) return;
-            cache.set(ck, (c = decodeCachedBlock(v, tid, r, h, cache)));
+            if (!v || !readBlockHeader(v, r, h) || id.start + h.extent < a) return;
+            cache.set(id, (c = decodeCachedBlock(v, tid, r, h, cache)));
           }
-          if (getU64(k, 4) + c.extent < a) return;
+          if (id.start + c.extent < a) return;
           appendOverlapping(c, a, b, kindMask, out);
         });
         continue;

@@ -6,6 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { EventList, openStoreReader, openStoreWriter } from '../../src/store/index.js';
+import { DecodedBlockCache, cachedBlock, type CachedBlock } from '../../src/store/block-cache.js';
 import { SynthGen } from './synth.js';
 import { feed, tempDir } from './util.js';
 
@@ -61,4 +62,33 @@ test('block cache: same events as an uncached reader over many windows, bounded,
   } finally {
     cleanup();
   }
+});
+
+test('block cache: blocks that share a sequence number (two writer opens) never answer for each other', () => {
+  const cache = new DecodedBlockCache(1 << 20);
+  const block = (start: number): CachedBlock => {
+    const l = new EventList(4);
+    l.kind[0] = 0;
+    l.start[0] = start;
+    l.end[0] = start + 10;
+    l.count = 1;
+    return cachedBlock(l, 10);
+  };
+  const a = block(100);
+  cache.set({ part: 3, tid: 7, start: 100, seq: 42 }, a);
+  assert.equal(cache.get({ part: 3, tid: 7, start: 100, seq: 42 }), a);
+  // same seq, another partition / thread / start: a miss, not block a
+  assert.equal(cache.get({ part: 4, tid: 7, start: 100, seq: 42 }), undefined);
+  assert.equal(cache.get({ part: 3, tid: 8, start: 100, seq: 42 }), undefined);
+  assert.equal(cache.get({ part: 3, tid: 7, start: 101, seq: 42 }), undefined);
+  // a seq equal in its low 30 bits (the map's key)
+  assert.equal(cache.get({ part: 3, tid: 7, start: 100, seq: 42 + 2 ** 30 }), undefined);
+  // the other block replaces it; a is then a miss
+  const b = block(500);
+  cache.set({ part: 4, tid: 9, start: 500, seq: 42 }, b);
+  assert.equal(cache.size, 1);
+  assert.equal(cache.get({ part: 4, tid: 9, start: 500, seq: 42 }), b);
+  assert.equal(cache.get({ part: 3, tid: 7, start: 100, seq: 42 }), undefined);
+  cache.dropPartition(4);
+  assert.equal(cache.size, 0);
 });

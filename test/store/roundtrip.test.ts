@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { FrameWriter, ipv4Bytes } from '../helpers/frames.js';
 import { CudaApi, Kind, KIND_MAX, OffcpuFlag, TaskEvent } from '../../src/capture/records.js';
 import { openStoreWriter, openStoreReader, EventList, F } from '../../src/store/index.js';
+import { ByteReader, decodeBlock, type BlockHeader } from '../../src/store/codec.js';
 import { tempDir, feed } from './util.js';
 
 const T = 5_000_000_123; // > 2^32
@@ -214,6 +215,49 @@ test('corrupt and unknown records are skipped and counted, never a crash', async
     assert.equal(r.skipCounters().badValue, 2);
     assert.equal(r.skipCounters().outOfRange, 1);
     void r.root.close();
+  } finally {
+    cleanup();
+  }
+});
+
+test('a stored block cut short is refused (RangeError), never decoded from bytes past its end', async () => {
+  const { dir, cleanup } = tempDir('rt-cut');
+  try {
+    const fw = new FrameWriter();
+    fw.hello({ ts: T, monoNs: T, realtimeNs: 1_763_730_000_000_000_000n, ncpu: 2, probePid: 99 });
+    for (let k = 0; k < 20; k++) {
+      const t = T + k * 100_000;
+      // multi-byte fields (u64 lock words, 2^32+ times, negative returns) next to one-byte ones
+      fw.offcpu({ ts: t + 1000, pid: 100, tid: 101, cpu: k % 2, startNs: t - 5000 * k, runnableNs: k % 3 ? t - 100 : 0, flags: OffcpuFlag.WOKEN,
+        wakerPid: 100, wakerTid: 102 + k, wakerUaddr: 0x7f00_dead_beefn + BigInt(k), prevState: 1, preemptPid: 7, preemptTid: 8, lastPid: 9, lastTid: 10 + k, outCpu: 0, wakerCpu: 1 });
+      fw.futexWait({ ts: t + 2000, pid: 100, tid: 101, cpu: 1, startNs: t + 1500, uaddr: 0x7f00_dead_beefn, op: 0x89, ret: -110, val: k, ownerTid: 102, ownerSrc: 2 });
+      fw.blockIo({ ts: t + 3000, pid: 100, tid: 101, startNs: t + 2500, issueNs: t + 2600, sector: 123456789 + k, dev: 8, bytes: 4096, flags: 3, error: 0, comm: `kworker/${k}` });
+      fw.stack({ ts: t + 1000, pid: 100, tid: 101, startNs: t - 5000, user: [0x401000 + k], kernel: [0xffffffff81000000n] });
+    }
+    const w = openStoreWriter(dir);
+    await feed(w, fw.toBuffer());
+    await w.close();
+    const r = openStoreReader(dir);
+    const rd = new ByteReader();
+    const h: BlockHeader = { count: 0, pid: 0, extent: 0, body: 0 };
+    let blocks = 0;
+    for (const pm of r.partitions()) {
+      const db = r.partitionDb(pm.idx)!;
+      for (const { key, value } of db.getRange({})) {
+        const k = key as Buffer;
+        // thread blocks: [u32 tid][u64 minStart][u32 seq] (futex index blocks start 0xFFFFFFFE)
+        if (k.length !== 16 || k.readUInt32BE(0) !== 101) continue;
+        const v = Uint8Array.from(value as Buffer);
+        const whole = new EventList(16);
+        assert.ok(decodeBlock(v, 101, -Infinity, Infinity, 0, whole, rd, h) > 40);
+        blocks++;
+        for (let cut = h.body; cut < v.length; cut++) {
+          assert.throws(() => decodeBlock(v.subarray(0, cut), 101, -Infinity, Infinity, 0, new EventList(16), rd, h), RangeError, `block cut at ${cut} of ${v.length}`);
+        }
+      }
+    }
+    assert.ok(blocks >= 1, 'blocks of tid 101 read');
+    await r.root.close();
   } finally {
     cleanup();
   }
