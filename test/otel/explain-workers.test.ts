@@ -310,3 +310,38 @@ test('explain workers: a worker that dies loses no span without a count (its bat
     cleanup();
   }
 });
+
+test('explain workers: with the workers full, a trace past its wait and not covered is still explained here in the same tick; the rest wait for the workers and all go out', async () => {
+  const { dir, cleanup } = tempDir('xw-full');
+  const n = 200; // 600 joinable spans: more than the pool's two batches in flight can take
+  const w = headWriter(dir);
+  try {
+    await feed(w, frames(W0 + n * 100 * MS + 50 * MS, n).toBuffer());
+    await w.flush();
+    const sent: OutgoingSpan[] = [];
+    const up = { send: (xs: OutgoingSpan[]) => { sent.push(...xs); } } as unknown as UpstreamExporter;
+    // the watermark covers the n requests; a late trace X (past the data) is not covered
+    const mark = epoch(W0 + n * 100 * MS + 50 * MS);
+    const kernel: KernelSide = { reader: w.reader, storeDir: dir, watermarkUnixNano: () => mark, committedUnixNano: () => mark };
+    const p = new EnrichPipeline({ kernel, upstream: up, explainWorkers: 1, tickMs: 3_600_000, waitMs: 30, explain: EXPLAIN, log: () => {} });
+    await waitFor(() => p.pool!.live === 1);
+    const late = W0 + (n + 50) * 100 * MS;
+    const x: ExplainGroup = { traceId: tr(9999), spans: [{ traceId: tr(9999), spanId: sp(99_999), service: 'svc', name: 'late', startUnixNano: epoch(late), endUnixNano: epoch(late + 10 * MS), tid: A, pid: PID }] };
+    await p.consume(request([x]), META);
+    await new Promise((r) => setTimeout(r, 60)); // X is past its wait; the requests below are not
+    await p.consume(request(inputs(n)), META);
+    const before = sent.length;
+    p.tick(false);
+    assert.ok(p.pool!.capacity === 0, 'the workers are full');
+    assert.ok(sent.slice(before).some((o) => o.span.spanId === sp(99_999)), 'X went out in this tick, not behind the workers');
+    assert.ok(p.bufferedSpans > 0, 'covered traces wait for the workers');
+    // the workers' answers bring more ticks until everything is out
+    await waitFor(() => sent.length === 4 * n + 1);
+    await p.close();
+    assert.equal(p.counters.workers.spans, 3 * n, 'every covered joinable span went to the worker');
+    assert.equal(new Set(sent.map((o) => o.span.spanId)).size, 4 * n + 1, 'no span lost or sent twice');
+  } finally {
+    await w.close();
+    cleanup();
+  }
+});
