@@ -212,7 +212,7 @@ export class EnrichPipeline implements SpanConsumer {
   private bufferedBytes = 0;
   /** buffered traces marked `here` (a worker could not see them): they break the buffer's arrival order (tick) */
   private hereTraces = 0;
-  /** the latest span end of every trace ever buffered: a watermark past it covers the whole buffer (tick) */
+  /** the latest span end of the traces buffered since the buffer was last empty: a watermark past it covers the whole buffer (tick) */
   private maxHeldEndNs = 0n;
   private readonly mapper: StoreSpanConsumer;
   private timer: NodeJS.Timeout | null = null;
@@ -296,6 +296,8 @@ export class EnrichPipeline implements SpanConsumer {
     this.buffered -= t.entries.length;
     this.bufferedBytes -= t.bytes;
     if (t.here) this.hereTraces--;
+    // an empty buffer starts the bound over (one span with a far-future end does not keep it up for good)
+    if (this.traces.size === 0) this.maxHeldEndNs = 0n;
   }
 
   async consume(req: DecodedTraceRequest, meta: ConsumeMeta): Promise<ConsumeResult> {
