@@ -223,10 +223,22 @@ export class ByteReader {
     return this;
   }
   varint(): number {
+    // one byte (most fields: deltas, small ids) without the loop
+    const p = this.p;
+    if (p < this.end) {
+      const c = this.buf[p];
+      if (c < 0x80) {
+        this.p = p + 1;
+        return c;
+      }
+    }
+    return this.varintLong();
+  }
+
+  private varintLong(): number {
     const b = this.buf;
     if (this.p >= this.end) throw new RangeError('truncated block');
     let c = b[this.p++];
-    if (c < 0x80) return c;
     let x = c & 0x7f;
     let mul = 128;
     for (;;) {
@@ -721,59 +733,30 @@ export function decodeBlock(v: Uint8Array, tid: number, a: number, b: number, ki
   if (!readBlockHeader(v, r, h)) return 0;
   const count = h.count;
   const relV1 = h.version === 1;
-  const lim = r.end;
-  // the read position lives in a local (p) and goes through the reader only
-  // for the rare multi-byte varints: most fields are one byte (deltas, ids
-  // that did not change are not written at all)
-  let p = r.p;
   let prevEnd = 0;
   let prevCpu = 0;
   // previous values per (kind, column): reused, zeroed per block
   const prev = decodePrev.fill(0);
   const prevBytes = decodePrevBytes.fill(0);
   let added = 0;
-  let f = out.f;
   for (let e = 0; e < count; e++) {
-    if (p >= lim) throw new RangeError('truncated block');
-    const head = v[p++];
+    if (r.p >= r.end) throw new RangeError('truncated block');
+    const head = v[r.p++];
     const kind = head & 0x0f;
     const sp = KIND_SPECS[kind];
     if (!sp) throw new RangeError(`bad kind ${kind} in block`);
-    let u = v[p];
-    if (u < 0x80 && p < lim) p++;
-    else { r.p = p; u = r.varint(); p = r.p; }
-    const end = prevEnd + unzz(u);
+    const end = prevEnd + unzz(r.varint());
     prevEnd = end;
-    let start = end;
-    if (sp.interval) {
-      u = v[p];
-      if (u < 0x80 && p < lim) p++;
-      else { r.p = p; u = r.varint(); p = r.p; }
-      start = end - u;
-    }
-    if ((head & 0x10) === 0) {
-      u = v[p];
-      if (u < 0x80 && p < lim) p++;
-      else { r.p = p; u = r.varint(); p = r.p; }
-      prevCpu = u;
-    }
-    let pid = h.pid;
-    if (head & 0x20) {
-      u = v[p];
-      if (u < 0x80 && p < lim) p++;
-      else { r.p = p; u = r.varint(); p = r.p; }
-      pid = u;
-    }
-    let mask = v[p];
-    if (mask < 0x80 && p < lim) p++;
-    else { r.p = p; mask = r.varint(); p = r.p; }
+    const start = sp.interval ? end - r.varint() : end;
+    if ((head & 0x10) === 0) prevCpu = r.varint();
+    const pid = head & 0x20 ? r.varint() : h.pid;
+    const types = sp.types;
+    const nc = types.length;
+    const mask = r.varint();
     const keep = start <= b && end >= a && (kindMask === 0 || (kindMask & (1 << kind)) !== 0);
     const i = out.count;
     if (keep) {
-      if (i >= out.capacity) {
-        out.grow(out.capacity * 2);
-        f = out.f;
-      }
+      if (i >= out.capacity) out.grow(out.capacity * 2);
       out.kind[i] = kind;
       out.cpu[i] = prevCpu;
       out.pid[i] = pid;
@@ -782,132 +765,93 @@ export function decodeBlock(v: Uint8Array, tid: number, a: number, b: number, ki
       out.end[i] = end;
     }
     const pb = kind * 16;
-    const types = sp.types;
-    const nc = types.length;
+    const fixedBlob = sp.blobSize;
+    let blobAt = 0;
+    if (keep) {
+      if (fixedBlob > 0 || sp.stack) {
+        out.ensureBlob(fixedBlob + 8 * 1024);
+        blobAt = out.blobUsed;
+        out.blobOff[i] = blobAt;
+        out.blobLen[i] = fixedBlob;
+      } else {
+        out.blobOff[i] = 0;
+        out.blobLen[i] = 0;
+      }
+    }
+    const f = out.f;
+    const relMask = sp.relMask;
     if (!sp.hasBytes && !sp.stack) {
-      // numeric columns only (off-CPU, futex, CUDA records: nearly every event)
+      // numeric columns only (off-CPU, futex and CUDA records: nearly every event): no byte columns to look for
       const numIdx = sp.numIdx;
-      const relMask = sp.relMask;
       for (let c = 0; c < nc; c++) {
-        if (mask & (1 << c)) {
-          const t = types[c];
-          u = v[p];
-          if (u < 0x80 && p < lim) p++;
-          else { r.p = p; u = r.varint(); p = r.p; }
-          let val: number;
-          if (t === Col.I32) val = unzz(u);
-          else if (t === Col.U64) {
-            // hi then lo
-            u = u * TWO32;
-            let lo = v[p];
-            if (lo < 0x80 && p < lim) p++;
-            else { r.p = p; lo = r.varint(); p = r.p; }
-            val = u + lo;
-          } else if (t === Col.REL) val = relV1 ? unzz(u) : u === 0 ? NaN : unzz(u - 1); // NaN: not seen (comes out as 0)
-          else val = u;
-          prev[pb + c] = val;
-        }
+        if (mask & (1 << c)) prev[pb + c] = readColumn(r, types[c], relV1);
         if (keep) {
           const val = prev[pb + c];
           f[numIdx[c]][i] = (relMask >> c) & 1 ? (val === val ? start + val : 0) : val;
         }
       }
       if (keep) {
-        out.blobOff[i] = 0;
-        out.blobLen[i] = 0;
-        // zero unused numeric columns so stale values from another kind do not leak (a new list is zero already)
         if (!zeroed) for (let j = sp.nNum; j < NUM_FIELDS; j++) f[j][i] = 0;
         out.count = i + 1;
         added++;
       }
       continue;
     }
-    r.p = p;
-    if (decodeWithBytes(v, sp, kind, mask, keep, start, i, out, r, relV1, prev, prevBytes, zeroed)) added++;
-    p = r.p;
-    f = out.f;
+    for (let c = 0; c < nc; c++) {
+      const t = types[c];
+      if (t === Col.STR16 || t === Col.B16) {
+        const slot = (kind * 2 + (sp.blobIdx[c] >>> 4)) * 16;
+        if (mask & (1 << c)) {
+          prevBytes.fill(0, slot, slot + 16);
+          if (t === Col.STR16) {
+            const n = v[r.p++];
+            for (let k = 0; k < n; k++) prevBytes[slot + k] = v[r.p++];
+          } else {
+            for (let k = 0; k < 16; k++) prevBytes[slot + k] = v[r.p++];
+          }
+        }
+        if (keep) {
+          // a copy by hand: a subarray per field was an allocation per event
+          const blob = out.blob;
+          const at = blobAt + sp.blobIdx[c];
+          for (let k = 0; k < 16; k++) blob[at + k] = prevBytes[slot + k];
+        }
+        continue;
+      }
+      if (mask & (1 << c)) prev[pb + c] = readColumn(r, t, relV1);
+      if (keep) {
+        const val = prev[pb + c];
+        f[sp.numIdx[c]][i] = (relMask >> c) & 1 ? (val === val ? start + val : 0) : val;
+      }
+    }
+    if (sp.stack) {
+      const n = r.varint();
+      if (keep) {
+        out.blob.set(v.subarray(r.p, r.p + 8 * n), blobAt + fixedBlob);
+        out.blobLen[i] = fixedBlob + 8 * n;
+      }
+      r.p += 8 * n;
+    }
+    // byte columns and frames are read without a check per byte: a block cut short shows here
+    if (r.p > r.end) throw new RangeError('truncated block');
+    if (keep) {
+      // zero unused numeric columns so stale values from another kind do not leak (a new list is zero already)
+      if (!zeroed) for (let j = sp.nNum; j < NUM_FIELDS; j++) f[j][i] = 0;
+      if (out.blobLen[i] > 0) out.blobUsed = blobAt + out.blobLen[i];
+      out.count = i + 1;
+      added++;
+    }
   }
-  r.p = p;
   return added;
 }
 
-/** decodeBlock's general path, for kinds with byte columns or stack frames (from r.p, which it advances). */
-function decodeWithBytes(
-  v: Uint8Array, sp: KindSpec, kind: number, mask: number, keep: boolean, start: number, i: number, out: EventList,
-  r: ByteReader, relV1: boolean, prev: Float64Array, prevBytes: Uint8Array, zeroed: boolean,
-): boolean {
-  const pb = kind * 16;
-  const fixedBlob = sp.blobSize;
-  let blobAt = 0;
-  if (keep) {
-    if (fixedBlob > 0 || sp.stack) {
-      out.ensureBlob(fixedBlob + 8 * 1024);
-      blobAt = out.blobUsed;
-      out.blobOff[i] = blobAt;
-      out.blobLen[i] = fixedBlob;
-    } else {
-      out.blobOff[i] = 0;
-      out.blobLen[i] = 0;
-    }
-  }
-  const nc = sp.cols.length;
-  for (let c = 0; c < nc; c++) {
-    const t = sp.types[c];
-    if (t === Col.STR16 || t === Col.B16) {
-      const slot = (kind * 2 + (sp.blobIdx[c] >>> 4)) * 16;
-      if (mask & (1 << c)) {
-        prevBytes.fill(0, slot, slot + 16);
-        if (t === Col.STR16) {
-          const n = v[r.p++];
-          for (let k = 0; k < n; k++) prevBytes[slot + k] = v[r.p++];
-        } else {
-          for (let k = 0; k < 16; k++) prevBytes[slot + k] = v[r.p++];
-        }
-      }
-      if (keep) {
-        // a copy by hand: a subarray per field was an allocation per event
-        const blob = out.blob;
-        const at = blobAt + sp.blobIdx[c];
-        for (let k = 0; k < 16; k++) blob[at + k] = prevBytes[slot + k];
-      }
-      continue;
-    }
-    if (mask & (1 << c)) {
-      let val: number;
-      switch (t) {
-        case Col.I32: val = unzz(r.varint()); break;
-        case Col.U64: { const hi = r.varint(); const lo = r.varint(); val = hi * TWO32 + lo; break; }
-        case Col.REL: {
-          // NaN: not seen (comes out as 0)
-          const u = r.varint();
-          val = relV1 ? unzz(u) : u === 0 ? NaN : unzz(u - 1);
-          break;
-        }
-        default: val = r.varint();
-      }
-      prev[pb + c] = val;
-    }
-    if (keep) {
-      const val = prev[pb + c];
-      out.f[sp.numIdx[c]][i] = t === Col.REL ? (val === val ? start + val : 0) : val;
-    }
-  }
-  if (sp.stack) {
-    const n = r.varint();
-    if (keep) {
-      out.blob.set(v.subarray(r.p, r.p + 8 * n), blobAt + fixedBlob);
-      out.blobLen[i] = fixedBlob + 8 * n;
-    }
-    r.p += 8 * n;
-  }
-  // byte columns and frames are read without a check per byte: a block cut short shows here
-  if (r.p > r.end) throw new RangeError('truncated block');
-  if (!keep) return false;
-  // zero unused numeric columns so stale values from another kind do not leak (a new list is zero already)
-  if (!zeroed) for (let j = sp.nNum; j < NUM_FIELDS; j++) out.f[j][i] = 0;
-  if (out.blobLen[i] > 0) out.blobUsed = blobAt + out.blobLen[i];
-  out.count = i + 1;
-  return true;
+/** A changed numeric column's value, read at r (REL: NaN when not seen, which decodes as 0). */
+function readColumn(r: ByteReader, t: number, relV1: boolean): number {
+  const u = r.varint();
+  if (t === Col.I32) return unzz(u);
+  if (t === Col.U64) return u * TWO32 + r.varint(); // hi, then lo
+  if (t === Col.REL) return relV1 ? unzz(u) : u === 0 ? NaN : unzz(u - 1);
+  return u;
 }
 
 // ---------------------------------------------------------------------------
