@@ -184,9 +184,12 @@ test('explain workers: a window not committed yet (in the writer\'s head) is ans
       committedUnixNano: () => epoch(w.ingestWatermarkNs),
     };
     const p = new EnrichPipeline({ kernel, upstream: up, explainWorkers: 1, tickMs: 5, explain: EXPLAIN, log: () => {} });
-    await p.consume(request(groups), META);
-    await waitFor(() => sent.length === 4 * N);
-    await p.close();
+    try {
+      await p.consume(request(groups), META);
+      await waitFor(() => sent.length === 4 * N);
+    } finally {
+      await p.close(); // also when the wait times out: its worker thread would keep the test process alive
+    }
     assert.equal(p.counters.workers.spans >= 3 * N, true, JSON.stringify(p.counters.workers));
     assert.ok(p.counters.workers.unseen > 0, 'the head-only traces came back from the worker');
     assert.equal(p.counters.enrichedPartial, 0);
@@ -247,19 +250,23 @@ async function runPipeline(dir: string, w: StoreWriter, workers: number, crash =
   const kernel: KernelSide = { reader: w.reader, storeDir: dir, watermarkUnixNano: () => far };
   // no timer ticks: the test drives them
   const p = new EnrichPipeline({ kernel, upstream: up, explainWorkers: workers, tickMs: 3_600_000, explain: EXPLAIN, log: () => {} });
-  if (workers) await waitFor(() => p.pool!.live === workers);
-  await p.consume(request(inputs()), META);
-  if (crash) {
-    p.pool!.crashWorker(0);
-    p.tick(false); // the batch goes to the worker that is dying
-    await waitFor(() => sent.length === 4 * N);
-    // started again: later spans are explained there
-    await waitFor(() => p.pool!.counters.restarts === 1 && p.pool!.live === 1);
+  try {
+    if (workers) await waitFor(() => p.pool!.live === workers);
     await p.consume(request(inputs()), META);
+    if (crash) {
+      p.pool!.crashWorker(0);
+      p.tick(false); // the batch goes to the worker that is dying
+      await waitFor(() => sent.length === 4 * N);
+      // started again: later spans are explained there
+      await waitFor(() => p.pool!.counters.restarts === 1 && p.pool!.live === 1);
+      await p.consume(request(inputs()), META);
+    }
+    p.tick(false);
+    await waitFor(() => sent.length === (crash ? 8 : 4) * N);
+  } finally {
+    // also when a wait times out: a worker thread left running keeps the test process alive
+    await p.close();
   }
-  p.tick(false);
-  await waitFor(() => sent.length === (crash ? 8 : 4) * N);
-  await p.close();
   return { sent, p };
 }
 
@@ -315,6 +322,9 @@ test('explain workers: with the workers full, a trace past its wait and not cove
   const { dir, cleanup } = tempDir('xw-full');
   const n = 200; // 600 joinable spans: more than the pool's two batches in flight can take
   const w = headWriter(dir);
+  // closed in `finally` too: a failed assertion must not leave the worker thread running
+  let p: EnrichPipeline | null = null;
+  let closed = false;
   try {
     await feed(w, frames(W0 + n * 100 * MS + 50 * MS, n).toBuffer());
     await w.flush();
@@ -323,8 +333,8 @@ test('explain workers: with the workers full, a trace past its wait and not cove
     // the watermark covers the n requests; a late trace X (past the data) is not covered
     const mark = epoch(W0 + n * 100 * MS + 50 * MS);
     const kernel: KernelSide = { reader: w.reader, storeDir: dir, watermarkUnixNano: () => mark, committedUnixNano: () => mark };
-    const p = new EnrichPipeline({ kernel, upstream: up, explainWorkers: 1, tickMs: 3_600_000, waitMs: 30, explain: EXPLAIN, log: () => {} });
-    await waitFor(() => p.pool!.live === 1);
+    p = new EnrichPipeline({ kernel, upstream: up, explainWorkers: 1, tickMs: 3_600_000, waitMs: 30, explain: EXPLAIN, log: () => {} });
+    await waitFor(() => p!.pool!.live === 1);
     const late = W0 + (n + 50) * 100 * MS;
     const x: ExplainGroup = { traceId: tr(9999), spans: [{ traceId: tr(9999), spanId: sp(99_999), service: 'svc', name: 'late', startUnixNano: epoch(late), endUnixNano: epoch(late + 10 * MS), tid: A, pid: PID }] };
     await p.consume(request([x]), META);
@@ -338,9 +348,11 @@ test('explain workers: with the workers full, a trace past its wait and not cove
     // the workers' answers bring more ticks until everything is out
     await waitFor(() => sent.length === 4 * n + 1);
     await p.close();
+    closed = true;
     assert.equal(p.counters.workers.spans, 3 * n, 'every covered joinable span went to the worker');
     assert.equal(new Set(sent.map((o) => o.span.spanId)).size, 4 * n + 1, 'no span lost or sent twice');
   } finally {
+    if (p && !closed) await p.close();
     await w.close();
     cleanup();
   }
