@@ -182,6 +182,27 @@ export function within(actual: number, expected: number, tol: number): boolean {
   return Math.abs(actual - expected) <= tol * expected;
 }
 
+/**
+ * The probe's cudaStreamSynchronize calls against cuda_app's own clock around
+ * each call (`sync_at_ns[i]`, lasting `sync_ns[i]`; both CLOCK_MONOTONIC like
+ * the probe). A preemption between the app's clock read and the call (or after
+ * the return) lengthens only the app's figure, so each probed call must lie
+ * inside the app's interval and last at least the stub's sleep; and most calls
+ * (a loaded 2-CPU machine preempts a few) must agree with the app within 0.2 ms.
+ */
+export function assertSyncsMatchApp(probed: { start: number; end: number }[], app: { sync_ns: number[]; sync_at_ns: number[] }, sleepNs: number): void {
+  const n = app.sync_ns.length;
+  const slack = 0.05e6;
+  let agree = 0;
+  for (let i = 0; i < n; i++) {
+    const { start, end } = probed[i], at = app.sync_at_ns[i], d = end - start;
+    assert.ok(start >= at - slack && end <= at + app.sync_ns[i] + slack, `sync ${i}: probe [${start}, ${end}] not inside the app's [${at}, ${at + app.sync_ns[i]}]`);
+    assert.ok(d >= sleepNs, `sync ${i}: probe ${ms(d).toFixed(2)} ms < the stub's ${ms(sleepNs)} ms sleep`);
+    if (Math.abs(d - app.sync_ns[i]) < 0.2e6) agree++;
+  }
+  assert.ok(agree >= Math.ceil(n * 0.75), `${agree} of ${n} syncs within 0.2 ms of the app's clock`);
+}
+
 export type Fixtures = Record<string, any>;
 
 /**
