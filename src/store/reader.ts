@@ -76,6 +76,7 @@ export class StoreReader {
   private blockCache: DecodedBlockCache | null = null;
   /** the block being looked up in blockCache (one object, filled per block) */
   private readonly blockId: BlockId = { part: 0, tid: 0, start: 0, seq: 0 };
+  private hostsCache: { last: string; count: number; rows: readonly HostMeta[] } | null = null;
 
   constructor(readonly root: RootDatabase, readonly readOnly: boolean) {
     this.meta = root.openDB('meta', { keyEncoding: 'binary', encoding: 'msgpack' });
@@ -542,12 +543,24 @@ export class StoreReader {
     return idx.dropsIn(a, b);
   }
 
-  /** The hosts that wrote this store (one record per writer open), oldest first. */
-  hosts(): HostMeta[] {
+  /**
+   * The hosts that wrote this store (a record per writer open that changed the
+   * host's name or boot), oldest first. Read again only when the rows changed:
+   * every explain call asks, and rows are only ever added.
+   */
+  hosts(): readonly HostMeta[] {
     this.auto();
-    const out: HostMeta[] = [];
-    for (const { value } of this.meta.getRange({ start: metaKey(M.HOST), end: metaKey(M.HOST + 1) })) out.push(value as HostMeta);
-    return out;
+    const start = metaKey(M.HOST), end = metaKey(M.HOST + 1);
+    let last = '';
+    for (const k of this.meta.getKeys({ start: end, end: start, reverse: true, limit: 1 })) last = (k as Buffer).toString('hex');
+    // (lmdb-js marks the options object it counts with: each call gets its own)
+    const count = last === '' ? 0 : this.meta.getKeysCount({ start, end });
+    const c = this.hostsCache;
+    if (c !== null && c.last === last && c.count === count) return c.rows;
+    const rows: HostMeta[] = [];
+    for (const { value } of this.meta.getRange({ start, end })) rows.push(value as HostMeta);
+    this.hostsCache = { last, count, rows };
+    return rows;
   }
 
   /**
@@ -555,7 +568,7 @@ export class StoreReader {
    * opened the store before it (else the first one); null for stores written
    * before hosts were recorded.
    */
-  hostAt(atMs: number, hosts = this.hosts()): HostIdentity | null {
+  hostAt(atMs: number, hosts: readonly HostMeta[] = this.hosts()): HostIdentity | null {
     let h: HostMeta | undefined;
     for (const x of hosts) {
       if (x.sinceMs <= atMs || !h) h = x;

@@ -387,10 +387,16 @@ export class StoreWriter implements CaptureSink {
     this.onStoreState = opts.onStoreState ?? null;
     this.host = opts.host ?? localHost();
     this.cgroups = opts.cgroups?.length ? [...opts.cgroups] : undefined;
-    // the host of the data written from now on (a store moved between hosts, or renamed, keeps its history)
-    const sinceMs = Date.now();
-    const hm: HostMeta = { name: this.host.name, bootId: this.host.bootId, since: new Date(sinceMs).toISOString(), sinceMs };
-    meta.putSync(metaKey(M.HOST, [sinceMs, 8]), hm);
+    // the host of the data written from now on (a store moved between hosts, or renamed, keeps its history);
+    // a restart on the same host and boot adds no row (a daemon restarted daily must not grow the list every explain reads)
+    let latest: HostMeta | undefined;
+    for (const { value } of meta.getRange({ start: metaKey(M.HOST + 1), end: metaKey(M.HOST), reverse: true, limit: 1 })) latest = value as HostMeta;
+    if (latest?.name !== this.host.name || latest.bootId !== this.host.bootId) {
+      // rows stay in time order (hostAt relies on it) even if the wall clock stepped back
+      const sinceMs = Math.max(Date.now(), (latest?.sinceMs ?? -1) + 1);
+      const hm: HostMeta = { name: this.host.name, bootId: this.host.bootId, since: new Date(sinceMs).toISOString(), sinceMs };
+      meta.putSync(metaKey(M.HOST, [sinceMs, 8]), hm);
+    }
     this.splitBytes = this.o.partitionBytes;
     const c = meta.get(metaKey(M.COUNTERS)) as Partial<SkipCounters> | undefined;
     if (c) {
