@@ -277,9 +277,23 @@ export function explainTrace(reader: StoreReader, traceId: string, o: ExplainOpt
 export function explainSpanGroups(
   reader: StoreReader, groups: readonly { traceId: string; spans: readonly ExplainableSpan[] }[], o: ExplainOptions = {},
 ): Explanation[] {
-  return reader.snapshot(() => {
+  const out: Explanation[] = [];
+  explainSpanGroupsEach(reader, groups, o, (x) => { out.push(x); });
+  return out;
+}
+
+/**
+ * explainSpanGroups, handing each group's explanation to `each` (in order) as
+ * soon as it is made, so a caller that turns it into bytes at once keeps no
+ * batch of explanation objects alive (they die young: cheap garbage).
+ */
+export function explainSpanGroupsEach(
+  reader: StoreReader, groups: readonly { traceId: string; spans: readonly ExplainableSpan[] }[], o: ExplainOptions,
+  each: (x: Explanation, index: number) => void,
+): void {
+  reader.snapshot(() => {
     const t = new ExplainSession(reader, o);
-    return groups.map((g) => {
+    groups.forEach((g, index) => {
       const spans = g.spans.map((sp): SpanLike => {
         const start = BigInt(sp.startUnixNano);
         const end = BigInt(sp.endUnixNano);
@@ -301,7 +315,7 @@ export function explainSpanGroups(
       t.retransWindow = spans.some((s) => peerOf(s)) ? [S, E] : [0, 0];
       t.cov = reader.coverage(S, E, undefined, t.known);
       t.covWindow = [S, E];
-      return assemble(g.traceId.toLowerCase(), spans.map((s) => explainOne(t, s)), t);
+      each(assemble(g.traceId.toLowerCase(), spans.map((s) => explainOne(t, s)), t), index);
     });
   });
 }

@@ -7,7 +7,7 @@
 //   console.log(formatExplanation(e));   // or JSON.stringify(e)
 
 export {
-  explainSpanGroups, explainTrace, explainWindow, parseServiceProcess, severityOf, summarizeSpans, type ExplainableSpan,
+  explainSpanGroups, explainSpanGroupsEach, explainTrace, explainWindow, parseServiceProcess, severityOf, summarizeSpans, type ExplainableSpan,
 } from './explain.js';
 export { formatExplanation } from './format.js';
 export { mayJoin } from './join.js';

@@ -21,7 +21,7 @@
 // ExplainBatch messages with BatchResult messages.
 
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
-import { explainSpanGroups, type ExplainOptions, type Explanation, type SpanExplanation } from '../correlator/index.js';
+import { explainSpanGroupsEach, type ExplainOptions, type Explanation, type SpanExplanation } from '../correlator/index.js';
 import { openStoreReader, type SpanInput, type StoreReader } from '../store/index.js';
 import { hasKernelData, kspanEnrichment, writeKspanEnrichment, type EnrichOptions, type KspanEnrichment } from './enrich.js';
 import { PbWriter } from './otlp-encode.js';
@@ -87,6 +87,17 @@ class EncodedOut {
   readonly w = new PbWriter(64 * 1024);
   meta: number[] = [];
   rows = 0;
+
+  /** where the rows written next start: rewind(mark) takes them back */
+  mark(): { bytes: number; meta: number; rows: number } {
+    return { bytes: this.w.length, meta: this.meta.length, rows: this.rows };
+  }
+
+  rewind(m: { bytes: number; meta: number; rows: number }): void {
+    this.w.truncate(m.bytes);
+    this.meta.length = m.meta;
+    this.rows = m.rows;
+  }
 
   /** The batch's bytes and rows, in buffers of their own (transferable). */
   finish(): { bytes: Uint8Array; meta: Int32Array } {
@@ -159,15 +170,23 @@ export function explainBatch(
     }
     const run = (ks: number[]): void => {
       const misses = reader.partitionMisses;
-      const xs = explainSpanGroups(reader, ks.map((k) => groups[k]), explain);
+      // each group is encoded as soon as it is explained (its explanation dies young); a failed
+      // or unseen run takes its rows back, so a retry writes no row twice
+      const mark = enc?.mark() ?? null;
+      try {
+        explainSpanGroupsEach(reader, ks.map((k) => groups[k]), explain, (x, j) => {
+          out[ks[j]] = resultOf(groups[ks[j]], x, mode, enrich, enc);
+        });
+      } catch (err) {
+        if (mark) enc!.rewind(mark);
+        throw err;
+      }
       if (onlyKnown && reader.partitionMisses !== misses) {
         // a partition of this snapshot could not be opened: its events read as none, which must not
         // become on-CPU time; explained on the receiving thread instead (as a window not committed)
+        if (mark) enc!.rewind(mark);
         for (const k of ks) out[k] = { kind: 'unseen' };
-        return;
       }
-      // (encoded: a group's rows are written only once all of it is explained, so a retry writes no row twice)
-      ks.forEach((k, j) => { out[k] = resultOf(groups[k], xs[j], mode, enrich, enc); });
     };
     try {
       if (todo.length) run(todo);

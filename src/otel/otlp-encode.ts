@@ -177,6 +177,17 @@ export class PbWriter {
     return this.pos;
   }
 
+  /**
+   * Forget what was written from `pos` on (a length read outside any fork()),
+   * messages forked since then included (a writer that threw midway).
+   */
+  truncate(pos: number): void {
+    if (pos < 0 || pos > this.pos) throw new RangeError(`PbWriter.truncate(${pos}) at ${this.pos}`);
+    while (this.stack.length !== 0 && this.stack[this.stack.length - 1] >= pos) this.stack.pop();
+    if (this.stack.length !== 0) throw new RangeError(`PbWriter.truncate(${pos}) inside a message forked at ${this.stack[this.stack.length - 1]}`);
+    this.pos = pos;
+  }
+
   /** forget what was written (keeps the buffer) */
   reset(): void {
     this.pos = 0;

@@ -13,7 +13,7 @@ import { Kind, OffcpuFlag, OwnerSrc, TaskEvent } from '../../src/capture/records
 import { openStoreReader, openStoreWriter, type SpanInput, type StoreWriter } from '../../src/store/index.js';
 import { partitionDbName } from '../../src/store/schema.js';
 import {
-  EnrichPipeline, ExplainPool, decodeTraceRequestProtobuf, encodeTraceRequest, explainBatch, type DecodedTraceRequest, type ExplainGroup, type KernelSide, type OutgoingSpan, type Span,
+  EnrichPipeline, ExplainPool, decodeTraceRequestProtobuf, encodeTraceRequest, explainBatch, type DecodedTraceRequest, type ExplainGroup, type GroupResult, type KernelSide, type OutgoingSpan, type Span,
   type UpstreamExporter,
 } from '../../src/otel/index.js';
 import { EPOCH0, MS, T0, W0, epoch, sp, tr } from '../correlator/util.js';
@@ -101,6 +101,42 @@ test('explain workers: a worker explains exactly what the receiving thread does 
     assert.equal(pool.counters.crashes, 0);
   } finally {
     await pool.close();
+    await w.close();
+    cleanup();
+  }
+});
+
+/** Each span's encoded kspan fields and flags, per group (an encoded batch's rows). */
+function encodedRows(res: GroupResult[]): ({ bytes: string; mask: number; flags: number }[] | string)[] {
+  return res.map((r) => {
+    if (r.kind !== 'encoded') return r.kind;
+    const rows = [];
+    for (let i = r.at; i < r.at + r.n; i++) {
+      const [off, len, mask, flags] = r.meta!.subarray(4 * i, 4 * i + 4);
+      rows.push({ bytes: Buffer.from(r.bytes!.subarray(off, off + len)).toString('hex'), mask, flags });
+    }
+    return rows;
+  });
+}
+
+test('explain batch, encoded: a group that fails after others were encoded costs them nothing and leaves no row behind', async () => {
+  const { dir, cleanup } = tempDir('xw-fail');
+  const w = headWriter(dir);
+  try {
+    await feed(w, frames(W0 + N * 100 * MS + 50 * MS).toBuffer());
+    await w.flush();
+    const good = inputs(4);
+    // the third group cannot be explained (a start that is not a number): the batch is run again one group at a time
+    const bad: ExplainGroup = { traceId: tr(99), spans: [{ ...good[0].spans[0], traceId: tr(99), startUnixNano: 'not a time' as never }] };
+    const mixed = explainBatch(w.reader, [good[0], good[1], bad, good[2], good[3]], 'encoded', false, EXPLAIN);
+    const alone = explainBatch(w.reader, good, 'encoded', false, EXPLAIN);
+    assert.equal(mixed[2].kind, 'error');
+    const rows = encodedRows(mixed);
+    assert.deepEqual([rows[0], rows[1], rows[3], rows[4]], encodedRows(alone), 'the good groups\' rows, byte for byte');
+    assert.ok((rows[0] as { flags: number }[])[0].flags & 1, 'with kernel data');
+    const last = mixed[4];
+    assert.ok(last.kind === 'encoded' && last.meta!.length === 4 * 16, `16 rows in all (4 groups x 4 spans), none left by the failed run: ${last.kind === 'encoded' ? last.meta!.length / 4 : last.kind}`);
+  } finally {
     await w.close();
     cleanup();
   }
