@@ -564,9 +564,9 @@ export class StoreReader {
   }
 
   /**
-   * The host whose data this is at epoch ms `atMs`: the latest writer that
-   * opened the store before it (else the first one); null for stores written
-   * before hosts were recorded.
+   * The host whose data this is at epoch ms `atMs`: the latest host record
+   * made before it (else the first one); null for stores written before hosts
+   * were recorded.
    */
   hostAt(atMs: number, hosts: readonly HostMeta[] = this.hosts()): HostIdentity | null {
     let h: HostMeta | undefined;
