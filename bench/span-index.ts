@@ -42,6 +42,9 @@ const med = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(x
 const activeUs: number[] = [];
 const cpuUs: number[] = [];
 const rates: number[] = [];
+const expireRates: number[] = [];
+const expireActiveUs: number[] = [];
+const expireCpuUs: number[] = [];
 for (let r = 0; r < runs; r++) {
   const dir = mkdtempSync(join(tmpdir(), 'kspan-bench-spans-'));
   const w = openStoreWriter(dir);
@@ -60,13 +63,34 @@ for (let r = 0; r < runs; r++) {
   const elu = performance.eventLoopUtilization(elu0);
   const c = process.cpuUsage(c0);
   const batches = w.reader.spans.batches;
+  // retention: the older half expired, a default batch (SPAN_EXPIRE_BATCH) per call, as the writer's checks do
+  const cut = EPOCH0 + BigInt(n - total / 2 + 1) * 50_000n; // this run's first total / 2 spans started before it
+  const xElu0 = performance.eventLoopUtilization();
+  const xc0 = process.cpuUsage();
+  const xt0 = performance.now();
+  let expired = 0;
+  for (;;) {
+    const x = await w.reader.spans.expireBefore(cut);
+    expired += x.deleted;
+    if (!x.more) break;
+  }
+  const xms = performance.now() - xt0;
+  const xElu = performance.eventLoopUtilization(xElu0);
+  const xc = process.cpuUsage(xc0);
   await w.close();
   rmSync(dir, { recursive: true, force: true });
+  if (expired !== total / 2) throw new Error(`expired ${expired} spans, expected ${total / 2}`);
   activeUs.push((elu.active * 1000) / total);
   cpuUs.push((c.user + c.system) / total);
   rates.push(total / (ms / 1000));
-  console.log(`run ${r}: ${total} spans in ${ms.toFixed(0)} ms = ${Math.round(total / (ms / 1000))} spans/s; receiving thread ${activeUs[r].toFixed(2)} µs/span; process CPU ${cpuUs[r].toFixed(2)} µs/span; ${batches} commits`);
+  expireRates.push(expired / (xms / 1000));
+  expireActiveUs.push((xElu.active * 1000) / expired);
+  expireCpuUs.push((xc.user + xc.system) / expired);
+  console.log(`run ${r}: ${total} spans in ${ms.toFixed(0)} ms = ${Math.round(total / (ms / 1000))} spans/s; receiving thread ${activeUs[r].toFixed(2)} µs/span; process CPU ${cpuUs[r].toFixed(2)} µs/span; ${batches} commits; ` +
+    `expired ${expired} in ${xms.toFixed(0)} ms (thread ${expireActiveUs[r].toFixed(2)} µs/span, process CPU ${expireCpuUs[r].toFixed(2)} µs/span)`);
 }
 console.log(`RESULT span_index_spans_per_s ${Math.round(med(rates))} spans/s`);
 console.log(`RESULT span_index_thread_us_per_span ${med(activeUs).toFixed(2)} µs (event-loop active time per span)`);
 console.log(`RESULT span_index_cpu_us_per_span ${med(cpuUs).toFixed(2)} µs (process CPU per span, all threads)`);
+console.log(`RESULT span_index_expire_spans_per_s ${Math.round(med(expireRates))} spans/s (retention: expireBefore, a batch per call)`);
+console.log(`RESULT span_index_expire_thread_us_per_span ${med(expireActiveUs).toFixed(2)} µs (event-loop active time per span expired)`);

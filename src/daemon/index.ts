@@ -80,8 +80,11 @@ export interface DaemonStatus {
   captureError: string | null;
   /** probe restarts after it died: how many, why it last stopped, when the next try is (null: none pending) */
   captureRestarts: { count: number; lastReason: string | null; nextInMs: number | null };
-  /** refused: OTLP requests answered "retry later" (the upstream behind, or the receivers' in-flight memory budget used up) */
-  spans: { received: number; enriched: number; enrichedPartial: number; passed: number; stored: number; notStored: number; buffered: number; refusedRequests: number };
+  /**
+   * refused: OTLP requests answered "retry later" (the upstream behind, or the receivers' in-flight memory
+   * budget used up); expired: deleted from the span index by retention (--max-age / --max-size)
+   */
+  spans: { received: number; enriched: number; enrichedPartial: number; passed: number; stored: number; notStored: number; buffered: number; refusedRequests: number; expired: number };
   /** the store: committing or not (disk full), and what was not stored because of it */
   store: { ok: boolean; error: string | null; failingSinceMs: number | null; notStoredEvents: number; notStoredSpans: number; retainedBytes: number; capBytes: number };
   upstream: { exported: number; queued: number; dropped: number; down: boolean } | null;
@@ -316,6 +319,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       spans: {
         received: c.received, enriched: c.enriched, enrichedPartial: c.enrichedPartial, passed, stored: c.stored, notStored: c.notStored,
         buffered: pipeline.bufferedSpans, refusedRequests: receiver.counters.busy + receiver.counters.consumerBusy,
+        expired: writer.counters.expiredSpans,
       },
       store: {
         ok: h.ok, error: h.error, failingSinceMs: h.failingSince, notStoredEvents: h.notStoredEvents, notStoredSpans: c.notStoredBy.storeError,

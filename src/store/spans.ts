@@ -111,6 +111,14 @@ function svcPrefix(service: string): Buffer {
 const EMPTY = Buffer.alloc(0);
 const U64_MAX = (1n << 64n) - 1n;
 
+/** Where the next service's keys start, given a key of a service ending (its NUL) at z: the same bytes, then 0x01. */
+function nextServiceKey(key: Buffer, z: number): Buffer {
+  const b = Buffer.allocUnsafe(z + 1);
+  key.copy(b, 0, 0, z);
+  b[z] = 1;
+  return b;
+}
+
 /**
  * A span's spans_by_time and spans_by_dur keys, in one allocation:
  * [service][0][u64 start][id] and [service][0][u64 duration][u64 start][id].
@@ -139,11 +147,28 @@ function indexKeys(service: string, start: bigint, durationNs: number, id: Buffe
 
 /** One putSpans call's spans, ready to be written. */
 interface PendingPut {
+  kind: 'put';
   spans: SpanInput[];
   stored: StoredSpan[];
   olds: (StoredSpan | undefined)[];
   ids: Buffer[];
 }
+
+/** One expireBefore call: its victims are chosen when its batch is built (see commit). */
+interface PendingExpire {
+  kind: 'expire';
+  before: bigint;
+  max: number;
+  /** filled in by commit */
+  result: { deleted: number; more: boolean };
+}
+
+/**
+ * Spans expired per expireBefore call at most by default: a batch of row
+ * deletes takes ~6 µs a span of the calling thread (bench:span-index), so
+ * ~12 ms of the OTel receiving thread per batch.
+ */
+export const SPAN_EXPIRE_BATCH = 2_000;
 
 export class SpanIndex {
   readonly byId: Database;
@@ -154,7 +179,7 @@ export class SpanIndex {
   /** spans written by this process and not yet committed, by trace id (the span index's head) */
   private readonly pending = new Map<string, StoredSpan[]>();
   /** the puts waiting for the batch in flight to commit (enqueue) */
-  private next: { parts: PendingPut[]; promise: Promise<void>; resolve: () => void; reject: (e: Error) => void } | null = null;
+  private next: { parts: (PendingPut | PendingExpire)[]; promise: Promise<void>; resolve: () => void; reject: (e: Error) => void } | null = null;
   private inFlight = false;
   /** lmdb-js batches (commits) written so far */
   batches = 0;
@@ -215,7 +240,7 @@ export class SpanIndex {
         if (l) l.push(st);
         else this.pending.set(st.traceId, [st]);
       }
-      await this.enqueue({ spans, stored, olds, ids });
+      await this.enqueue({ kind: 'put', spans, stored, olds, ids });
     } finally {
       for (const st of stored) {
         const l = this.pending.get(st.traceId);
@@ -233,7 +258,7 @@ export class SpanIndex {
    * then carries several calls' spans (its fixed cost shared); a lone call
    * commits at once. Each call resolves (or rejects) with its batch.
    */
-  private enqueue(part: PendingPut): Promise<void> {
+  private enqueue(part: PendingPut | PendingExpire): Promise<void> {
     if (!this.next) {
       let resolve!: () => void;
       let reject!: (e: Error) => void;
@@ -261,30 +286,39 @@ export class SpanIndex {
     });
   }
 
-  private async commit(parts: PendingPut[]): Promise<void> {
+  private async commit(parts: (PendingPut | PendingExpire)[]): Promise<void> {
     // the values of the batch in one buffer (lmdb-js keeps a reference to it until the batch is written)
     let room = 0;
-    for (const { stored } of parts) for (const st of stored) room += storedSpanMaxBytes(st) + 8;
+    for (const part of parts) if (part.kind === 'put') for (const st of part.stored) room += storedSpanMaxBytes(st) + 8;
     const vals = Buffer.allocUnsafe(room);
     let at = 0;
+    // expiries read the committed store: the batch before this one has committed (one in flight)
+    if (parts.some((part) => part.kind === 'expire')) this.auto();
     try {
       await this.root.batch(() => {
-        for (const { spans, stored, olds, ids } of parts) for (let k = 0; k < stored.length; k++) {
-          const old = olds[k];
-          if (old) this.removeIndex(old, ids[k]);
-          const st = stored[k];
-          const end = encodeStoredSpan(st, vals, at);
-          if (end < 0) {
-            this.byId.put(ids[k], st); // what span-record.ts does not take: lmdb-js's encoder
-          } else {
-            this.byIdRaw.put(ids[k], vals.subarray(at, end));
-            at = end;
+        for (const part of parts) {
+          if (part.kind === 'expire') {
+            this.expireInBatch(part);
+            continue;
           }
-          const [timeKey, durKey] = indexKeys(st.service, spans[k].startUnixNano, st.durationNs, ids[k]);
-          vals.writeDoubleLE(st.durationNs, at);
-          this.byTime.put(timeKey, vals.subarray(at, at + 8));
-          at += 8;
-          this.byDur.put(durKey, EMPTY);
+          const { spans, stored, olds, ids } = part;
+          for (let k = 0; k < stored.length; k++) {
+            const old = olds[k];
+            if (old) this.removeIndex(old, ids[k]);
+            const st = stored[k];
+            const end = encodeStoredSpan(st, vals, at);
+            if (end < 0) {
+              this.byId.put(ids[k], st); // what span-record.ts does not take: lmdb-js's encoder
+            } else {
+              this.byIdRaw.put(ids[k], vals.subarray(at, end));
+              at = end;
+            }
+            const [timeKey, durKey] = indexKeys(st.service, spans[k].startUnixNano, st.durationNs, ids[k]);
+            vals.writeDoubleLE(st.durationNs, at);
+            this.byTime.put(timeKey, vals.subarray(at, at + 8));
+            at += 8;
+            this.byDur.put(durKey, EMPTY);
+          }
         }
       });
     } catch (e) {
@@ -389,23 +423,84 @@ export class SpanIndex {
     return n;
   }
 
-  /** Delete spans that started before `beforeUnixNano` (row deletes; spans are few next to kernel events). */
-  async expireBefore(beforeUnixNano: bigint, max = 100_000): Promise<number> {
+  /**
+   * Delete spans that started before `beforeUnixNano` (epoch ns), at most
+   * `max` (each service's oldest first): the retention of the span index,
+   * which is not partitioned (row deletes, found and removed by their
+   * time-index keys: no span is read). It goes through the put queue, so it
+   * commits in order with the puts around it, and a span this process is
+   * putting again meanwhile is kept. `more`: spans before the time may remain.
+   */
+  async expireBefore(beforeUnixNano: bigint, max = SPAN_EXPIRE_BATCH): Promise<{ deleted: number; more: boolean }> {
+    // nothing to delete (the usual answer of a retention check): no batch, no commit
+    if (!this.anyStartedBefore(beforeUnixNano)) return { deleted: 0, more: false };
+    const part: PendingExpire = { kind: 'expire', before: beforeUnixNano, max, result: { deleted: 0, more: false } };
+    await this.enqueue(part);
+    return part.result;
+  }
+
+  /** Did any committed span start before `before`? One key read per service: each one's oldest. */
+  private anyStartedBefore(before: bigint): boolean {
+    this.auto();
+    let from: Buffer | undefined;
+    for (;;) {
+      let first: Buffer | null = null;
+      for (const k of this.byTime.getKeys(from ? { start: from, limit: 1 } : { limit: 1 })) first = k as Buffer;
+      if (first === null) return false;
+      const z = first.indexOf(0);
+      if (z < 0 || first.length < z + 9) return false;
+      if (first.readBigUInt64BE(z + 1) < before) return true;
+      from = nextServiceKey(first, z);
+    }
+  }
+
+  /** An expiry's deletes, written into the batch being built (see expireBefore). */
+  private expireInBatch(x: PendingExpire): void {
+    const before = x.before < 0n ? 0n : x.before > U64_MAX ? U64_MAX : x.before;
+    const hi = Number(before >> 32n);
+    const lo = Number(before & 0xffffffffn);
+    let from: Buffer | undefined;
     let n = 0;
-    await this.root.transaction(() => {
-      const victims: StoredSpan[] = [];
-      for (const { value } of this.byId.getRange({})) {
-        const s = value as StoredSpan;
-        if (BigInt(s.startUnixNano) < beforeUnixNano) victims.push(s);
-        if (victims.length >= max) break;
-      }
-      for (const s of victims) {
-        const id = idBytes(s.traceId, s.spanId);
-        this.removeIndex(s, id);
-        this.byId.remove(id);
+    while (n < x.max) {
+      // the next service: its keys are [service][0][start][id]; services hold no NUL (refused at put)
+      let first: Buffer | null = null;
+      for (const k of this.byTime.getKeys(from ? { start: from, limit: 1 } : { limit: 1 })) first = Buffer.from(k as Buffer);
+      if (first === null) break;
+      const z = first.indexOf(0);
+      if (z < 0) break; // not a key of this layout (cannot happen): stop rather than loop
+      const end = Buffer.allocUnsafe(z + 9);
+      first.copy(end, 0, 0, z + 1);
+      end.writeUInt32BE(hi, z + 1);
+      end.writeUInt32BE(lo, z + 5);
+      for (const { key, value } of this.byTime.getRange({ start: first.subarray(0, z + 1), end, limit: x.max - n })) {
+        const tk = Buffer.from(key as Buffer);
+        const id = tk.subarray(z + 9);
+        if (id.length !== 24) continue;
+        if (this.pending.size && this.isPending(id)) continue;
+        const d = (value as Buffer).length === 8 ? (value as Buffer).readDoubleLE(0) : 0;
+        // [service][0][u64 duration][u64 start][id], as indexKeys writes it
+        const dk = Buffer.allocUnsafe(z + 41);
+        tk.copy(dk, 0, 0, z + 1);
+        dk.writeUInt32BE(Math.min(0xffffffff, Math.floor(d / 2 ** 32)), z + 1);
+        dk.writeUInt32BE(d >>> 0, z + 5);
+        tk.copy(dk, z + 9, z + 1);
+        this.byTime.remove(tk);
+        this.byDur.remove(dk);
+        this.byIdRaw.remove(Buffer.from(id));
         n++;
       }
-    });
-    return n;
+      from = nextServiceKey(first, z);
+    }
+    x.result.deleted = n;
+    x.result.more = n >= x.max;
   }
+
+  /** Is span id (24 bytes) among this process's uncommitted puts? */
+  private isPending(id: Buffer): boolean {
+    const l = this.pending.get(id.toString('hex', 0, 16));
+    if (!l) return false;
+    const spanId = id.toString('hex', 16, 24);
+    return l.some((st) => st.spanId === spanId);
+  }
+
 }

@@ -110,6 +110,8 @@ export interface WriterCounters extends SkipCounters {
   emergencyDropped: number;
   /** BLOCKED reports not kept because OPEN_INTERVALS_MAX intervals were open (those threads read as before: on CPU up to their switch-in) */
   openDropped: number;
+  /** spans deleted from the span index by retention (started before the kernel data's horizon, or older than maxAgeNs) */
+  expiredSpans: number;
 }
 
 /** Open off-CPU intervals kept at most (one per thread; ~250 bytes each in memory: ≤ ~64 MB). */
@@ -155,6 +157,8 @@ export interface RetentionResult {
   dropped: number[];
   usedBytes: number;
   ms: number;
+  /** spans expired from the span index by this check */
+  expiredSpans?: number;
 }
 
 interface Pending {
@@ -255,7 +259,7 @@ export class StoreWriter implements CaptureSink {
   readonly reader: StoreReader;
   readonly counters: WriterCounters = {
     events: 0, committedEvents: 0, blocks: 0, futexBlocks: 0, commitRounds: 0, valueBytes: 0,
-    byKind: new Array(KIND_MAX + 1).fill(0), unknownKind: 0, badValue: 0, outOfRange: 0, expired: 0, droppedPartitions: 0,
+    byKind: new Array(KIND_MAX + 1).fill(0), unknownKind: 0, badValue: 0, outOfRange: 0, expired: 0, droppedPartitions: 0, expiredSpans: 0,
     storeFull: 0, commitFailures: 0, emergencyDropped: 0, openDropped: 0,
   };
   readonly partitionNs: number;
@@ -1521,15 +1525,38 @@ export class StoreWriter implements CaptureSink {
         }
       }
       await this.dropPartitions(victims);
-      if (victims.length) used = usedBytes(this);
+      const expiredSpans = await this.expireSpans(maxAge);
+      if (victims.length || expiredSpans) used = usedBytes(this);
       this.counters.droppedPartitions += victims.length;
-      return { dropped: victims, usedBytes: used, ms: performance.now() - t0 };
+      return { dropped: victims, usedBytes: used, ms: performance.now() - t0, expiredSpans };
     };
     this.retentionRunning = run().finally(() => {
       this.retentionRunning = null;
       if (this.retentionDue && !this.closing) setImmediate(() => this.maybeRetention());
     });
     return this.retentionRunning;
+  }
+
+  /**
+   * The span index's retention (it is not partitioned): spans that started
+   * before the kernel data's horizon (nothing is left there to explain them)
+   * or, with maxAgeNs, more than that before the latest capture time, as
+   * the partitions are (by the wall clock in a store of spans only, `kspan
+   * run --no-capture`: no capture time). A batch per check
+   * (SPAN_EXPIRE_BATCH); while more remain, the next check follows at once.
+   */
+  private async expireSpans(maxAgeNs: number): Promise<number> {
+    let cut = this.horizonNs > 0 ? this.toUnixNano(this.horizonNs) ?? 0n : 0n;
+    if (maxAgeNs > 0) {
+      const latest = this.maxTs > 0 ? this.toUnixNano(this.maxTs) : null;
+      const byAge = (latest ?? BigInt(Date.now()) * 1_000_000n) - BigInt(Math.round(maxAgeNs));
+      if (byAge > cut) cut = byAge;
+    }
+    if (cut <= 0n) return 0;
+    const r = await this.reader.spans.expireBefore(cut);
+    this.counters.expiredSpans += r.deleted;
+    if (r.more) this.retentionDue = true;
+    return r.deleted;
   }
 
   /**

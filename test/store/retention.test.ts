@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
-import { openStoreWriter, usedBytes, EventList, type StoreReader, type StoreWriter } from '../../src/store/index.js';
+import { openStoreWriter, usedBytes, EventList, type SpanInput, type StoreReader, type StoreWriter } from '../../src/store/index.js';
 import { SynthGen } from './synth.js';
 import { feed, sleep, spawnTsx, tempDir } from './util.js';
 
@@ -204,5 +204,59 @@ test('retention horizon persists: a reopened writer skips expired events; old cl
     await w2.close();
   } finally {
     cleanup();
+  }
+});
+
+test('retention expires the span index too: spans started before the kernel horizon, or (no capture) older than maxAgeNs by the wall clock', async () => {
+  const { dir, cleanup } = tempDir('ret-spans');
+  const T0 = 7_300_000_000_000;
+  const g = gen(17, T0);
+  const tr = (n: number) => n.toString(16).padStart(32, '0');
+  const sp = (n: number) => n.toString(16).padStart(16, '0');
+  try {
+    const w = openStoreWriter(dir, { partitionNs: P, maxAgeNs: 2e9, retentionEveryMs: 0 });
+    await feed(w, g.next(600_000)); // 6 s of capture time
+    await w.flush();
+    // a span every 50 ms of the capture, in epoch time as the app's SDK stamps it
+    const spans: SpanInput[] = [];
+    for (let i = 0; i < 120; i++) {
+      const start = w.toUnixNano(T0 + i * 50e6)!;
+      spans.push({ traceId: tr(1 + (i % 12)), spanId: sp(1 + i), service: i % 3 ? 'api' : 'db', name: 'op', startUnixNano: start, endUnixNano: start + 20_000_000n });
+    }
+    await w.reader.spans.putSpans(spans);
+    const res = await w.enforceRetention();
+    assert.ok(res.dropped.length >= 3, JSON.stringify(res));
+    // gone: what started before the kernel horizon, and before the latest capture time less maxAgeNs (the
+    // horizon is a partition's start, so that is a little later; the latest capture time is the stream's
+    // last event, give or take the one span of 50 ms around it)
+    const horizon = w.toUnixNano(w.reader.retainedFromNs())!;
+    const byAge = w.toUnixNano(g.lastEnd - 2e9)!;
+    const n = (t: bigint) => spans.filter((s) => s.startUnixNano < t).length;
+    assert.ok(n(horizon) > 20 && n(horizon) < 100, `${n(horizon)} of 120 spans before the horizon`);
+    const want = Math.max(n(horizon), n(byAge));
+    assert.ok(Math.abs(res.expiredSpans! - want) <= 1, `${res.expiredSpans} expired, ~${want} expected`);
+    assert.equal(w.counters.expiredSpans, res.expiredSpans);
+    const left = Array.from({ length: 12 }, (_, k) => w.reader.spans.getTrace(tr(k + 1))).flat();
+    assert.equal(left.length, 120 - res.expiredSpans!);
+    const firstLeft = left.reduce((m, s) => (BigInt(s.startUnixNano) < m ? BigInt(s.startUnixNano) : m), 1n << 64n);
+    assert.ok(firstLeft >= horizon, 'none before the horizon is left');
+    assert.equal(left.length, spans.filter((s) => s.startUnixNano >= firstLeft).length, 'the newest ones are left, every one of them');
+    await w.close();
+  } finally {
+    cleanup();
+  }
+  // a store of spans only (kspan run --no-capture) has no horizon: maxAgeNs counts by the wall clock
+  const only = tempDir('ret-spans-only');
+  try {
+    const w = openStoreWriter(only.dir, { maxAgeNs: 60e9, retentionEveryMs: 0 });
+    const now = BigInt(Date.now()) * 1_000_000n;
+    const ages = [600, 120, 61, 30, 1]; // seconds ago
+    await w.reader.spans.putSpans(ages.map((a, i) => ({ traceId: tr(99), spanId: sp(100 + i), service: 'api', name: `${a}s`, startUnixNano: now - BigInt(a) * 1_000_000_000n, endUnixNano: now - BigInt(a) * 1_000_000_000n + 1_000_000n })));
+    const res = await w.enforceRetention();
+    assert.equal(res.expiredSpans, 3);
+    assert.deepEqual(w.reader.spans.getTrace(tr(99)).map((s) => s.name), ['30s', '1s']);
+    await w.close();
+  } finally {
+    only.cleanup();
   }
 });

@@ -147,3 +147,54 @@ test('spans: the hand-written value encoding is byte-identical to lmdb-js msgpac
     cleanup();
   }
 });
+
+test('spans: expireBefore deletes the spans started before a time from every index, a batch at a time, and keeps a span being put again', async () => {
+  const { dir, cleanup } = tempDir('spans-expire');
+  try {
+    const w = openStoreWriter(dir);
+    const services = ['api', 'engine', 'api-gateway', 'ä-svc'];
+    const spans: SpanInput[] = [];
+    for (let i = 0; i < 400; i++) {
+      const start = E + BigInt(i) * 100_000_000n; // every 100 ms for 40 s
+      spans.push({ traceId: tr(1 + (i % 40)), spanId: sp(1000 + i), service: services[i % 4], name: `op${i}`,
+        startUnixNano: start, endUnixNano: start + BigInt(1 + (i % 13)) * 3_000_000n, pid: 7, tid: 8 });
+    }
+    await w.reader.spans.putSpans(spans);
+    const cut = E + 20_000_000_000n; // spans 0..199 started before it
+    const first = await w.reader.spans.expireBefore(cut, 150);
+    assert.deepEqual(first, { deleted: 150, more: true }, 'a batch at most');
+    // a span being put again (not committed) when an expiry's batch is built is kept, in its new form: with a
+    // batch in flight, the re-put and the expiry wait together for the next one
+    const inFlight = w.reader.spans.putSpans([{ ...spans[399], spanId: sp(5000), name: 'other' }]);
+    const putAgain = w.reader.spans.putSpans([{ ...spans[199], name: 'put again' }]);
+    const second = await w.reader.spans.expireBefore(cut, 150);
+    await Promise.all([inFlight, putAgain]);
+    assert.deepEqual(second, { deleted: 49, more: false }, 'every span before the time but the one put again');
+    assert.equal(w.reader.spans.getSpan(tr(40), sp(1199))?.name, 'put again');
+    assert.deepEqual(await w.reader.spans.expireBefore(cut), { deleted: 1, more: false }, 'committed now: it started before the time too');
+    assert.deepEqual(await w.reader.spans.expireBefore(cut), { deleted: 0, more: false });
+    await w.close();
+
+    const r = openStoreReader(dir);
+    const left = spans.filter((s) => s.startUnixNano >= cut).map((s) => s.spanId).concat(sp(5000));
+    const all = Array.from({ length: 40 }, (_, k) => r.spans.getTrace(tr(k + 1))).flat().map((s) => s.spanId).sort();
+    assert.deepEqual(all, [...left].sort(), 'by id');
+    assert.equal(r.spans.getSpan(tr(40), sp(1199)), null);
+    assert.equal(r.spans.getSpan(tr(1), sp(1000)), null);
+    for (const svc of services) {
+      const mine = (ss: SpanInput[]) => ss.filter((s) => s.service === svc && s.startUnixNano >= cut).concat(svc === spans[399].service ? [{ ...spans[399], spanId: sp(5000) }] : []);
+      // by duration (whole service) and by time (a window reaching back past the cut)
+      const byDur = r.spans.findSlowSpans({ service: svc, limit: 1000 });
+      assert.deepEqual(byDur.map((s) => s.spanId).sort(), mine(spans).map((s) => s.spanId).sort(), `${svc}: by duration`);
+      const byTime = r.spans.findSlowSpans({ service: svc, fromUnixNano: E, toUnixNano: E + 60_000_000_000n, limit: 1000 });
+      assert.deepEqual(byTime.map((s) => s.spanId).sort(), mine(spans).map((s) => s.spanId).sort(), `${svc}: by time`);
+      assert.equal(r.spans.countOverlapping(svc, E, E + 60_000_000_000n, () => true), mine(spans).length, `${svc}: overlapping`);
+    }
+    // no index entry left behind: the two indexes hold one entry per span left
+    assert.equal(r.spans.byTime.getKeysCount(), left.length);
+    assert.equal(r.spans.byDur.getKeysCount(), left.length);
+    void r.root.close();
+  } finally {
+    cleanup();
+  }
+});
