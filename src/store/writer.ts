@@ -112,6 +112,8 @@ export interface WriterCounters extends SkipCounters {
   openDropped: number;
   /** spans deleted from the span index by retention (started before the kernel data's horizon, or older than maxAgeNs) */
   expiredSpans: number;
+  /** thread incarnations whose rows retention deleted (they exited before the horizon) */
+  prunedThreads: number;
 }
 
 /** Open off-CPU intervals kept at most (one per thread; ~250 bytes each in memory: ≤ ~64 MB). */
@@ -241,6 +243,9 @@ if (FUTEX_WAKE.uaddr !== FUTEX_WAIT.uaddr) throw new Error('record ABI: futex re
 /** Events are ingested through the probe's DRAINED time less this (a record is reserved right after its time is read). */
 const DRAIN_SLOP_NS = 1_000_000;
 const EMPTY = Buffer.alloc(0);
+const ZERO_BYTE = Buffer.from([0]);
+/** Thread rows a retention check looks at, at most (pruneThreads): a few ms of the writer's thread. */
+const THREAD_SWEEP_ROWS = 4096;
 
 /** lmdb-js prints every failed commit with console.error; the writer reports it itself (once), so those are left out. */
 let lmdbErrorsQuiet = false;
@@ -259,7 +264,7 @@ export class StoreWriter implements CaptureSink {
   readonly reader: StoreReader;
   readonly counters: WriterCounters = {
     events: 0, committedEvents: 0, blocks: 0, futexBlocks: 0, commitRounds: 0, valueBytes: 0,
-    byKind: new Array(KIND_MAX + 1).fill(0), unknownKind: 0, badValue: 0, outOfRange: 0, expired: 0, droppedPartitions: 0, expiredSpans: 0,
+    byKind: new Array(KIND_MAX + 1).fill(0), unknownKind: 0, badValue: 0, outOfRange: 0, expired: 0, droppedPartitions: 0, expiredSpans: 0, prunedThreads: 0,
     storeFull: 0, commitFailures: 0, emergencyDropped: 0, openDropped: 0,
   };
   readonly partitionNs: number;
@@ -311,6 +316,10 @@ export class StoreWriter implements CaptureSink {
   private lastSweepTs = 0;
   private lastRetentionWall = Date.now();
   private retentionDue = false;
+  /** the thread-row sweep under way (pruneThreads): where the next check resumes, to which horizon */
+  private threadSweep: { from: Buffer; horizon: number } | null = null;
+  /** the horizon the last complete sweep pruned to */
+  private sweptHorizon = 0;
   private seq = (Math.random() * TWO32) >>> 0;
   private maxTs = 0;
   /** the partition being written (newest), its lower bound and the end of its time slot */
@@ -1525,6 +1534,7 @@ export class StoreWriter implements CaptureSink {
         }
       }
       await this.dropPartitions(victims);
+      await this.pruneThreads();
       const expiredSpans = await this.expireSpans(maxAge);
       if (victims.length || expiredSpans) used = usedBytes(this);
       this.counters.droppedPartitions += victims.length;
@@ -1535,6 +1545,61 @@ export class StoreWriter implements CaptureSink {
       if (this.retentionDue && !this.closing) setImmediate(() => this.maybeRetention());
     });
     return this.retentionRunning;
+  }
+
+  /**
+   * Thread and process rows of incarnations that exited before the retention
+   * horizon (all their events are gone): swept after each move of the horizon,
+   * THREAD_SWEEP_ROWS rows a check (the rows are keyed by thread, not time),
+   * resuming where the last check stopped. A thread with no exit seen (alive,
+   * or its exit lost) keeps its row: it may still be named by later events.
+   */
+  private async pruneThreads(): Promise<number> {
+    const horizon = this.horizonNs;
+    if (horizon <= 0) return 0;
+    if (this.threadSweep === null) {
+      if (horizon <= this.sweptHorizon) return 0;
+      this.threadSweep = { from: metaKey(M.THREAD), horizon };
+    }
+    const sw = this.threadSweep;
+    const from = sw.from;
+    const swept = this.sweptHorizon;
+    const meta = this.reader.meta;
+    this.root.resetReadTxn();
+    const dels: Buffer[] = [];
+    const forget: string[] = [];
+    let last: Buffer | null = null;
+    let rows = 0;
+    for (const { key, value } of meta.getRange({ start: sw.from, end: metaKey(M.THREAD + 1), limit: THREAD_SWEEP_ROWS })) {
+      last = Buffer.from(key as Buffer);
+      rows++;
+      const t = value as ThreadMeta;
+      if (t.exitTs === null || t.exitTs === undefined || t.exitTs >= sw.horizon) continue;
+      const k = `${t.tid}:${t.startTime}`;
+      if (this.dirtyThreads.has(k)) continue;
+      dels.push(last, procKey(t.pid, t.tid, t.startTime, this.originHi ?? 0));
+      forget.push(k);
+    }
+    if (rows < THREAD_SWEEP_ROWS || last === null) {
+      this.sweptHorizon = sw.horizon;
+      this.threadSweep = null;
+    } else {
+      sw.from = Buffer.concat([last, ZERO_BYTE]); // the next key after it
+    }
+    if (!dels.length) return 0;
+    try {
+      await this.txn(() => {
+        for (const k of dels) meta.remove(k);
+      });
+    } catch (e) {
+      // not deleted (disk full): the next check looks at these rows again
+      this.threadSweep = { from, horizon: sw.horizon };
+      this.sweptHorizon = swept;
+      throw e;
+    }
+    for (const k of forget) this.threadMeta.delete(k);
+    this.counters.prunedThreads += forget.length;
+    return forget.length;
   }
 
   /**

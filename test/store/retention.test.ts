@@ -260,3 +260,49 @@ test('retention expires the span index too: spans started before the kernel hori
     only.cleanup();
   }
 });
+
+test('retention deletes the rows of threads that exited before the horizon (and their process keys); live and late-exiting ones stay', async () => {
+  const { FrameWriter } = await import('../helpers/frames.js');
+  const { TaskEvent } = await import('../../src/capture/records.js');
+  const { dir, cleanup } = tempDir('ret-threads');
+  const T0 = 8_400_000_000_000;
+  const g = gen(19, T0);
+  try {
+    const w = openStoreWriter(dir, { partitionNs: P, maxAgeNs: 2e9, retentionEveryMs: 0 });
+    // pid 900: 4,500 short-lived threads that exit in the first second (more than one check sweeps), one
+    // that lives on (never exits), one that exits at the end; all named at the start
+    const f = new FrameWriter();
+    const PID = 900;
+    const N = 4500;
+    for (let i = 0; i < N + 2; i++) f.task({ ts: T0 + 1e6 + i, pid: PID, tid: 901 + i, event: TaskEvent.NAME, startTime: T0 - 1e9 + i, comm: `t${i}`, pcomm: 'app' });
+    for (let i = 0; i < N; i++) f.task({ ts: T0 + 0.5e9 + i, pid: PID, tid: 901 + i, event: TaskEvent.EXIT, startTime: T0 - 1e9 + i, comm: `t${i}`, pcomm: 'app', exitCode: 0 });
+    await feed(w, f.toBuffer());
+    await feed(w, g.next(600_000)); // 6 s of capture time
+    const lateTs = Math.floor(g.lastEnd);
+    const late = new FrameWriter().task({ ts: lateTs, pid: PID, tid: 901 + N + 1, event: TaskEvent.EXIT, startTime: T0 - 1e9 + N + 1, comm: 'late', pcomm: 'app', exitCode: 0 });
+    await feed(w, late.toBuffer());
+    await w.flush();
+    assert.equal(w.reader.threadsOf(PID).length, N + 2);
+    const res = await w.enforceRetention();
+    assert.ok(res.dropped.length >= 3 && w.reader.retainedFromNs() > T0 + 0.5e9, JSON.stringify(res));
+    const first = w.counters.prunedThreads;
+    assert.ok(first > 0 && first < N, `one check sweeps part of the rows: ${first}`);
+    await w.enforceRetention(); // the same horizon: the sweep goes on where it stopped
+    assert.equal(w.counters.prunedThreads, N);
+    assert.deepEqual(w.reader.threadsOf(PID).map((t) => t.tid).sort(), [901 + N, 901 + N + 1]);
+    assert.equal(w.reader.threadIncarnations(901).length, 0);
+    assert.equal(w.reader.threadIncarnations(901 + N)[0].comm, `t${N}`, 'alive (no exit seen): kept');
+    assert.equal(w.reader.threadIncarnations(901 + N + 1)[0].exitTs, lateTs, 'exited after the horizon: kept');
+    // the synthetic stream's own threads never exit: all kept
+    assert.equal(w.reader.threadIncarnations(g.tidOf(3)).length, 1);
+    // a later check with the same horizon does not sweep again
+    await w.enforceRetention();
+    assert.equal(w.counters.prunedThreads, N);
+    await w.close();
+    const r = (await import('../../src/store/index.js')).openStoreReader(dir);
+    assert.deepEqual(r.threadsOf(PID).map((t) => t.tid).sort(), [901 + N, 901 + N + 1], 'as committed');
+    void r.root.close();
+  } finally {
+    cleanup();
+  }
+});
