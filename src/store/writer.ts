@@ -1534,10 +1534,11 @@ export class StoreWriter implements CaptureSink {
         }
       }
       await this.dropPartitions(victims);
+      this.counters.droppedPartitions += victims.length;
+      // then the rows the horizon leaves without data (their failure, e.g. a full disk, fails this check: retried at the next)
       await this.pruneThreads();
       const expiredSpans = await this.expireSpans(maxAge);
       if (victims.length || expiredSpans) used = usedBytes(this);
-      this.counters.droppedPartitions += victims.length;
       return { dropped: victims, usedBytes: used, ms: performance.now() - t0, expiredSpans };
     };
     this.retentionRunning = run().finally(() => {
