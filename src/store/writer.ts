@@ -244,8 +244,12 @@ if (FUTEX_WAKE.uaddr !== FUTEX_WAIT.uaddr) throw new Error('record ABI: futex re
 const DRAIN_SLOP_NS = 1_000_000;
 const EMPTY = Buffer.alloc(0);
 const ZERO_BYTE = Buffer.from([0]);
-/** Thread rows a retention check looks at, at most (pruneThreads): a few ms of the writer's thread. */
-const THREAD_SWEEP_ROWS = 4096;
+/**
+ * Thread rows a retention check looks at, at most (pruneThreads): reading one
+ * takes ~6 µs of the writer's thread (the OTel receiving thread in `kspan
+ * run`), so ~6 ms a check; a sweep of 100,000 rows takes ~100 checks.
+ */
+const THREAD_SWEEP_ROWS = 1024;
 
 /** lmdb-js prints every failed commit with console.error; the writer reports it itself (once), so those are left out. */
 let lmdbErrorsQuiet = false;
