@@ -439,57 +439,49 @@ export class SpanIndex {
     return part.result;
   }
 
+  /**
+   * The oldest time-index key of the first service at or after `from` (all
+   * services when undefined), copied, with `z`: where its service name ends
+   * (keys are [service][0][u64 start][id]; services hold no NUL, refused at
+   * put). Null past the last service.
+   */
+  private serviceOldest(from: Buffer | undefined): { key: Buffer; z: number } | null {
+    for (const k of this.byTime.getKeys(from ? { start: from, limit: 1 } : { limit: 1 })) {
+      const key = Buffer.from(k as Buffer);
+      const z = key.indexOf(0);
+      return z >= 0 && key.length >= z + 9 ? { key, z } : null; // not this layout (cannot happen): stop rather than loop
+    }
+    return null;
+  }
+
   /** Did any committed span start before `before`? One key read per service: each one's oldest. */
   private anyStartedBefore(before: bigint): boolean {
     this.auto();
-    let from: Buffer | undefined;
-    for (;;) {
-      let first: Buffer | null = null;
-      for (const k of this.byTime.getKeys(from ? { start: from, limit: 1 } : { limit: 1 })) first = k as Buffer;
-      if (first === null) return false;
-      const z = first.indexOf(0);
-      if (z < 0 || first.length < z + 9) return false;
-      if (first.readBigUInt64BE(z + 1) < before) return true;
-      from = nextServiceKey(first, z);
+    for (let s = this.serviceOldest(undefined); s; s = this.serviceOldest(nextServiceKey(s.key, s.z))) {
+      if (s.key.readBigUInt64BE(s.z + 1) < before) return true;
     }
+    return false;
   }
 
   /** An expiry's deletes, written into the batch being built (see expireBefore). */
   private expireInBatch(x: PendingExpire): void {
-    const before = x.before < 0n ? 0n : x.before > U64_MAX ? U64_MAX : x.before;
-    const hi = Number(before >> 32n);
-    const lo = Number(before & 0xffffffffn);
-    let from: Buffer | undefined;
     let n = 0;
-    while (n < x.max) {
-      // the next service: its keys are [service][0][start][id]; services hold no NUL (refused at put)
-      let first: Buffer | null = null;
-      for (const k of this.byTime.getKeys(from ? { start: from, limit: 1 } : { limit: 1 })) first = Buffer.from(k as Buffer);
-      if (first === null) break;
-      const z = first.indexOf(0);
-      if (z < 0) break; // not a key of this layout (cannot happen): stop rather than loop
-      const end = Buffer.allocUnsafe(z + 9);
-      first.copy(end, 0, 0, z + 1);
-      end.writeUInt32BE(hi, z + 1);
-      end.writeUInt32BE(lo, z + 5);
-      for (const { key, value } of this.byTime.getRange({ start: first.subarray(0, z + 1), end, limit: x.max - n })) {
-        const tk = Buffer.from(key as Buffer);
-        const id = tk.subarray(z + 9);
+    for (let s = this.serviceOldest(undefined); s && n < x.max; s = this.serviceOldest(nextServiceKey(s.key, s.z))) {
+      const service = s.key.toString('utf8', 0, s.z);
+      // this service's keys that start before x.before: [service][0] up to [service][0][before]
+      const [end] = indexKeys(service, x.before, 0, EMPTY);
+      for (const { key, value } of this.byTime.getRange({ start: s.key.subarray(0, s.z + 1), end, limit: x.max - n })) {
+        const k = key as Buffer;
+        const id = Buffer.from(k.subarray(s.z + 9));
         if (id.length !== 24) continue;
         if (this.pending.size && this.isPending(id)) continue;
         const d = (value as Buffer).length === 8 ? (value as Buffer).readDoubleLE(0) : 0;
-        // [service][0][u64 duration][u64 start][id], as indexKeys writes it
-        const dk = Buffer.allocUnsafe(z + 41);
-        tk.copy(dk, 0, 0, z + 1);
-        dk.writeUInt32BE(Math.min(0xffffffff, Math.floor(d / 2 ** 32)), z + 1);
-        dk.writeUInt32BE(d >>> 0, z + 5);
-        tk.copy(dk, z + 9, z + 1);
-        this.byTime.remove(tk);
-        this.byDur.remove(dk);
-        this.byIdRaw.remove(Buffer.from(id));
+        const [timeKey, durKey] = indexKeys(service, k.readBigUInt64BE(s.z + 1), d, id);
+        this.byTime.remove(timeKey);
+        this.byDur.remove(durKey);
+        this.byIdRaw.remove(id);
         n++;
       }
-      from = nextServiceKey(first, z);
     }
     x.result.deleted = n;
     x.result.more = n >= x.max;
