@@ -14,11 +14,12 @@ import type { BatchResult, ExplainBatch, ExplainGroup, ExplainWorkerInit, GroupR
 
 /**
  * An explain worker's young generation, MB (V8's default here is ~48). A
- * worker allocates ~30 KB per span explained, and a batch's explanations
- * live until the batch is encoded: with the default, scavenges promoted
- * them and the old generation's collections took ~17% of the worker's busy
- * time under a flood (bench:pipeline, one worker); with 96 MB, ~10%, for
- * ~30 MB more peak heap per worker.
+ * worker allocates ~25 KB per span explained: with the default, scavenges
+ * promoted much of it and the old generation's collections took ~17% of the
+ * worker's busy time under a flood (bench:pipeline, one worker, when a
+ * batch's explanations lived until the whole batch was encoded; each trace
+ * is now encoded as it is explained); with 96 MB, ~10%, for ~30 MB more
+ * peak heap per worker.
  */
 const WORKER_YOUNG_GENERATION_MB = 96;
 
