@@ -406,8 +406,7 @@ export class StoreWriter implements CaptureSink {
     this.cgroups = opts.cgroups?.length ? [...opts.cgroups] : undefined;
     // the host of the data written from now on (a store moved between hosts, or renamed, keeps its history);
     // a restart on the same host and boot adds no row (a daemon restarted daily must not grow the list every explain reads)
-    let latest: HostMeta | undefined;
-    for (const { value } of meta.getRange({ start: metaKey(M.HOST + 1), end: metaKey(M.HOST), reverse: true, limit: 1 })) latest = value as HostMeta;
+    const latest = this.reader.hosts().at(-1);
     if (latest?.name !== this.host.name || latest.bootId !== this.host.bootId) {
       // rows stay in time order (hostAt relies on it) even if the wall clock stepped back
       const sinceMs = Math.max(Date.now(), (latest?.sinceMs ?? -1) + 1);
